@@ -1,0 +1,70 @@
+"""The two narrow interfaces between elastiscale and the outside world.
+
+A `MetricSource` observes components; an `Actuator` reads and sets replica counts. Both are
+plain protocols: anything with the methods works, and the in-memory twins in
+`elastiscale.adapters.memory` are what tests use instead of patching internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+from elastiscale.observations import Observation, ReplicaState
+
+
+@runtime_checkable
+class MetricSource(Protocol):
+    """Observes components as of `now_s`.
+
+    Returns one `Observation` per requested component; a signal it cannot read is missing in
+    that observation (with the reason), never zero. Raises `MetricSourceError` only when the
+    source as a whole cannot answer (server down, timed out).
+    """
+
+    def observe(self, components: Sequence[str], now_s: float) -> Mapping[str, Observation]: ...
+
+
+class Failure(StrEnum):
+    """Why an actuation did not happen, in the platform-neutral words the engine retries on."""
+
+    CONFLICT = "conflict"  # the target changed underneath (stale version); re-read and retry
+    THROTTLED = "throttled"  # rate limited by the platform
+    UNAVAILABLE = "unavailable"  # platform unreachable or erroring (5xx, timeout)
+    NOT_FOUND = "not found"  # the target does not exist
+    FORBIDDEN = "forbidden"  # no permission
+    IN_PROGRESS = "in progress"  # a previous change to this target has not finished
+    INVALID = "invalid"  # the platform refused the value
+
+
+@dataclass(frozen=True, slots=True)
+class ActuationResult:
+    """The outcome of one `Actuator.scale` call."""
+
+    component: str
+    replicas: int
+    failure: Failure | None = None
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    @classmethod
+    def success(cls, component: str, replicas: int) -> ActuationResult:
+        return cls(component=component, replicas=replicas)
+
+
+@runtime_checkable
+class Actuator(Protocol):
+    """Reads and sets replica counts of pipeline components on a platform.
+
+    `scale` is idempotent (setting the current count is a no-op success) and reports failures
+    as `ActuationResult` values rather than raising.
+    """
+
+    def read(self, components: Sequence[str]) -> Mapping[str, ReplicaState]: ...
+
+    def scale(self, component: str, replicas: int) -> ActuationResult: ...

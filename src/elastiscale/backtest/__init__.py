@@ -1,0 +1,1 @@
+"""Replaying history through policies: the pipeline simulator, baselines, scoring and reports."""

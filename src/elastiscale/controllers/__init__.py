@@ -1,0 +1,1 @@
+"""Policies (what each component should have) and constraints (what it may have)."""

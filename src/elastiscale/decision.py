@@ -1,0 +1,94 @@
+"""Proposals, clamps and decision records: the reasons behind every replica count.
+
+The same `DecisionRecord` feeds logs, the daemon's `/decisions` and metrics, and backtest reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from elastiscale.observations import Observation
+
+Detail = float | int | str | bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """One policy's proposal for one component: a replica count, or None and the reason why not."""
+
+    policy: str
+    replicas: int | None
+    reason: str
+    details: Mapping[str, Detail] = field(default_factory=dict)
+
+    @property
+    def valid(self) -> bool:
+        return self.replicas is not None
+
+    @classmethod
+    def none(cls, policy: str, reason: str, **details: Detail) -> Proposal:
+        return cls(policy=policy, replicas=None, reason=reason, details=details)
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "policy": self.policy,
+            "replicas": self.replicas,
+            "reason": self.reason,
+        }
+        if self.details:
+            out["details"] = dict(self.details)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Clamp:
+    """A constraint that changed the count: from `before` to `after`, and why."""
+
+    constraint: str
+    before: int
+    after: int
+    reason: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "constraint": self.constraint,
+            "before": self.before,
+            "after": self.after,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """Everything one tick decided for one component, and why.
+
+    `outcome` is one of: "unchanged", "scaled", "dry-run", "held: <why>", "failed: <kind>".
+    """
+
+    at_s: float
+    component: str
+    observation: Observation
+    current_replicas: int
+    proposals: tuple[Proposal, ...]
+    combined_replicas: int | None
+    clamps: tuple[Clamp, ...]
+    desired_replicas: int
+    outcome: str
+
+    @property
+    def changed(self) -> bool:
+        return self.desired_replicas != self.current_replicas
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "at_s": self.at_s,
+            "component": self.component,
+            "current_replicas": self.current_replicas,
+            "combined_replicas": self.combined_replicas,
+            "desired_replicas": self.desired_replicas,
+            "outcome": self.outcome,
+            "observation": self.observation.to_dict(),
+            "proposals": [p.to_dict() for p in self.proposals],
+            "clamps": [c.to_dict() for c in self.clamps],
+        }

@@ -1,0 +1,231 @@
+"""`Engine.step(now_s)`: the one decision path, used unchanged by the embedded API, the sidecar
+daemon and the backtest.
+
+One tick:
+1. observe every component through the `MetricSource` (a source that is down yields
+   observations whose signals are all missing: nothing scales down because of it);
+2. read current replica counts from the `Actuator`;
+3. ask every policy for proposals; a policy that raises proposes nothing, with the error as its
+   reason, and the others still count;
+4. combine the valid proposals (max), or hold the current count when there are none;
+5. apply the component's constraints in order, recording each clamp;
+6. act on changed counts, with capped exponential backoff and jitter after failures;
+7. return one `DecisionRecord` per component.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from elastiscale import registry
+from elastiscale.adapters.base import ActuationResult, Actuator, Failure, MetricSource
+from elastiscale.config import Config
+from elastiscale.controllers.base import Policy, TickContext
+from elastiscale.controllers.constraints import (
+    ComponentConstraints,
+    ConstraintInput,
+    build_constraints,
+)
+from elastiscale.decision import DecisionRecord, Proposal
+from elastiscale.errors import ActuatorError, MetricSourceError
+from elastiscale.history import MetricHistory
+from elastiscale.observations import Observation, ReplicaState
+from elastiscale.pipeline import Pipeline
+
+log = logging.getLogger("elastiscale.engine")
+
+#: Longest wait between retries of a failed actuation.
+MAX_BACKOFF_S = 300.0
+
+
+@dataclass(slots=True)
+class _Retry:
+    failures: int = 0
+    next_attempt_s: float = float("-inf")
+    last_failure: str = ""
+
+
+class Engine:
+    """Decides and applies replica counts for every component of one pipeline."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        metrics: MetricSource,
+        actuator: Actuator,
+        policies: Sequence[Policy] | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        self.config = config
+        self.pipeline = Pipeline(config.pipeline)
+        self.metrics = metrics
+        self.actuator = actuator
+        self.dry_run = dry_run
+        self.policies: list[Policy] = (
+            list(policies)
+            if policies is not None
+            else [registry.build("policy", s.name, config, s.params) for s in config.policies]
+        )
+        self.interval_s = config.control.interval_s
+        self.history = MetricHistory(config.control.history_s)
+        self.constraints: dict[str, ComponentConstraints] = {}
+        self._staleness_s: dict[str, float] = {}
+        for name, component in config.pipeline.components.items():
+            rules = config.constraints_for(name)
+            self.constraints[name] = build_constraints(component, rules)
+            self._staleness_s[name] = rules.missing_data.staleness_s
+        self._retry = {name: _Retry() for name in self.pipeline.order}
+        self._known_replicas: dict[str, ReplicaState] = {}
+        self._rng = random.Random(config.control.seed)
+        self.last_records: list[DecisionRecord] = []
+
+    # ----------------------------------------------------------------------------------------
+
+    def step(self, now_s: float) -> list[DecisionRecord]:
+        """Run one tick at time `now_s` (seconds) and return one record per component."""
+        names = self.pipeline.order
+        observations = self._observe(names, now_s)
+        replicas = self._read_replicas(names, observations)
+        self.history.record(observations.values(), now_s)
+        ctx = TickContext(
+            now_s=now_s,
+            config=self.config,
+            pipeline=self.pipeline,
+            observations=observations,
+            replicas=replicas,
+            history=self.history,
+            interval_s=self.interval_s,
+        )
+        proposals = self._propose(ctx)
+        records = [
+            self._decide(name, now_s, observations[name], replicas[name], proposals[name])
+            for name in names
+        ]
+        self.last_records = records
+        return records
+
+    # ----------------------------------------------------------------------------------------
+
+    def _observe(self, names: Sequence[str], now_s: float) -> dict[str, Observation]:
+        try:
+            got = dict(self.metrics.observe(names, now_s))
+        except MetricSourceError as exc:
+            log.warning("metric source unavailable: %s", exc)
+            got = {}
+            reason = f"source error: {exc}"
+        else:
+            reason = "no data"
+        for name in names:
+            if name not in got:
+                got[name] = Observation.unavailable(name, now_s, reason)
+        return got
+
+    def _read_replicas(
+        self, names: Sequence[str], observations: Mapping[str, Observation]
+    ) -> dict[str, ReplicaState]:
+        try:
+            read = dict(self.actuator.read(names))
+        except ActuatorError as exc:
+            log.warning("actuator read failed: %s", exc)
+            read = {}
+        out: dict[str, ReplicaState] = {}
+        for name in names:
+            state = read.get(name) or self._known_replicas.get(name)
+            if state is None:
+                obs = observations[name]
+                ready = obs.ready_replicas
+                desired = obs.desired_replicas if obs.desired_replicas is not None else ready
+                floor = self.pipeline.components[name].replicas.min
+                state = ReplicaState(
+                    desired=desired if desired is not None else floor,
+                    ready=ready if ready is not None else 0,
+                )
+            out[name] = state
+        self._known_replicas.update(out)
+        return out
+
+    def _propose(self, ctx: TickContext) -> dict[str, list[Proposal]]:
+        by_component: dict[str, list[Proposal]] = {name: [] for name in ctx.pipeline.order}
+        for policy in self.policies:
+            try:
+                got: Mapping[str, Proposal] = policy.propose(ctx)
+            except Exception as exc:  # one broken policy must not stop the others
+                log.exception("policy %s failed", policy.name)
+                got = {}
+                missing = f"policy error: {type(exc).__name__}: {exc}"
+            else:
+                missing = "no proposal"
+            for name, bucket in by_component.items():
+                bucket.append(got.get(name) or Proposal.none(policy.name, missing))
+        return by_component
+
+    def _data_ok(self, name: str, obs: Observation, now_s: float) -> bool:
+        unit = self.pipeline.components[name].capacity_unit
+        signal = "demand_rps" if unit == "requests" else "tokens_per_s"
+        fresh = obs.age_s(now_s) <= self._staleness_s[name]
+        return fresh and obs.value(signal) is not None
+
+    def _decide(
+        self,
+        name: str,
+        now_s: float,
+        obs: Observation,
+        state: ReplicaState,
+        proposals: list[Proposal],
+    ) -> DecisionRecord:
+        current = state.desired
+        valid = [p.replicas for p in proposals if p.replicas is not None]
+        combined = max(valid) if valid else None
+        inp = ConstraintInput(
+            component=name,
+            now_s=now_s,
+            current=current,
+            ready=state.ready,
+            observation=obs,
+            data_ok=self._data_ok(name, obs, now_s),
+        )
+        chain = self.constraints[name]
+        desired, clamps = chain.apply(inp, current if combined is None else combined)
+        outcome = self._act(name, current, desired, now_s)
+        applied = desired if outcome in ("scaled", "dry-run") else current
+        chain.commit(name, now_s, current, applied)
+        return DecisionRecord(
+            at_s=now_s,
+            component=name,
+            observation=obs,
+            current_replicas=current,
+            proposals=tuple(proposals),
+            combined_replicas=combined,
+            clamps=tuple(clamps),
+            desired_replicas=desired,
+            outcome=outcome,
+        )
+
+    def _act(self, name: str, current: int, desired: int, now_s: float) -> str:
+        if desired == current:
+            return "unchanged"
+        if self.dry_run:
+            return "dry-run"
+        retry = self._retry[name]
+        if now_s < retry.next_attempt_s:
+            return f"held: backing off after {retry.last_failure}"
+        result: ActuationResult = self.actuator.scale(name, desired)
+        if result.ok:
+            retry.failures = 0
+            retry.next_attempt_s = float("-inf")
+            self._known_replicas[name] = ReplicaState(desired=desired, ready=current)
+            return "scaled"
+        failure = result.failure or Failure.UNAVAILABLE
+        retry.last_failure = failure.value
+        if failure in (Failure.CONFLICT, Failure.IN_PROGRESS):
+            retry.next_attempt_s = float("-inf")  # retry at the next tick, with fresh state
+        else:
+            retry.failures += 1
+            delay_s = min(MAX_BACKOFF_S, self.interval_s * 2 ** (retry.failures - 1))
+            retry.next_attempt_s = now_s + delay_s * self._rng.uniform(0.5, 1.0)
+        log.warning("scaling %s to %d failed: %s %s", name, desired, failure, result.message)
+        return f"failed: {failure.value}"

@@ -1,0 +1,1 @@
+"""Demand forecasters, online forecast-quality tracking and rolling-origin evaluation."""
