@@ -473,9 +473,13 @@ def _plugin_problems(raw: Mapping[str, Any]) -> list[str]:
                 problems.extend(
                     registry.check("policy", spec["name"], params, path=f"policies[{i}]")
                 )
+    pipeline = raw.get("pipeline")
+    components = pipeline.get("components") if isinstance(pipeline, Mapping) else None
+    names = [str(n) for n in components] if isinstance(components, Mapping) else None
+    context = {"components": names} if names is not None else {}
     for section, kind in (("metrics", "metric_source"), ("actuator", "actuator")):
         spec = raw.get(section)
         if isinstance(spec, Mapping) and isinstance(spec.get("type"), str):
             options = {k: v for k, v in spec.items() if k != "type"}
-            problems.extend(registry.check(kind, spec["type"], options, path=section))
+            problems.extend(registry.check(kind, spec["type"], options, section, context))
     return problems

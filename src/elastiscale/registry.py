@@ -126,8 +126,13 @@ def params_model(factory: Any) -> type[BaseModel] | None:
     return None
 
 
-def check(kind: str, name: str, params: Any, path: str) -> list[str]:
-    """Problems with a config reference to a plugin, as `path.field: message` lines."""
+def check(
+    kind: str, name: str, params: Any, path: str, context: Mapping[str, Any] | None = None
+) -> list[str]:
+    """Problems with a config reference to a plugin, as `path.field: message` lines.
+
+    `context` is passed to the `Params` model's validation (e.g. the pipeline's component
+    names, so an actuator can check that its targets name real components)."""
     key = "name" if kind == "policy" else "type"
     try:
         factory = resolve(kind, name)
@@ -137,7 +142,7 @@ def check(kind: str, name: str, params: Any, path: str) -> list[str]:
     if model is None:
         return []
     try:
-        model.model_validate(params)
+        model.model_validate(params, context=context)
     except ValidationError as exc:
         sub = "params." if kind == "policy" else ""
         lines = []

@@ -28,7 +28,12 @@ class MetricSource(Protocol):
 
 
 class Failure(StrEnum):
-    """Why an actuation did not happen, in the platform-neutral words the engine retries on."""
+    """Why an actuation did not happen, in the platform-neutral words the engine retries on.
+
+    The engine retries CONFLICT and IN_PROGRESS at the next tick (with fresh state) and every
+    other kind after a capped exponential backoff with jitter. An adapter maps its platform's
+    errors onto these (see `elastiscale.adapters.contract.failure_for_http_status`).
+    """
 
     CONFLICT = "conflict"  # the target changed underneath (stale version); re-read and retry
     THROTTLED = "throttled"  # rate limited by the platform
@@ -41,12 +46,17 @@ class Failure(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ActuationResult:
-    """The outcome of one `Actuator.scale` call."""
+    """The outcome of one `Actuator.scale` call.
+
+    `replicas` is the count that was asked for. `retry_after_s` is the platform's own hint of
+    when to try again (an HTTP `Retry-After`), None when it gave none.
+    """
 
     component: str
     replicas: int
     failure: Failure | None = None
     message: str = ""
+    retry_after_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -56,13 +66,33 @@ class ActuationResult:
     def success(cls, component: str, replicas: int) -> ActuationResult:
         return cls(component=component, replicas=replicas)
 
+    @classmethod
+    def failed(
+        cls,
+        component: str,
+        replicas: int,
+        failure: Failure,
+        message: str,
+        retry_after_s: float | None = None,
+    ) -> ActuationResult:
+        return cls(component, replicas, failure, message, retry_after_s)
+
 
 @runtime_checkable
 class Actuator(Protocol):
     """Reads and sets replica counts of pipeline components on a platform.
 
     `scale` is idempotent (setting the current count is a no-op success) and reports failures
-    as `ActuationResult` values rather than raising.
+    as `ActuationResult` values rather than raising. It never issues a second change to a target
+    while the platform is still applying the previous one: it answers `Failure.IN_PROGRESS`.
+
+    `read` returns the components it could read; one it could not is left out (and logged), so
+    the engine falls back to the last known state. It raises `ActuatorError` only when the
+    platform as a whole cannot be reached.
+
+    Adapters built from a config file are constructed as `Cls(config, options)`, `options`
+    being the `actuator:` section without `type`, validated by the class's `Params` model
+    (see `elastiscale.adapters.contract.ActuatorOptions`).
     """
 
     def read(self, components: Sequence[str]) -> Mapping[str, ReplicaState]: ...
