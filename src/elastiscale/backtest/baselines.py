@@ -1,0 +1,400 @@
+"""The two baselines that need the replayed trace: `static-peak` and `oracle`.
+
+Both are ordinary policies (they propose through `Engine.step` like any other, and the engine's
+constraints apply to them), but they are built from the trace being replayed, so they exist only
+inside a backtest. `registry.build("policy", "oracle", config)` outside one fails with a one-line
+`RegistryError`; the backtest builds them with `build_policy(..., trace=trace)`, which passes the
+trace to any policy class whose `needs_trace` attribute is true (a user's own policy may use the
+same hook).
+
+Demand of a component
+    The trace's per-bin arrivals, in the component's capacity unit (requests, or tokens when the
+    component is sized in tokens), divided by the bin width, carried from every ingress component
+    down the graph through the configured mean fan-outs (`Pipeline.propagate_series`).
+
+static-peak: the prior static deployment
+    replicas = ceil(peak / (capacity_per_replica x target_utilization)), clamped to the bounds,
+    where `peak` is the highest `peak_window_s` (default 60 s: what `rate(x[1m])` shows) mean of
+    the component's demand over the whole replayed trace, and the target utilization is the
+    component's, else the pipeline's (default 0.7). Worked numbers: a 30 req/s peak on an LLM of
+    1.5 req/s per replica at 0.7 needs 30 / 1.05 = 28.6, so 29 replicas, all the time.
+
+oracle: the reference lower bound
+    It reads the true future demand (the trace, never the metrics) and computes, for every trace
+    bin, the minimum replica count `need(t)` that meets the component's latency budget:
+    1. rate: the component's demand averaged over [t, t + rate_window_s) (default 30 s), in
+       requests per second (a token-sized component's tokens/s divided by the trace's mean
+       tokens per request);
+    2. queueing model: n replicas are an M/M/c queue with c = max(n, round(n x k)) servers,
+       where k = capacity_per_replica x service_time_s is one replica's concurrency (Little's
+       law), each server serving n x capacity / c requests/s, so the total capacity is exact;
+    3. latency: a call meets the budget when service_time_s plus the `quantile` (default 0.95)
+       of the Erlang-C queueing delay is within the component's latency budget:
+       P(wait > slack) = C(c, a) x exp(-(c x mu - rate) x slack) <= 1 - quantile, with
+       slack = budget - service_time_s (at least 0);
+    4. need(t) = the smallest n in [min, max] meeting it (max when none does).
+    At a tick at `now_s` it proposes max(need(t)) over t in [now_s, now_s + lead], where
+    lead = startup_s + interval_s + actuation_delay_s. Scale-ups are ready `startup_s` after they
+    are asked for and the next tick comes `interval_s` later, so replicas needed at T are asked
+    for exactly one lead time ahead, at the last tick that can still have them ready; scale-downs
+    act at once, so the window also starts at `now_s`. Keeping a replica through a dip shorter
+    than the lead costs no more than releasing it and starting it again (a starting replica is
+    billed), which is why the window is a maximum rather than two points.
+    Latency budgets: a component's `latency_budget_s`, else its share of the end-to-end SLO in
+    proportion to its service time: every call may take SLO / E[path service time] times its
+    service time, where E[path service time] sums, over components, the expected calls per ingress
+    request times `service_time_s` (minus what components with explicit budgets use). Worked
+    numbers: router (0.05 s, 1 call) -> llm (4 s, 3 calls), SLO 30 s: the path takes
+    0.05 + 12 = 12.05 s, so each call may take 30 / 12.05 = 2.49 times its service time: 0.12 s at
+    the router, 9.96 s per llm call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+from scipy.special import gammaincc, gammaln
+
+from elastiscale import registry
+from elastiscale.config import Config
+from elastiscale.controllers.base import Policy, TickContext
+from elastiscale.decision import Proposal
+from elastiscale.errors import RegistryError
+from elastiscale.pipeline import Pipeline
+from elastiscale.trace import Trace
+
+Array = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+_P = TypeVar("_P", bound=BaseModel)
+
+#: How far into the trace the starting replica counts look, seconds (see `initial_replicas`).
+INITIAL_WINDOW_S = 300.0
+
+
+# --------------------------------------------------------------------------------------------
+# Demand and sizing shared by the baselines and the backtest's starting point
+
+
+def component_demand(config: Config, trace: Trace) -> dict[str, Array]:
+    """Per-bin demand of every component in its capacity unit per second (requests/s or
+    tokens/s), carried from the ingress components through the configured mean fan-outs."""
+    pipeline = Pipeline(config.pipeline)
+    by_unit: dict[str, dict[str, Array]] = {}
+    out: dict[str, Array] = {}
+    for name in pipeline.order:
+        unit = pipeline.components[name].capacity_unit
+        if unit not in by_unit:
+            rate = trace.work(unit) / trace.bin_s
+            by_unit[unit] = pipeline.propagate_series({n: rate for n in pipeline.ingress})
+        out[name] = by_unit[unit][name]
+    return out
+
+
+def trailing_mean(values: Array, bins: int) -> Array:
+    """Mean of the last `bins` values at each index (fewer at the start)."""
+    sums = np.concatenate([[0.0], np.cumsum(values)])
+    idx = np.arange(1, values.size + 1)
+    lo = np.maximum(idx - bins, 0)
+    means: Array = (sums[idx] - sums[lo]) / (idx - lo)
+    return means
+
+
+def leading_mean(values: Array, bins: int) -> Array:
+    """Mean of the next `bins` values at each index, itself included (fewer at the end)."""
+    reversed_means: Array = trailing_mean(values[::-1], bins)[::-1]
+    return reversed_means
+
+
+def replicas_at_utilization(
+    demand_per_s: float, capacity_per_replica: float, utilization: float
+) -> int:
+    """ceil(demand / (capacity x utilization)); e.g. 30 req/s at 1.5 x 0.7 -> 29 replicas."""
+    exact = demand_per_s / (capacity_per_replica * utilization)
+    return max(0, math.ceil(exact - 1e-9))
+
+
+def _clamp(replicas: int, low: int, high: int) -> int:
+    return min(max(replicas, low), high)
+
+
+def initial_replicas(
+    config: Config, trace: Trace, window_s: float = INITIAL_WINDOW_S
+) -> dict[str, int]:
+    """The replica counts every policy of one backtest starts from (the fair-comparison rule).
+
+    A component's `replicas.initial` when set; else what the mean demand of the trace's first
+    `window_s` seconds (default 300) needs at the component's target utilization, within bounds.
+    """
+    demand = component_demand(config, trace)
+    bins = max(1, round(window_s / trace.bin_s))
+    out: dict[str, int] = {}
+    for name, comp in config.pipeline.components.items():
+        if comp.replicas.initial is not None:
+            out[name] = comp.replicas.initial
+            continue
+        mean = float(np.mean(demand[name][:bins]))
+        wanted = replicas_at_utilization(
+            mean, comp.capacity_per_replica, config.pipeline.utilization_target(name)
+        )
+        out[name] = _clamp(wanted, comp.replicas.min, comp.replicas.max)
+    return out
+
+
+def latency_budgets(config: Config) -> dict[str, float]:
+    """Each component's per-call latency budget, seconds (see the module docstring)."""
+    spec = config.pipeline
+    pipeline = Pipeline(spec)
+    slo_s = spec.slo.latency_p95_s
+    budgets: dict[str, float] = {}
+    factor = math.inf
+    for ingress in pipeline.ingress:
+        calls = pipeline.propagate({ingress: 1.0})
+        fixed_s = sum(
+            calls[n] * c.latency_budget_s
+            for n, c in spec.components.items()
+            if c.latency_budget_s is not None
+        )
+        shared_s = sum(
+            calls[n] * c.service_time_s
+            for n, c in spec.components.items()
+            if c.latency_budget_s is None
+        )
+        if shared_s > 0:
+            factor = min(factor, max(slo_s - fixed_s, 0.0) / shared_s)
+    for name, comp in spec.components.items():
+        if comp.latency_budget_s is not None:
+            budgets[name] = comp.latency_budget_s
+        else:
+            budgets[name] = comp.service_time_s * (factor if math.isfinite(factor) else 1.0)
+    return budgets
+
+
+# --------------------------------------------------------------------------------------------
+# The Erlang-C sizing used by the oracle
+
+
+def _erlang_c(servers: Array, offered_load: Array) -> Array:
+    """Probability that an arrival waits in an M/M/c queue (Erlang C), elementwise.
+
+    Erlang B is the Poisson ratio pmf(c; a) / cdf(c; a), computed in log space so that hundreds
+    of servers do not overflow; Erlang C = B / (1 - rho (1 - B)) with rho = a / c.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_pmf = servers * np.log(offered_load) - offered_load - gammaln(servers + 1.0)
+        blocking = np.exp(log_pmf) / gammaincc(servers + 1.0, offered_load)
+        blocking = np.where(offered_load > 0, blocking, 0.0)
+        rho = offered_load / servers
+        waiting: Array = np.where(rho < 1.0, blocking / (1.0 - rho * (1.0 - blocking)), 1.0)
+    return np.clip(waiting, 0.0, 1.0)
+
+
+def max_rate_within_budget(
+    max_replicas: int,
+    capacity_rps: float,
+    service_time_s: float,
+    budget_s: float,
+    quantile: float = 0.95,
+) -> Array:
+    """rate_max[n]: the highest request rate n replicas serve within `budget_s` at `quantile`.
+
+    Entry 0 is 0 (no replica serves nothing). Found by bisection on the rate, for every n at
+    once; the result is made non-decreasing in n so that `searchsorted` inverts it.
+    """
+    n = np.arange(1, max_replicas + 1, dtype=float)
+    per_replica_slots = capacity_rps * service_time_s
+    servers = np.maximum(n, np.round(n * per_replica_slots))
+    server_rate = n * capacity_rps / servers
+    slack_s = max(budget_s - service_time_s, 0.0)
+    miss = 1.0 - quantile
+    low = np.zeros_like(n)
+    high = n * capacity_rps
+    for _ in range(60):
+        rate = (low + high) / 2.0
+        waits = _erlang_c(servers, rate / server_rate)
+        headroom = servers * server_rate - rate
+        with np.errstate(divide="ignore", invalid="ignore"):
+            wait_q_s = np.where(
+                waits <= miss, 0.0, np.log(waits / miss) / np.maximum(headroom, 1e-300)
+            )
+        ok = (headroom > 0) & (wait_q_s <= slack_s)
+        low = np.where(ok, rate, low)
+        high = np.where(ok, high, rate)
+    rates: Array = np.maximum.accumulate(np.concatenate([[0.0], low]))
+    return rates
+
+
+# --------------------------------------------------------------------------------------------
+# Policies
+
+
+def _needs_backtest(name: str) -> RegistryError:
+    return RegistryError(
+        f"policy {name!r} is built from the replayed trace and runs only in a backtest "
+        "(elastiscale backtest, or elastiscale.backtest())"
+    )
+
+
+class StaticPeakParams(BaseModel):
+    """Parameters of `static-peak`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    peak_window_s: PositiveFloat = Field(60.0, description="demand is averaged over this window")
+    target_utilization: float | None = Field(
+        None, gt=0.0, le=1.0, description="overrides the pipeline's target utilization"
+    )
+
+
+class StaticPeakPolicy:
+    """Fixed replicas per component, sized for the replayed trace's peak demand."""
+
+    name = "static-peak"
+    needs_trace: ClassVar[bool] = True
+    Params = StaticPeakParams
+
+    def __init__(
+        self,
+        config: Config,
+        params: StaticPeakParams | Mapping[str, Any] | None = None,
+        trace: Trace | None = None,
+    ) -> None:
+        if trace is None:
+            raise _needs_backtest(self.name)
+        self.params = _params(StaticPeakParams, params)
+        demand = component_demand(config, trace)
+        bins = max(1, round(self.params.peak_window_s / trace.bin_s))
+        self.peak_per_s: dict[str, float] = {}
+        self.replicas: dict[str, int] = {}
+        for name, comp in config.pipeline.components.items():
+            peak = float(np.max(trailing_mean(demand[name], bins)))
+            target = self.params.target_utilization or config.pipeline.utilization_target(name)
+            wanted = replicas_at_utilization(peak, comp.capacity_per_replica, target)
+            self.peak_per_s[name] = peak
+            self.replicas[name] = _clamp(wanted, comp.replicas.min, comp.replicas.max)
+
+    def propose(self, ctx: TickContext) -> dict[str, Proposal]:
+        return {
+            name: Proposal(
+                policy=self.name,
+                replicas=count,
+                reason=f"sized for the trace's peak of {self.peak_per_s[name]:.3g}/s",
+                details={"peak_per_s": self.peak_per_s[name]},
+            )
+            for name, count in self.replicas.items()
+        }
+
+
+class OracleParams(BaseModel):
+    """Parameters of `oracle`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    quantile: float = Field(0.95, gt=0.0, lt=1.0, description="latency quantile to meet")
+    rate_window_s: PositiveFloat = Field(30.0, description="future demand averaged over this")
+
+
+class OraclePolicy:
+    """Knows the future demand; keeps each component at the minimum replicas meeting its latency
+    budget, asked for one lead time ahead (see the module docstring for the exact computation)."""
+
+    name = "oracle"
+    needs_trace: ClassVar[bool] = True
+    Params = OracleParams
+
+    def __init__(
+        self,
+        config: Config,
+        params: OracleParams | Mapping[str, Any] | None = None,
+        trace: Trace | None = None,
+    ) -> None:
+        if trace is None:
+            raise _needs_backtest(self.name)
+        self.params = _params(OracleParams, params)
+        self.budget_s = latency_budgets(config)
+        self._start_s = trace.start_s
+        self._bin_s = trace.bin_s
+        demand = component_demand(config, trace)
+        bins = max(1, round(self.params.rate_window_s / trace.bin_s))
+        self.need: dict[str, IntArray] = {}
+        self.short: dict[str, npt.NDArray[np.bool_]] = {}
+        for name, comp in config.pipeline.components.items():
+            rate_rps = leading_mean(demand[name], bins) / _work_per_request(trace, comp)
+            capacity_rps = comp.capacity_per_replica / _work_per_request(trace, comp)
+            limits = max_rate_within_budget(
+                comp.replicas.max,
+                capacity_rps,
+                comp.service_time_s,
+                self.budget_s[name],
+                self.params.quantile,
+            )
+            need = np.searchsorted(limits, rate_rps * (1 - 1e-9), side="left")
+            self.short[name] = need > comp.replicas.max
+            self.need[name] = np.clip(need, comp.replicas.min, comp.replicas.max).astype(np.int64)
+
+    def _bin(self, t_s: float, size: int) -> int:
+        return min(max(math.floor((t_s - self._start_s) / self._bin_s), 0), size - 1)
+
+    def propose(self, ctx: TickContext) -> dict[str, Proposal]:
+        out: dict[str, Proposal] = {}
+        for name, need in self.need.items():
+            lead_s = ctx.lead_time_s(name)
+            first = self._bin(ctx.now_s, need.size)
+            last = self._bin(ctx.now_s + lead_s, need.size)
+            count = int(need[first : last + 1].max())
+            short = bool(self.short[name][first : last + 1].any())
+            reason = f"future need over the next {lead_s:g} s" + (
+                " (more than max replicas)" if short else ""
+            )
+            out[name] = Proposal(
+                policy=self.name,
+                replicas=count,
+                reason=reason,
+                details={"lead_time_s": lead_s, "latency_budget_s": self.budget_s[name]},
+            )
+        return out
+
+
+def _work_per_request(trace: Trace, comp: Any) -> float:
+    """Mean work of one request in the component's capacity unit (1 for requests)."""
+    unit: str = comp.capacity_unit
+    if unit == "requests":
+        return 1.0
+    total_requests = float(trace.requests.sum())
+    if total_requests <= 0:
+        return 1.0
+    return float(trace.work(unit).sum()) / total_requests
+
+
+def _params(model: type[_P], given: _P | Mapping[str, Any] | None) -> _P:
+    if isinstance(given, model):
+        return given
+    return model.model_validate(dict(given or {}))
+
+
+# --------------------------------------------------------------------------------------------
+# Building any policy for a backtest
+
+
+def build_policy(
+    name: str,
+    config: Config,
+    params: Mapping[str, Any] | None = None,
+    *,
+    trace: Trace,
+) -> Policy:
+    """Build policy `name` like `registry.build`, handing the replayed trace to policies that
+    declare `needs_trace = True` (the baselines above, or a user's own)."""
+    factory = registry.resolve("policy", name)
+    raw = dict(params or {})
+    model = registry.params_model(factory)
+    validated: Any = model.model_validate(raw) if model is not None else raw
+    if getattr(factory, "needs_trace", False):
+        policy: Policy = factory(config, validated, trace=trace)
+    else:
+        policy = factory(config, validated)
+    return policy
