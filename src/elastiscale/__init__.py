@@ -10,6 +10,8 @@ factors, and start each component early enough to cover its own startup time.
 
 from elastiscale.adapters.base import ActuationResult, Actuator, Failure, MetricSource
 from elastiscale.adapters.memory import DryRunActuator, RecordingActuator, SeriesMetricSource
+from elastiscale.backtest.api import backtest
+from elastiscale.backtest.report import BacktestReport
 from elastiscale.clock import Clock, FakeClock, SystemClock
 from elastiscale.config import Config, load_config
 from elastiscale.controllers.base import PerComponentPolicy, Policy, TickContext
@@ -31,6 +33,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActuationResult",
     "Actuator",
+    "BacktestReport",
     "Clamp",
     "Clock",
     "Config",
@@ -57,6 +60,7 @@ __all__ = [
     "Trace",
     "TraceError",
     "__version__",
+    "backtest",
     "load_config",
     "load_trace",
 ]

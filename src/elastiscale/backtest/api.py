@@ -1,0 +1,266 @@
+"""`elastiscale.backtest(config, trace, policies=[...]) -> BacktestReport`: the Python entry to
+the backtest, which the `elastiscale backtest` command wraps.
+
+One backtest replays one trace into one pipeline once per policy, under the same conditions
+(DESIGN.md, "fair comparison"):
+- every policy starts from the same replica counts (`baselines.initial_replicas`);
+- every policy sees the same metrics, with the same reporting delay and rate window;
+- every policy is scored over the same window: the trace after the warm-up.
+
+Policies are named as in a pipeline file: a registry name, `package.module:Class`, a
+`PolicySpec`, or a mapping `{name: ..., params: {...}}`. By default the backtest runs every
+built-in policy that can be built here (the baselines first), plus the policies the pipeline file
+lists. A named policy that cannot be built is an error (`RegistryError`), never silently skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from elastiscale import registry
+from elastiscale.backtest.report import BacktestReport, PolicyRun
+from elastiscale.config import Config, PolicySpec, load_config
+from elastiscale.errors import ElastiscaleError, RegistryError
+from elastiscale.trace import Trace, load_trace
+
+log = logging.getLogger("elastiscale.backtest")
+
+Fidelity = Literal["fast", "discrete-event"]
+PolicyRef = str | PolicySpec | Mapping[str, Any]
+
+#: Built-in policies compared by default, in this order, when they can be built.
+BUILTIN_ORDER = ("static-peak", "oracle", "hpa", "kpa", "predictive", "elastiscale")
+#: Reporting delay of the simulated metrics: one common Prometheus scrape interval.
+DEFAULT_METRICS_DELAY_S = 15.0
+#: Window of the simulated rates, like `rate(x[1m])`.
+DEFAULT_RATE_WINDOW_S = 60.0
+
+
+class BacktestError(ElastiscaleError):
+    """The backtest's own arguments are inconsistent (a window outside the trace, ...)."""
+
+
+def backtest(
+    config: Config | str | Path | Mapping[str, Any],
+    trace: Trace | str | Path,
+    policies: Sequence[PolicyRef] | None = None,
+    *,
+    fidelity: Fidelity = "fast",
+    time_scale: float = 1.0,
+    rate_scale: float = 1.0,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    warmup_s: float = 0.0,
+    interval_s: float | None = None,
+    metrics_delay_s: float = DEFAULT_METRICS_DELAY_S,
+    rate_window_s: float = DEFAULT_RATE_WINDOW_S,
+    seed: int = 0,
+    progress: bool = False,
+) -> BacktestReport:
+    """Replay `trace` into the pipeline of `config` under each policy and score them.
+
+    `start_s`/`end_s` select trace bins in the file's own seconds; then `time_scale` stretches
+    (above 1) or compresses time and `rate_scale` multiplies arrivals. The first `warmup_s`
+    seconds of the (scaled) replay are simulated for every policy and scored for none.
+    Raises `ConfigError`, `TraceError`, `RegistryError` or `BacktestError` on bad input.
+    """
+    began = time.perf_counter()
+    cfg = config if isinstance(config, Config) else load_config(config)
+    replay = prepare_trace(trace, time_scale, rate_scale, start_s, end_s)
+    if not 0.0 <= warmup_s < replay.duration_s:
+        raise BacktestError(
+            f"warmup_s = {warmup_s:g} must be >= 0 and shorter than the replayed "
+            f"{replay.duration_s:g} s"
+        )
+    if metrics_delay_s < 0:
+        raise BacktestError(f"metrics_delay_s = {metrics_delay_s:g}, must be >= 0")
+    if rate_window_s <= 0:
+        raise BacktestError(f"rate_window_s = {rate_window_s:g}, must be > 0")
+    if interval_s is not None and interval_s <= 0:
+        raise BacktestError(f"interval_s = {interval_s:g}, must be > 0")
+    specs = policy_specs(cfg, policies)
+
+    from elastiscale.backtest import baselines
+
+    initial = baselines.initial_replicas(cfg, replay)
+    scored_from_s = replay.start_s + warmup_s
+    report = BacktestReport(
+        pipeline=describe_pipeline(cfg, initial),
+        trace=describe_trace(replay, time_scale, rate_scale),
+        settings={
+            "fidelity": fidelity,
+            "interval_s": interval_s if interval_s is not None else cfg.control.interval_s,
+            "metrics_delay_s": metrics_delay_s,
+            "rate_window_s": rate_window_s,
+            "seed": seed,
+            "initial_replicas": initial,
+            "scored_from_s": scored_from_s,
+            "scored_to_s": replay.end_s,
+        },
+        warmup_s=warmup_s,
+        elapsed_s=0.0,
+    )
+    end_of_bins = replay.t_s + replay.bin_s
+    report.demand = {
+        name: (end_of_bins, rate) for name, rate in baselines.component_demand(cfg, replay).items()
+    }
+    from elastiscale.backtest.runner import simulate
+    from elastiscale.backtest.scoring import score
+
+    for label, spec in _labelled(specs):
+        policy_began = time.perf_counter()
+        policy = baselines.build_policy(spec.name, cfg, spec.params, trace=replay)
+        log.info("backtest: running %s", label)
+        result = simulate(
+            cfg,
+            replay,
+            policy,
+            fidelity=fidelity,
+            initial_replicas=initial,
+            interval_s=interval_s,
+            metrics_delay_s=metrics_delay_s,
+            rate_window_s=rate_window_s,
+            seed=seed,
+            progress=progress,
+        )
+        report.runs[label] = PolicyRun(
+            name=label,
+            score=score(result, cfg, start_s=scored_from_s, end_s=replay.end_s),
+            result=result,
+            elapsed_s=time.perf_counter() - policy_began,
+        )
+    report.elapsed_s = time.perf_counter() - began
+    return report
+
+
+def prepare_trace(
+    trace: Trace | str | Path,
+    time_scale: float = 1.0,
+    rate_scale: float = 1.0,
+    start_s: float | None = None,
+    end_s: float | None = None,
+) -> Trace:
+    """Load (if given a path), cut to [start_s, end_s) in the file's seconds, then scale."""
+    loaded = trace if isinstance(trace, Trace) else load_trace(trace)
+    for label, value in (("time_scale", time_scale), ("rate_scale", rate_scale)):
+        if not value > 0:
+            raise BacktestError(f"{label} = {value:g}, must be > 0")
+    if start_s is not None and end_s is not None and start_s >= end_s:
+        raise BacktestError(f"start_s = {start_s:g} must be before end_s = {end_s:g}")
+    if start_s is not None or end_s is not None:
+        loaded = loaded.window(start_s, end_s)
+    return loaded.scaled(time_scale=time_scale, rate_scale=rate_scale)
+
+
+def _spec(ref: PolicyRef) -> PolicySpec:
+    if isinstance(ref, PolicySpec):
+        return ref
+    if isinstance(ref, str):
+        return PolicySpec(name=ref)
+    return PolicySpec.model_validate(dict(ref))
+
+
+def buildable_builtins() -> list[str]:
+    """Built-in policy names whose code is present in this installation, baselines first."""
+    known = set(registry.names("policy"))
+    out: list[str] = []
+    for name in BUILTIN_ORDER:
+        if name not in known:
+            continue
+        try:
+            registry.resolve("policy", name)
+        except RegistryError:
+            log.debug("policy %s is not available in this build", name)
+            continue
+        out.append(name)
+    return out
+
+
+def policy_specs(config: Config, policies: Sequence[PolicyRef] | None) -> list[PolicySpec]:
+    """The policies to run: the given ones, else the buildable built-ins plus the file's own.
+
+    Every given name must resolve; a name that does not raises `RegistryError` naming it.
+    """
+    if policies is not None:
+        specs = [_spec(p) for p in policies]
+        if not specs:
+            raise BacktestError("no policy to run")
+        for spec in specs:
+            try:
+                registry.resolve("policy", spec.name)
+            except RegistryError as exc:
+                raise RegistryError(f"policy {spec.name!r} cannot be built: {exc}") from None
+        return specs
+    specs = [PolicySpec(name=name) for name in buildable_builtins()]
+    if "policies" in config.model_fields_set:
+        for spec in config.policies:
+            if spec not in specs:
+                specs.append(spec)
+    return specs
+
+
+def _labelled(specs: list[PolicySpec]) -> list[tuple[str, PolicySpec]]:
+    """Labels for the report: the policy name, with #2, #3... when a name repeats."""
+    seen: dict[str, int] = {}
+    out = []
+    for spec in specs:
+        seen[spec.name] = seen.get(spec.name, 0) + 1
+        count = seen[spec.name]
+        out.append((spec.name if count == 1 else f"{spec.name}#{count}", spec))
+    return out
+
+
+def describe_pipeline(config: Config, initial: Mapping[str, int]) -> dict[str, Any]:
+    """The `pipeline` section of report.json."""
+    from elastiscale.backtest.baselines import latency_budgets
+
+    spec = config.pipeline
+    budgets = latency_budgets(config)
+    components: dict[str, Any] = {}
+    for name, comp in spec.components.items():
+        components[name] = {
+            "ingress": comp.ingress,
+            "capacity_per_replica": comp.capacity_per_replica,
+            "capacity_unit": comp.capacity_unit,
+            "service_time_s": comp.service_time_s,
+            "startup_s": comp.startup_s,
+            "gpus_per_replica": comp.gpus_per_replica,
+            "cost_per_hour": comp.cost_per_hour,
+            "target_utilization": spec.utilization_target(name),
+            "latency_budget_s": budgets[name],
+            "replicas": {
+                "min": comp.replicas.min,
+                "max": comp.replicas.max,
+                "initial": initial[name],
+            },
+        }
+    return {
+        "name": spec.name,
+        "slo_latency_s": spec.slo.latency_p95_s,
+        "ingress": [n for n, c in spec.components.items() if c.ingress],
+        "components": components,
+        "edges": [
+            {"from": e.source, "to": e.target, "fanout": e.fanout, "mode": e.mode}
+            for e in spec.edges
+        ],
+    }
+
+
+def describe_trace(trace: Trace, time_scale: float, rate_scale: float) -> dict[str, Any]:
+    """The `trace` section of report.json (times after scaling)."""
+    return {
+        "name": trace.name,
+        "bin_s": trace.bin_s,
+        "start_s": trace.start_s,
+        "end_s": trace.end_s,
+        "duration_s": trace.duration_s,
+        "requests": float(np.sum(trace.requests)),
+        "time_scale": time_scale,
+        "rate_scale": rate_scale,
+    }
