@@ -187,7 +187,8 @@ class Stabilization:
     lower than the highest recommendation of the last `down_window_s`; a scale-up no higher than
     the lowest of the last `up_window_s`. Worked example, down window 300 s, current 10:
     recommendations 8 at t=0, 4 at t=120, 3 at t=240 give 10 -> 8 at t=0 (8 is the highest so
-    far), 8 at t=120 and t=240 (8 is still in the window), and 4 at t=301 (8 has left it).
+    far), 8 at t=120 and t=240 (8 is still in the window), and 4 at t=300 (8 has left it: a
+    window of 300 s at t=300 holds what came after t=0).
     """
 
     name = "stabilization"
@@ -228,7 +229,7 @@ class Stabilization:
 
 
 def _describe(limit: RateLimit) -> str:
-    unit = "%" if limit.type == "percent" else " pods"
+    unit = "%" if limit.type == "percent" else (" pod" if limit.value == 1 else " pods")
     return f"{limit.value:g}{unit} per {limit.period_s:g} s"
 
 
