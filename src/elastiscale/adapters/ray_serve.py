@@ -1,0 +1,446 @@
+"""Scale the deployments of a running Ray Serve application from outside, over the dashboard's
+REST API (the `ray-serve` actuator).
+
+Two ways to set a deployment's replica count, chosen by `mode`:
+
+- `external-scaler` (default): `POST /api/v1/applications/{app}/deployments/{deployment}/scale`
+  with `{"target_num_replicas": n}`. Ray Serve accepts it only for applications deployed with
+  `external_scaler_enabled: true`, which in turn forbids Serve's own autoscaling on every
+  deployment of the application, so the two can never fight.
+- `declarative`: read every application's deployed config from `GET /api/serve/applications/`,
+  set the deployment's `num_replicas` and `PUT` the whole config back (what `serve deploy` does).
+  It needs every application on the cluster to have been deployed from a config file, since a
+  PUT replaces them all, and it refuses deployments that Serve autoscales itself.
+
+Both endpoints exist in Ray 2.60 (the version this was written against; the external-scaler
+endpoint appeared in the 2.5x series). The dashboard's token authentication is supported: the
+token is read from the environment variable `auth_token_env` (default `RAY_AUTH_TOKEN`), else
+from `auth_token_file`, else from `RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token` when present.
+
+    actuator:
+      type: ray-serve
+      address: http://127.0.0.1:8265
+      application: rag
+      targets:
+        router: router                    # a deployment of `application`
+        llm: {deployment: vllm}
+        embedder: other-app/embedder      # or of another application
+
+After a write, further changes to that deployment are held (IN_PROGRESS) until Serve shows it
+converged (every replica RUNNING and as many as the target) or `settle_timeout_s` has passed.
+This module needs no Ray installation: it only speaks HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, NonNegativeFloat, field_validator
+
+from elastiscale.adapters.base import ActuationResult, Failure
+from elastiscale.adapters.contract import (
+    ActuatorOptions,
+    InProgressGuard,
+    OtherAutoscalerError,
+    TargetSpec,
+    check_targets,
+    failure_for_http_status,
+    parse_retry_after,
+)
+from elastiscale.errors import ActuatorError
+from elastiscale.observations import ReplicaState
+
+if TYPE_CHECKING:
+    from elastiscale.clock import Clock
+    from elastiscale.config import Config
+
+log = logging.getLogger("elastiscale.adapters.ray_serve")
+
+#: Deployment statuses during which Serve is still applying a change.
+_CONVERGING_STATUSES = frozenset({"UPDATING", "UPSCALING", "DOWNSCALING"})
+
+
+class ServeTarget(TargetSpec):
+    """A Serve deployment; `application` defaults to the actuator's `application`."""
+
+    deployment: str = Field(..., min_length=1)
+    application: str | None = Field(None, min_length=1)
+
+
+class RayServeParams(ActuatorOptions[ServeTarget]):
+    """The `actuator:` section of a config with `type: ray-serve`."""
+
+    address: str = Field("http://127.0.0.1:8265", description="the Ray dashboard's URL")
+    application: str = Field("default", min_length=1, description="the Serve application")
+    mode: Literal["external-scaler", "declarative"] = "external-scaler"
+    auth_token_env: str = Field("RAY_AUTH_TOKEN", description="environment variable with a token")
+    auth_token_file: str | None = Field(None, description="file holding the dashboard token")
+    settle_timeout_s: NonNegativeFloat = Field(
+        600.0, description="longest hold of further changes after a write that does not converge"
+    )
+    check_on_start: bool = Field(
+        True, description="check at construction that every target exists and may be scaled"
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        """`llm: vllm` and `llm: app/vllm` stand for `{deployment: vllm, application: app}`."""
+        if not isinstance(value, Mapping):
+            return value
+        out: dict[Any, Any] = {}
+        for component, target in value.items():
+            if isinstance(target, str):
+                app, _, deployment = target.rpartition("/")
+                if not deployment or "/" in app:
+                    raise ValueError(
+                        f"{component}: {target!r} is not 'deployment' or 'application/deployment'"
+                    )
+                target = {"deployment": deployment, **({"application": app} if app else {})}
+            out[component] = target
+        return out
+
+    def target_of(self, component: str) -> tuple[str, str]:
+        """(application, deployment) of a component's target."""
+        target = self.targets[component]
+        return (target.application or self.application, target.deployment)
+
+
+class ServeRequestError(Exception):
+    """An HTTP exchange with the dashboard that did not succeed, already classified."""
+
+    def __init__(self, failure: Failure, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.retry_after_s = retry_after_s
+
+
+def failure_for_status(status: int, body: str) -> Failure:
+    """The engine's word for an HTTP error status of the Serve REST API.
+
+    412 is what Serve answers when the application was not deployed with
+    `external_scaler_enabled: true` (not ours to change: forbidden) or when the deployment is
+    being deleted (gone: not found); the rest as for every HTTP platform.
+    """
+    if status == 412:
+        return Failure.NOT_FOUND if "deleted" in body.lower() else Failure.FORBIDDEN
+    return failure_for_http_status(status)
+
+
+def read_token(params: RayServeParams) -> str | None:
+    """The dashboard token, from the first of: env var, configured file, Ray's own places."""
+    from_env = os.environ.get(params.auth_token_env, "").strip()
+    if from_env:
+        return from_env
+    candidates: list[tuple[Path, bool]] = []
+    if params.auth_token_file is not None:
+        candidates.append((Path(params.auth_token_file).expanduser(), True))
+    ray_path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if ray_path:
+        candidates.append((Path(ray_path).expanduser(), False))
+    candidates.append((Path.home() / ".ray" / "auth_token", False))
+    for path, required in candidates:
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            if required:
+                raise ActuatorError(
+                    f"actuator.auth_token_file: cannot read {str(path)!r}: {exc.strerror or exc}"
+                ) from None
+            continue
+        if token:
+            return token
+    return None
+
+
+class ServeClient:
+    """The few calls of the Serve REST API this actuator makes."""
+
+    def __init__(self, address: str, token: str | None, timeout_s: float) -> None:
+        self.address = address
+        self.token = token
+        self.timeout_s = timeout_s
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        """Send one request; return the decoded JSON answer (None when empty) or raise
+        `ServeRequestError`."""
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.address + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                text = resp.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode("utf-8", "replace")
+            raise ServeRequestError(
+                failure_for_status(exc.code, text),
+                f"{method} {path}: HTTP {exc.code}: {_error_text(text)}",
+                parse_retry_after(exc.headers.get("Retry-After")),
+            ) from None
+        except OSError as exc:  # refused, reset, timed out, name not resolved
+            reason = getattr(exc, "reason", exc)
+            raise ServeRequestError(
+                Failure.UNAVAILABLE, f"{method} {self.address}{path}: {reason}"
+            ) from None
+        if not text.strip():
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise ServeRequestError(
+                Failure.UNAVAILABLE, f"{method} {path}: answer is not JSON: {text[:200]!r}"
+            ) from None
+
+    def instance(self) -> dict[str, Any]:
+        """`GET /api/serve/applications/`: every application, its deployments and config."""
+        got = self.request("GET", "/api/serve/applications/")
+        if not isinstance(got, dict) or not isinstance(got.get("applications"), dict):
+            raise ServeRequestError(
+                Failure.UNAVAILABLE, "GET /api/serve/applications/: unexpected body"
+            )
+        return got
+
+    def scale(self, application: str, deployment: str, replicas: int) -> None:
+        """The external-scaler call."""
+        path = f"/api/v1/applications/{_quote(application)}/deployments/{_quote(deployment)}/scale"
+        self.request("POST", path, {"target_num_replicas": replicas})
+
+    def deploy(self, config: Mapping[str, Any]) -> None:
+        """The declarative call: the whole Serve config."""
+        self.request("PUT", "/api/serve/applications/", config)
+
+
+def _error_text(body: str) -> str:
+    """The `error` field of a JSON error body, else the body itself (shortened)."""
+    try:
+        parsed = json.loads(body)
+    except json.JSONDecodeError:
+        return body.strip()[:300]
+    if isinstance(parsed, dict) and "error" in parsed:
+        return str(parsed["error"])[:300]
+    return body.strip()[:300]
+
+
+def _quote(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading `GET /api/serve/applications/`
+
+
+def deployment_details(
+    instance: Mapping[str, Any], application: str, deployment: str
+) -> dict[str, Any] | None:
+    """The details of one deployment in a `GET /api/serve/applications/` answer, or None."""
+    app = instance["applications"].get(application)
+    if not isinstance(app, dict):
+        return None
+    found = (app.get("deployments") or {}).get(deployment)
+    return found if isinstance(found, dict) else None
+
+
+def replica_state(details: Mapping[str, Any]) -> ReplicaState:
+    """Desired = Serve's target; ready = replicas in state RUNNING."""
+    replicas = details.get("replicas") or []
+    ready = sum(1 for r in replicas if r.get("state") == "RUNNING")
+    return ReplicaState(desired=int(details.get("target_num_replicas", 0)), ready=ready)
+
+
+def converged(details: Mapping[str, Any]) -> bool:
+    """Whether Serve has finished applying changes to this deployment: not updating or scaling,
+    every replica RUNNING, and as many of them as the target."""
+    if details.get("status") in _CONVERGING_STATUSES:
+        return False
+    replicas = details.get("replicas") or []
+    if any(r.get("state") != "RUNNING" for r in replicas):
+        return False
+    return len(replicas) == int(details.get("target_num_replicas", 0))
+
+
+def declarative_config(
+    instance: Mapping[str, Any], application: str, deployment: str, replicas: int
+) -> dict[str, Any]:
+    """The config that `PUT /api/serve/applications/` takes: every application as deployed, with
+    `num_replicas` of one deployment set to `replicas`. Raises `ServeRequestError(INVALID)` when an
+    application was deployed imperatively (it has no config, and a PUT would delete it)."""
+    applications: list[dict[str, Any]] = []
+    for name, app in instance["applications"].items():
+        deployed = app.get("deployed_app_config")
+        if not isinstance(deployed, dict):
+            raise ServeRequestError(
+                Failure.INVALID,
+                f"application {name!r} was not deployed from a config; a declarative update "
+                "would delete it",
+            )
+        app_config = json.loads(json.dumps(deployed))  # a deep copy of plain JSON
+        if name == application:
+            entries: list[dict[str, Any]] = app_config.setdefault("deployments", [])
+            entry = next((d for d in entries if d.get("name") == deployment), None)
+            if entry is None:
+                entry = {"name": deployment}
+                entries.append(entry)
+            entry["num_replicas"] = replicas
+        applications.append(app_config)
+    out: dict[str, Any] = {"applications": applications}
+    for key in ("proxy_location", "http_options", "grpc_options", "target_capacity"):
+        if instance.get(key) is not None:
+            out[key] = instance[key]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+
+
+class RayServeActuator:
+    """Reads and sets replica counts of Serve deployments through the dashboard REST API."""
+
+    Params = RayServeParams
+
+    def __init__(
+        self,
+        config: Config,
+        options: RayServeParams | Mapping[str, Any],
+        clock: Clock | None = None,
+    ) -> None:
+        params = (
+            options
+            if isinstance(options, RayServeParams)
+            else RayServeParams.model_validate(dict(options))
+        )
+        check_targets(params, config)
+        self.params = params
+        self.client = ServeClient(params.address, read_token(params), params.timeout_s)
+        self.guard = InProgressGuard(params.settle_timeout_s, clock)
+        if params.check_on_start:
+            self.check()
+
+    def check(self) -> None:
+        """Raise `ActuatorError` naming every target that is missing or may not be scaled in this
+        mode, and `OtherAutoscalerError` when Serve's own autoscaling drives one (a warning
+        instead with `allow_other_autoscalers: true`)."""
+        try:
+            instance = self.client.instance()
+        except ServeRequestError as exc:
+            raise ActuatorError(f"ray-serve: cannot read applications: {exc}") from None
+        problems: list[str] = []
+        autoscaled: list[str] = []
+        apps: dict[str, Any] = instance["applications"]
+        for component in self.params.targets:
+            application, deployment = self.params.target_of(component)
+            where = f"actuator.targets.{component} ({application}/{deployment})"
+            app = apps.get(application)
+            if app is None:
+                known = ", ".join(sorted(apps)) or "none"
+                problems.append(f"{where}: no application {application!r} (running: {known})")
+                continue
+            details = deployment_details(instance, application, deployment)
+            if details is None:
+                known = ", ".join(sorted(app.get("deployments") or {})) or "none"
+                problems.append(f"{where}: no deployment {deployment!r} (deployments: {known})")
+                continue
+            if self.params.mode == "external-scaler":
+                if not app.get("external_scaler_enabled"):
+                    problems.append(
+                        f"{where}: the application was not deployed with "
+                        "external_scaler_enabled: true (needed by mode external-scaler)"
+                    )
+                continue
+            if (details.get("deployment_config") or {}).get("autoscaling_config"):
+                autoscaled.append(f"{where}: Serve autoscales this deployment (autoscaling_config)")
+            if (app.get("deployed_app_config") or {}).get("autoscaling_policy"):
+                autoscaled.append(f"{where}: the application has an autoscaling_policy")
+        if self.params.mode == "declarative":
+            imperative = sorted(n for n, a in apps.items() if not a.get("deployed_app_config"))
+            if imperative:
+                problems.append(
+                    "actuator.mode: declarative needs every application deployed from a config; "
+                    f"not so: {', '.join(imperative)}"
+                )
+        if problems:
+            raise ActuatorError("; ".join(dict.fromkeys(problems)))
+        if autoscaled and not self.params.allow_other_autoscalers:
+            raise OtherAutoscalerError(
+                "; ".join(autoscaled) + " (remove it, use mode external-scaler, or set "
+                "allow_other_autoscalers: true)"
+            )
+        for line in autoscaled:
+            log.warning("%s; scaling it anyway (allow_other_autoscalers)", line)
+
+    # ----------------------------------------------------------------------------------------
+
+    def read(self, components: Sequence[str]) -> dict[str, ReplicaState]:
+        """Desired and ready replicas of each component found; raises `ActuatorError` when the
+        dashboard cannot be read at all."""
+        try:
+            instance = self.client.instance()
+        except ServeRequestError as exc:
+            raise ActuatorError(f"ray-serve: {exc}") from None
+        out: dict[str, ReplicaState] = {}
+        for name in components:
+            if name not in self.params.targets:
+                continue
+            details = deployment_details(instance, *self.params.target_of(name))
+            if details is None:
+                log.warning("ray-serve: no deployment for component %s", name)
+                continue
+            out[name] = replica_state(details)
+        return out
+
+    def scale(self, component: str, replicas: int) -> ActuationResult:
+        """Set the target replica count of the component's deployment (idempotent)."""
+        if component not in self.params.targets:
+            return ActuationResult.failed(
+                component, replicas, Failure.NOT_FOUND, "no target for this component"
+            )
+        if replicas < 0:
+            return ActuationResult.failed(
+                component, replicas, Failure.INVALID, f"replicas = {replicas} < 0"
+            )
+        application, deployment = self.params.target_of(component)
+        where = f"{application}/{deployment}"
+        try:
+            instance = self.client.instance()
+            details = deployment_details(instance, application, deployment)
+            if details is None:
+                return ActuationResult.failed(
+                    component, replicas, Failure.NOT_FOUND, f"no deployment {where}"
+                )
+            current = int(details.get("target_num_replicas", 0))
+            if current == replicas:
+                return ActuationResult.success(component, replicas)
+            waiting = self.guard.pending(where, settled=converged(details))
+            if waiting is not None:
+                return ActuationResult.failed(
+                    component, replicas, Failure.IN_PROGRESS, f"{where}: {waiting}"
+                )
+            if self.params.mode == "external-scaler":
+                self.client.scale(application, deployment, replicas)
+            else:
+                self.client.deploy(declarative_config(instance, application, deployment, replicas))
+        except ServeRequestError as exc:
+            return ActuationResult.failed(
+                component, replicas, exc.failure, str(exc), exc.retry_after_s
+            )
+        self.guard.wrote(where, replicas)
+        log.info("scaled %s (%s) from %d to %d replicas", component, where, current, replicas)
+        return ActuationResult.success(component, replicas)
