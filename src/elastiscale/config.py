@@ -100,10 +100,14 @@ class ScheduledBounds(StrictModel):
     @field_validator("cron")
     @classmethod
     def _cron_parses(cls, value: str) -> str:
-        from croniter import croniter
+        from croniter import CroniterBadDateError, croniter
 
         if not croniter.is_valid(value):
             raise ValueError(f"{value!r} is not a valid cron expression")
+        try:  # "0 0 30 2 *" parses but never fires: its bounds would never be in force
+            croniter(value, 0.0).get_next(float)
+        except CroniterBadDateError:
+            raise ValueError(f"{value!r} never fires") from None
         return value
 
     @field_validator("timezone")

@@ -22,7 +22,6 @@ additions of our own.
 from __future__ import annotations
 
 import datetime as _dt
-import logging
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -41,8 +40,6 @@ from elastiscale.config import (
 )
 from elastiscale.decision import Clamp
 from elastiscale.observations import Observation
-
-log = logging.getLogger("elastiscale.constraints")
 
 Direction = Literal["up", "down"]
 
@@ -382,23 +379,28 @@ class _Schedule:
     def __init__(self, spec: ScheduledBounds) -> None:
         self.spec = spec
         self.zone = spec.zone()
-        self._fired_s = math.inf  # latest firing <= now for now in [_fired_s, _next_s)
+        # The latest firing (-inf: none) for every now in [_fired_s, _next_s); empty at first.
+        self._fired_s = math.inf
         self._next_s = -math.inf
 
     def last_firing_s(self, now_s: float) -> float | None:
         """Unix time of the latest firing at or before `now_s`, or None if there is none."""
         if not self._fired_s <= now_s < self._next_s:
-            # +1 µs: croniter's get_prev is strictly before its start, and a firing at exactly
-            # `now_s` counts.
-            start = _dt.datetime.fromtimestamp(now_s, self.zone) + _dt.timedelta(microseconds=1)
-            try:
-                it = croniter(self.spec.cron, start)
-                self._fired_s = float(it.get_prev(float))
-                self._next_s = float(it.get_next(float))
-            except CroniterError as exc:
-                log.warning("schedule %r: no firing near %s: %s", self.spec.cron, start, exc)
-                return None
-        return self._fired_s
+            self._refresh(now_s)
+        return None if self._fired_s == -math.inf else self._fired_s
+
+    def _refresh(self, now_s: float) -> None:
+        # +1 µs: croniter's get_prev is strictly before its start, and a firing at exactly
+        # `now_s` counts.
+        start = _dt.datetime.fromtimestamp(now_s, self.zone) + _dt.timedelta(microseconds=1)
+        try:
+            self._fired_s = float(croniter(self.spec.cron, start).get_prev(float))
+        except CroniterError:  # no firing before now (e.g. a year field in the future)
+            self._fired_s = -math.inf
+        try:
+            self._next_s = float(croniter(self.spec.cron, start).get_next(float))
+        except CroniterError:  # no firing after now
+            self._next_s = math.inf
 
     def active(self, now_s: float) -> bool:
         """Whether this schedule's bounds are in force at `now_s`.
