@@ -1,0 +1,414 @@
+"""`hpa`: the Kubernetes HorizontalPodAutoscaler (autoscaling/v2) algorithm and default behavior.
+
+Sources, all in kubernetes/kubernetes:
+- pkg/controller/podautoscaler/replica_calculator.go: the desired count of one metric,
+  `ceil(current x metric / target)`, nothing while the ratio is within the tolerance, and the
+  not-ready-pod rule (`calcPlainMetricReplicas`, `GetExternalPerPodMetricReplicas`);
+- pkg/controller/podautoscaler/horizontal.go: several metrics (`computeReplicasForMetrics`:
+  the max of the valid proposals, and no scaling at all when a metric is invalid and the others
+  would scale down), stabilization (`stabilizeRecommendationWithBehaviors`) and rate limits
+  (`convertDesiredReplicasWithBehaviorRate`, `calculateScaleUpLimitWithScalingRules`,
+  `calculateScaleDownLimitWithBehaviors`);
+- pkg/apis/autoscaling/v2/defaults.go: the default behavior (scale up: no stabilization,
+  max(100 % , 4 pods) per 15 s; scale down: 300 s stabilization, 100 % per 15 s);
+- kube-controller-manager flags: `--horizontal-pod-autoscaler-sync-period` 15 s,
+  `--horizontal-pod-autoscaler-tolerance` 0.1.
+
+Our signals as HPA metrics:
+- `demand_rps`: an External metric with an AverageValue target. The component's load (requests
+  or tokens per second) against `capacity_per_replica x target utilization` per replica; the
+  ratio is taken over the replicas the platform counts (desired), as HPA does with
+  `status.replicas`.
+- `utilization`: a Resource (CPU-like) Utilization target, the busy fraction averaged over ready
+  replicas against the component's target utilization (0.7 by default).
+- `concurrency`: a Pods metric, (in_flight + queue_length) per ready replica against
+  `capacity_per_replica x service_time_s x target utilization`.
+For the last two, replicas that are starting (desired - ready) are HPA's unready pods: ignored,
+and counted as using nothing when the metric asks for a scale-up, which damps scale-ups while
+capacity is on its way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from elastiscale.controllers.base import PerComponentPolicy, TickContext
+from elastiscale.controllers.reactive import (
+    ReplicaChanges,
+    ceil_count,
+    concurrency_at_capacity,
+    floor_count,
+    why_missing,
+)
+from elastiscale.decision import Detail, Proposal
+
+if TYPE_CHECKING:
+    from elastiscale.config import Config
+
+HPAMetric = Literal["demand_rps", "utilization", "concurrency"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HPAScalingPolicy(_Model):
+    """At most `value` pods, or `value` percent of the count at the start of the period, per
+    `period_s` (HPAScalingPolicy: periodSeconds is in (0, 1800])."""
+
+    type: Literal["pods", "percent"]
+    value: int = Field(..., gt=0)
+    period_s: float = Field(..., gt=0, le=1800)
+
+
+class HPAScalingRules(_Model):
+    """One direction of HPA behavior (HPAScalingRules).
+
+    stabilization_window_s: recommendations considered (0..3600 s, as the API allows).
+    select_policy: `max` takes the policy allowing the most change, `min` the least,
+    `disabled` forbids this direction.
+    tolerance: this direction's tolerance (Kubernetes 1.33 `behavior.*.tolerance`); None
+    uses the policy-wide `tolerance`.
+    """
+
+    stabilization_window_s: float = Field(0.0, ge=0, le=3600)
+    select_policy: Literal["max", "min", "disabled"] = "max"
+    policies: tuple[HPAScalingPolicy, ...] = Field(..., min_length=1)
+    tolerance: float | None = Field(None, ge=0)
+
+
+class HPAScaleUpRules(HPAScalingRules):
+    """Scale-up defaults of pkg/apis/autoscaling/v2/defaults.go."""
+
+    stabilization_window_s: float = Field(0.0, ge=0, le=3600)
+    policies: tuple[HPAScalingPolicy, ...] = Field(
+        default=(
+            HPAScalingPolicy(type="percent", value=100, period_s=15),
+            HPAScalingPolicy(type="pods", value=4, period_s=15),
+        ),
+        min_length=1,
+    )
+
+
+class HPAScaleDownRules(HPAScalingRules):
+    """Scale-down defaults: 300 s stabilization (the controller's
+    --horizontal-pod-autoscaler-downscale-stabilization), 100 % per 15 s."""
+
+    stabilization_window_s: float = Field(300.0, ge=0, le=3600)
+    policies: tuple[HPAScalingPolicy, ...] = Field(
+        default=(HPAScalingPolicy(type="percent", value=100, period_s=15),),
+        min_length=1,
+    )
+
+
+class HPABehavior(_Model):
+    """The `behavior` section of an HPA; a direction left out keeps its defaults."""
+
+    scale_up: HPAScaleUpRules = HPAScaleUpRules()
+    scale_down: HPAScaleDownRules = HPAScaleDownRules()
+
+
+class HPAParams(_Model):
+    """Parameters of `hpa` (defaults: Kubernetes' own)."""
+
+    metrics: tuple[HPAMetric, ...] = Field(("demand_rps",), min_length=1)
+    tolerance: float = Field(0.1, ge=0, lt=1)
+    target_utilization: float | None = Field(
+        None, gt=0, le=1, description="default: the component's target utilization"
+    )
+    behavior: HPABehavior = HPABehavior()
+
+    @field_validator("metrics")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = sorted({m for m in value if value.count(m) > 1})
+        if repeated:
+            raise ValueError(f"metric {repeated[0]!r} is listed twice")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """One metric's outcome: a desired count, or None and why not."""
+
+    metric: str
+    replicas: int | None
+    reason: str
+    value: float | None = None
+    target: float | None = None
+    ratio: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Tolerance:
+    """No change while 1 - down <= ratio <= 1 + up (Tolerances.isWithin)."""
+
+    up: float
+    down: float
+
+    def within(self, ratio: float) -> bool:
+        return 1.0 - self.down <= ratio <= 1.0 + self.up
+
+
+class HPAPolicy(PerComponentPolicy):
+    """Kubernetes HPA v2, one HPA per component, ticked every 15 s (the default sync period)."""
+
+    name = "hpa"
+    interval_s: float = 15.0
+    Params: ClassVar[type[HPAParams]] = HPAParams
+
+    def __init__(self, config: Config, params: HPAParams | None = None) -> None:
+        self.config = config
+        self.params = params if params is not None else HPAParams()
+        behavior = self.params.behavior
+        self._tolerance = _Tolerance(
+            up=_pick(behavior.scale_up.tolerance, self.params.tolerance),
+            down=_pick(behavior.scale_down.tolerance, self.params.tolerance),
+        )
+        longest_period_s = max(
+            p.period_s for p in (*behavior.scale_up.policies, *behavior.scale_down.policies)
+        )
+        self._keep_s = longest_period_s
+        self._recommendations: dict[str, deque[tuple[float, int]]] = {}
+        self._changes: dict[str, ReplicaChanges] = {}
+
+    # ----------------------------------------------------------------------------------------
+
+    def propose_component(self, ctx: TickContext, component: str) -> Proposal:
+        bounds = ctx.pipeline.components[component].replicas
+        state = ctx.replicas[component]
+        current = state.desired
+        changes = self._changes.setdefault(component, ReplicaChanges(self._keep_s))
+        changes.observe(ctx.now_s, current)
+        if current == 0 and bounds.min != 0:
+            return Proposal.none(
+                self.name, "scaling is disabled: the component has 0 replicas and min > 0"
+            )
+        if current > bounds.max:
+            return Proposal(self.name, bounds.max, f"current {current} above max {bounds.max}")
+        if current < bounds.min:
+            return Proposal(self.name, bounds.min, f"current {current} below min {bounds.min}")
+
+        readings = [self._reading(ctx, component, m, current) for m in self.params.metrics]
+        details: dict[str, Detail] = {"current": current, "ready": state.ready}
+        for r in readings:
+            details[f"{r.metric}_value"] = r.value
+            details[f"{r.metric}_target"] = r.target
+            details[f"{r.metric}_ratio"] = r.ratio
+            details[f"{r.metric}_replicas"] = r.replicas
+        valid = [r for r in readings if r.replicas is not None]
+        invalid = [r for r in readings if r.replicas is None]
+        if not valid:
+            reasons = "; ".join(f"{r.metric}: {r.reason}" for r in invalid)
+            return Proposal.none(self.name, f"no valid metric ({reasons})", **details)
+        best = max(valid, key=lambda r: r.replicas or 0)
+        recommended = best.replicas or 0
+        if invalid and recommended < current:
+            return Proposal.none(
+                self.name,
+                f"no scale-down while {invalid[0].metric} is invalid ({invalid[0].reason})",
+                **details,
+            )
+
+        stabilized, why_stable = self._stabilize(component, ctx.now_s, current, recommended)
+        desired, why_limited = self._rate_limit(
+            changes, ctx.now_s, current, stabilized, bounds.min, bounds.max
+        )
+        details.update(recommended=recommended, stabilized=stabilized, limited=desired)
+        reason = f"{best.metric}: {best.reason}"
+        for extra in (why_stable, why_limited):
+            if extra:
+                reason += f"; {extra}"
+        return Proposal(self.name, desired, reason, details)
+
+    # ----------------------------------------------------------------------------------------
+    # One metric (replica_calculator.go)
+
+    def _reading(self, ctx: TickContext, component: str, metric: str, current: int) -> _Reading:
+        utilization = self.params.target_utilization or ctx.config.pipeline.utilization_target(
+            component
+        )
+        obs = ctx.observations[component]
+        ready = ctx.replicas[component].ready
+        if metric == "demand_rps":
+            load = ctx.load(component)
+            if load is None:
+                return _Reading(metric, None, why_missing(obs, ctx.load_signal(component)))
+            per_replica = ctx.pipeline.components[component].capacity_per_replica * utilization
+            return self._external_average(metric, load, per_replica, current)
+        if metric == "utilization":
+            busy = obs.utilization
+            if busy is None:
+                return _Reading(metric, None, why_missing(obs, "utilization"))
+            return self._per_pod(metric, busy, utilization, ready, current)
+        in_flight, queue = obs.in_flight, obs.queue_length
+        if in_flight is None or queue is None:
+            return _Reading(metric, None, why_missing(obs, "concurrency"))
+        at_capacity = concurrency_at_capacity(ctx, component)
+        if at_capacity is None:
+            return _Reading(metric, None, "no requests-per-second capacity to size concurrency")
+        if ready <= 0:
+            return _Reading(metric, None, "no ready replica reports concurrency")
+        per_pod = (in_flight + queue) / ready
+        return self._per_pod(metric, per_pod, at_capacity * utilization, ready, current)
+
+    def _external_average(
+        self, metric: str, total: float, per_replica: float, current: int
+    ) -> _Reading:
+        """AverageValue target on a total: ratio over the counted replicas, then
+        ceil(total / per_replica). E.g. 120 req/s, 35 per replica, 4 replicas: ratio 0.86,
+        outside the tolerance, so ceil(120 / 35) = 4 (no change after all)."""
+        if current == 0:
+            ratio = math.inf if total > 0 else 1.0
+        else:
+            ratio = total / (per_replica * current)
+        replicas = current if self._tolerance.within(ratio) else ceil_count(total / per_replica)
+        return _Reading(
+            metric,
+            replicas,
+            f"{total:.4g} vs {per_replica:.4g}/replica x {current}: "
+            f"ratio {ratio:.3f} -> {replicas}",
+            value=total,
+            target=per_replica,
+            ratio=ratio,
+        )
+
+    def _per_pod(
+        self, metric: str, per_pod: float, target: float, ready: int, current: int
+    ) -> _Reading:
+        """A per-ready-pod average against a target (calcPlainMetricReplicas).
+
+        Replicas that are starting (current - ready) count as using nothing when the ratio
+        asks for a scale-up: 4 ready at 2x target with 4 more starting gives a ratio of
+        2 x 4 / 8 = 1.0 over all 8, within tolerance, so no further scale-up.
+        """
+        if ready <= 0:
+            return _Reading(metric, None, f"no ready replica reports {metric}")
+        unready = max(0, current - ready)
+        ratio = per_pod / target
+        text = f"{per_pod:.4g}/replica vs target {target:.4g}: ratio {ratio:.3f}"
+
+        def reading(replicas: int, note: str = "") -> _Reading:
+            return _Reading(metric, replicas, f"{text}{note} -> {replicas}", per_pod, target, ratio)
+
+        if not (unready > 0 and ratio > 1.0):
+            if self._tolerance.within(ratio):
+                return reading(current)
+            return reading(ceil_count(ratio * ready))
+        counted = ready + unready
+        new_ratio = per_pod * ready / (target * counted)
+        note = f", {new_ratio:.3f} counting {unready} starting replicas as idle"
+        if self._tolerance.within(new_ratio) or new_ratio < 1.0:
+            return reading(current, note)
+        replicas = ceil_count(new_ratio * counted)
+        return reading(current if replicas < current else replicas, note)
+
+    # ----------------------------------------------------------------------------------------
+    # Behavior (horizontal.go)
+
+    def _stabilize(
+        self, component: str, now_s: float, current: int, recommended: int
+    ) -> tuple[int, str]:
+        """Scale up only to the lowest recommendation of the scale-up window, down only to the
+        highest of the scale-down window; then remember this tick's recommendation."""
+        behavior = self.params.behavior
+        up_cutoff_s = now_s - behavior.scale_up.stabilization_window_s
+        down_cutoff_s = now_s - behavior.scale_down.stabilization_window_s
+        history = self._recommendations.setdefault(component, deque())
+        up_limit = down_limit = recommended
+        for at_s, value in history:
+            if at_s > up_cutoff_s:
+                up_limit = min(up_limit, value)
+            if at_s > down_cutoff_s:
+                down_limit = max(down_limit, value)
+        stabilized = min(max(current, up_limit), down_limit)
+        history.append((now_s, recommended))
+        oldest_useful_s = min(up_cutoff_s, down_cutoff_s)
+        while history and history[0][0] < oldest_useful_s:
+            history.popleft()
+        if stabilized == recommended:
+            return stabilized, ""
+        if stabilized > recommended:
+            window_s = behavior.scale_down.stabilization_window_s
+            return stabilized, f"scale-down stabilized at {stabilized} (highest in {window_s:g} s)"
+        window_s = behavior.scale_up.stabilization_window_s
+        return stabilized, f"scale-up stabilized at {stabilized} (lowest in {window_s:g} s)"
+
+    def _rate_limit(
+        self,
+        changes: ReplicaChanges,
+        now_s: float,
+        current: int,
+        desired: int,
+        min_replicas: int,
+        max_replicas: int,
+    ) -> tuple[int, str]:
+        """Clamp to the behavior's rate limits and to [min, max]."""
+        behavior = self.params.behavior
+        if desired > current:
+            limit = max(current, self._scale_up_limit(changes, now_s, current, behavior.scale_up))
+            allowed = min(max_replicas, limit)
+            if desired > allowed:
+                why = "scale-up rate limit" if allowed < max_replicas else "max"
+                return allowed, f"{why}: {allowed}"
+        elif desired < current:
+            limit = min(
+                current, self._scale_down_limit(changes, now_s, current, behavior.scale_down)
+            )
+            allowed = max(min_replicas, limit)
+            if desired < allowed:
+                why = "scale-down rate limit" if allowed > min_replicas else "min"
+                return allowed, f"{why}: {allowed}"
+        return desired, ""
+
+    @staticmethod
+    def _scale_up_limit(
+        changes: ReplicaChanges, now_s: float, current: int, rules: HPAScalingRules
+    ) -> int:
+        """The highest count the policies allow, from the count at the start of each period.
+
+        Default rules at 3 replicas: max(ceil(3 x 2), 3 + 4) = 7.
+        """
+        if rules.select_policy == "disabled":
+            return current
+        proposals = []
+        for policy in rules.policies:
+            start = (
+                current
+                - changes.added_within(now_s, policy.period_s)
+                + changes.removed_within(now_s, policy.period_s)
+            )
+            if policy.type == "pods":
+                proposals.append(start + policy.value)
+            else:
+                proposals.append(ceil_count(start * (1 + policy.value / 100)))
+        return max(proposals) if rules.select_policy == "max" else min(proposals)
+
+    @staticmethod
+    def _scale_down_limit(
+        changes: ReplicaChanges, now_s: float, current: int, rules: HPAScalingRules
+    ) -> int:
+        """The lowest count the policies allow (100 % per 15 s lets any count go at once)."""
+        if rules.select_policy == "disabled":
+            return current
+        proposals = []
+        for policy in rules.policies:
+            start = (
+                current
+                - changes.added_within(now_s, policy.period_s)
+                + changes.removed_within(now_s, policy.period_s)
+            )
+            if policy.type == "pods":
+                proposals.append(start - policy.value)
+            else:
+                proposals.append(floor_count(start * (1 - policy.value / 100)))
+        return min(proposals) if rules.select_policy == "max" else max(proposals)
+
+
+def _pick(own: float | None, default: float) -> float:
+    return default if own is None else own
