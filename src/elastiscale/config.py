@@ -336,6 +336,11 @@ def _read_yaml(path: Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
+        # The problem is often found a line after the mistake (a key missing its colon is
+        # noticed on the next line), so say where the construct being read began.
+        context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and start is not None and (mark is None or start.line != mark.line):
+            problem = f"{problem} ({context} at line {start.line + 1})"
         raise ConfigError([f"{where}invalid YAML: {problem}"], source=str(path)) from None
 
 
