@@ -8,19 +8,29 @@ with equal latency, as weights), drops, and per-component series.
 
 Arrays in `ComponentSeries` are indexed by simulation step; entry i covers the interval
 (t_s[i] - step_s, t_s[i]].
+
+Scoring helpers live here too (`weighted_quantile`, `slo_attainment`, `latency_quantile`) so
+that the cross-check of the two fidelities and the backtest report compute them the same way.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from elastiscale.config import Config
 from elastiscale.observations import ReplicaState
+from elastiscale.trace import Trace
 
 Array = npt.NDArray[np.float64]
+
+
+def _empty() -> Array:
+    return np.zeros(0)
 
 
 @dataclass
@@ -34,16 +44,30 @@ class ComponentSeries:
     dropped: Array  # requests dropped (queue timeout) during the step
     queue: Array  # requests waiting at the end of the step
     in_flight: Array  # requests being served at the end of the step
-    ready: Array  # ready replicas during the step
+    ready: Array  # ready replicas during the step (time average)
     starting: Array  # replicas requested but not yet ready (billed) during the step
     desired: Array  # desired replicas at the end of the step
-    utilization: Array  # busy fraction of ready capacity during the step, 0..1
+    utilization: Array  # busy fraction of ready capacity during the step, 0..1 (NaN if none)
     latency_p95_s: Array  # p95 latency at this component of requests completing (NaN if none)
+    draining: Array = field(default_factory=_empty)  # replicas draining (billed) during the step
+
+    def billed(self) -> Array:
+        """Billed replicas during each step: ready + starting + draining (time averages)."""
+        total: Array = self.ready + self.starting
+        if self.draining.size == total.size:
+            total = total + self.draining
+        return total
 
 
 @dataclass
 class SimulationResult:
-    """Everything a simulation produced, for scoring and plots."""
+    """Everything a simulation produced, for scoring and plots.
+
+    `latency_s[i]` is the end-to-end latency of `weight[i]` ingress requests that completed at
+    `completed_at_s[i]`. The discrete-event fidelity has one entry per request (weight 1); the
+    fast one has a few weighted samples per step. Requests dropped anywhere along their path are
+    in `dropped_requests`, not in `latency_s`.
+    """
 
     step_s: float
     latency_s: Array  # end-to-end latency of completed ingress requests (or groups)
@@ -51,11 +75,300 @@ class SimulationResult:
     completed_at_s: Array  # when each entry of `latency_s` completed (for latency-over-time plots)
     dropped_requests: float  # ingress requests dropped anywhere along their path
     components: dict[str, ComponentSeries] = field(default_factory=dict)
+    scaling_actions: int = 0  # engine decisions with outcome "scaled", all components
+    scaling_actions_by_component: dict[str, int] = field(default_factory=dict)
+    fidelity: str = ""
+    start_s: float = 0.0  # start of the simulated window (the trace's start)
+    end_s: float = 0.0  # end of the simulated window (the trace's end)
+    ingress_requests: float = 0.0  # ingress requests that arrived (completed + dropped)
 
     def replica_seconds(self, component: str) -> float:
-        """Billed replica-seconds: ready plus starting replicas, integrated over time."""
-        series = self.components[component]
-        return float(np.sum(series.ready + series.starting) * self.step_s)
+        """Billed replica-seconds: ready plus starting plus draining replicas, over time."""
+        return float(np.sum(self.components[component].billed()) * self.step_s)
+
+    @property
+    def completed_requests(self) -> float:
+        return float(np.sum(self.weight))
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceModel:
+    """How one component serves work, shared by both fidelities (docs/simulator.md).
+
+    A replica has `slots` concurrent slots (Little's law: capacity x service time, rounded to the
+    nearest whole slot, at least 1). A request holds a slot for `hold_per_work_s` x its work, so
+    one replica's throughput is exactly `capacity_per_replica` whatever the rounding. Worked
+    numbers: an LLM of 1.5 req/s and 4 s has 6 slots and holds each request 6 / 1.5 = 4 s; a
+    router of 50 req/s and 0.05 s has 2.5 -> 3 slots and holds 3 / 50 = 0.06 s.
+
+    For a token-sized component the work of a request is its tokens, and the slot count uses the
+    trace's mean tokens per request: 3000 tokens/s, 4 s, 1000 tokens on average -> 12 slots; a
+    500-token request holds a slot 12 x 500 / 3000 = 2 s.
+    """
+
+    name: str
+    unit: str  # capacity unit: requests, tokens, input_tokens, output_tokens
+    capacity: float  # work per second one replica sustains
+    slots: int  # concurrent requests one replica serves
+    hold_per_work_s: float  # seconds a request holds a slot per unit of its work
+    mean_work_per_request: float  # 1 for requests; the trace's mean tokens otherwise
+    timeout_s: float  # queue timeout: a request waiting longer is dropped
+    startup_s: float
+
+    @property
+    def mean_hold_s(self) -> float:
+        return self.hold_per_work_s * self.mean_work_per_request
+
+
+def service_models(config: Config, trace: Trace) -> dict[str, ServiceModel]:
+    """The `ServiceModel` of every component under `trace` (token units need token columns)."""
+    spec = config.pipeline
+    out: dict[str, ServiceModel] = {}
+    total_requests = float(np.sum(trace.requests))
+    for name, comp in spec.components.items():
+        unit = comp.capacity_unit
+        if unit == "requests":
+            mean_work = 1.0
+        else:
+            if not trace.has_unit(unit):
+                raise ValueError(
+                    f"pipeline.components.{name}.capacity_unit: {unit!r} needs token columns "
+                    f"the trace {trace.name} does not have (columns: "
+                    f"{', '.join(['t_seconds', 'requests', *trace.columns])})"
+                )
+            work = float(np.sum(trace.work(unit)))
+            mean_work = work / total_requests if total_requests > 0 and work > 0 else 1.0
+        concurrency = comp.capacity_per_replica / mean_work * comp.service_time_s
+        slots = max(1, math.floor(concurrency + 0.5))
+        out[name] = ServiceModel(
+            name=name,
+            unit=unit,
+            capacity=comp.capacity_per_replica,
+            slots=slots,
+            hold_per_work_s=slots / comp.capacity_per_replica,
+            mean_work_per_request=mean_work,
+            timeout_s=spec.queue_timeout(name),
+            startup_s=comp.startup_s,
+        )
+    return out
+
+
+def work_per_request(unit: str, input_tokens: float, output_tokens: float) -> float:
+    """Work of one request in `unit` given its tokens."""
+    if unit == "requests":
+        return 1.0
+    if unit == "tokens":
+        return input_tokens + output_tokens
+    if unit == "input_tokens":
+        return input_tokens
+    return output_tokens
+
+
+def draw_fanout(
+    rng: np.random.Generator, mean: float, distribution: str, size: int
+) -> npt.NDArray[np.int64]:
+    """`size` call counts of one edge, with mean `mean`.
+
+    fixed: floor(mean), plus one more with probability frac(mean) (2.4 -> 2 or 3, 60/40);
+    poisson: Poisson(mean); geometric: failures before a success, P(n) = p (1 - p)^n with
+    p = 1 / (1 + mean), so the mean is `mean` and 0 calls is the most likely count.
+    """
+    if mean <= 0:
+        return np.zeros(size, dtype=np.int64)
+    if distribution == "fixed":
+        whole = math.floor(mean)
+        extra = rng.random(size) < (mean - whole)
+        return (whole + extra).astype(np.int64)
+    if distribution == "poisson":
+        return rng.poisson(mean, size).astype(np.int64)
+    if distribution == "geometric":
+        return (rng.geometric(1.0 / (1.0 + mean), size) - 1).astype(np.int64)
+    raise ValueError(f"fanout_distribution: unknown distribution {distribution!r}")
+
+
+def weighted_quantile(values: Array, weights: Array, q: float) -> float | None:
+    """The `q` quantile of `values` where value i stands for `weights[i]` observations.
+
+    The smallest value v such that the weight of values <= v is at least q x total weight (the
+    inverse of the weighted empirical CDF), so with unit weights it is the "inverted CDF"
+    quantile of numpy. Worked numbers: values [1, 2, 10] with weights [50, 45, 5]: the 0.95
+    quantile is 2 (weight up to 2 is 95 of 100), the 0.96 quantile is 10.
+
+    None when there is no weight at all (no completed request: the quantile is undefined).
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q = {q}, must be within [0, 1]")
+    v = np.asarray(values, dtype=float)
+    w = np.asarray(weights, dtype=float)
+    if v.shape != w.shape:
+        raise ValueError(f"values has shape {v.shape}, weights {w.shape}: they must match")
+    keep = w > 0
+    if not keep.any():
+        return None
+    v, w = v[keep], w[keep]
+    order = np.argsort(v, kind="stable")
+    cumulative = np.cumsum(w[order])
+    target = q * cumulative[-1]
+    # A small tolerance so that q x total equal to a cumulative sum picks that value.
+    i = int(np.searchsorted(cumulative, target * (1 - 1e-12), side="left"))
+    return float(v[order][min(i, v.size - 1)])
+
+
+def latency_quantile(
+    result: SimulationResult, q: float, *, count_dropped: bool = False
+) -> float | None:
+    """End-to-end latency quantile of completed requests; with `count_dropped`, dropped requests
+    count as infinitely slow (so the quantile is inf when more than 1 - q were dropped)."""
+    values, weights = result.latency_s, result.weight
+    if count_dropped and result.dropped_requests > 0:
+        values = np.append(values, math.inf)
+        weights = np.append(weights, result.dropped_requests)
+    return weighted_quantile(values, weights, q)
+
+
+def slo_attainment(result: SimulationResult, slo_s: float) -> float | None:
+    """Fraction of ingress requests completed within `slo_s` seconds end to end.
+
+    Dropped requests count as misses. Worked numbers: 900 requests within the SLO, 80 slower,
+    20 dropped: 900 / 1000 = 0.9. None when no request arrived.
+    """
+    completed = float(np.sum(result.weight))
+    total = completed + float(result.dropped_requests)
+    if total <= 0:
+        return None
+    within = float(np.sum(result.weight[result.latency_s <= slo_s]))
+    return within / total
+
+
+class StepLog:
+    """Per-step records of one component, one row per closed step, with running sums.
+
+    A row is a plain tuple (cheap to append in a simulator's inner loop); the `C_*` constants
+    name its columns. The `CUM_*` columns are running totals up to and including the row, so
+    the total of a signal over any window of steps is one subtraction: O(1) per signal, which is
+    what keeps the simulated metric source cheap on month-long runs.
+    """
+
+    C_ARRIVALS = 0  # requests arrived during the step
+    C_WORK = 1  # work arrived, in the component's capacity unit
+    C_TOKENS = 2  # input + output tokens arrived (0 when the trace has none)
+    C_COMPLETIONS = 3  # requests completed
+    C_DROPPED = 4  # requests dropped (queue timeout)
+    C_QUEUE = 5  # requests waiting at the end of the step
+    C_IN_FLIGHT = 6  # requests in service (end of step, or the step's mean for the fluid model)
+    C_READY = 7  # ready replicas, time average over the step
+    C_STARTING = 8  # starting replicas, time average
+    C_DRAINING = 9  # draining replicas, time average
+    C_DESIRED = 10  # desired replicas at the end of the step
+    C_READY_END = 11  # ready replicas at the end of the step
+    C_BUSY = 12  # busy capacity used during the step (slot-seconds)
+    C_CAPACITY = 13  # ready capacity during the step (slot-seconds)
+    C_LATENCY_P95 = 14  # p95 latency at this component of requests completing (NaN if none)
+    CUM_ARRIVALS = 15
+    CUM_WORK = 16
+    CUM_TOKENS = 17
+    CUM_BUSY = 18
+    CUM_CAPACITY = 19
+    CUM_COMPLETIONS = 20  # completions with a latency figure
+    CUM_LATENCY_WEIGHTED = 21  # sum of latency_p95 x completions
+
+    __slots__ = ("_array", "rows", "step_s", "t0_s")
+
+    def __init__(self, t0_s: float, step_s: float) -> None:
+        self.t0_s = t0_s
+        self.step_s = step_s
+        self.rows: list[tuple[float, ...]] = []
+        self._array: npt.NDArray[np.float64] | None = None
+
+    def append(
+        self,
+        arrivals: float,
+        work: float,
+        tokens: float,
+        completions: float,
+        dropped: float,
+        queue: float,
+        in_flight: float,
+        ready: float,
+        starting: float,
+        draining: float,
+        desired: float,
+        ready_end: float,
+        busy: float,
+        capacity: float,
+        latency_p95_s: float,
+    ) -> None:
+        """Close one step: append its row and the running totals."""
+        rows = self.rows
+        if rows:
+            last = rows[-1]
+            ca, cw, ct, cb, cc, cn, cl = last[15:22]
+        else:
+            ca = cw = ct = cb = cc = cn = cl = 0.0
+        if latency_p95_s == latency_p95_s and completions > 0:  # not NaN
+            cn += completions
+            cl += latency_p95_s * completions
+        rows.append(
+            (
+                arrivals,
+                work,
+                tokens,
+                completions,
+                dropped,
+                queue,
+                in_flight,
+                ready,
+                starting,
+                draining,
+                desired,
+                ready_end,
+                busy,
+                capacity,
+                latency_p95_s,
+                ca + arrivals,
+                cw + work,
+                ct + tokens,
+                cb + busy,
+                cc + capacity,
+                cn,
+                cl,
+            )
+        )
+        self._array = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def array(self) -> npt.NDArray[np.float64]:
+        """All rows as a (steps, 22) array (cached until the next append)."""
+        if self._array is None:
+            self._array = (
+                np.array(self.rows, dtype=float) if self.rows else np.zeros((0, 22), dtype=float)
+            )
+        return self._array
+
+    def series(self) -> ComponentSeries:
+        """The rows as a `ComponentSeries`."""
+        a = self.array()
+        n = a.shape[0]
+        busy, capacity = a[:, self.C_BUSY], a[:, self.C_CAPACITY]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            utilization = np.where(capacity > 0, busy / np.where(capacity > 0, capacity, 1), np.nan)
+        return ComponentSeries(
+            t_s=self.t0_s + self.step_s * np.arange(1, n + 1, dtype=float),
+            arrivals=a[:, self.C_ARRIVALS].copy(),
+            work_arrivals=a[:, self.C_WORK].copy(),
+            completions=a[:, self.C_COMPLETIONS].copy(),
+            dropped=a[:, self.C_DROPPED].copy(),
+            queue=a[:, self.C_QUEUE].copy(),
+            in_flight=a[:, self.C_IN_FLIGHT].copy(),
+            ready=a[:, self.C_READY].copy(),
+            starting=a[:, self.C_STARTING].copy(),
+            desired=a[:, self.C_DESIRED].copy(),
+            utilization=np.minimum(utilization, 1.0),
+            latency_p95_s=a[:, self.C_LATENCY_P95].copy(),
+            draining=a[:, self.C_DRAINING].copy(),
+        )
 
 
 class Simulator(Protocol):
@@ -67,7 +380,8 @@ class Simulator(Protocol):
     def now_s(self) -> float: ...
 
     def advance_to(self, t_s: float) -> None:
-        """Simulate up to `t_s` (a multiple of `step_s` after the start)."""
+        """Simulate up to `t_s`: every whole step ending at or before `t_s`; later commands
+        (`set_desired`) take effect at `t_s`."""
         ...
 
     def set_desired(self, component: str, replicas: int) -> None:
@@ -78,5 +392,9 @@ class Simulator(Protocol):
     def state(self, component: str) -> ReplicaState: ...
 
     def series(self, component: str) -> ComponentSeries: ...
+
+    def steps(self, component: str) -> StepLog:
+        """The component's per-step log so far (what the simulated metric source reads)."""
+        ...
 
     def result(self) -> SimulationResult: ...

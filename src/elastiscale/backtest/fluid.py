@@ -1,0 +1,733 @@
+"""The fast fidelity: a fluid model of the pipeline, advanced in fixed steps.
+
+Work is a continuous flow. In each step every component (in topological order) receives its
+arrivals (the trace at ingress components, upstream completions x mean fan-out elsewhere), serves
+them first come first served at its ready capacity, and passes its completions downstream in the
+same step. Inside a step the model is exact for a fluid: arrivals of a step are spread evenly over
+it, the server drains the queue at `ready x capacity` work per second, and a unit of work still
+waiting `timeout_s` after it arrived leaves the queue (reneging) and is dropped. Each step's
+arrivals form a cohort whose first and last served units' waits are recorded, which is what
+end-to-end latency is built from.
+
+End-to-end latency (in `result()`) is sampled: a few ingress requests per step follow the graph,
+each call taking the recorded wait and hold of the component at the time it arrives there, with
+per-request fan-out counts drawn from the edge's distribution (sequential calls add up, parallel
+ones take the slowest), plus the stationary queueing delay of a busy but not backlogged component
+(which a fluid alone would call zero). docs/simulator.md has the model, its assumptions, and
+worked numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+from elastiscale.backtest.model import (
+    ComponentSeries,
+    ServiceModel,
+    SimulationResult,
+    StepLog,
+    draw_fanout,
+    service_models,
+    work_per_request,
+)
+from elastiscale.config import Config
+from elastiscale.observations import ReplicaState
+from elastiscale.pipeline import Pipeline
+from elastiscale.trace import Trace
+
+Array = npt.NDArray[np.float64]
+
+#: Utilization above which the stationary queueing formula is capped (it diverges at 1, where
+#: the fluid queue itself takes over).
+RHO_CAP = 0.95
+#: About this many end-to-end samples per run (at least one per step with arrivals, at most 64).
+SAMPLES_TARGET = 200_000
+_EPS = 1e-9
+
+
+def queueing_delay(rho: float, servers: float, hold_s: float) -> tuple[float, float]:
+    """Stationary wait of a busy, not backlogged component: (P(wait > 0), mean wait if waiting).
+
+    M/D/c by Sakasegawa's approximation of M/M/c, halved for constant service (Allen-Cunneen,
+    (ca^2 + cs^2) / 2 with Poisson arrivals and fixed holds): P(wait) = rho^(sqrt(2(c+1)) - 1),
+    and a wait is exponential with mean hold / (2 c (1 - rho)). Worked numbers: 6 slots at
+    rho = 0.9 with a 4 s hold: P(wait) = 0.9^2.74 = 0.75, mean wait 4 / (2 x 6 x 0.1) = 3.3 s.
+    """
+    if servers < 1.0 or rho <= 0.0 or hold_s <= 0.0:
+        return 0.0, 0.0
+    rho = min(rho, RHO_CAP)
+    p_wait = rho ** (math.sqrt(2.0 * (servers + 1.0)) - 1.0)
+    return p_wait, 0.5 * hold_s / (servers * (1.0 - rho))
+
+
+def _wait_quantile(p_wait: float, mean_s: float, q: float) -> float:
+    """The q quantile of a wait that is 0 with probability 1 - p_wait, else exponential."""
+    if p_wait <= 1.0 - q or mean_s <= 0.0:
+        return 0.0
+    return mean_s * math.log(p_wait / (1.0 - q))
+
+
+class _Replicas:
+    """Replica counts of one component over time, integrated exactly for billing and capacity.
+
+    `starting` holds the ready times of requested replicas (non-decreasing, as commands come in
+    time order and the startup time is fixed); `draining` holds the times draining replicas
+    finish. `acc_*` accumulate replica-seconds since the start of the current step.
+    """
+
+    __slots__ = (
+        "acc_draining",
+        "acc_ready",
+        "acc_starting",
+        "acc_t",
+        "draining",
+        "ready",
+        "starting",
+        "startup_s",
+    )
+
+    def __init__(self, ready: int, startup_s: float, t0_s: float) -> None:
+        self.ready = ready
+        self.startup_s = startup_s
+        self.starting: deque[float] = deque()
+        self.draining: deque[float] = deque()
+        self.acc_t = t0_s
+        self.acc_ready = 0.0
+        self.acc_starting = 0.0
+        self.acc_draining = 0.0
+
+    def integrate_to(self, t_s: float) -> None:
+        """Apply every readiness and drain-end event up to `t_s`, accumulating replica-seconds."""
+        starting, draining = self.starting, self.draining
+        while True:
+            nxt = math.inf
+            if starting:
+                nxt = starting[0]
+            if draining and draining[0] < nxt:
+                nxt = draining[0]
+            if nxt > t_s:
+                break
+            span = nxt - self.acc_t
+            if span > 0:
+                self.acc_ready += self.ready * span
+                self.acc_starting += len(starting) * span
+                self.acc_draining += len(draining) * span
+                self.acc_t = nxt
+            if starting and starting[0] == nxt:
+                starting.popleft()
+                self.ready += 1
+            else:
+                draining.popleft()
+        span = t_s - self.acc_t
+        if span > 0:
+            self.acc_ready += self.ready * span
+            self.acc_starting += len(starting) * span
+            self.acc_draining += len(draining) * span
+            self.acc_t = t_s
+
+    def close_step(self, end_s: float, step_s: float) -> tuple[float, float, float]:
+        """Time averages (ready, starting, draining) over the step ending at `end_s`."""
+        self.integrate_to(end_s)
+        out = (self.acc_ready / step_s, self.acc_starting / step_s, self.acc_draining / step_s)
+        self.acc_ready = self.acc_starting = self.acc_draining = 0.0
+        return out
+
+    @property
+    def desired(self) -> int:
+        return self.ready + len(self.starting)
+
+    def command(self, now_s: float, replicas: int, drain_s: float) -> None:
+        """Ask for `replicas` at `now_s`. Scale-down cancels starting replicas first (the newest
+        first, as a ReplicaSet deletes not-ready pods first), then drains ready ones."""
+        self.integrate_to(now_s)
+        desired = self.desired
+        if replicas > desired:
+            if self.startup_s <= 0:
+                self.ready += replicas - desired
+            else:
+                self.starting.extend([now_s + self.startup_s] * (replicas - desired))
+        elif replicas < desired:
+            cut = desired - replicas
+            while cut and self.starting:
+                self.starting.pop()
+                cut -= 1
+            if cut:
+                self.ready -= cut
+                if drain_s > 0:
+                    self.draining.extend([now_s + drain_s] * cut)
+
+
+class _Component:
+    """Static description and mutable state of one component in the fluid model."""
+
+    __slots__ = (
+        "arrived_by_arrival",
+        "cap",
+        "dropped_by_arrival",
+        "hold_by_arrival",
+        "hold_per_work",
+        "in_edges",
+        "index",
+        "last_util",
+        "log",
+        "model",
+        "name",
+        "out_edges",
+        "queue",
+        "replicas",
+        "slots",
+        "timeout",
+        "unit",
+        "wait_first",
+        "wait_last",
+    )
+
+    def __init__(
+        self, index: int, model: ServiceModel, replicas: int, t0_s: float, step_s: float, n: int
+    ) -> None:
+        self.index = index
+        self.name = model.name
+        self.model = model
+        self.unit = model.unit
+        self.cap = model.capacity
+        self.slots = model.slots
+        self.hold_per_work = model.hold_per_work_s
+        self.timeout = model.timeout_s
+        self.replicas = _Replicas(replicas, model.startup_s, t0_s)
+        self.out_edges: list[tuple[int, float]] = []
+        # Cohorts: [lo_s, hi_s, density (work per second of arrival time), arrival step,
+        # requests per work, input tokens per request, output tokens per request, started].
+        self.queue: deque[list[float]] = deque()
+        self.log = StepLog(t0_s, step_s)
+        nan = math.nan
+        self.wait_first = [nan] * n
+        self.wait_last = [nan] * n
+        self.arrived_by_arrival = [0.0] * n
+        self.dropped_by_arrival = [0.0] * n
+        self.hold_by_arrival = [nan] * n
+        self.last_util = 0.0
+
+
+def per_step(trace: Trace, values: Array, t0_s: float, step_s: float, n: int) -> Array:
+    """Per-bin counts re-binned into `n` steps of `step_s` from `t0_s` (linear within a bin)."""
+    edges = np.append(trace.t_s, trace.t_s[-1] + trace.bin_s)
+    cumulative = np.concatenate([[0.0], np.cumsum(values)])
+    at = t0_s + step_s * np.arange(n + 1, dtype=float)
+    return np.diff(np.interp(at, edges, cumulative))
+
+
+class FluidSimulator:
+    """The fast fidelity (see the module docstring). Implements `backtest.model.Simulator`."""
+
+    fidelity = "fast"
+
+    def __init__(
+        self,
+        config: Config,
+        trace: Trace,
+        initial_replicas: Mapping[str, int],
+        *,
+        step_s: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.config = config
+        self.pipeline = Pipeline(config.pipeline)
+        self.models = service_models(config, trace)
+        self.step_s = float(step_s if step_s is not None else trace.bin_s)
+        if not self.step_s > 0:
+            raise ValueError(f"step_s = {self.step_s}, must be > 0")
+        self.start_s = trace.start_s
+        self.end_s = trace.end_s
+        self.n_steps = max(1, math.ceil(trace.duration_s / self.step_s - 1e-9))
+        self.seed = seed
+        order = self.pipeline.order
+        self._index = {name: i for i, name in enumerate(order)}
+        depth = self._depths()
+        max_timeout = max(m.timeout_s for m in self.models.values())
+        # Steps simulated after the trace ends (no arrivals, no engine) so that every request
+        # still queued finishes or times out: each hop may wait up to its timeout.
+        self._drain_steps = (max(depth.values()) + 1) * (math.ceil(max_timeout / self.step_s) + 2)
+        total = self.n_steps + self._drain_steps
+        self._comps: list[_Component] = []
+        for i, name in enumerate(order):
+            start = initial_replicas.get(name)
+            if start is None:
+                raise ValueError(f"initial_replicas: no count for component {name!r}")
+            if start < 0:
+                raise ValueError(f"initial_replicas[{name!r}] = {start}, must be >= 0")
+            self._comps.append(
+                _Component(i, self.models[name], int(start), self.start_s, self.step_s, total)
+            )
+        for edge in self.pipeline.edges:
+            self._comps[self._index[edge.source]].out_edges.append(
+                (self._index[edge.target], edge.fanout)
+            )
+        self._ingress = [self._index[n] for n in self.pipeline.ingress]
+        n = self.n_steps
+        self._req = per_step(trace, trace.requests, self.start_s, self.step_s, n).tolist()
+        self._has_tokens = trace.has_unit("tokens")
+        if self._has_tokens:
+            self._tin = per_step(
+                trace, trace.columns["input_tokens"], self.start_s, self.step_s, n
+            ).tolist()
+            self._tout = per_step(
+                trace, trace.columns["output_tokens"], self.start_s, self.step_s, n
+            ).tolist()
+        self._step = 0  # steps simulated so far
+        self._now_s = self.start_s
+        self._finished = False
+
+    def _depths(self) -> dict[str, int]:
+        depth: dict[str, int] = {}
+        for name in self.pipeline.order:
+            ups = self.pipeline.upstream(name)
+            depth[name] = 1 + max((depth[u] for u in ups), default=-1)
+        return depth
+
+    # ---------------------------------------------------------------------------------------
+    # Simulator protocol
+
+    @property
+    def now_s(self) -> float:
+        return self._now_s
+
+    def advance_to(self, t_s: float) -> None:
+        if t_s < self._now_s - _EPS:
+            raise ValueError(f"advance_to({t_s}): before the simulation's time {self._now_s}")
+        limit = min(self.n_steps, math.floor((t_s - self.start_s) / self.step_s + 1e-9))
+        while self._step < limit:
+            self._run_step(self._step, record=True)
+            self._step += 1
+        self._now_s = max(self._now_s, t_s)
+
+    def set_desired(self, component: str, replicas: int) -> None:
+        comp = self._comps[self._index[component]]
+        drain_s = comp.model.mean_hold_s if comp.last_util > 0 else 0.0
+        comp.replicas.command(self._now_s, max(0, int(replicas)), drain_s)
+
+    def state(self, component: str) -> ReplicaState:
+        book = self._comps[self._index[component]].replicas
+        book.integrate_to(self._now_s)
+        return ReplicaState(desired=book.desired, ready=book.ready)
+
+    def steps(self, component: str) -> StepLog:
+        return self._comps[self._index[component]].log
+
+    def series(self, component: str) -> ComponentSeries:
+        return self.steps(component).series()
+
+    # ---------------------------------------------------------------------------------------
+    # One step
+
+    def _run_step(self, j: int, record: bool) -> None:
+        dt = self.step_s
+        a = self.start_s + j * dt
+        b = a + dt
+        ncomp = len(self._comps)
+        flow_req = [0.0] * ncomp
+        flow_tin = [0.0] * ncomp
+        flow_tout = [0.0] * ncomp
+        tokens = self._has_tokens
+        if j < self.n_steps:
+            req = self._req[j]
+            for i in self._ingress:
+                flow_req[i] += req
+                if tokens:
+                    flow_tin[i] += self._tin[j]
+                    flow_tout[i] += self._tout[j]
+        for comp in self._comps:
+            i = comp.index
+            areq = flow_req[i]
+            ready_avg, starting_avg, draining_avg = comp.replicas.close_step(b, dt)
+            mu = ready_avg * comp.cap
+            if areq > 0:
+                tin_pr = flow_tin[i] / areq
+                tout_pr = flow_tout[i] / areq
+                wpr = (
+                    work_per_request(comp.unit, tin_pr, tout_pr) if comp.unit != "requests" else 1.0
+                )
+                work = areq * wpr
+                if work > 0:
+                    comp.arrived_by_arrival[j] = areq
+                    comp.hold_by_arrival[j] = comp.hold_per_work * wpr
+                    comp.queue.append([a, b, work / dt, j, areq / work, tin_pr, tout_pr, 0.0])
+                else:  # zero-token requests need no service time
+                    comp.arrived_by_arrival[j] = areq
+                    comp.hold_by_arrival[j] = 0.0
+                    comp.wait_first[j] = comp.wait_last[j] = 0.0
+            else:
+                work = 0.0
+            queue = comp.queue
+            if not queue:
+                served_w = served_r = s_tin = s_tout = dropped_r = 0.0
+                wmax = -1.0
+                if areq > 0 and work <= 0:
+                    served_r, s_tin, s_tout = areq, flow_tin[i], flow_tout[i]
+                    wmax = 0.0
+            elif len(queue) == 1 and work > 0 and work <= mu * dt * (1 + 1e-12):
+                # Fast path: an empty queue and enough capacity: every unit served on arrival.
+                queue.clear()
+                comp.wait_first[j] = comp.wait_last[j] = 0.0
+                served_w, served_r, dropped_r = work, areq, 0.0
+                s_tin, s_tout = flow_tin[i], flow_tout[i]
+                wmax = 0.0
+            else:
+                served_w, served_r, s_tin, s_tout, dropped_r, wmax = self._serve(comp, a, b, mu)
+            for target, fanout in comp.out_edges:
+                flow_req[target] += served_r * fanout
+                if tokens:
+                    flow_tin[target] += s_tin * fanout
+                    flow_tout[target] += s_tout * fanout
+            capacity_w = mu * dt
+            comp.last_util = served_w / capacity_w if capacity_w > 0 else 0.0
+            if not record:
+                continue
+            self._record(
+                comp, j, areq, work, flow_tin[i] + flow_tout[i], served_w, served_r, dropped_r,
+                wmax, ready_avg, starting_avg, draining_avg,
+            )  # fmt: skip
+
+    def _record(
+        self,
+        comp: _Component,
+        j: int,
+        areq: float,
+        work: float,
+        tokens: float,
+        served_w: float,
+        served_r: float,
+        dropped_r: float,
+        wmax: float,
+        ready_avg: float,
+        starting_avg: float,
+        draining_avg: float,
+    ) -> None:
+        dt = self.step_s
+        hold_w = comp.hold_per_work
+        queue_r = 0.0
+        for co in comp.queue:
+            queue_r += co[2] * (co[1] - co[0]) * co[4]
+        busy = served_w * hold_w  # slot-seconds
+        capacity = ready_avg * comp.slots * dt
+        if served_r > 0:
+            hold = hold_w * served_w / served_r
+            p95 = wmax + hold
+            if queue_r <= 0 and wmax <= 0 and capacity > 0:
+                p_wait, mean_wait = queueing_delay(busy / capacity, ready_avg * comp.slots, hold)
+                p95 += _wait_quantile(p_wait, mean_wait, 0.95)
+        else:
+            p95 = math.nan
+        book = comp.replicas
+        comp.log.append(
+            areq, work, tokens, served_r, dropped_r, queue_r, busy / dt, ready_avg, starting_avg,
+            draining_avg, float(book.desired), float(book.ready), busy, capacity, p95,
+        )  # fmt: skip
+
+    def _serve(
+        self, comp: _Component, a: float, b: float, mu: float
+    ) -> tuple[float, float, float, float, float, float]:
+        """Serve the queue FCFS over [a, b] at `mu` work/s with reneging after the timeout.
+
+        Returns (work served, requests served, input tokens served, output tokens served,
+        requests dropped, the longest wait of a unit served, or -1 if none was).
+
+        The head cohort's remaining units arrived evenly over [lo, hi] (`dens` work per second
+        of arrival time). Serving at full rate moves the head's arrival time forward at
+        v = mu / dens per second, so the head's wait d - lo changes at 1 - v per second: it
+        shrinks to 0 when v > 1 (the server catches up and then serves units as they arrive),
+        and grows to the timeout when v < 1 (from then on units older than the timeout leave:
+        mu is served and dens - mu dropped per second).
+        """
+        queue = comp.queue
+        timeout = comp.timeout
+        wait_first, wait_last = comp.wait_first, comp.wait_last
+        dropped_by_arrival = comp.dropped_by_arrival
+        d = a
+        served_w = served_r = s_tin = s_tout = dropped_r = 0.0
+        wmax = -1.0
+        while queue:
+            co = queue[0]
+            lo, hi, dens, s = co[0], co[1], co[2], int(co[3])
+            rpw = co[4]
+            cut = d - timeout
+            if lo < cut:
+                upto = hi if hi < cut else cut
+                gone = dens * (upto - lo) * rpw
+                dropped_r += gone
+                dropped_by_arrival[s] += gone
+                lo = upto
+                if hi - lo <= _EPS:
+                    queue.popleft()
+                    continue
+            if d >= b or mu <= 0:
+                co[0] = lo
+                break
+            if lo > d:  # the head has not arrived yet: idle until it does
+                if lo >= b:
+                    co[0] = lo
+                    break
+                d = lo
+            w = d - lo
+            if co[7] == 0.0:
+                wait_first[s] = w
+                co[7] = 1.0
+            v = mu / dens
+            if v >= 1.0:
+                # Phase 1: full rate, catching up with arrivals.
+                t_catch = w / (v - 1.0) if v > 1.0 else (math.inf if w > 0 else 0.0)
+                tau = min(t_catch, (hi - lo) / v, b - d)
+                got = mu * tau
+                lo += v * tau
+                d += tau
+                w_end = w - (v - 1.0) * tau
+                if w_end < 0:
+                    w_end = 0.0
+                if hi - lo > _EPS and d < b:
+                    # Phase 2: caught up, units are served as they arrive (no wait).
+                    tau = min(hi - lo, b - d)
+                    got += dens * tau
+                    lo += tau
+                    d += tau
+                    w_end = 0.0
+            else:
+                # Phase 1: waits grow at 1 - v per second until the timeout.
+                tau = min((timeout - w) / (1.0 - v), (hi - lo) / v, b - d)
+                if tau < 0:
+                    tau = 0.0
+                got = mu * tau
+                lo += v * tau
+                d += tau
+                w_end = w + (1.0 - v) * tau
+                if hi - lo > _EPS and d < b:
+                    # Phase 2: at the timeout; the head moves with time, the excess drops.
+                    tau = min(hi - lo, b - d)
+                    got += mu * tau
+                    gone = (dens - mu) * tau * rpw
+                    dropped_r += gone
+                    dropped_by_arrival[s] += gone
+                    lo += tau
+                    d += tau
+                    w_end = timeout
+            served_w += got
+            got_r = got * rpw
+            served_r += got_r
+            s_tin += got_r * co[5]
+            s_tout += got_r * co[6]
+            if w > wmax:
+                wmax = w
+            if w_end > wmax:
+                wmax = w_end
+            wait_last[s] = w_end
+            if hi - lo <= _EPS:
+                queue.popleft()
+                continue
+            co[0] = lo
+            if d >= b:
+                break
+        # Units still waiting past the timeout at the end of the step leave now.
+        cut = b - timeout
+        while queue and queue[0][0] < cut:
+            co = queue[0]
+            lo, hi = co[0], co[1]
+            upto = hi if hi < cut else cut
+            gone = co[2] * (upto - lo) * co[4]
+            dropped_r += gone
+            dropped_by_arrival[int(co[3])] += gone
+            if hi - upto <= _EPS:
+                queue.popleft()
+            else:
+                co[0] = upto
+                break
+        return served_w, served_r, s_tin, s_tout, dropped_r, wmax
+
+    # ---------------------------------------------------------------------------------------
+    # Result
+
+    def _finish(self) -> None:
+        """Run to the end of the trace, then drain: no arrivals, no engine, no series."""
+        if self._finished:
+            return
+        self.advance_to(self.end_s)
+        for extra in range(self._drain_steps):
+            if not any(c.queue for c in self._comps):
+                break
+            self._run_step(self.n_steps + extra, record=False)
+        self._finished = True
+
+    def result(self) -> SimulationResult:
+        """Run the remaining steps and sample end-to-end latency (see `_EndToEnd`)."""
+        self._finish()
+        sampler = _EndToEnd(self, np.random.default_rng(self.seed))
+        latency, weight, done_at, dropped, total = sampler.run()
+        return SimulationResult(
+            step_s=self.step_s,
+            latency_s=latency,
+            weight=weight,
+            completed_at_s=done_at,
+            dropped_requests=dropped,
+            components={c.name: c.log.series() for c in self._comps},
+            fidelity=self.fidelity,
+            start_s=self.start_s,
+            end_s=self.end_s,
+            ingress_requests=total,
+        )
+
+
+class _EndToEnd:
+    """Samples end-to-end latency from the per-component, per-arrival-step records.
+
+    A call arriving at a component at time t takes the component's recorded wait for the step
+    containing t (linear between the step cohort's first and last served units), its hold, and
+    the stationary queueing delay when the component was busy but had no backlog; it survives
+    with probability 1 - (dropped / arrived) of that step. A request's weight is split into
+    completed (weight x survival) and dropped (weight x (1 - survival)).
+    """
+
+    def __init__(self, sim: FluidSimulator, rng: np.random.Generator) -> None:
+        self.sim = sim
+        self.rng = rng
+        self.t0_s = sim.start_s
+        self.step_s = sim.step_s
+        self.total_steps = sim.n_steps + sim._drain_steps
+        self.tables = [self._table(c) for c in sim._comps]
+        edges = sim.pipeline.edges
+        self.parallel: list[list[tuple[int, float, str]]] = [[] for _ in sim._comps]
+        self.sequential: list[list[tuple[int, float, str]]] = [[] for _ in sim._comps]
+        spec_edges = sim.config.pipeline.edges
+        for edge, spec in zip(edges, spec_edges, strict=True):
+            src, dst = sim._index[edge.source], sim._index[edge.target]
+            bucket = self.parallel if edge.mode == "parallel" else self.sequential
+            bucket[src].append((dst, edge.fanout, spec.fanout_distribution))
+
+    def _table(self, comp: _Component) -> dict[str, Array]:
+        n = self.total_steps
+        arrived = np.asarray(comp.arrived_by_arrival)
+        dropped = np.asarray(comp.dropped_by_arrival)
+        first = np.asarray(comp.wait_first)
+        last = np.asarray(comp.wait_last)
+        hold = np.asarray(comp.hold_by_arrival)
+        has = arrived > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p_drop = np.where(has, np.clip(dropped / np.where(has, arrived, 1.0), 0.0, 1.0), 0.0)
+        # A step without served arrivals (none came, or all were dropped): wait as the last
+        # step that had some, so a sample arriving then sees the backlog that was there.
+        first = _ffill(first, 0.0)
+        last = _ffill(np.where(np.isnan(last), first, last), 0.0)
+        hold = _ffill(hold, comp.model.mean_hold_s)
+        log = comp.log.array()
+        m = log.shape[0]
+        rho = np.zeros(n)
+        servers = np.zeros(n)
+        backlog = np.ones(n, dtype=bool)
+        if m:
+            cap = log[:, StepLog.C_CAPACITY]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rho[:m] = np.where(cap > 0, log[:, StepLog.C_BUSY] / np.where(cap > 0, cap, 1), 0)
+            servers[:m] = log[:, StepLog.C_READY] * comp.slots
+            queued = log[:, StepLog.C_QUEUE] > 0
+            backlog[:m] = queued | np.concatenate([[False], queued[:-1]])
+            # No ready capacity: a call arriving then waits for the timeout and is dropped.
+            empty = (cap <= 0) & ~has[:m]
+            p_drop[:m] = np.where(empty, 1.0, p_drop[:m])
+        rho_c = np.minimum(rho, RHO_CAP)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p_wait = np.where(
+                (servers >= 1) & (rho > 0) & ~backlog,
+                rho_c ** (np.sqrt(2.0 * (servers + 1.0)) - 1.0),
+                0.0,
+            )
+            mean_wait = np.where(p_wait > 0, 0.5 * hold / (servers * (1.0 - rho_c)), 0.0)
+        return {
+            "first": first,
+            "last": last,
+            "hold": hold,
+            "p_drop": p_drop,
+            "p_wait": p_wait,
+            "mean_wait": mean_wait,
+        }
+
+    def _call(self, comp: int, t_s: Array) -> tuple[Array, Array]:
+        """Latency and survival probability of calls arriving at `comp` at times `t_s`,
+        including everything they call downstream."""
+        table = self.tables[comp]
+        rng = self.rng
+        size = t_s.size
+        idx = np.clip(((t_s - self.t0_s) / self.step_s).astype(np.int64), 0, self.total_steps - 1)
+        first = table["first"][idx]
+        wait = first + rng.random(size) * (table["last"][idx] - first)
+        waits = rng.random(size) < table["p_wait"][idx]
+        if waits.any():
+            wait[waits] += rng.exponential(1.0, int(waits.sum())) * table["mean_wait"][idx][waits]
+        latency = wait + table["hold"][idx]
+        survive = 1.0 - table["p_drop"][idx]
+        done = t_s + latency
+        slowest = np.zeros(size)
+        for target, mean, distribution in self.parallel[comp]:
+            counts = draw_fanout(rng, mean, distribution, size)
+            for k in range(1, int(counts.max(initial=0)) + 1):
+                sel = counts >= k
+                sub_latency, sub_survive = self._call(target, done[sel])
+                slowest[sel] = np.maximum(slowest[sel], sub_latency)
+                survive[sel] *= sub_survive
+        latency += slowest
+        clock = t_s + latency
+        for target, mean, distribution in self.sequential[comp]:
+            counts = draw_fanout(rng, mean, distribution, size)
+            for k in range(1, int(counts.max(initial=0)) + 1):
+                sel = counts >= k
+                sub_latency, sub_survive = self._call(target, clock[sel])
+                latency[sel] += sub_latency
+                clock[sel] += sub_latency
+                survive[sel] *= sub_survive
+        return latency, survive
+
+    def run(self) -> tuple[Array, Array, Array, float, float]:
+        """(latency, completed weight, completion time, dropped requests, ingress requests)."""
+        sim = self.sim
+        requests = np.asarray(sim._req)
+        active = np.flatnonzero(requests > 0)
+        if active.size == 0 or not sim._ingress:
+            empty = np.zeros(0)
+            return empty, empty, empty, 0.0, 0.0
+        per_step_samples = int(min(64, max(1, math.ceil(SAMPLES_TARGET / active.size))))
+        latencies: list[Array] = []
+        weights: list[Array] = []
+        done: list[Array] = []
+        dropped = 0.0
+        total = 0.0
+        for ingress in sim._ingress:
+            steps = np.repeat(active, per_step_samples)
+            strata = np.tile(np.arange(per_step_samples), active.size)
+            offset = (strata + self.rng.random(steps.size)) / per_step_samples
+            t_s = self.t0_s + (steps + offset) * self.step_s
+            weight = requests[steps] / per_step_samples
+            latency, survive = self._call(ingress, t_s)
+            latencies.append(latency)
+            weights.append(weight * survive)
+            done.append(t_s + latency)
+            dropped += float(np.sum(weight * (1.0 - survive)))
+            total += float(np.sum(weight))
+        return (
+            np.concatenate(latencies),
+            np.concatenate(weights),
+            np.concatenate(done),
+            dropped,
+            total,
+        )
+
+
+def _ffill(values: Array, default: float) -> Array:
+    """NaNs replaced by the last non-NaN value before them (`default` before the first)."""
+    out = np.array(values, dtype=float)
+    bad = np.isnan(out)
+    if not bad.any():
+        return out
+    idx = np.where(~bad, np.arange(out.size), -1)
+    np.maximum.accumulate(idx, out=idx)
+    filled = np.where(idx >= 0, out[np.maximum(idx, 0)], default)
+    return filled

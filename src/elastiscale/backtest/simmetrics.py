@@ -1,0 +1,153 @@
+"""What policies see in a backtest: a `MetricSource` and an `Actuator` backed by a simulator.
+
+`SimulatedMetricSource` reports what a Prometheus scraping the simulated pipeline would have
+shown at `now - delay_s`:
+
+- demand_rps, tokens_per_s: arrivals over the rate window ending at `now - delay_s` divided by
+  its length (what `rate(x[1m])` shows). tokens_per_s is in the component's capacity unit when
+  that is a token unit, else input + output tokens when the trace has them, else missing;
+- in_flight, queue_length: requests in service and waiting, at the end of the last step;
+- utilization: busy slot-seconds / ready slot-seconds over the rate window (a CPU-style
+  average); missing when no replica was ready;
+- latency_p95_s: the completion-weighted mean of the steps' p95 latency at the component over
+  the window; missing when nothing completed;
+- ready_replicas, desired_replicas: at the end of the last step.
+
+Data exist only for whole simulated steps: `Observation.at_s` is the end of the last step used,
+so the observation's age is the delay plus up to one step. Everything is O(1) per signal: the
+step logs keep running sums. Asking for data after the runner's clock (or past what has been
+simulated) raises `FutureDataError`: no policy can see the future.
+
+`SimulatorActuator` is the platform: reads are the simulator's current replica counts, and a
+scale call is `Simulator.set_desired` at the simulator's `now_s`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from elastiscale.adapters.base import ActuationResult
+from elastiscale.backtest.model import Simulator, StepLog
+from elastiscale.clock import FakeClock
+from elastiscale.config import Config
+from elastiscale.errors import FutureDataError
+from elastiscale.observations import Observation, ReplicaState
+
+_TOLERANCE_S = 1e-9
+
+
+class SimulatedMetricSource:
+    """A `MetricSource` reading a simulator's step logs (see the module docstring)."""
+
+    def __init__(
+        self,
+        simulator: Simulator,
+        config: Config,
+        clock: FakeClock,
+        *,
+        rate_window_s: float = 60.0,
+        delay_s: float = 0.0,
+        has_tokens: bool = False,
+    ) -> None:
+        if not rate_window_s > 0:
+            raise ValueError(f"rate_window_s = {rate_window_s}, must be > 0")
+        if delay_s < 0:
+            raise ValueError(f"metrics_delay_s = {delay_s}, must be >= 0")
+        self.simulator = simulator
+        self.clock = clock
+        self.rate_window_s = rate_window_s
+        self.delay_s = delay_s
+        self.step_s = simulator.step_s
+        # Whole steps in the rate window, at least one: 60 s over 10 s steps is 6 steps.
+        self._window_steps = max(1, round(rate_window_s / simulator.step_s))
+        self._units = {n: c.capacity_unit for n, c in config.pipeline.components.items()}
+        self._has_tokens = has_tokens
+
+    def _check_time(self, t_s: float) -> None:
+        now_s = self.clock.now_s()
+        if t_s > now_s + _TOLERANCE_S:
+            raise FutureDataError(f"asked for data at {t_s:g} s, after now = {now_s:g} s")
+        if t_s > self.simulator.now_s + _TOLERANCE_S:
+            raise FutureDataError(
+                f"asked for data at {t_s:g} s, past the simulated time {self.simulator.now_s:g} s"
+            )
+
+    def steps_until(self, component: str, t_s: float) -> tuple[StepLog, int]:
+        """The component's log and how many of its steps end at or before `t_s`."""
+        self._check_time(t_s)
+        log = self.simulator.steps(component)
+        done = math.floor((t_s - log.t0_s) / self.step_s + 1e-9)
+        return log, max(0, min(done, len(log)))
+
+    def observe(self, components: Sequence[str], now_s: float) -> dict[str, Observation]:
+        self._check_time(now_s)
+        cutoff_s = now_s - self.delay_s
+        return {name: self._observe_one(name, cutoff_s) for name in components}
+
+    def _observe_one(self, name: str, cutoff_s: float) -> Observation:
+        log, i = self.steps_until(name, cutoff_s)
+        if i <= 0:
+            return Observation.unavailable(name, cutoff_s, "no data")
+        rows = log.rows
+        last = rows[i - 1]
+        lo = i - self._window_steps
+        before = rows[lo - 1] if lo >= 1 else None
+        steps = i - max(lo, 0)
+        window_s = steps * self.step_s
+
+        def total(column: int) -> float:
+            return last[column] - (before[column] if before is not None else 0.0)
+
+        missing: dict[str, str] = {}
+        demand_rps = total(StepLog.CUM_ARRIVALS) / window_s
+        unit = self._units[name]
+        tokens_per_s: float | None
+        if unit != "requests":
+            tokens_per_s = total(StepLog.CUM_WORK) / window_s
+        elif self._has_tokens:
+            tokens_per_s = total(StepLog.CUM_TOKENS) / window_s
+        else:
+            tokens_per_s = None
+            missing["tokens_per_s"] = "no token data"
+        capacity = total(StepLog.CUM_CAPACITY)
+        utilization: float | None = None
+        if capacity > 0:
+            utilization = min(1.0, total(StepLog.CUM_BUSY) / capacity)
+        else:
+            missing["utilization"] = "no ready replicas"
+        completions = total(StepLog.CUM_COMPLETIONS)
+        latency: float | None = None
+        if completions > 0:
+            latency = total(StepLog.CUM_LATENCY_WEIGHTED) / completions
+        else:
+            missing["latency_p95_s"] = "no completions"
+        return Observation(
+            component=name,
+            at_s=log.t0_s + i * self.step_s,
+            demand_rps=demand_rps,
+            tokens_per_s=tokens_per_s,
+            in_flight=last[StepLog.C_IN_FLIGHT],
+            queue_length=last[StepLog.C_QUEUE],
+            utilization=utilization,
+            latency_p95_s=latency,
+            ready_replicas=round(last[StepLog.C_READY_END]),
+            desired_replicas=round(last[StepLog.C_DESIRED]),
+            missing=missing,
+        )
+
+
+class SimulatorActuator:
+    """The simulated platform: reads and sets replica counts on a simulator at its `now_s`."""
+
+    def __init__(self, simulator: Simulator) -> None:
+        self.simulator = simulator
+        self.calls = 0
+
+    def read(self, components: Sequence[str]) -> Mapping[str, ReplicaState]:
+        return {name: self.simulator.state(name) for name in components}
+
+    def scale(self, component: str, replicas: int) -> ActuationResult:
+        self.calls += 1
+        self.simulator.set_desired(component, replicas)
+        return ActuationResult.success(component, replicas)
