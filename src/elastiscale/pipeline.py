@@ -11,6 +11,7 @@ Worked example: router -> planner (fan-out 4) -> retriever (1.5), router -> retr
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -118,21 +119,23 @@ def _edge(spec: EdgeConfig) -> Edge:
 
 
 def _topological_order(names: list[str], edges: tuple[Edge, ...]) -> tuple[str, ...]:
-    """Kahn's algorithm, ties broken by declaration order so the order is stable."""
+    """Kahn's algorithm, ties broken by declaration order so the order is stable: of the
+    components whose upstreams are all placed, the one declared first comes next."""
+    position = {n: i for i, n in enumerate(names)}
     indegree = dict.fromkeys(names, 0)
     children: dict[str, list[str]] = {n: [] for n in names}
     for edge in edges:
         indegree[edge.target] += 1
         children[edge.source].append(edge.target)
-    ready = [n for n in names if indegree[n] == 0]
+    ready = [position[n] for n in names if indegree[n] == 0]  # a heap of positions
     order: list[str] = []
     while ready:
-        node = ready.pop(0)
+        node = names[heapq.heappop(ready)]
         order.append(node)
         for child in children[node]:
             indegree[child] -= 1
             if indegree[child] == 0:
-                ready.append(child)
+                heapq.heappush(ready, position[child])
     if len(order) != len(names):
         raise ValueError("the pipeline graph has a cycle")  # validated configs never do
     return tuple(order)
