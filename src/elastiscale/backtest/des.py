@@ -1,0 +1,499 @@
+"""The reference fidelity: a per-request discrete-event simulation of the pipeline.
+
+Every ingress request and every call it makes is simulated. A component is a pool of replicas
+with `ServiceModel.slots` slots each behind one first-come-first-served queue (a load balancer
+that sends each request to the least busy ready replica); a call holds a slot for
+`hold_per_work_s` x its work; a call still queued `timeout_s` after it arrived is dropped and so
+is its ingress request. When a call's own service ends it makes its downstream calls: every
+parallel call at once, then, once they have all finished, the sequential calls one after another;
+the call is complete when the last of them is. Fan-out counts are drawn per call from the edge's
+distribution.
+
+Replicas: a scale-up creates replicas that are ready `startup_s` later (billed from the request);
+a scale-down first cancels starting replicas (newest first), then drains the least busy ready
+ones: a draining replica takes no new call and is billed until its last call finishes.
+
+Arrivals: the trace's count in each step (fractional counts carried over to the next step, so
+totals are exact) at uniformly random times within the step, i.e. a Poisson process given the
+count. Each request carries its bin's mean input and output tokens.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import deque
+from collections.abc import Mapping
+
+import numpy as np
+
+from elastiscale.backtest.fluid import per_step
+from elastiscale.backtest.model import (
+    ComponentSeries,
+    ServiceModel,
+    SimulationResult,
+    StepLog,
+    service_models,
+    work_per_request,
+)
+from elastiscale.config import Config
+from elastiscale.observations import ReplicaState
+from elastiscale.pipeline import Pipeline
+from elastiscale.trace import Trace
+
+_EPS = 1e-9
+_DONE, _READY, _ARRIVE = 0, 1, 2
+
+
+class _Request:
+    __slots__ = ("arrival_s", "dropped", "tin", "tout")
+
+    def __init__(self, arrival_s: float, tin: float, tout: float) -> None:
+        self.arrival_s = arrival_s
+        self.tin = tin
+        self.tout = tout
+        self.dropped = False
+
+
+class _Call:
+    """One call to one component on behalf of one ingress request."""
+
+    __slots__ = ("arrival_s", "parent", "pending", "request", "sequence", "station")
+
+    def __init__(
+        self, request: _Request, station: _Station, parent: _Call | None, arrival_s: float
+    ) -> None:
+        self.request = request
+        self.station = station
+        self.parent = parent
+        self.arrival_s = arrival_s
+        self.pending = 0
+        self.sequence: list[_Station] = []
+
+
+class _Replica:
+    __slots__ = ("busy", "cancelled", "draining", "ready")
+
+    def __init__(self, ready: bool) -> None:
+        self.busy = 0
+        self.ready = ready
+        self.draining = False
+        self.cancelled = False
+
+
+class _Station:
+    """One component: replicas, its queue, and what it accumulates during the current step."""
+
+    __slots__ = (
+        "acc_busy",
+        "acc_draining",
+        "acc_ready",
+        "acc_starting",
+        "acc_t",
+        "active",
+        "busy",
+        "completions",
+        "draining",
+        "dropped",
+        "free",
+        "hold_per_work",
+        "index",
+        "latencies",
+        "log",
+        "model",
+        "n_arrivals",
+        "name",
+        "parallel",
+        "queue",
+        "sequential",
+        "slots",
+        "starting",
+        "timeout",
+        "tokens",
+        "unit",
+        "work",
+    )
+
+    def __init__(self, index: int, model: ServiceModel, replicas: int, t0_s: float, step_s: float):
+        self.index = index
+        self.name = model.name
+        self.model = model
+        self.unit = model.unit
+        self.slots = model.slots
+        self.hold_per_work = model.hold_per_work_s
+        self.timeout = model.timeout_s
+        self.active: list[_Replica] = [_Replica(True) for _ in range(replicas)]
+        self.starting: list[_Replica] = []
+        self.draining: list[_Replica] = []
+        self.free = replicas * self.slots  # free slots on active replicas
+        self.busy = 0  # calls in service, draining replicas included
+        self.queue: deque[_Call] = deque()
+        self.parallel: list[tuple[_Station, float, str]] = []
+        self.sequential: list[tuple[_Station, float, str]] = []
+        self.log = StepLog(t0_s, step_s)
+        self.acc_t = t0_s
+        self.acc_ready = self.acc_starting = self.acc_draining = self.acc_busy = 0.0
+        self.n_arrivals = 0
+        self.work = 0.0
+        self.tokens = 0.0
+        self.completions = 0
+        self.dropped = 0
+        self.latencies: list[float] = []
+
+    def integrate(self, t_s: float) -> None:
+        span = t_s - self.acc_t
+        if span > 0:
+            self.acc_ready += len(self.active) * span
+            self.acc_starting += len(self.starting) * span
+            self.acc_draining += len(self.draining) * span
+            self.acc_busy += self.busy * span
+            self.acc_t = t_s
+
+
+def _draw(rng: random.Random, mean: float, distribution: str) -> int:
+    """One call count of an edge (see `backtest.model.draw_fanout` for the distributions)."""
+    if mean <= 0:
+        return 0
+    if distribution == "fixed":
+        whole = math.floor(mean)
+        return whole + (1 if rng.random() < mean - whole else 0)
+    if distribution == "poisson":
+        if mean > 30:
+            return max(0, round(rng.gauss(mean, math.sqrt(mean))))
+        limit = math.exp(-mean)
+        count, product = 0, rng.random()
+        while product > limit:
+            count += 1
+            product *= rng.random()
+        return count
+    # geometric on {0, 1, ...} with mean `mean`: P(n) = p (1 - p)^n, p = 1 / (1 + mean)
+    q = mean / (1.0 + mean)
+    return math.floor(math.log(1.0 - rng.random()) / math.log(q))
+
+
+class DiscreteEventSimulator:
+    """The per-request reference fidelity. Implements `backtest.model.Simulator`."""
+
+    fidelity = "discrete-event"
+
+    def __init__(
+        self,
+        config: Config,
+        trace: Trace,
+        initial_replicas: Mapping[str, int],
+        *,
+        step_s: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.config = config
+        self.pipeline = Pipeline(config.pipeline)
+        self.models = service_models(config, trace)
+        self.step_s = float(step_s if step_s is not None else trace.bin_s)
+        if not self.step_s > 0:
+            raise ValueError(f"step_s = {self.step_s}, must be > 0")
+        self.start_s = trace.start_s
+        self.end_s = trace.end_s
+        self.n_steps = max(1, math.ceil(trace.duration_s / self.step_s - 1e-9))
+        self._rng = random.Random(seed)
+        order = self.pipeline.order
+        self._index = {name: i for i, name in enumerate(order)}
+        self._stations: list[_Station] = []
+        for i, name in enumerate(order):
+            start = initial_replicas.get(name)
+            if start is None:
+                raise ValueError(f"initial_replicas: no count for component {name!r}")
+            if start < 0:
+                raise ValueError(f"initial_replicas[{name!r}] = {start}, must be >= 0")
+            self._stations.append(
+                _Station(i, self.models[name], int(start), self.start_s, self.step_s)
+            )
+        for edge, spec in zip(self.pipeline.edges, config.pipeline.edges, strict=True):
+            src = self._stations[self._index[edge.source]]
+            dst = self._stations[self._index[edge.target]]
+            bucket = src.parallel if edge.mode == "parallel" else src.sequential
+            bucket.append((dst, edge.fanout, spec.fanout_distribution))
+        self._ingress = [self._stations[self._index[n]] for n in self.pipeline.ingress]
+        n = self.n_steps
+        self._req = per_step(trace, trace.requests, self.start_s, self.step_s, n).tolist()
+        if trace.has_unit("tokens"):
+            self._tin = per_step(
+                trace, trace.columns["input_tokens"], self.start_s, self.step_s, n
+            ).tolist()
+            self._tout = per_step(
+                trace, trace.columns["output_tokens"], self.start_s, self.step_s, n
+            ).tolist()
+        else:
+            self._tin = self._tout = [0.0] * n
+        self._carry = [0.0] * len(self._ingress)
+        self._heap: list[tuple[float, int, int, object]] = []
+        self._seq = 0
+        self._now_s = self.start_s
+        self._step = 0  # closed steps
+        self._opened = -1  # the step whose arrivals have been generated
+        self._finished = False
+        self.events = 0
+        self._latency: list[float] = []
+        self._done_at: list[float] = []
+        self._dropped_requests = 0
+        self._ingress_requests = 0
+
+    # ---------------------------------------------------------------------------------------
+    # Simulator protocol
+
+    @property
+    def now_s(self) -> float:
+        return self._now_s
+
+    def advance_to(self, t_s: float) -> None:
+        if t_s < self._now_s - _EPS:
+            raise ValueError(f"advance_to({t_s}): before the simulation's time {self._now_s}")
+        while self._step < self.n_steps:
+            j = self._step
+            end_s = self.start_s + (j + 1) * self.step_s
+            if self._opened < j:
+                self._open_step(j)
+            if end_s <= t_s + _EPS:
+                self._process_until(end_s)
+                self._close_step(end_s)
+                self._step += 1
+            else:
+                self._process_until(t_s)
+                break
+        self._now_s = max(self._now_s, t_s)
+
+    def set_desired(self, component: str, replicas: int) -> None:
+        st = self._stations[self._index[component]]
+        now = self._now_s
+        st.integrate(now)
+        replicas = max(0, int(replicas))
+        desired = len(st.active) + len(st.starting)
+        if replicas > desired:
+            for _ in range(replicas - desired):
+                if st.model.startup_s <= 0:
+                    st.active.append(_Replica(True))
+                    st.free += st.slots
+                else:
+                    rep = _Replica(False)
+                    st.starting.append(rep)
+                    self._push(now + st.model.startup_s, _READY, rep, st)
+            self._dispatch(st, now)
+            return
+        cut = desired - replicas
+        while cut and st.starting:
+            st.starting.pop().cancelled = True
+            cut -= 1
+        while cut and st.active:
+            rep = min(st.active, key=_busy)
+            st.active.remove(rep)
+            st.free -= st.slots - rep.busy
+            rep.draining = True
+            if rep.busy:
+                st.draining.append(rep)
+            cut -= 1
+
+    def state(self, component: str) -> ReplicaState:
+        st = self._stations[self._index[component]]
+        return ReplicaState(desired=len(st.active) + len(st.starting), ready=len(st.active))
+
+    def steps(self, component: str) -> StepLog:
+        return self._stations[self._index[component]].log
+
+    def series(self, component: str) -> ComponentSeries:
+        return self.steps(component).series()
+
+    def result(self) -> SimulationResult:
+        """Run to the end of the trace, let every request finish or time out, and report."""
+        self._finish()
+        return SimulationResult(
+            step_s=self.step_s,
+            latency_s=np.asarray(self._latency, dtype=float),
+            weight=np.ones(len(self._latency)),
+            completed_at_s=np.asarray(self._done_at, dtype=float),
+            dropped_requests=float(self._dropped_requests),
+            components={st.name: st.log.series() for st in self._stations},
+            fidelity=self.fidelity,
+            start_s=self.start_s,
+            end_s=self.end_s,
+            ingress_requests=float(self._ingress_requests),
+        )
+
+    # ---------------------------------------------------------------------------------------
+    # Events
+
+    def _push(self, t_s: float, kind: int, obj: object, extra: object = None) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t_s, self._seq, kind, (obj, extra)))
+
+    def _open_step(self, j: int) -> None:
+        """Generate the ingress arrivals of step j."""
+        self._opened = j
+        count_f = self._req[j]
+        if count_f <= 0:
+            return
+        a = self.start_s + j * self.step_s
+        tin, tout = self._tin[j] / count_f, self._tout[j] / count_f
+        rng = self._rng
+        for k, station in enumerate(self._ingress):
+            carry = self._carry[k] + count_f
+            count = math.floor(carry + 1e-9)
+            self._carry[k] = carry - count
+            for _ in range(count):
+                t_s = a + rng.random() * self.step_s
+                self._push(t_s, _ARRIVE, _Request(t_s, tin, tout), station)
+            self._ingress_requests += count
+
+    def _process_until(self, t_s: float) -> None:
+        heap = self._heap
+        pop = heapq.heappop
+        while heap and heap[0][0] <= t_s:
+            now, _, kind, (obj, extra) = pop(heap)
+            self.events += 1
+            if kind == _DONE:
+                self._on_done(obj, extra, now)  # type: ignore[arg-type]
+            elif kind == _ARRIVE:
+                request: _Request = obj  # type: ignore[assignment]
+                self._arrive(_Call(request, extra, None, now), now)  # type: ignore[arg-type]
+            else:
+                self._on_ready(obj, extra, now)  # type: ignore[arg-type]
+
+    def _arrive(self, call: _Call, now: float) -> None:
+        st = call.station
+        st.n_arrivals += 1
+        req = call.request
+        st.tokens += req.tin + req.tout
+        st.work += work_per_request(st.unit, req.tin, req.tout) if st.unit != "requests" else 1.0
+        if st.free > 0 and not st.queue:
+            self._start(st, call, now)
+        else:
+            st.queue.append(call)
+            if st.free > 0:
+                self._dispatch(st, now)
+
+    def _start(self, st: _Station, call: _Call, now: float) -> None:
+        rep = min(st.active, key=_busy)
+        st.integrate(now)
+        rep.busy += 1
+        st.busy += 1
+        st.free -= 1
+        req = call.request
+        work = work_per_request(st.unit, req.tin, req.tout) if st.unit != "requests" else 1.0
+        self._push(now + st.hold_per_work * work, _DONE, call, rep)
+
+    def _dispatch(self, st: _Station, now: float) -> None:
+        """Start queued calls while there are free slots; calls past the timeout are dropped."""
+        queue = st.queue
+        while queue and st.free > 0:
+            call = queue.popleft()
+            if now - call.arrival_s > st.timeout:
+                self._drop(st, call)
+                continue
+            self._start(st, call, now)
+
+    def _drop(self, st: _Station, call: _Call) -> None:
+        st.dropped += 1
+        request = call.request
+        if not request.dropped:
+            request.dropped = True
+            self._dropped_requests += 1
+
+    def _on_ready(self, rep: _Replica, st: _Station, now: float) -> None:
+        if rep.cancelled:
+            return
+        st.integrate(now)
+        st.starting.remove(rep)
+        rep.ready = True
+        st.active.append(rep)
+        st.free += st.slots
+        self._dispatch(st, now)
+
+    def _on_done(self, call: _Call, rep: _Replica, now: float) -> None:
+        st = call.station
+        st.integrate(now)
+        rep.busy -= 1
+        st.busy -= 1
+        st.completions += 1
+        st.latencies.append(now - call.arrival_s)
+        if rep.draining:
+            if rep.busy == 0 and rep in st.draining:
+                st.draining.remove(rep)
+        else:
+            st.free += 1
+            if st.queue:
+                self._dispatch(st, now)
+        if call.request.dropped:
+            return
+        rng = self._rng
+        for target, mean, distribution in st.parallel:
+            for _ in range(_draw(rng, mean, distribution)):
+                call.pending += 1
+                self._arrive(_Call(call.request, target, call, now), now)
+        for target, mean, distribution in st.sequential:
+            call.sequence.extend([target] * _draw(rng, mean, distribution))
+        if call.sequence:
+            call.sequence.reverse()
+        if call.pending == 0:
+            self._continue(call, now)
+
+    def _continue(self, call: _Call, now: float) -> None:
+        """The call's parallel calls are done: make its next sequential call, or complete."""
+        while True:
+            if call.request.dropped:
+                return
+            if call.sequence:
+                target = call.sequence.pop()
+                call.pending = 1
+                self._arrive(_Call(call.request, target, call, now), now)
+                return
+            parent = call.parent
+            if parent is None:
+                self._latency.append(now - call.request.arrival_s)
+                self._done_at.append(now)
+                return
+            parent.pending -= 1
+            if parent.pending > 0:
+                return
+            call = parent
+
+    # ---------------------------------------------------------------------------------------
+    # Steps
+
+    def _close_step(self, end_s: float) -> None:
+        dt = self.step_s
+        for st in self._stations:
+            # Calls that waited past the timeout leave the queue by the end of the step.
+            queue = st.queue
+            while queue and end_s - queue[0].arrival_s > st.timeout:
+                self._drop(st, queue.popleft())
+            st.integrate(end_s)
+            latencies = st.latencies
+            if latencies:
+                latencies.sort()
+                p95 = latencies[max(0, math.ceil(0.95 * len(latencies)) - 1)]
+            else:
+                p95 = math.nan
+            st.log.append(
+                float(st.n_arrivals), st.work, st.tokens, float(st.completions), float(st.dropped),
+                float(len(queue)), float(st.busy), st.acc_ready / dt, st.acc_starting / dt,
+                st.acc_draining / dt, float(len(st.active) + len(st.starting)),
+                float(len(st.active)), st.acc_busy, st.acc_ready * st.slots, p95,
+            )  # fmt: skip
+            st.acc_ready = st.acc_starting = st.acc_draining = st.acc_busy = 0.0
+            st.n_arrivals = st.completions = st.dropped = 0
+            st.work = st.tokens = 0.0
+            st.latencies = []
+
+    def _finish(self) -> None:
+        """Close every step, then run without arrivals until all calls finish or time out."""
+        if self._finished:
+            return
+        self.advance_to(self.end_s)
+        self._process_until(math.inf)
+        for st in self._stations:
+            while st.queue:  # nothing left to serve them before their timeout
+                self._drop(st, st.queue.popleft())
+        self._finished = True
+
+
+def _busy(rep: _Replica) -> int:
+    return rep.busy
