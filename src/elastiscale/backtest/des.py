@@ -25,6 +25,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -226,7 +227,7 @@ class DiscreteEventSimulator:
         else:
             self._tin = self._tout = [0.0] * n
         self._carry = [0.0] * len(self._ingress)
-        self._heap: list[tuple[float, int, int, object]] = []
+        self._heap: list[tuple[float, int, int, Any, Any]] = []
         self._seq = 0
         self._now_s = self.start_s
         self._step = 0  # closed steps
@@ -321,9 +322,9 @@ class DiscreteEventSimulator:
     # ---------------------------------------------------------------------------------------
     # Events
 
-    def _push(self, t_s: float, kind: int, obj: object, extra: object = None) -> None:
+    def _push(self, t_s: float, kind: int, obj: Any, extra: Any) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, (t_s, self._seq, kind, (obj, extra)))
+        heapq.heappush(self._heap, (t_s, self._seq, kind, obj, extra))
 
     def _open_step(self, j: int) -> None:
         """Generate the ingress arrivals of step j."""
@@ -347,15 +348,14 @@ class DiscreteEventSimulator:
         heap = self._heap
         pop = heapq.heappop
         while heap and heap[0][0] <= t_s:
-            now, _, kind, (obj, extra) = pop(heap)
+            now, _, kind, obj, extra = pop(heap)
             self.events += 1
             if kind == _DONE:
-                self._on_done(obj, extra, now)  # type: ignore[arg-type]
+                self._on_done(obj, extra, now)
             elif kind == _ARRIVE:
-                request: _Request = obj  # type: ignore[assignment]
-                self._arrive(_Call(request, extra, None, now), now)  # type: ignore[arg-type]
+                self._arrive(_Call(obj, extra, None, now), now)
             else:
-                self._on_ready(obj, extra, now)  # type: ignore[arg-type]
+                self._on_ready(obj, extra, now)
 
     def _arrive(self, call: _Call, now: float) -> None:
         st = call.station
