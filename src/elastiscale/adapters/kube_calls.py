@@ -47,6 +47,8 @@ def call(method: Callable[..., T], *args: Any, timeout_s: float) -> T:
         ) from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise KubeCallError(Failure.UNAVAILABLE, f"API server unreachable: {exc}") from None
+    except ValueError as exc:  # a request the client could not send or an answer it could not read
+        raise KubeCallError(Failure.UNAVAILABLE, f"request failed: {exc}") from None
 
 
 def api_message(exc: k8s.ApiException) -> str:

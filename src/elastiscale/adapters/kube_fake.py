@@ -428,7 +428,10 @@ class FakeKubeAPI:
         return None
 
     def _authorize(self, headers: dict[str, str]) -> None:
-        if self.token is not None and headers.get("authorization") != f"Bearer {self.token}":
+        if self.token is None:
+            return
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or token.strip() != self.token:  # as the real one
             raise StatusError(401, "Unauthorized")
 
     def _route(
