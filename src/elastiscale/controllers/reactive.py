@@ -315,3 +315,82 @@ class ReadyLog:
         if found is None and self._entries:
             found = self._entries[0][1]
         return found
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics as CloudWatch alarms see them (step-scaling, target-tracking)
+
+#: Metrics that are totals over the component, so that a per-replica value divides them.
+_TOTAL_METRICS: Final[frozenset[str]] = LOAD_METRICS | {"concurrency", "in_flight", "queue_length"}
+
+
+def default_per_replica(metric: str) -> bool:
+    """Totals (load, concurrency, queue) are divided by ready replicas, like AWS's
+    RequestCountPerTarget; averages and gauges (utilization, latency) are not."""
+    return metric in _TOTAL_METRICS
+
+
+def natural_target_problem(metric: str, per_replica: bool) -> str | None:
+    """Why `metric` has no target derivable from the component, or None when it has one."""
+    if metric == "utilization" and not per_replica:
+        return None
+    if metric in (LOAD_METRICS | {"concurrency", "in_flight"}) and per_replica:
+        return None
+    how = "per replica" if per_replica else "as a total"
+    return f"metric {metric!r} {how} has no target derived from the component; set target_value"
+
+
+class PeriodicMetric:
+    """One metric of each component as a CloudWatch alarm sees it: one datapoint per period
+    (the average, minimum or maximum of the engine's samples in it), optionally divided by the
+    replicas that were ready when the sample was taken.
+
+    A sample's ready count is its own `ready_replicas` when the source reports it, else the
+    count seen at the last tick before it. With no ready replica a per-replica value is missing
+    (as AWS cannot scale out from zero on a per-target metric).
+    """
+
+    def __init__(
+        self,
+        metric: str,
+        per_replica: bool,
+        period_s: float,
+        statistic: Statistic,
+        keep_s: float,
+    ) -> None:
+        self.metric = metric
+        self.per_replica = per_replica
+        self.period_s = period_s
+        self.statistic: Statistic = statistic
+        self.keep_s = keep_s
+        self._ready: dict[str, ReadyLog] = {}
+
+    def record(self, component: str, now_s: float, ready: int) -> None:
+        """Remember the ready count of this tick (call once per tick and component)."""
+        self._ready.setdefault(component, ReadyLog(self.keep_s)).record(now_s, ready)
+
+    def datapoints(self, ctx: TickContext, component: str, count: int) -> list[float | None]:
+        """The last `count` complete periods, oldest first (None: no sample in the period)."""
+        signal = resolve_metric(self.metric, ctx, component)
+        log = self._ready.setdefault(component, ReadyLog(self.keep_s))
+
+        def value_of(obs: Observation) -> float | None:
+            got = sample(obs, signal)
+            if got is None or not self.per_replica:
+                return got
+            ready = obs.ready_replicas if obs.ready_replicas is not None else log.at(obs.at_s)
+            return None if not ready else got / ready
+
+        return period_datapoints(
+            ctx.history, component, value_of, ctx.now_s, self.period_s, count, self.statistic
+        )
+
+
+def history_problem(policy: str, history_s: float, needed_s: float) -> str | None:
+    """A one-line complaint when the engine keeps less history than a policy's longest alarm."""
+    if history_s >= needed_s:
+        return None
+    return (
+        f"{policy}: control.history_s = {history_s:g} s, needs at least {needed_s:g} s "
+        "for its longest alarm"
+    )

@@ -1,0 +1,398 @@
+"""`step-scaling`: AWS Application Auto Scaling step scaling, driven by CloudWatch-style alarms.
+
+Sources (AWS documentation):
+- "How step scaling for Application Auto Scaling works" (application/userguide/
+  step-scaling-policy-overview.html): an alarm on a metric, threshold and evaluation periods;
+  while it is in ALARM, the policy applies the step whose interval holds the breach size, at
+  every evaluation, until the alarm returns to OK.
+- API reference `StepScalingPolicyConfiguration`: AdjustmentType (ChangeInCapacity,
+  PercentChangeInCapacity, ExactCapacity), MinAdjustmentMagnitude, MetricAggregationType
+  (Average by default), and Cooldown: for a scale-out policy the capacity added by the
+  scale-out that started the cooldown counts as part of the next scale-out (a +2 then a +3
+  during the cooldown adds only 1 more); for a scale-in policy no further scale-in until the
+  cooldown ends, and a scale-out during it ends it. Default cooldown 300 s (the value AWS
+  gives ECS services, SageMaker endpoint variants and custom resources).
+- API reference `StepAdjustment`: MetricIntervalLowerBound/UpperBound are relative to the
+  alarm threshold; above the threshold the lower bound is inclusive and the upper exclusive,
+  below it the other way round; a missing bound is infinite; intervals may neither overlap
+  nor leave gaps.
+- EC2 Auto Scaling user guide, step adjustments: a percent change is rounded toward zero, but
+  to at least one replica (12.7 -> 12, 0.4 -> 1, -0.4 -> -1, -6.67 -> -6).
+
+Alarms evaluate complete 60 s periods (standard-resolution CloudWatch metrics), so the policy
+decides once a minute and `interval_s` is 60 s; ticks within an already evaluated minute repeat
+that minute's proposal. The metric is any observation signal (or `concurrency`, `load`), total
+or per ready replica. AWS requires thresholds and steps and has no defaults for them; the
+defaults here are our own, expressed relative to the component's target (load per replica over
+`capacity_per_replica x target utilization`, so 1.0 means "at target"), and fit every component
+of a pipeline with one policy entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from elastiscale.controllers.base import PerComponentPolicy, TickContext
+from elastiscale.controllers.reactive import (
+    AlarmEvaluation,
+    Comparison,
+    PeriodicMetric,
+    ReplicaChanges,
+    Statistic,
+    check_metric,
+    default_per_replica,
+    evaluate_alarm,
+    floor_count,
+    history_problem,
+    last_period_end_s,
+    natural_target_problem,
+    per_replica_target,
+    resolve_metric,
+)
+from elastiscale.decision import Detail, Proposal
+
+if TYPE_CHECKING:
+    from elastiscale.config import Config
+
+AdjustmentType = Literal["change_in_capacity", "percent_change_in_capacity", "exact_capacity"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StepAdjustment(_Model):
+    """One step: applies when threshold + lower <= metric < threshold + upper (above the
+    threshold; below it, lower < delta <= upper). None is an infinite bound."""
+
+    lower: float | None = None
+    upper: float | None = None
+    adjustment: float
+
+    @model_validator(mode="after")
+    def _bounds(self) -> StepAdjustment:
+        if self.lower is None and self.upper is None:
+            raise ValueError("set lower, upper or both")
+        if self.lower is not None and self.upper is not None and self.lower >= self.upper:
+            raise ValueError(f"lower = {self.lower:g} must be below upper = {self.upper:g}")
+        return self
+
+
+class StepAlarmPolicy(_Model):
+    """An alarm and the step scaling policy it triggers."""
+
+    threshold: float
+    comparison: Comparison
+    evaluation_periods: int = Field(1, ge=1, le=60)
+    datapoints_to_alarm: int | None = Field(None, ge=1)
+    adjustment_type: AdjustmentType = "change_in_capacity"
+    steps: tuple[StepAdjustment, ...] = Field(..., min_length=1)
+    min_adjustment_magnitude: int | None = Field(None, ge=1)
+    cooldown_s: float = Field(300.0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StepAlarmPolicy:
+        if self.datapoints_to_alarm is not None and (
+            self.datapoints_to_alarm > self.evaluation_periods
+        ):
+            raise ValueError(
+                f"datapoints_to_alarm = {self.datapoints_to_alarm} is more than "
+                f"evaluation_periods = {self.evaluation_periods}"
+            )
+        if self.min_adjustment_magnitude is not None and (
+            self.adjustment_type != "percent_change_in_capacity"
+        ):
+            raise ValueError("min_adjustment_magnitude applies to percent_change_in_capacity only")
+        if self.adjustment_type != "percent_change_in_capacity":
+            fractional = [s.adjustment for s in self.steps if s.adjustment != int(s.adjustment)]
+            if fractional:
+                raise ValueError(
+                    f"adjustment {fractional[0]:g} must be a whole number of replicas "
+                    f"for {self.adjustment_type}"
+                )
+        if self.adjustment_type == "exact_capacity":
+            negative = [s.adjustment for s in self.steps if s.adjustment < 0]
+            if negative:
+                raise ValueError(f"exact_capacity adjustment {negative[0]:g} is negative")
+        _check_intervals(self.steps)
+        return self
+
+    @property
+    def required_datapoints(self) -> int:
+        return self.datapoints_to_alarm or self.evaluation_periods
+
+    @property
+    def raises(self) -> bool:
+        """Whether the alarm fires above its threshold (a scale-out style alarm)."""
+        return self.comparison in (">", ">=")
+
+
+def _check_intervals(steps: tuple[StepAdjustment, ...]) -> None:
+    """AWS's rules: no overlap, no gap, at most one open end on each side."""
+    ordered = sorted(steps, key=lambda s: float("-inf") if s.lower is None else s.lower)
+    if sum(1 for s in steps if s.lower is None) > 1:
+        raise ValueError("at most one step may leave lower unset")
+    if sum(1 for s in steps if s.upper is None) > 1:
+        raise ValueError("at most one step may leave upper unset")
+    for before, after in pairwise(ordered):
+        if before.upper is None or after.lower is None or before.upper != after.lower:
+            raise ValueError(
+                f"steps must neither overlap nor leave gaps: upper = {before.upper} is "
+                f"followed by lower = {after.lower}"
+            )
+
+
+def _default_scale_out() -> StepAlarmPolicy:
+    # Above target for one minute: +20 % up to 20 % over, +50 % up to 50 % over, else +100 %.
+    return StepAlarmPolicy(
+        threshold=1.0,
+        comparison=">",
+        evaluation_periods=1,
+        adjustment_type="percent_change_in_capacity",
+        steps=(
+            StepAdjustment(lower=0.0, upper=0.2, adjustment=20),
+            StepAdjustment(lower=0.2, upper=0.5, adjustment=50),
+            StepAdjustment(lower=0.5, adjustment=100),
+        ),
+        min_adjustment_magnitude=1,
+    )
+
+
+def _default_scale_in() -> StepAlarmPolicy:
+    # Below 70 % of target for five minutes: -10 %, or -30 % when below 40 % of target.
+    return StepAlarmPolicy(
+        threshold=0.7,
+        comparison="<",
+        evaluation_periods=5,
+        adjustment_type="percent_change_in_capacity",
+        steps=(
+            StepAdjustment(lower=-0.3, upper=0.0, adjustment=-10),
+            StepAdjustment(upper=-0.3, adjustment=-30),
+        ),
+        min_adjustment_magnitude=1,
+    )
+
+
+class StepScalingParams(_Model):
+    """Parameters of `step-scaling`."""
+
+    metric: str = "load"
+    per_replica: bool | None = Field(None, description="default: yes for totals (load, queue)")
+    statistic: Statistic = "average"
+    period_s: float = Field(60.0, gt=0)
+    relative_to_target: bool = Field(
+        True, description="thresholds and step bounds in units of the per-replica target"
+    )
+    target_value: float | None = Field(None, gt=0, description="default: from the component")
+    target_utilization: float | None = Field(None, gt=0, le=1)
+    scale_out: StepAlarmPolicy | None = Field(default_factory=_default_scale_out)
+    scale_in: StepAlarmPolicy | None = Field(default_factory=_default_scale_in)
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return check_metric(value)
+
+    @model_validator(mode="after")
+    def _target_known(self) -> StepScalingParams:
+        if self.scale_out is None and self.scale_in is None:
+            raise ValueError("set scale_out, scale_in or both")
+        if self.relative_to_target and self.target_value is None:
+            problem = natural_target_problem(self.metric, self.divides_by_replicas)
+            if problem:
+                raise ValueError(f"{problem} (or relative_to_target: false)")
+        return self
+
+    @property
+    def divides_by_replicas(self) -> bool:
+        return default_per_replica(self.metric) if self.per_replica is None else self.per_replica
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    replicas: int
+    note: str
+
+
+class StepScalingPolicy(PerComponentPolicy):
+    """AWS step scaling per component: one scale-out and one scale-in alarm."""
+
+    name = "step-scaling"
+    interval_s: float = 60.0
+    Params: ClassVar[type[StepScalingParams]] = StepScalingParams
+
+    def __init__(self, config: Config, params: StepScalingParams | None = None) -> None:
+        self.config = config
+        self.params = p = params if params is not None else StepScalingParams()
+        alarms = [a for a in (p.scale_out, p.scale_in) if a is not None]
+        longest_s = max(a.evaluation_periods for a in alarms) * p.period_s + p.period_s
+        problem = history_problem(self.name, config.control.history_s, longest_s)
+        if problem:
+            raise ValueError(problem)
+        cooldown_s = max(a.cooldown_s for a in alarms)
+        self._metric = PeriodicMetric(
+            p.metric, p.divides_by_replicas, p.period_s, p.statistic, keep_s=longest_s
+        )
+        self._changes: dict[str, ReplicaChanges] = {}
+        self._keep_s = max(cooldown_s, p.period_s)
+        self._last: dict[str, tuple[float, Proposal]] = {}
+
+    def propose_component(self, ctx: TickContext, component: str) -> Proposal:
+        p = self.params
+        state = ctx.replicas[component]
+        current = state.desired
+        changes = self._changes.setdefault(component, ReplicaChanges(self._keep_s))
+        changes.observe(ctx.now_s, current)
+        self._metric.record(component, ctx.now_s, state.ready)
+        period_end_s = last_period_end_s(ctx.now_s, p.period_s)
+        last = self._last.get(component)
+        if last is not None and last[0] == period_end_s:
+            return last[1]
+        proposal = self._evaluate(ctx, component, current, changes)
+        self._last[component] = (period_end_s, proposal)
+        return proposal
+
+    # ----------------------------------------------------------------------------------------
+
+    def _evaluate(
+        self, ctx: TickContext, component: str, current: int, changes: ReplicaChanges
+    ) -> Proposal:
+        p = self.params
+        scale = 1.0
+        if p.relative_to_target:
+            target = self._target(ctx, component)
+            if target is None:
+                return Proposal.none(self.name, "no target to compare the metric with")
+            scale = target
+        details: dict[str, Detail] = {"current": current, "target_unit": scale}
+        evaluations: list[tuple[str, StepAlarmPolicy, AlarmEvaluation]] = []
+        for label, alarm in (("scale_out", p.scale_out), ("scale_in", p.scale_in)):
+            if alarm is None:
+                continue
+            points = self._metric.datapoints(ctx, component, alarm.evaluation_periods)
+            relative = [None if v is None else v / scale for v in points]
+            evaluation = evaluate_alarm(
+                relative, alarm.comparison, alarm.threshold, alarm.required_datapoints
+            )
+            details[f"{label}_alarm"] = evaluation.state
+            details[f"{label}_breaching"] = evaluation.breaching
+            details[f"{label}_value"] = evaluation.latest
+            evaluations.append((label, alarm, evaluation))
+        if all(e.state == "INSUFFICIENT_DATA" for _, _, e in evaluations):
+            signal = resolve_metric(p.metric, ctx, component)
+            return Proposal.none(self.name, f"insufficient data: no {signal} datapoint", **details)
+        for label, alarm, evaluation in evaluations:
+            if evaluation.state != "ALARM" or evaluation.latest is None:
+                continue
+            outcome = self._apply(ctx.now_s, current, alarm, evaluation.latest, changes)
+            reason = (
+                f"{label} alarm: {evaluation.latest:.4g} {alarm.comparison} "
+                f"{alarm.threshold:g} in {evaluation.breaching} of {evaluation.present} "
+                f"datapoints; {outcome.note}"
+            )
+            return Proposal(self.name, outcome.replicas, reason, details)
+        return Proposal(self.name, current, "alarms OK: hold", details)
+
+    def _target(self, ctx: TickContext, component: str) -> float | None:
+        p = self.params
+        if p.target_value is not None:
+            return p.target_value
+        utilization = p.target_utilization or ctx.config.pipeline.utilization_target(component)
+        signal = resolve_metric(p.metric, ctx, component)
+        return per_replica_target(ctx, component, signal, utilization)
+
+    def _apply(
+        self,
+        now_s: float,
+        current: int,
+        alarm: StepAlarmPolicy,
+        value: float,
+        changes: ReplicaChanges,
+    ) -> _Outcome:
+        """The step for this breach, then the cooldown rules of its direction."""
+        delta = value - alarm.threshold
+        step = _find_step(alarm.steps, delta, above=alarm.raises)
+        if step is None:
+            return _Outcome(current, f"no step for breach {delta:+.4g}: hold")
+        relative = alarm.adjustment_type != "exact_capacity"
+        # A positive step never removes replicas and a negative one never adds any; only a
+        # positive step sees the scale-out cooldown's base.
+        may_add = not relative or step.adjustment > 0
+        may_remove = not relative or step.adjustment < 0
+        base, in_cooldown = (
+            self._base(now_s, current, changes) if relative and may_add else (current, False)
+        )
+        if alarm.adjustment_type == "exact_capacity":
+            wanted = int(step.adjustment)
+        elif alarm.adjustment_type == "change_in_capacity":
+            wanted = base + int(step.adjustment)
+        else:
+            change = _percent_change(base, step.adjustment, alarm.min_adjustment_magnitude)
+            wanted = base + change
+        wanted = max(0, wanted)
+        step_text = f"step {step.adjustment:+g} on {base} -> {wanted}"
+        if not relative:
+            step_text = f"step: exactly {wanted}"
+        if wanted > current and may_add:
+            return _Outcome(wanted, step_text + (" (in scale-out cooldown)" if in_cooldown else ""))
+        if wanted < current and may_remove:
+            blocked = self._scale_in_blocked(now_s, changes)
+            if blocked:
+                return _Outcome(current, f"{step_text} blocked: {blocked}")
+            return _Outcome(wanted, step_text)
+        if in_cooldown:
+            return _Outcome(current, f"{step_text}: covered by the scale-out in cooldown, hold")
+        return _Outcome(current, f"{step_text}: hold")
+
+    def _base(self, now_s: float, current: int, changes: ReplicaChanges) -> tuple[int, bool]:
+        """The capacity a step applies to: during a scale-out cooldown, the capacity before that
+        scale-out (what it added counts toward the next one); otherwise the current one."""
+        out = self.params.scale_out
+        up = changes.last("up")
+        newest = changes.events[-1] if changes.events else None
+        if out is None or up is None or newest is not up or now_s - up.at_s >= out.cooldown_s:
+            return current, False
+        return up.before, True
+
+    def _scale_in_blocked(self, now_s: float, changes: ReplicaChanges) -> str:
+        """Why a scale-in must wait ('' when it may go): the scale-in cooldown, unless a
+        scale-out has happened since."""
+        cooldown_s = self.params.scale_in.cooldown_s if self.params.scale_in else 0.0
+        down = changes.last("down")
+        up = changes.last("up")
+        if down is None or now_s - down.at_s >= cooldown_s:
+            return ""
+        if up is not None and up.at_s > down.at_s:
+            return ""
+        left_s = cooldown_s - (now_s - down.at_s)
+        return f"scale-in cooldown, {left_s:g} s left"
+
+
+def _find_step(
+    steps: tuple[StepAdjustment, ...], delta: float, above: bool
+) -> StepAdjustment | None:
+    """The step whose interval holds `delta` (bounds inclusive on the threshold's side)."""
+    for step in steps:
+        lower = float("-inf") if step.lower is None else step.lower
+        upper = float("inf") if step.upper is None else step.upper
+        inside = lower <= delta < upper if above else lower < delta <= upper
+        if inside:
+            return step
+    return None
+
+
+def _percent_change(base: int, percent: float, min_magnitude: int | None) -> int:
+    """A percent of `base`, rounded toward zero but to at least one replica, then raised to
+    `min_magnitude`: 20 % of 4 is 0.8 -> 1; -30 % of 7 is -2.1 -> -2."""
+    raw = base * percent / 100
+    if raw == 0:
+        return 0
+    sign = 1 if raw > 0 else -1
+    change = sign * max(1, floor_count(abs(raw)))  # toward zero, at least one
+    if min_magnitude is not None and abs(change) < min_magnitude:
+        change = min_magnitude if change > 0 else -min_magnitude
+    return change

@@ -1,0 +1,235 @@
+"""`target-tracking`: AWS Application Auto Scaling target tracking.
+
+Sources (AWS documentation and what AWS creates for such a policy):
+- "Target tracking scaling policies for Application Auto Scaling" (application/userguide/
+  application-auto-scaling-target-tracking.html): keep a metric at the target value, scaling
+  out proportionally to the metric as fast as it can and scaling in more gradually; with
+  missing datapoints the alarm has INSUFFICIENT_DATA and nothing scales.
+- The two CloudWatch alarms Application Auto Scaling manages for the policy: AlarmHigh, metric
+  above the target for 3 of 3 one-minute datapoints, and AlarmLow, below it for 15 of 15
+  (as users report for Aurora and ECS; the counts are not configurable there). On ECS the low
+  alarm sits at 90 % of the target (45 for a target of 50): `scale_in_threshold_ratio`, 0.9;
+  this ratio is observed, not a documented constant, so it is a parameter.
+- API reference `TargetTrackingScalingPolicyConfiguration`: ScaleOutCooldown (while it runs,
+  the capacity added by the scale-out that started it counts as part of the next one, so the
+  policy adds more only for a larger scale-out), ScaleInCooldown (no scale-in until it ends; a
+  scale-out during it ends it), both 300 s by default for ECS services, SageMaker endpoint
+  variants and custom resources; DisableScaleIn, false by default.
+
+New capacity is proportional: ceil(capacity x metric / target), over the current capacity, or
+during a scale-out cooldown over the capacity before that scale-out. E.g. 4 replicas at 150
+req/s per replica against a target of 100: ceil(4 x 1.5) = 6. The metric is any observation
+signal (or `concurrency`, `load`), per ready replica for totals; the target defaults to what one
+replica carries at the component's target utilization. Alarms evaluate complete 60 s periods,
+so the policy decides once a minute (`interval_s` = 60 s) and repeats that decision on ticks
+within the same minute. Like AWS, a per-replica metric cannot scale out from zero replicas.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from elastiscale.controllers.base import PerComponentPolicy, TickContext
+from elastiscale.controllers.reactive import (
+    PeriodicMetric,
+    ReplicaChanges,
+    Statistic,
+    ceil_count,
+    check_metric,
+    default_per_replica,
+    evaluate_alarm,
+    history_problem,
+    last_period_end_s,
+    natural_target_problem,
+    per_replica_target,
+    resolve_metric,
+)
+from elastiscale.decision import Detail, Proposal
+
+if TYPE_CHECKING:
+    from elastiscale.config import Config
+
+
+class TargetTrackingParams(BaseModel):
+    """Parameters of `target-tracking` (defaults: AWS's)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: str = "load"
+    per_replica: bool | None = Field(None, description="default: yes for totals (load, queue)")
+    target_value: float | None = Field(None, gt=0, description="default: from the component")
+    target_utilization: float | None = Field(None, gt=0, le=1)
+    statistic: Statistic = "average"
+    period_s: float = Field(60.0, gt=0)
+    scale_out_datapoints: int = Field(3, ge=1, le=60)
+    scale_in_datapoints: int = Field(15, ge=1, le=60)
+    scale_in_threshold_ratio: float = Field(0.9, gt=0, le=1)
+    scale_out_cooldown_s: float = Field(300.0, ge=0)
+    scale_in_cooldown_s: float = Field(300.0, ge=0)
+    disable_scale_in: bool = False
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return check_metric(value)
+
+    @model_validator(mode="after")
+    def _target_known(self) -> TargetTrackingParams:
+        if self.target_value is None:
+            problem = natural_target_problem(self.metric, self.divides_by_replicas)
+            if problem:
+                raise ValueError(problem)
+        return self
+
+    @property
+    def divides_by_replicas(self) -> bool:
+        return default_per_replica(self.metric) if self.per_replica is None else self.per_replica
+
+
+class TargetTrackingPolicy(PerComponentPolicy):
+    """AWS target tracking per component."""
+
+    name = "target-tracking"
+    interval_s: float = 60.0
+    Params: ClassVar[type[TargetTrackingParams]] = TargetTrackingParams
+
+    def __init__(self, config: Config, params: TargetTrackingParams | None = None) -> None:
+        self.config = config
+        self.params = p = params if params is not None else TargetTrackingParams()
+        longest_s = max(p.scale_out_datapoints, p.scale_in_datapoints) * p.period_s + p.period_s
+        problem = history_problem(self.name, config.control.history_s, longest_s)
+        if problem:
+            raise ValueError(problem)
+        self._metric = PeriodicMetric(
+            p.metric, p.divides_by_replicas, p.period_s, p.statistic, keep_s=longest_s
+        )
+        keep_s = max(p.scale_out_cooldown_s, p.scale_in_cooldown_s, p.period_s)
+        self._keep_s = keep_s
+        self._changes: dict[str, ReplicaChanges] = {}
+        self._last: dict[str, tuple[float, Proposal]] = {}
+
+    def propose_component(self, ctx: TickContext, component: str) -> Proposal:
+        state = ctx.replicas[component]
+        changes = self._changes.setdefault(component, ReplicaChanges(self._keep_s))
+        changes.observe(ctx.now_s, state.desired)
+        self._metric.record(component, ctx.now_s, state.ready)
+        period_end_s = last_period_end_s(ctx.now_s, self.params.period_s)
+        last = self._last.get(component)
+        if last is not None and last[0] == period_end_s:
+            return last[1]
+        proposal = self._evaluate(ctx, component, state.desired, changes)
+        self._last[component] = (period_end_s, proposal)
+        return proposal
+
+    # ----------------------------------------------------------------------------------------
+
+    def _evaluate(
+        self, ctx: TickContext, component: str, current: int, changes: ReplicaChanges
+    ) -> Proposal:
+        p = self.params
+        target = self._target(ctx, component)
+        if target is None:
+            return Proposal.none(self.name, "no target to track")
+        high = evaluate_alarm(
+            self._metric.datapoints(ctx, component, p.scale_out_datapoints),
+            ">",
+            target,
+            p.scale_out_datapoints,
+        )
+        low_threshold = target * p.scale_in_threshold_ratio
+        low = evaluate_alarm(
+            self._metric.datapoints(ctx, component, p.scale_in_datapoints),
+            "<",
+            low_threshold,
+            p.scale_in_datapoints,
+        )
+        details: dict[str, Detail] = {
+            "current": current,
+            "target": target,
+            "alarm_high": high.state,
+            "alarm_high_breaching": high.breaching,
+            "alarm_low": low.state,
+            "alarm_low_breaching": low.breaching,
+            "metric_value": high.latest,
+        }
+        if high.state == "INSUFFICIENT_DATA" and low.state == "INSUFFICIENT_DATA":
+            signal = resolve_metric(p.metric, ctx, component)
+            return Proposal.none(self.name, f"insufficient data: no {signal} datapoint", **details)
+        if high.state == "ALARM" and high.latest is not None:
+            return self._scale_out(ctx.now_s, current, high.latest, target, changes, details)
+        if low.state == "ALARM" and low.latest is not None:
+            return self._scale_in(ctx.now_s, current, low.latest, target, changes, details)
+        return Proposal(
+            self.name,
+            current,
+            f"within target: high alarm {high.breaching}/{p.scale_out_datapoints} above "
+            f"{target:.4g}, low alarm {low.breaching}/{p.scale_in_datapoints} below "
+            f"{low_threshold:.4g}",
+            details,
+        )
+
+    def _target(self, ctx: TickContext, component: str) -> float | None:
+        p = self.params
+        if p.target_value is not None:
+            return p.target_value
+        utilization = p.target_utilization or ctx.config.pipeline.utilization_target(component)
+        signal = resolve_metric(p.metric, ctx, component)
+        return per_replica_target(ctx, component, signal, utilization)
+
+    def _scale_out(
+        self,
+        now_s: float,
+        current: int,
+        value: float,
+        target: float,
+        changes: ReplicaChanges,
+        details: dict[str, Detail],
+    ) -> Proposal:
+        base, note = current, ""
+        up = changes.last("up")
+        newest = changes.events[-1] if changes.events else None
+        if up is not None and up is newest and now_s - up.at_s < self.params.scale_out_cooldown_s:
+            base = up.before
+            note = f" (in scale-out cooldown: sized over the {base} before it)"
+        wanted = ceil_count(base * value / target)
+        details["proposed"] = wanted
+        head = f"high alarm: {value:.4g} > {target:.4g} -> ceil({base} x {value / target:.3f})"
+        if wanted > current:
+            return Proposal(self.name, wanted, f"{head} = {wanted}{note}", details)
+        return Proposal(self.name, current, f"{head} = {wanted}: hold{note}", details)
+
+    def _scale_in(
+        self,
+        now_s: float,
+        current: int,
+        value: float,
+        target: float,
+        changes: ReplicaChanges,
+        details: dict[str, Detail],
+    ) -> Proposal:
+        p = self.params
+        wanted = ceil_count(current * value / target)
+        details["proposed"] = wanted
+        head = f"low alarm: {value:.4g} < {target * p.scale_in_threshold_ratio:.4g}"
+        if p.disable_scale_in:
+            return Proposal(self.name, current, f"{head}: scale-in disabled", details)
+        if wanted >= current:
+            return Proposal(self.name, current, f"{head} -> {wanted}: hold", details)
+        down, up = changes.last("down"), changes.last("up")
+        cooling = down is not None and now_s - down.at_s < p.scale_in_cooldown_s
+        if cooling and down is not None and not (up is not None and up.at_s > down.at_s):
+            left_s = p.scale_in_cooldown_s - (now_s - down.at_s)
+            return Proposal(
+                self.name,
+                current,
+                f"{head} -> {wanted}: scale-in cooldown, {left_s:g} s left",
+                details,
+            )
+        return Proposal(
+            self.name,
+            wanted,
+            f"{head} -> ceil({current} x {value / target:.3f}) = {wanted}",
+            details,
+        )
