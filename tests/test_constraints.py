@@ -440,6 +440,15 @@ def limits(*specs: tuple[str, float, float]) -> list[dict[str, Any]]:
             [(0, 6), (30, 20), (45, 20), (90, 20)],
             [6, 12, 12, 14],
         ),
+        # After 10 -> 5 -> 12, at t=61 the period started at 5, so the limit is 7: below the
+        # current 12. A used-up limit holds the count, it never turns a scale-up into a
+        # scale-down (HPA does the same).
+        (
+            {"scale_up": {"rate_limits": limits(("pods", 2, 60))}},
+            10,
+            [(0, 5), (15, 20), (61, 20), (76, 20)],
+            [5, 12, 12, 14],
+        ),
         # A failed actuation is not a change: the budget is still there.
         (
             {"scale_up": {"rate_limits": limits(("pods", 2, 60))}},
