@@ -234,15 +234,41 @@ def test_oracle_scales_down_once_the_peak_leaves_its_window() -> None:
     assert after < at_peak  # scale-downs act at once, so no lead is needed
 
 
-def test_oracle_need_meets_the_budget_at_its_size_and_not_below() -> None:
+@pytest.mark.parametrize("burst_share", [0.0, 0.5, 0.75, 1.0])
+def test_oracle_need_is_the_smallest_count_within_the_random_wait_slack(
+    burst_share: float,
+) -> None:
+    # Steady 30 calls/s at the llm: bursts take burst_share of the slack, the Erlang-C p95 wait
+    # must fit in the rest.
     config = make_config()
-    oracle = OraclePolicy(config, {}, trace=make_trace([10.0] * 300))
+    oracle = OraclePolicy(config, {"burst_share": burst_share}, trace=make_trace([10.0] * 300))
     need = int(oracle.need["llm"][0])
-    limits = max_rate_within_budget(64, 1.5, 4.0, latency_budgets(config)["llm"], 0.95)
+    budget_s = latency_budgets(config)["llm"]
+    rest_s = budget_s - burst_share * (budget_s - 4.0)
+    limits = max_rate_within_budget(64, 1.5, 4.0, rest_s, 0.95)
     assert limits[need - 1] < 30.0 <= limits[need]
-    # Far fewer than static sizing at 0.7 (29 replicas) would be a modelling error, and more
-    # would not be a lower bound: Erlang-C sizing for 30 calls/s sits just above 20.
+    # Static sizing at 0.7 needs 29; Erlang-C sizing for 30 calls/s of 6-slot replicas sits
+    # just above the 20 replicas that 100% busy would take.
     assert 21 <= need <= 25
+
+
+def test_oracle_averages_demand_over_the_burst_share_of_the_slack() -> None:
+    # llm budget 9.96 s, service 4 s: slack 5.96 s, 0.75 of it is 4.5 s -> 4 one-second bins.
+    oracle = OraclePolicy(make_config(), {}, trace=make_trace([10.0] * 60))
+    assert oracle.window_s["llm"] == 4.0
+    fixed = OraclePolicy(make_config(), {"rate_window_s": 30.0}, trace=make_trace([10.0] * 60))
+    assert fixed.window_s["llm"] == 30.0
+
+
+def test_oracle_rides_out_a_burst_shorter_than_its_window() -> None:
+    # A 2 s burst at 3x inside a 30 s window raises that window's mean by 2 x 20 / 30 = 1.3
+    # req/s, not by 20.
+    rates = [10.0] * 300
+    rates[100:102] = [30.0, 30.0]
+    trace = make_trace(rates)
+    smooth = OraclePolicy(make_config(), {"rate_window_s": 30.0}, trace=trace)
+    sharp = OraclePolicy(make_config(), {"rate_window_s": 1.0}, trace=trace)
+    assert smooth.need["llm"].max() < sharp.need["llm"].max()
 
 
 def test_oracle_holds_bounds_and_says_when_demand_exceeds_max() -> None:

@@ -21,18 +21,25 @@ static-peak: the prior static deployment
 
 oracle: the reference lower bound
     It reads the true future demand (the trace, never the metrics) and computes, for every trace
-    bin, the minimum replica count `need(t)` that meets the component's latency budget:
-    1. rate: the component's demand averaged over [t, t + rate_window_s) (default 30 s), in
-       requests per second (a token-sized component's tokens/s divided by the trace's mean
-       tokens per request);
+    bin, the minimum replica count `need(t)` that meets the component's latency budget. The
+    budget leaves a queueing slack = budget - service_time_s (at least 0), shared in two:
+    `burst_share` (default 0.75) of it absorbs bursts, the rest covers random waiting.
+    1. rate: the component's demand averaged over [t, t + W), W = burst_share x slack (at least
+       one trace bin; `rate_window_s` sets W directly), in requests per second (a token-sized
+       component's tokens/s divided by the trace's mean tokens per request). Capacity at least
+       this mean over every window of length W lets a fluid queue clear any backlog within W:
+       over any span of length L the work that arrives is at most capacity x (L + W);
     2. queueing model: n replicas are an M/M/c queue with c = max(n, round(n x k)) servers,
        where k = capacity_per_replica x service_time_s is one replica's concurrency (Little's
        law), each server serving n x capacity / c requests/s, so the total capacity is exact;
-    3. latency: a call meets the budget when service_time_s plus the `quantile` (default 0.95)
-       of the Erlang-C queueing delay is within the component's latency budget:
-       P(wait > slack) = C(c, a) x exp(-(c x mu - rate) x slack) <= 1 - quantile, with
-       slack = budget - service_time_s (at least 0);
+    3. random waiting: the `quantile` (default 0.95) of the Erlang-C queueing delay at that rate
+       must be within the rest of the slack:
+       P(wait > s) = C(c, a) x exp(-(c x mu - rate) x s) <= 1 - quantile,
+       s = (1 - burst_share) x slack;
     4. need(t) = the smallest n in [min, max] meeting it (max when none does).
+    Worked numbers (examples/pipelines/agent.yaml): the writer (8 s calls, 1.2 calls/s per
+    replica) has a 29.8 s budget, so 21.8 s of slack: demand is averaged over 16 s windows and
+    the p95 random wait may reach 5.4 s; at 30 calls/s that is 26 replicas (96% busy).
     At a tick at `now_s` it proposes max(need(t)) over t in [now_s, now_s + lead], where
     lead = startup_s + interval_s + actuation_delay_s. Scale-ups are ready `startup_s` after they
     are asked for and the next tick comes `interval_s` later, so replicas needed at T are asked
@@ -295,7 +302,12 @@ class OracleParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     quantile: float = Field(0.95, gt=0.0, lt=1.0, description="latency quantile to meet")
-    rate_window_s: PositiveFloat = Field(30.0, description="future demand averaged over this")
+    burst_share: float = Field(
+        0.75, ge=0.0, le=1.0, description="share of the queueing slack that absorbs bursts"
+    )
+    rate_window_s: PositiveFloat | None = Field(
+        None, description="future demand averaged over this (default: burst_share x slack)"
+    )
 
 
 class OraclePolicy:
@@ -319,17 +331,22 @@ class OraclePolicy:
         self._start_s = trace.start_s
         self._bin_s = trace.bin_s
         demand = component_demand(config, trace)
-        bins = max(1, round(self.params.rate_window_s / trace.bin_s))
         self.need: dict[str, IntArray] = {}
         self.short: dict[str, npt.NDArray[np.bool_]] = {}
+        self.window_s: dict[str, float] = {}
         for name, comp in config.pipeline.components.items():
+            slack_s = max(self.budget_s[name] - comp.service_time_s, 0.0)
+            burst_s = self.params.burst_share * slack_s
+            window_s = self.params.rate_window_s or burst_s
+            bins = max(1, round(window_s / trace.bin_s))
+            self.window_s[name] = bins * trace.bin_s
             rate_rps = leading_mean(demand[name], bins) / _work_per_request(trace, comp)
             capacity_rps = comp.capacity_per_replica / _work_per_request(trace, comp)
             limits = max_rate_within_budget(
                 comp.replicas.max,
                 capacity_rps,
                 comp.service_time_s,
-                self.budget_s[name],
+                self.budget_s[name] - burst_s,
                 self.params.quantile,
             )
             need = np.searchsorted(limits, rate_rps * (1 - 1e-9), side="left")
