@@ -185,6 +185,10 @@ class HPAPolicy(PerComponentPolicy):
         current = state.desired
         changes = self._changes.setdefault(component, ReplicaChanges(self._keep_s))
         changes.observe(ctx.now_s, current)
+        if component not in self._recommendations:
+            # recordInitialRecommendation: a new HPA remembers the current count, so it does
+            # not scale down before a whole stabilization window has passed.
+            self._recommendations[component] = deque([(ctx.now_s, current)])
         if current == 0 and bounds.min != 0:
             return Proposal.none(
                 self.name, "scaling is disabled: the component has 0 replicas and min > 0"

@@ -394,3 +394,36 @@ def history_problem(policy: str, history_s: float, needed_s: float) -> str | Non
         f"{policy}: control.history_s = {history_s:g} s, needs at least {needed_s:g} s "
         "for its longest alarm"
     )
+
+
+class ScaleOutCooldown:
+    """AWS's scale-out cooldown of one component.
+
+    A scale-out seen while no cooldown runs opens one for `cooldown_s`, remembering the
+    capacity before it; scale-outs inside a running cooldown do not open another. While it
+    runs, new capacity is sized over that remembered base, so that what the opening scale-out
+    added counts toward the next: +2 from 4 to 6, then a +3 step during the cooldown gives
+    4 + 3 = 7, one more replica, and a further +3 step gives 7 again, nothing more. A scale-in
+    ends the cooldown.
+    """
+
+    def __init__(self, cooldown_s: float) -> None:
+        self.cooldown_s = cooldown_s
+        self.opened_s: float | None = None
+        self._base = 0
+
+    def observe(self, event: ScaleEvent | None) -> None:
+        """Learn of a change seen at this tick (from `ReplicaChanges.observe`)."""
+        if event is None:
+            return
+        if event.change < 0:
+            self.opened_s = None
+        elif self.opened_s is None or event.at_s - self.opened_s >= self.cooldown_s:
+            self.opened_s = event.at_s
+            self._base = event.before
+
+    def base(self, now_s: float) -> int | None:
+        """The capacity before the scale-out that opened the running cooldown, or None."""
+        if self.opened_s is None or now_s - self.opened_s >= self.cooldown_s:
+            return None
+        return self._base

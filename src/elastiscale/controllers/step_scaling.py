@@ -42,6 +42,7 @@ from elastiscale.controllers.reactive import (
     Comparison,
     PeriodicMetric,
     ReplicaChanges,
+    ScaleOutCooldown,
     Statistic,
     check_metric,
     default_per_replica,
@@ -163,15 +164,17 @@ def _default_scale_out() -> StepAlarmPolicy:
 
 
 def _default_scale_in() -> StepAlarmPolicy:
-    # Below 70 % of target for five minutes: -10 %, or -30 % when below 40 % of target.
+    # Below half the target for five minutes: -10 %, or -30 % below a quarter of it. Half, so
+    # that the one replica a scale-out adds to a single one (halving the load per replica)
+    # can never trigger a scale-in, nor a scale-in from n to n - 1 a scale-out.
     return StepAlarmPolicy(
-        threshold=0.7,
+        threshold=0.5,
         comparison="<",
         evaluation_periods=5,
         adjustment_type="percent_change_in_capacity",
         steps=(
-            StepAdjustment(lower=-0.3, upper=0.0, adjustment=-10),
-            StepAdjustment(upper=-0.3, adjustment=-30),
+            StepAdjustment(lower=-0.25, upper=0.0, adjustment=-10),
+            StepAdjustment(upper=-0.25, adjustment=-30),
         ),
         min_adjustment_magnitude=1,
     )
@@ -239,6 +242,8 @@ class StepScalingPolicy(PerComponentPolicy):
         )
         self._changes: dict[str, ReplicaChanges] = {}
         self._keep_s = max(cooldown_s, p.period_s)
+        self._out_cooldown_s = p.scale_out.cooldown_s if p.scale_out is not None else 0.0
+        self._cooldowns: dict[str, ScaleOutCooldown] = {}
         self._last: dict[str, tuple[float, Proposal]] = {}
 
     def propose_component(self, ctx: TickContext, component: str) -> Proposal:
@@ -246,7 +251,8 @@ class StepScalingPolicy(PerComponentPolicy):
         state = ctx.replicas[component]
         current = state.desired
         changes = self._changes.setdefault(component, ReplicaChanges(self._keep_s))
-        changes.observe(ctx.now_s, current)
+        cooldown = self._cooldowns.setdefault(component, ScaleOutCooldown(self._out_cooldown_s))
+        cooldown.observe(changes.observe(ctx.now_s, current))
         self._metric.record(component, ctx.now_s, state.ready)
         period_end_s = last_period_end_s(ctx.now_s, p.period_s)
         last = self._last.get(component)
@@ -288,7 +294,7 @@ class StepScalingPolicy(PerComponentPolicy):
         for label, alarm, evaluation in evaluations:
             if evaluation.state != "ALARM" or evaluation.latest is None:
                 continue
-            outcome = self._apply(ctx.now_s, current, alarm, evaluation.latest, changes)
+            outcome = self._apply(component, ctx.now_s, current, alarm, evaluation.latest, changes)
             reason = (
                 f"{label} alarm: {evaluation.latest:.4g} {alarm.comparison} "
                 f"{alarm.threshold:g} in {evaluation.breaching} of {evaluation.present} "
@@ -307,6 +313,7 @@ class StepScalingPolicy(PerComponentPolicy):
 
     def _apply(
         self,
+        component: str,
         now_s: float,
         current: int,
         alarm: StepAlarmPolicy,
@@ -324,7 +331,7 @@ class StepScalingPolicy(PerComponentPolicy):
         may_add = not relative or step.adjustment > 0
         may_remove = not relative or step.adjustment < 0
         base, in_cooldown = (
-            self._base(now_s, current, changes) if relative and may_add else (current, False)
+            self._base(component, now_s, current) if relative and may_add else (current, False)
         )
         if alarm.adjustment_type == "exact_capacity":
             wanted = int(step.adjustment)
@@ -348,15 +355,12 @@ class StepScalingPolicy(PerComponentPolicy):
             return _Outcome(current, f"{step_text}: covered by the scale-out in cooldown, hold")
         return _Outcome(current, f"{step_text}: hold")
 
-    def _base(self, now_s: float, current: int, changes: ReplicaChanges) -> tuple[int, bool]:
-        """The capacity a step applies to: during a scale-out cooldown, the capacity before that
-        scale-out (what it added counts toward the next one); otherwise the current one."""
-        out = self.params.scale_out
-        up = changes.last("up")
-        newest = changes.events[-1] if changes.events else None
-        if out is None or up is None or newest is not up or now_s - up.at_s >= out.cooldown_s:
-            return current, False
-        return up.before, True
+    def _base(self, component: str, now_s: float, current: int) -> tuple[int, bool]:
+        """The capacity a positive step applies to: during a scale-out cooldown the capacity
+        before the scale-out that opened it; otherwise the current one."""
+        cooldown = self._cooldowns.get(component)
+        base = None if cooldown is None else cooldown.base(now_s)
+        return (current, False) if base is None else (base, True)
 
     def _scale_in_blocked(self, now_s: float, changes: ReplicaChanges) -> str:
         """Why a scale-in must wait ('' when it may go): the scale-in cooldown, unless a

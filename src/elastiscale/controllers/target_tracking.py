@@ -35,6 +35,7 @@ from elastiscale.controllers.base import PerComponentPolicy, TickContext
 from elastiscale.controllers.reactive import (
     PeriodicMetric,
     ReplicaChanges,
+    ScaleOutCooldown,
     Statistic,
     ceil_count,
     check_metric,
@@ -108,12 +109,16 @@ class TargetTrackingPolicy(PerComponentPolicy):
         keep_s = max(p.scale_out_cooldown_s, p.scale_in_cooldown_s, p.period_s)
         self._keep_s = keep_s
         self._changes: dict[str, ReplicaChanges] = {}
+        self._cooldowns: dict[str, ScaleOutCooldown] = {}
         self._last: dict[str, tuple[float, Proposal]] = {}
 
     def propose_component(self, ctx: TickContext, component: str) -> Proposal:
         state = ctx.replicas[component]
         changes = self._changes.setdefault(component, ReplicaChanges(self._keep_s))
-        changes.observe(ctx.now_s, state.desired)
+        cooldown = self._cooldowns.setdefault(
+            component, ScaleOutCooldown(self.params.scale_out_cooldown_s)
+        )
+        cooldown.observe(changes.observe(ctx.now_s, state.desired))
         self._metric.record(component, ctx.now_s, state.ready)
         period_end_s = last_period_end_s(ctx.now_s, self.params.period_s)
         last = self._last.get(component)
@@ -158,7 +163,7 @@ class TargetTrackingPolicy(PerComponentPolicy):
             signal = resolve_metric(p.metric, ctx, component)
             return Proposal.none(self.name, f"insufficient data: no {signal} datapoint", **details)
         if high.state == "ALARM" and high.latest is not None:
-            return self._scale_out(ctx.now_s, current, high.latest, target, changes, details)
+            return self._scale_out(component, ctx.now_s, current, high.latest, target, details)
         if low.state == "ALARM" and low.latest is not None:
             return self._scale_in(ctx.now_s, current, low.latest, target, changes, details)
         return Proposal(
@@ -180,18 +185,17 @@ class TargetTrackingPolicy(PerComponentPolicy):
 
     def _scale_out(
         self,
+        component: str,
         now_s: float,
         current: int,
         value: float,
         target: float,
-        changes: ReplicaChanges,
         details: dict[str, Detail],
     ) -> Proposal:
         base, note = current, ""
-        up = changes.last("up")
-        newest = changes.events[-1] if changes.events else None
-        if up is not None and up is newest and now_s - up.at_s < self.params.scale_out_cooldown_s:
-            base = up.before
+        cooldown_base = self._cooldowns[component].base(now_s)
+        if cooldown_base is not None:
+            base = cooldown_base
             note = f" (in scale-out cooldown: sized over the {base} before it)"
         wanted = ceil_count(base * value / target)
         details["proposed"] = wanted
