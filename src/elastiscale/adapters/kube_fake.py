@@ -111,10 +111,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     api: FakeKubeAPI
+    tcp_nodelay = True
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = super().get_request()
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tcp_nodelay:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock, addr
 
 
@@ -165,6 +167,7 @@ class FakeKubeAPI:
     `certfile`/`keyfile`: serve HTTPS with this certificate (as in-cluster clients expect).
     `status_follows_spec`: a written replica count shows in the status at once (a controller
     that is never slow); with False, tests move status themselves with `set_status`.
+    `tcp_nodelay`: False keeps Nagle's algorithm on accepted sockets, only to measure its cost.
     """
 
     def __init__(
@@ -174,8 +177,10 @@ class FakeKubeAPI:
         certfile: str | Path | None = None,
         keyfile: str | Path | None = None,
         status_follows_spec: bool = True,
+        tcp_nodelay: bool = True,
     ) -> None:
         self.token = token
+        self.tcp_nodelay = tcp_nodelay
         self.store = ObjectStore(status_follows_spec=status_follows_spec)
         self._tls = (str(certfile), str(keyfile)) if certfile and keyfile else None
         self._faults: list[Fault] = []
@@ -190,6 +195,7 @@ class FakeKubeAPI:
     def start(self) -> FakeKubeAPI:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.api = self
+        server.tcp_nodelay = self.tcp_nodelay
         if self._tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*self._tls)
