@@ -192,10 +192,7 @@ def policy_specs(config: Config, policies: Sequence[PolicyRef] | None) -> list[P
         if not specs:
             raise BacktestError("no policy to run")
         for spec in specs:
-            try:
-                registry.resolve("policy", spec.name)
-            except RegistryError as exc:
-                raise RegistryError(f"policy {spec.name!r} cannot be built: {exc}") from None
+            registry.resolve("policy", spec.name)  # raises RegistryError naming the policy
         return specs
     specs = [PolicySpec(name=name) for name in buildable_builtins()]
     if "policies" in config.model_fields_set:
