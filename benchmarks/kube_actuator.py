@@ -20,11 +20,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
 from elastiscale import load_config
 from elastiscale.adapters.kube_fake import FakeKubeAPI
 from elastiscale.adapters.kubernetes import KubernetesActuator
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 
 
 def timed_ms(action: Callable[[], object], calls: int) -> tuple[float, float]:

@@ -95,16 +95,23 @@ def connect(options: KubernetesOptions) -> tuple[k8s.ApiClient, str]:
             namespace = options.namespace or _read_text(sa_dir / "namespace") or "default"
         else:
             k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=options.kubeconfig,
+                config_file=_expand(options.kubeconfig),
                 context=options.context,
                 client_configuration=configuration,
                 persist_config=False,
             )
             namespace = options.namespace or _context_namespace(options) or "default"
     except (ConfigException, OSError, ValueError) as exc:
-        raise ActuatorError(f"actuator: cannot load the {mode} Kubernetes config: {exc}") from None
+        source = str(sa_dir) if mode == "in-cluster" else options.kubeconfig or "default kubeconfig"
+        raise ActuatorError(
+            f"actuator: cannot load the {mode} Kubernetes config ({source}): {exc}"
+        ) from None
     configuration.retries = False
     return k8s.ApiClient(configuration), namespace
+
+
+def _expand(path: str | None) -> str | None:
+    return None if path is None else os.path.expanduser(path)
 
 
 def _read_text(path: Path) -> str | None:
@@ -116,7 +123,7 @@ def _read_text(path: Path) -> str | None:
 
 def _context_namespace(options: KubernetesOptions) -> str | None:
     contexts, active = k8s_config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
-        config_file=options.kubeconfig
+        config_file=_expand(options.kubeconfig)
     )
     chosen = active
     if options.context is not None:
