@@ -369,11 +369,40 @@ class Cooldown:
 # Scheduled bounds
 
 
+#: Firing windows shared by every schedule with the same (cron, time zone): with one schedule
+#: on 200 components, the croniter search runs once per firing instead of 200 times. Values are
+#: (latest firing, next firing); the first is -inf when there is none.
+_WINDOWS: dict[tuple[str, str], tuple[float, float]] = {}
+
+
+def _firing_window(
+    cron: str, zone: _dt.tzinfo, zone_name: str, now_s: float
+) -> tuple[float, float]:
+    """(latest firing <= now_s, next firing > now_s) of `cron` in `zone`, in Unix seconds."""
+    key = (cron, zone_name)
+    cached = _WINDOWS.get(key)
+    if cached is not None and cached[0] <= now_s < cached[1]:
+        return cached
+    # +1 µs: croniter's get_prev is strictly before its start, and a firing at exactly `now_s`
+    # counts.
+    start = _dt.datetime.fromtimestamp(now_s, zone) + _dt.timedelta(microseconds=1)
+    try:
+        fired_s = float(croniter(cron, start).get_prev(float))
+    except CroniterError:  # no firing before now (e.g. a year field in the future)
+        fired_s = -math.inf
+    try:
+        next_s = float(croniter(cron, start).get_next(float))
+    except CroniterError:  # no firing after now
+        next_s = math.inf
+    _WINDOWS[key] = (fired_s, next_s)
+    return fired_s, next_s
+
+
 class _Schedule:
     """One `ScheduledBounds` entry, with its latest firing cached.
 
-    Finding the latest firing at or before `now_s` costs a croniter search (tens of
-    microseconds), so it is cached with the next firing: until then the answer cannot change.
+    Finding the latest firing at or before `now_s` costs a croniter search (about 100 µs), so
+    it is cached with the next firing: until then the answer cannot change.
     """
 
     def __init__(self, spec: ScheduledBounds) -> None:
@@ -386,21 +415,10 @@ class _Schedule:
     def last_firing_s(self, now_s: float) -> float | None:
         """Unix time of the latest firing at or before `now_s`, or None if there is none."""
         if not self._fired_s <= now_s < self._next_s:
-            self._refresh(now_s)
+            self._fired_s, self._next_s = _firing_window(
+                self.spec.cron, self.zone, self.spec.timezone, now_s
+            )
         return None if self._fired_s == -math.inf else self._fired_s
-
-    def _refresh(self, now_s: float) -> None:
-        # +1 µs: croniter's get_prev is strictly before its start, and a firing at exactly
-        # `now_s` counts.
-        start = _dt.datetime.fromtimestamp(now_s, self.zone) + _dt.timedelta(microseconds=1)
-        try:
-            self._fired_s = float(croniter(self.spec.cron, start).get_prev(float))
-        except CroniterError:  # no firing before now (e.g. a year field in the future)
-            self._fired_s = -math.inf
-        try:
-            self._next_s = float(croniter(self.spec.cron, start).get_next(float))
-        except CroniterError:  # no firing after now
-            self._next_s = math.inf
 
     def active(self, now_s: float) -> bool:
         """Whether this schedule's bounds are in force at `now_s`.
