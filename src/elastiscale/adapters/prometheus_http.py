@@ -304,7 +304,13 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 
 def _timed_out(exc: BaseException) -> bool:
-    return any(isinstance(e, TimeoutError | urllib3_exceptions.TimeoutError) for e in _causes(exc))
+    """Whether the server was reached but did not answer in time. (urllib3's
+    NewConnectionError, a refused connection, subclasses its timeout error; it is not one.)"""
+    return any(
+        isinstance(e, TimeoutError | urllib3_exceptions.TimeoutError)
+        and not isinstance(e, urllib3_exceptions.NewConnectionError)
+        for e in _causes(exc)
+    )
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -250,7 +250,7 @@ def plan_queries(
 
     Components whose query for a signal has the same template, label and fixed matchers share
     one request (when `batch` and the template is batchable); the others get one each.
-    Worked example: 50 vLLM components, 6 signals with a query -> 6 requests.
+    Worked example: 50 vLLM components, 7 signals in the preset -> 7 requests (350 unbatched).
     """
     window = format_duration(window_s)
     groups: dict[_BatchKey, list[ComponentQueries]] = {}
