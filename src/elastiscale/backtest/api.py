@@ -154,6 +154,13 @@ def prepare_trace(
     if start_s is not None and end_s is not None and start_s >= end_s:
         raise BacktestError(f"start_s = {start_s:g} must be before end_s = {end_s:g}")
     if start_s is not None or end_s is not None:
+        lo = -np.inf if start_s is None else start_s
+        hi = np.inf if end_s is None else end_s
+        if not np.any((loaded.t_s >= lo) & (loaded.t_s < hi)):
+            raise BacktestError(
+                f"no trace bin starts in [{lo:g}, {hi:g}) s: {loaded.name} covers "
+                f"{loaded.start_s:g} to {loaded.end_s:g} s"
+            )
         loaded = loaded.window(start_s, end_s)
     return loaded.scaled(time_scale=time_scale, rate_scale=rate_scale)
 
