@@ -414,3 +414,33 @@ def test_a_policy_that_raises_does_not_stop_the_others(
             assert "RuntimeError: flaky at" in by_policy["flaky"].reason
         else:
             assert by_policy["flaky"].replicas == 0
+
+
+def test_a_dry_run_repeats_the_decision_the_platform_has_not_made() -> None:
+    """In a dry run nothing changes on the platform, so rate limits and cooldowns keep
+    starting from the real count: every tick shows the same decision, 1 -> 3 here (2 pods per
+    60 s), rather than one decision followed by holds against a count that never existed."""
+    config = make_config(
+        {
+            "scale_up": {
+                "rate_limits": [{"type": "pods", "value": 2, "period_s": 60}],
+                "cooldown_s": 60,
+            }
+        },
+        1,
+        16,
+        1,
+    )
+    actuator = RecordingActuator.for_config(config)
+    engine = Engine(
+        config,
+        metrics=source([20.0] * 4),
+        actuator=actuator,
+        policies=[DemandPolicy()],
+        dry_run=True,
+    )
+    records = [{r.component: r for r in engine.step(now_s)}["llm"] for now_s in tick_times(4)]
+    assert [(r.current_replicas, r.desired_replicas, r.outcome) for r in records] == [
+        (1, 3, "dry-run")
+    ] * 4
+    assert actuator.calls == []

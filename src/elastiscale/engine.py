@@ -191,7 +191,10 @@ class Engine:
         chain = self.constraints[name]
         desired, clamps = chain.apply(inp, current if combined is None else combined)
         outcome = self._act(name, current, desired, now_s)
-        applied = desired if outcome in ("scaled", "dry-run") else current
+        # Only a change the platform made is history for rate limits and cooldowns: in a dry
+        # run the count stays where it is, and remembering the dry change would make the next
+        # tick's rate limits start from a count that never existed.
+        applied = desired if outcome == "scaled" else current
         chain.commit(name, now_s, current, applied)
         return DecisionRecord(
             at_s=now_s,
