@@ -277,8 +277,9 @@ def test_a_change_waits_until_the_controller_has_taken_the_last_one(tmp_path: Pa
             assert actuator.scale("router", 4).ok  # asking for what was written: no-op
             assert actuator.scale("llm", 3).ok  # other targets are independent
 
+            actuator.read(["router"])  # seen while still in progress
             api.set_status(DEPLOYMENTS, NS, "router", replicas=4)  # the controller caught up
-            assert actuator.scale("router", 6).ok
+            assert actuator.scale("router", 6).ok  # decided on a fresh read, not the old one
             clock.advance(59)
             assert actuator.scale("router", 7).failure is Failure.IN_PROGRESS
             clock.advance(1)  # the settle timeout has passed: a stuck target is not frozen

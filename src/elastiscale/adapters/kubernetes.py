@@ -240,9 +240,10 @@ class KubernetesActuator:
         component = target.component
         try:
             # The state this tick's `read` saw, used once: its resourceVersion makes the write
-            # conditional on nothing having changed since. Later attempts read afresh.
+            # conditional on nothing having changed since. Later attempts read afresh, and so
+            # does a decision that must not rest on an old read (a no-op, a hold).
             scale = self._last_read.pop(component, None)
-            if scale is None or scale.desired == replicas:
+            if scale is None or scale.desired == replicas or not scale.settled:
                 scale = self._read_scale(target)
             if scale.desired == replicas:
                 return ActuationResult.success(component, replicas)  # already there: a no-op
