@@ -273,3 +273,22 @@ def test_replicas_fall_back_to_observations_when_actuator_knows_nothing() -> Non
     )
     record = by_component(engine.step(0.0))["llm"]
     assert record.current_replicas == 3 and record.outcome == "unchanged"
+
+
+def test_retry_after_hint_delays_the_next_attempt() -> None:
+    class Throttled(RecordingActuator):
+        def scale(self, component: str, replicas: int) -> ActuationResult:
+            self.calls.append(ScaleCall(component, replicas))
+            return ActuationResult(component, replicas, Failure.THROTTLED, "slow down", 600.0)
+
+    actuator = Throttled({"router": 1, "llm": 2})
+    engine = Engine(
+        make_config(),
+        metrics=Source({"router": 5, "llm": 10}),
+        actuator=actuator,
+        policies=[Fixed("p", {"llm": 6})],
+    )
+    engine.step(0.0)
+    assert by_component(engine.step(500.0))["llm"].outcome.startswith("held: backing off")
+    assert by_component(engine.step(601.0))["llm"].outcome == "failed: throttled"
+    assert len(actuator.calls) == 2

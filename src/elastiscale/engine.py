@@ -229,6 +229,9 @@ class Engine:
         else:
             retry.failures += 1
             delay_s = min(MAX_BACKOFF_S, self.interval_s * 2 ** (retry.failures - 1))
-            retry.next_attempt_s = now_s + delay_s * self._rng.uniform(0.5, 1.0)
+            delay_s *= self._rng.uniform(0.5, 1.0)
+            if result.retry_after_s is not None:  # the platform's own hint (Retry-After)
+                delay_s = max(delay_s, result.retry_after_s)
+            retry.next_attempt_s = now_s + delay_s
         log.warning("scaling %s to %d failed: %s %s", name, desired, failure, result.message)
         return f"failed: {failure.value}"
