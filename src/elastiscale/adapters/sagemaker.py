@@ -430,13 +430,21 @@ class SageMakerActuator:
             raise classify(exc, f"update {target}") from None
 
 
+#: botocore's loader of service models, shared by every actuator of this process: it parses the
+#: SageMaker model (megabytes of JSON) once instead of at every construction.
+_LOADER: Any = None
+
+
 def _clients(params: SageMakerParams) -> tuple[Any, Any]:
     """boto3 clients for SageMaker and Application Auto Scaling, with the configured endpoint
     URLs, timeouts and retry count."""
+    global _LOADER
     try:
         import boto3
+        import botocore.session
         from botocore.config import Config as BotoConfig
         from botocore.exceptions import BotoCoreError
+        from botocore.loaders import create_loader
     except ImportError:
         raise ActuatorError(
             "actuator.type: sagemaker needs boto3 (pip install 'elastiscale[sagemaker]')"
@@ -446,8 +454,14 @@ def _clients(params: SageMakerParams) -> tuple[Any, Any]:
         read_timeout=params.timeout_s,
         retries={"total_max_attempts": params.max_attempts, "mode": "standard"},
     )
+    if _LOADER is None:
+        _LOADER = create_loader()
     try:
-        session = boto3.session.Session(profile_name=params.profile, region_name=params.region)
+        core = botocore.session.get_session()
+        core.register_component("data_loader", _LOADER)
+        session = boto3.session.Session(
+            botocore_session=core, profile_name=params.profile, region_name=params.region
+        )
         sagemaker = session.client(
             "sagemaker", endpoint_url=params.endpoint_url, config=boto_config
         )
