@@ -134,9 +134,19 @@ def backtest(
             score=score(result, cfg, start_s=scored_from_s, end_s=replay.end_s),
             result=result,
             elapsed_s=time.perf_counter() - policy_began,
+            interval_s=_ticked_interval(cfg, policy, interval_s),
         )
     report.elapsed_s = time.perf_counter() - began
     return report
+
+
+def _ticked_interval(config: Config, policy: Any, interval_s: float | None) -> float:
+    """The interval the runner ticks `policy` at: the given one, else the policy's own
+    `interval_s` (Knative's 2 s tick, say), else the file's `control.interval_s`."""
+    if interval_s is not None:
+        return interval_s
+    own = getattr(policy, "interval_s", None)
+    return float(own) if own is not None else config.control.interval_s
 
 
 def prepare_trace(

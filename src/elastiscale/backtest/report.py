@@ -12,7 +12,7 @@
                    "initial_replicas", "scored_from_s", "scored_to_s"},
       "policies": {name: {"slo_attainment", "p50_latency_s", "p95_latency_s",
                           "p99_latency_s", "gpu_hours", "cost", "dropped_requests",
-                          "scaling_actions", "scored_requests", "elapsed_s",
+                          "scaling_actions", "scored_requests", "elapsed_s", "interval_s",
                           "per_component": {component: {...}}}}
     }
 
@@ -54,6 +54,7 @@ class PolicyRun:
     score: PolicyScore
     result: SimulationResult
     elapsed_s: float
+    interval_s: float | None = None  # the control interval this policy was ticked at
 
 
 @dataclass
@@ -84,6 +85,7 @@ class BacktestReport:
         for name, run in self.runs.items():
             entry = run.score.to_dict()
             entry["elapsed_s"] = run.elapsed_s
+            entry["interval_s"] = run.interval_s
             policies[name] = entry
         out = {
             "pipeline": self.pipeline,
@@ -127,9 +129,18 @@ class BacktestReport:
             f"Pipeline `{self.pipeline['name']}` (end-to-end SLO {self.pipeline['slo_latency_s']:g}"
             f" s) on `{t['name']}`: {t['duration_s']:g} s of trace, {t['requests']:.0f} requests"
             f" (time scale {t['time_scale']:g}, rate scale {t['rate_scale']:g}); {s['fidelity']}"
-            f" simulation, control interval {s['interval_s']:g} s, metrics delay"
+            f" simulation, control interval {s['interval_s']:g} s{self._own_intervals()},"
+            f" metrics delay"
             f" {s['metrics_delay_s']:g} s, warm-up {self.warmup_s:g} s (simulated, not scored)."
         )
+
+    def _own_intervals(self) -> str:
+        own = [
+            f"{name} {run.interval_s:g} s"
+            for name, run in self.runs.items()
+            if run.interval_s is not None and run.interval_s != self.settings["interval_s"]
+        ]
+        return f" ({', '.join(own)})" if own else ""
 
     def markdown(self, plot_files: list[str] | None = None) -> str:
         """The whole `report.md`: summary, comparison table, per-component details, plots."""
