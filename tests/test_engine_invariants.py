@@ -1,7 +1,7 @@
 """Invariants of the real `Engine` under random demand and random constraints (hypothesis).
 
 The engine runs with `SeriesMetricSource`, `RecordingActuator` and a plain demand/capacity
-policy defined here, ticking every 15 s on plain `now_s` values. The pipeline is router -> llm;
+policy defined here (and, in one test, the real HPA policy), ticking every 15 s on plain `now_s` values. The pipeline is router -> llm;
 the router's demand is steady, the llm's is drawn: a value, NaN (missing), or no sample at that
 tick (after more than `staleness_s` without one the observation is stale).
 """
@@ -27,6 +27,7 @@ from elastiscale import (
     TickContext,
 )
 from elastiscale.config import Config, validate_mapping
+from elastiscale.controllers.hpa import HPAPolicy
 
 INTERVAL_S = 15.0
 STALENESS_S = 30.0  # two ticks without a sample are fine, three are stale
@@ -444,3 +445,28 @@ def test_a_dry_run_repeats_the_decision_the_platform_has_not_made() -> None:
         (1, 3, "dry-run")
     ] * 4
     assert actuator.calls == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    up=direction_rules(),
+    down=direction_rules(),
+    missing=missing_data_rules(static=False),
+    limits=bounds(),
+    llm=st.lists(SAMPLES, min_size=1, max_size=40),
+)
+def test_the_hpa_policy_under_the_engine_keeps_bounds_and_never_scales_down_blind(
+    up: dict[str, Any],
+    down: dict[str, Any],
+    missing: dict[str, Any],
+    limits: tuple[int, int, int],
+    llm: list[Sample],
+) -> None:
+    """The same invariants with the real reactive HPA policy in place of the test's own."""
+    low, high, _ = limits
+    config = make_config({"scale_up": up, "scale_down": down, "missing_data": missing}, *limits)
+    result = run(config, llm, [HPAPolicy(config)])
+    for record, gone in zip(result.llm(), missing_at(llm), strict=True):
+        assert low <= record.desired_replicas <= high
+        if gone:
+            assert record.desired_replicas >= record.current_replicas, record
