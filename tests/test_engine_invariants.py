@@ -1,9 +1,10 @@
 """Invariants of the real `Engine` under random demand and random constraints (hypothesis).
 
 The engine runs with `SeriesMetricSource`, `RecordingActuator` and a plain demand/capacity
-policy defined here (and, in one test, the real HPA policy), ticking every 15 s on plain `now_s` values. The pipeline is router -> llm;
-the router's demand is steady, the llm's is drawn: a value, NaN (missing), or no sample at that
-tick (after more than `staleness_s` without one the observation is stale).
+policy defined here (in one test, the real HPA policy), ticking every 15 s on plain `now_s`
+values. The pipeline is router -> llm; the router's demand is steady, the llm's is drawn: a
+value, NaN (missing), or no sample at that tick (after more than `staleness_s` without one the
+observation is stale).
 """
 
 from __future__ import annotations
