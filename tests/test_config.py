@@ -402,6 +402,12 @@ def test_validate_exits_2_with_one_line_per_problem(
             9,
             "(while parsing a block mapping at line 5)",
         ),
+        # a key given twice in one mapping would silently keep the last value
+        (
+            GOOD_YAML.replace("startup_s: 10\n", "startup_s: 10\n      startup_s: 20\n", 1),
+            10,
+            "(while reading a mapping at line 6)",
+        ),
     ],
 )
 def test_yaml_syntax_errors_give_the_line(

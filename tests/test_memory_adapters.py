@@ -62,3 +62,12 @@ def test_recording_and_dry_run_actuators() -> None:
     dry = DryRunActuator(inner=recording)
     assert dry.scale("b", 9).ok
     assert recording.replicas["b"] == 5 and dry.would_scale[0].replicas == 9
+
+
+def test_trace_source_options_are_validated() -> None:
+    from elastiscale import registry
+
+    assert registry.check("metric_source", "trace", {"window_s": 30}, path="metrics") == [
+        "metrics.path: Field required"
+    ]
+    assert registry.check("metric_source", "trace", {"path": "x", "windw_s": 1}, path="metrics")

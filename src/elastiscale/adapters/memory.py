@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
 
 from elastiscale.adapters.base import ActuationResult, Actuator
 from elastiscale.observations import SIGNALS, Observation, ReplicaState
@@ -180,20 +181,29 @@ class DryRunActuator:
 # Registry factories: `factory(config, options)`.
 
 
-def trace_metric_source(config: Config, options: Mapping[str, Any]) -> SeriesMetricSource:
+class TraceSourceParams(BaseModel):
     """`metrics: {type: trace, path: FILE, window_s: 60, delay_s: 0}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(..., min_length=1, description="trace CSV (optionally gzipped)")
+    window_s: float = Field(60.0, gt=0, description="rate window, like rate(x[1m])")
+    delay_s: float = Field(0.0, ge=0, description="reporting delay")
+
+
+def trace_metric_source(config: Config, options: TraceSourceParams) -> SeriesMetricSource:
+    """Replay a trace file as the metrics of every component (for dry runs and demos)."""
     from elastiscale.pipeline import Pipeline
 
-    unknown = set(options) - {"path", "window_s", "delay_s"}
-    if unknown:
-        raise ValueError(f"metrics: unknown option {sorted(unknown)[0]!r}")
-    trace = load_trace(str(options["path"]))
     return SeriesMetricSource.from_trace(
-        trace,
+        load_trace(options.path),
         Pipeline(config.pipeline),
-        window_s=float(options.get("window_s", 60.0)),
-        delay_s=float(options.get("delay_s", 0.0)),
+        window_s=options.window_s,
+        delay_s=options.delay_s,
     )
+
+
+trace_metric_source.Params = TraceSourceParams  # type: ignore[attr-defined]
 
 
 def recording_actuator(config: Config, options: Mapping[str, Any]) -> RecordingActuator:
