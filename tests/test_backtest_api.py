@@ -124,6 +124,18 @@ def test_no_policy_reaches_the_oracles_attainment_with_fewer_gpu_hours(case: str
         )
 
 
+def test_the_oracle_is_not_dominated_on_the_demo_pipeline_and_trace() -> None:
+    # The first 20 minutes of the demo: the agent pipeline on the Azure trace x 4.
+    report = elastiscale.backtest(
+        ROOT / "examples" / "pipelines" / "agent.yaml", AZURE, rate_scale=4, end_s=1200
+    )
+    oracle = report.policies["oracle"]
+    assert oracle.slo_attainment is not None
+    for name, got in report.policies.items():
+        if name != "oracle" and got.slo_attainment is not None:
+            assert got.slo_attainment < oracle.slo_attainment or got.gpu_hours >= oracle.gpu_hours
+
+
 def test_every_policy_starts_from_the_same_counts_sized_from_the_first_minutes() -> None:
     trace = synthetic(np.full(_steps(10), 5.0))
     report = elastiscale.backtest(small_config(), trace, ["spy"])
