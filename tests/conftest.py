@@ -2,9 +2,14 @@
 
 Prometheus: `prometheus` is one real server for the whole session (127.0.0.1, a free port, a
 temporary data directory), started on first use with recorded history already loaded (see
-`PromHistory`) and scraping every 0.25 s whatever targets a test lists. `prometheus_factory`
-starts extra servers for tests that stop or freeze them. `exporter` serves prometheus-client
-metrics on 127.0.0.1 for live scrapes.
+`PromHistory`) and scraping `exporters` every 0.25 s. `prometheus_factory` starts extra servers
+for tests that stop them.
+
+The exporters (prometheus-client registries served on 127.0.0.1) exist before the server starts
+and stay for the session, because Prometheus publishes changes of its targets only every 5 s:
+a target added later would cost each test that wait. Tests create their own series in them
+(`Exporter.gauge`, `.counter`, `.histogram` return the existing metric when asked again) with
+label values of their own, and can take an exporter down (it answers 503) to see its series go.
 
 Tests that need the server skip when the `prometheus` binary is absent, unless
 ELASTISCALE_REQUIRE_PROMETHEUS is set (as in CI), where a missing binary fails them.
@@ -14,14 +19,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from elastiscale.adapters.prometheus_local import Family, LocalPrometheus, Series, write_openmetrics
 from elastiscale.trace import Trace, load_trace
@@ -155,12 +163,13 @@ def _build_history(workdir: Path) -> tuple[PromHistory, Path]:
 
 @pytest.fixture(scope="session")
 def _prometheus_with_history(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, _exporters: list[Exporter]
 ) -> Iterator[tuple[LocalPrometheus, PromHistory]]:
     require_prometheus()
     workdir = tmp_path_factory.mktemp("prometheus")
     history, path = _build_history(workdir)
     server = LocalPrometheus(workdir, history=[path], scrape_interval_s=SCRAPE_INTERVAL_S)
+    server.set_targets({e.address: {} for e in _exporters})
     server.start()
     try:
         yield server, history
@@ -170,10 +179,10 @@ def _prometheus_with_history(
 
 @pytest.fixture
 def prometheus(_prometheus_with_history: tuple[LocalPrometheus, PromHistory]) -> LocalPrometheus:
-    """The session's Prometheus; a test's scrape targets are cleared after it."""
+    """The session's Prometheus (running; a test that pauses it must resume it)."""
     server = _prometheus_with_history[0]
-    yield server
-    server.set_targets({})
+    server.resume()
+    return server
 
 
 @pytest.fixture
@@ -204,39 +213,83 @@ def prometheus_factory(tmp_path: Path) -> Iterator[Callable[..., LocalPrometheus
 # Exporters
 
 
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 @dataclass
 class Exporter:
-    """A prometheus-client registry served on 127.0.0.1; `address` is host:port."""
+    """A prometheus-client registry served on 127.0.0.1 at `address` (host:port).
 
-    registry: CollectorRegistry
-    address: str
-    _stop: Callable[[], None]
+    It always answers in the classic text format: prometheus-client's OpenMetrics output
+    rewrites `:` in names (`vllm:x` -> `vllm_x`), and the real servers are scraped as `vllm:x`.
+    """
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    down: bool = False
+    address: str = ""
+    _metrics: dict[str, Any] = field(default_factory=dict)
+    _server: WSGIServer | None = None
+
+    def start(self) -> Exporter:
+        app = make_wsgi_app(self.registry)
+
+        def serve(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            if self.down:
+                start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+                return [b"down"]
+            environ.pop("HTTP_ACCEPT", None)
+            result: Iterable[bytes] = app(environ, start_response)
+            return result
+
+        self._server = make_server("127.0.0.1", 0, serve, handler_class=_Quiet)
+        self.address = f"127.0.0.1:{self._server.server_port}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
 
     def stop(self) -> None:
-        self._stop()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def _get(self, kind: type, name: str, labels: Iterable[str], **kwargs: Any) -> Any:
+        if name not in self._metrics:
+            self._metrics[name] = kind(name, name, list(labels), registry=self.registry, **kwargs)
+        return self._metrics[name]
+
+    def gauge(self, name: str, labels: Iterable[str]) -> Gauge:
+        got: Gauge = self._get(Gauge, name, labels)
+        return got
+
+    def counter(self, name: str, labels: Iterable[str]) -> Counter:
+        got: Counter = self._get(Counter, name, labels)
+        return got
+
+    def histogram(self, name: str, labels: Iterable[str], buckets: tuple[float, ...]) -> Histogram:
+        got: Histogram = self._get(Histogram, name, labels, buckets=buckets)
+        return got
+
+
+EXPORTERS = 3
+
+
+@pytest.fixture(scope="session")
+def _exporters() -> Iterator[list[Exporter]]:
+    started = [Exporter().start() for _ in range(EXPORTERS)]
+    yield started
+    for made in started:
+        made.stop()
 
 
 @pytest.fixture
-def exporter() -> Iterator[Callable[[], Exporter]]:
-    """Start exporters (each with its own registry); all are stopped after the test."""
-    running: list[Exporter] = []
-
-    def start() -> Exporter:
-        registry = CollectorRegistry()
-        server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
-
-        def stop() -> None:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
-
-        made = Exporter(registry, f"127.0.0.1:{server.server_port}", stop)
-        running.append(made)
-        return made
-
-    yield start
-    for made in running:
-        made.stop()
+def exporters(
+    _exporters: list[Exporter], _prometheus_with_history: tuple[LocalPrometheus, PromHistory]
+) -> Iterator[list[Exporter]]:
+    """The session's exporters, scraped by `prometheus`; any taken down is back up after."""
+    yield _exporters
+    for made in _exporters:
+        made.down = False
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float = 15.0, what: str = "") -> None:

@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import requests
 from prometheus_api_client import PrometheusConnect
@@ -204,6 +204,15 @@ class PrometheusHTTP:
     def _remember(self, response: requests.Response, *args: object, **kwargs: object) -> None:
         self._last_response = response
 
+    def _result_type(self) -> str | None:
+        """`data.resultType` of the last answer (the client returns `data.result` only, and an
+        empty result does not show whether it was a vector or a range)."""
+        try:
+            body = self._last_response.json() if self._last_response is not None else None
+            return str(body["data"]["resultType"]) if isinstance(body, dict) else None
+        except (ValueError, KeyError, TypeError):
+            return None
+
     def close(self) -> None:
         self._session.close()
 
@@ -217,7 +226,7 @@ class PrometheusHTTP:
         data = self._call(
             lambda: self._client.custom_query(query, params=params, timeout=self.params.timeout_s)
         )
-        return _parse_instant(data)
+        return _parse_instant(data, self._result_type())
 
     def range(
         self, query: str, start_s: float, end_s: float, step_s: float
@@ -336,24 +345,21 @@ def _number(text: object) -> float:
     return float(str(text))
 
 
-def _parse_instant(data: Any) -> InstantResult:
-    """Shape the client's `result` into `InstantResult`.
-
-    The client hands back `data.result` only, so the type is told from its shape: a list of
-    dicts with `value` (vector), with `values` (matrix), or a [time, value] pair (scalar or
-    string).
-    """
+def _parse_instant(data: Any, result_type: str | None = None) -> InstantResult:
+    """Shape the client's `result` into `InstantResult`; without `result_type` the type is told
+    from the shape: a list of dicts with `value` (vector) or `values` (matrix), or a
+    [time, value] pair (scalar or string)."""
+    if result_type in ("matrix", "string"):
+        return InstantResult(result_type, [])
     if isinstance(data, list) and len(data) == 2 and not isinstance(data[0], Mapping):
         try:
             return InstantResult("scalar", [({}, float(data[0]), _number(data[1]))])
         except ValueError:
             return InstantResult("string", [])
     series: list[tuple[dict[str, str], float, float]] = []
-    kind: Literal["vector", "matrix"] = "vector"
     for entry in data or []:
         if "values" in entry:
-            kind = "matrix"
-            continue
+            return InstantResult("matrix", [])
         ts, value = entry["value"]
         series.append((dict(entry.get("metric", {})), float(ts), _number(value)))
-    return InstantResult(kind, series if kind == "vector" else [])
+    return InstantResult("vector", series)
