@@ -116,7 +116,7 @@ class HPABehavior(_Model):
 class HPAParams(_Model):
     """Parameters of `hpa` (defaults: Kubernetes' own)."""
 
-    metrics: tuple[HPAMetric, ...] = Field(("demand_rps",), min_length=1)
+    metrics: tuple[HPAMetric, ...] = ("demand_rps",)
     tolerance: float = Field(0.1, ge=0, lt=1)
     target_utilization: float | None = Field(
         None, gt=0, le=1, description="default: the component's target utilization"
@@ -126,6 +126,8 @@ class HPAParams(_Model):
     @field_validator("metrics")
     @classmethod
     def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("list at least one metric")
         repeated = sorted({m for m in value if value.count(m) > 1})
         if repeated:
             raise ValueError(f"metric {repeated[0]!r} is listed twice")

@@ -34,7 +34,14 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from elastiscale.controllers.base import PerComponentPolicy, TickContext
 from elastiscale.controllers.reactive import (
@@ -190,25 +197,41 @@ class StepScalingParams(_Model):
     relative_to_target: bool = Field(
         True, description="thresholds and step bounds in units of the per-replica target"
     )
-    target_value: float | None = Field(None, gt=0, description="default: from the component")
+    target_value: float | None = Field(
+        None, gt=0, validate_default=True, description="default: from the component"
+    )
     target_utilization: float | None = Field(None, gt=0, le=1)
     scale_out: StepAlarmPolicy | None = Field(default_factory=_default_scale_out)
-    scale_in: StepAlarmPolicy | None = Field(default_factory=_default_scale_in)
+    scale_in: StepAlarmPolicy | None = Field(
+        default_factory=_default_scale_in, validate_default=True
+    )
 
     @field_validator("metric")
     @classmethod
     def _known(cls, value: str) -> str:
         return check_metric(value)
 
-    @model_validator(mode="after")
-    def _target_known(self) -> StepScalingParams:
-        if self.scale_out is None and self.scale_in is None:
-            raise ValueError("set scale_out, scale_in or both")
-        if self.relative_to_target and self.target_value is None:
-            problem = natural_target_problem(self.metric, self.divides_by_replicas)
+    @field_validator("target_value")
+    @classmethod
+    def _target_known(cls, value: float | None, info: ValidationInfo) -> float | None:
+        metric = info.data.get("metric")
+        needs_target = value is None and info.data.get("relative_to_target") is True
+        if needs_target and isinstance(metric, str) and "per_replica" in info.data:
+            per_replica = info.data["per_replica"]
+            divides = default_per_replica(metric) if per_replica is None else per_replica
+            problem = natural_target_problem(metric, divides)
             if problem:
                 raise ValueError(f"{problem} (or relative_to_target: false)")
-        return self
+        return value
+
+    @field_validator("scale_in")
+    @classmethod
+    def _some_alarm(
+        cls, value: StepAlarmPolicy | None, info: ValidationInfo
+    ) -> StepAlarmPolicy | None:
+        if value is None and "scale_out" in info.data and info.data["scale_out"] is None:
+            raise ValueError("set scale_out, scale_in or both")
+        return value
 
     @property
     def divides_by_replicas(self) -> bool:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from elastiscale.controllers.base import PerComponentPolicy, TickContext
 from elastiscale.controllers.reactive import (
@@ -60,7 +60,9 @@ class TargetTrackingParams(BaseModel):
 
     metric: str = "load"
     per_replica: bool | None = Field(None, description="default: yes for totals (load, queue)")
-    target_value: float | None = Field(None, gt=0, description="default: from the component")
+    target_value: float | None = Field(
+        None, gt=0, validate_default=True, description="default: from the component"
+    )
     target_utilization: float | None = Field(None, gt=0, le=1)
     statistic: Statistic = "average"
     period_s: float = Field(60.0, gt=0)
@@ -76,13 +78,17 @@ class TargetTrackingParams(BaseModel):
     def _known(cls, value: str) -> str:
         return check_metric(value)
 
-    @model_validator(mode="after")
-    def _target_known(self) -> TargetTrackingParams:
-        if self.target_value is None:
-            problem = natural_target_problem(self.metric, self.divides_by_replicas)
+    @field_validator("target_value")
+    @classmethod
+    def _target_known(cls, value: float | None, info: ValidationInfo) -> float | None:
+        metric = info.data.get("metric")
+        if value is None and metric is not None and "per_replica" in info.data:
+            per_replica = info.data["per_replica"]
+            divides = default_per_replica(metric) if per_replica is None else per_replica
+            problem = natural_target_problem(metric, divides)
             if problem:
                 raise ValueError(problem)
-        return self
+        return value
 
     @property
     def divides_by_replicas(self) -> bool:
