@@ -86,6 +86,12 @@ def names(kind: str) -> list[str]:
     return sorted(found)
 
 
+def builtin_names(kind: str) -> list[str]:
+    """The built-in names of `kind` in the table's order (whether or not their code is here)."""
+    _check_kind(kind)
+    return list(_BUILTINS[kind])
+
+
 def _import(target: str) -> Any:
     module_name, _, attr = target.partition(":")
     module = importlib.import_module(module_name)

@@ -34,7 +34,7 @@ log = logging.getLogger("elastiscale.backtest")
 Fidelity = Literal["fast", "discrete-event"]
 PolicyRef = str | PolicySpec | Mapping[str, Any]
 
-#: Built-in policies compared by default, in this order, when they can be built.
+#: The order of the comparison: these first, then any other built-in policy.
 BUILTIN_ORDER = ("static-peak", "oracle", "hpa", "kpa", "predictive", "elastiscale")
 #: Reporting delay of the simulated metrics: one common Prometheus scrape interval.
 DEFAULT_METRICS_DELAY_S = 15.0
@@ -185,11 +185,11 @@ def _spec(ref: PolicyRef) -> PolicySpec:
 
 def buildable_builtins() -> list[str]:
     """Built-in policy names whose code is present in this installation, baselines first."""
-    known = set(registry.names("policy"))
+    builtins = registry.builtin_names("policy")
+    ordered = [n for n in BUILTIN_ORDER if n in builtins]
+    ordered += [n for n in builtins if n not in ordered]
     out: list[str] = []
-    for name in BUILTIN_ORDER:
-        if name not in known:
-            continue
+    for name in ordered:
         try:
             registry.resolve("policy", name)
         except RegistryError:
