@@ -222,3 +222,15 @@ def test_inconsistent_arguments_are_refused_naming_the_value(
     with pytest.raises(BacktestError) as info:
         elastiscale.backtest(small_config(), synthetic(np.full(30, 1.0)), ["spy"], **options)
     assert str(info.value) == message
+
+
+def test_elastiscale_backtest_is_the_function_and_still_reaches_the_package() -> None:
+    import elastiscale.backtest.runner as runner_module
+
+    assert {"backtest", "BacktestReport"} <= set(elastiscale.__all__)
+    assert runner_module.__name__ == "elastiscale.backtest.runner"
+    assert elastiscale.backtest.scoring.__name__ == "elastiscale.backtest.scoring"
+    with pytest.raises(AttributeError, match="no attribute 'nowhere'"):
+        _ = elastiscale.backtest.nowhere
+    report = elastiscale.backtest(small_config(), synthetic(np.full(30, 1.0)), ["spy"])
+    assert isinstance(report, elastiscale.BacktestReport)

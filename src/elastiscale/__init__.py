@@ -10,7 +10,7 @@ factors, and start each component early enough to cover its own startup time.
 
 from elastiscale.adapters.base import ActuationResult, Actuator, Failure, MetricSource
 from elastiscale.adapters.memory import DryRunActuator, RecordingActuator, SeriesMetricSource
-from elastiscale.backtest.api import backtest
+from elastiscale.backtest.api import backtest_entry as backtest
 from elastiscale.backtest.report import BacktestReport
 from elastiscale.clock import Clock, FakeClock, SystemClock
 from elastiscale.config import Config, load_config

@@ -15,10 +15,13 @@ lists. A named policy that cannot be built is an error (`RegistryError`), never 
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 import numpy as np
@@ -138,6 +141,33 @@ def backtest(
         )
     report.elapsed_s = time.perf_counter() - began
     return report
+
+
+class CallablePackage:
+    """What `elastiscale.backtest` is: the `backtest` function, called the same way, that also
+    reaches the modules of the `elastiscale.backtest` package whose name it takes in the
+    `elastiscale` namespace, so `elastiscale.backtest.runner`, `import
+    elastiscale.backtest.fluid as fluid` and dotted paths given to patching tools keep working."""
+
+    __call__ = staticmethod(backtest)
+    __signature__ = inspect.signature(backtest)
+
+    def __getattr__(self, name: str) -> ModuleType:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return importlib.import_module(f"{__package__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.{name}":
+                raise
+            raise AttributeError(f"elastiscale.backtest has no attribute {name!r}") from None
+
+    def __repr__(self) -> str:
+        return "<function elastiscale.backtest (and the elastiscale.backtest package)>"
+
+
+#: Exported as `elastiscale.backtest`.
+backtest_entry = CallablePackage()
 
 
 def _ticked_interval(config: Config, policy: Any, interval_s: float | None) -> float:
