@@ -1,0 +1,158 @@
+"""Seasonality detection: which periods (hourly, daily, weekly, or another) a demand series has.
+
+Candidates come from the calendar (1 h, 1 d, 7 d) and from the periodogram's strongest peaks.
+Each candidate period m is scored by the autocorrelation at lag m of the series minus its
+centered m-bin moving average. The moving average is the trend (a full period averages the
+cycle out), so growth over days or a quiet weekend does not pass for a cycle, and the score
+reads as the share of the de-trended variance that repeats every m bins: a daily sine wave of
+variance 1 in noise of variance 1 scores about 0.5. A candidate is kept when it scores at least
+`min_strength` (0.2 by default) and the series spans at least two periods of it.
+
+Worked example: the NASA July 1995 trace at 1-minute bins scores about 0.5 at one day; the
+same series shuffled scores about 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from elastiscale.forecasting.base import DAY_S, WEEK_S, fill_missing
+
+Array = npt.NDArray[np.float64]
+
+#: Calendar periods tried first, seconds.
+CALENDAR_S = (3600.0, DAY_S, WEEK_S)
+#: Default minimum score of a kept period.
+MIN_STRENGTH = 0.2
+#: A periodogram peak within this fraction of a calendar period is that calendar period.
+SNAP_FRACTION = 0.05
+#: Periodogram peaks examined.
+PEAKS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class SeasonalPeriod:
+    """A detected period: its length, in seconds and in bins, and its strength (0..1)."""
+
+    period_s: float
+    bins: int
+    strength: float
+    source: str  # "calendar" or "periodogram"
+
+
+def _moving_average(y: Array, m: int) -> Array:
+    """Means of every m consecutive values (the 'valid' part: y.size - m + 1 of them)."""
+    sums = np.cumsum(np.concatenate([[0.0], y]))
+    out: Array = (sums[m:] - sums[:-m]) / m
+    return out
+
+
+def _residual(y: Array, m: int) -> Array | None:
+    """y minus its centered m-bin moving average, or None when too short for lag m."""
+    if m < 2 or y.size < 2 * m + 2:
+        return None
+    trend = _moving_average(y, m)  # trend[i] averages y[i : i + m]
+    start = m // 2
+    resid: Array = y[start : start + trend.size] - trend
+    centered: Array = resid - resid.mean()
+    return centered
+
+
+def _acf(resid: Array) -> Array:
+    """Autocorrelation of a zero-mean series at every lag, each lag averaged over its own pairs
+    (so lag m of a 2m-long series is not halved for having half the pairs)."""
+    n = resid.size
+    spectrum = np.fft.rfft(resid, 2 * n)
+    sums = np.fft.irfft(spectrum * np.conj(spectrum))[:n]
+    var = sums[0] / n
+    if var <= 0.0:
+        return np.zeros(n)
+    return np.asarray(sums / np.arange(n, 0, -1) / var, dtype=float)
+
+
+def _strength(y: Array, m: int) -> float:
+    """Autocorrelation at lag m of y minus its centered m-bin moving average."""
+    resid = _residual(y, m)
+    if resid is None or resid.size <= m:
+        return float("nan")
+    acf = _acf(resid)
+    return float(acf[m])
+
+
+def _refine(y: Array, lag: int) -> int | None:
+    """The lag of the autocorrelation peak within 10% of `lag`, or None when the correlation
+    only rises towards the edge of that window (leakage from a neighbouring period)."""
+    resid = _residual(y, lag)
+    if resid is None:
+        return None
+    acf = _acf(resid)
+    lo, hi = max(2, int(lag * 0.9)), min(resid.size - 2, int(lag * 1.1) + 1)
+    if hi - lo < 3:
+        return None
+    best = lo + int(np.argmax(acf[lo:hi]))
+    return best if lo < best < hi - 1 else None
+
+
+def _harmonic(a: int, b: int) -> bool:
+    """Whether a is within 10% of a whole multiple or fraction of b."""
+    ratio = a / b if a >= b else b / a
+    return abs(ratio - round(ratio)) <= 0.1 * round(ratio)
+
+
+def _periodogram_lags(y: Array, max_lag: int) -> list[int]:
+    """Lags (bins) of the strongest periodogram peaks, longest periods first among equals."""
+    trend = _moving_average(y, max_lag)
+    start = max_lag // 2
+    z = y[start : start + trend.size] - trend
+    z = z - z.mean()
+    power = np.abs(np.fft.rfft(z)) ** 2
+    n = z.size
+    freqs = np.arange(power.size)
+    usable = (freqs >= max(1, n // max_lag)) & (freqs <= n // 4)
+    if not usable.any():
+        return []
+    candidates = freqs[usable]
+    order = np.argsort(power[usable])[::-1][:PEAKS]
+    return sorted({round(n / candidates[i]) for i in order}, reverse=True)
+
+
+def detect_periods(
+    y: npt.ArrayLike,
+    step_s: float,
+    *,
+    max_period_s: float = WEEK_S,
+    min_strength: float = MIN_STRENGTH,
+) -> list[SeasonalPeriod]:
+    """Seasonal periods of `y` (one value per `step_s` bin, NaN = missing), strongest first.
+
+    A constant series, or one shorter than two periods of every candidate, has none.
+    """
+    values = np.asarray(y, dtype=float)
+    if values.size == 0 or np.isnan(values).all():
+        return []
+    filled = fill_missing(values)
+    if float(np.ptp(filled)) == 0.0:
+        return []
+    max_bins = min(int(max_period_s // step_s), (filled.size - 2) // 2)
+    found: dict[int, SeasonalPeriod] = {}
+    calendar = [round(p / step_s) for p in CALENDAR_S if 2 <= round(p / step_s) <= max_bins]
+    for m in calendar:
+        score = _strength(filled, m)
+        if score >= min_strength:
+            found[m] = SeasonalPeriod(m * step_s, m, score, "calendar")
+    if max_bins >= 4:
+        for peak in _periodogram_lags(filled, max_bins):
+            lag = _refine(filled, peak) if 2 <= peak <= max_bins else None
+            if lag is None or not 2 <= lag <= max_bins or lag in found:
+                continue
+            if any(abs(lag - m) <= SNAP_FRACTION * m for m in calendar):
+                continue
+            if any(_harmonic(lag, m) for m in found):
+                continue  # a multiple or a fraction of a kept period adds nothing to it
+            score = _strength(filled, lag)
+            if score >= min_strength:
+                found[lag] = SeasonalPeriod(lag * step_s, lag, score, "periodogram")
+    return sorted(found.values(), key=lambda p: p.strength, reverse=True)
