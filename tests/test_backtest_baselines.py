@@ -200,6 +200,18 @@ def test_static_peak_one_second_spike_does_not_set_the_size() -> None:
     assert policy.replicas["llm"] == 38
 
 
+def test_edge_spikes_are_averaged_over_full_windows() -> None:
+    # A 200 req/s second at the very start and at the very end: neither stands alone.
+    rates = [10.0] * 600
+    rates[0] = rates[-1] = 200.0
+    trace = make_trace(rates)
+    assert StaticPeakPolicy(make_config(), {}, trace=trace).replicas["llm"] == 38
+    oracle = OraclePolicy(make_config(), {"rate_window_s": 60.0}, trace=trace)
+    # The last full minute holds 59 x 10 + 200 = 790 requests: 13.2 req/s, 39.5 calls/s -> 28
+    # replicas (a one-second window would ask for 600 calls/s: the max of 64).
+    assert oracle.need["llm"][-1] == oracle.need["llm"][-60] == 28
+
+
 def test_static_peak_target_utilization_parameter() -> None:
     policy = StaticPeakPolicy(
         make_config(), {"target_utilization": 0.5}, trace=make_trace([10.0] * 120)

@@ -14,10 +14,11 @@ Demand of a component
 
 static-peak: the prior static deployment
     replicas = ceil(peak / (capacity_per_replica x target_utilization)), clamped to the bounds,
-    where `peak` is the highest `peak_window_s` (default 60 s: what `rate(x[1m])` shows) mean of
-    the component's demand over the whole replayed trace, and the target utilization is the
-    component's, else the pipeline's (default 0.7). Worked numbers: a 30 req/s peak on an LLM of
-    1.5 req/s per replica at 0.7 needs 30 / 1.05 = 28.6, so 29 replicas, all the time.
+    where `peak` is the highest mean of the component's demand over any full `peak_window_s`
+    window (default 60 s: what `rate(x[1m])` shows) of the replayed trace, and the target
+    utilization is the component's, else the pipeline's (default 0.7). Worked numbers: a
+    30 req/s peak on an LLM of 1.5 req/s per replica at 0.7 needs 30 / 1.05 = 28.6, so 29
+    replicas, all the time.
 
 oracle: the reference lower bound
     It reads the true future demand (the trace, never the metrics) and computes, for every trace
@@ -25,7 +26,8 @@ oracle: the reference lower bound
     budget leaves a queueing slack = budget - service_time_s (at least 0), shared in two:
     `burst_share` (default 0.75) of it absorbs bursts, the rest covers random waiting.
     1. rate: the component's demand averaged over [t, t + W), W = burst_share x slack (at least
-       one trace bin; `rate_window_s` sets W directly), in requests per second (a token-sized
+       one trace bin; `rate_window_s` sets W directly; near the trace's end, the last full
+       window), in requests per second (a token-sized
        component's tokens/s divided by the trace's mean tokens per request). Capacity at least
        this mean over every window of length W lets a fluid queue clear any backlog within W:
        over any span of length L the work that arrives is at most capacity x (L + W);
@@ -102,19 +104,24 @@ def component_demand(config: Config, trace: Trace) -> dict[str, Array]:
     return out
 
 
-def trailing_mean(values: Array, bins: int) -> Array:
-    """Mean of the last `bins` values at each index (fewer at the start)."""
+def window_means(values: Array, bins: int) -> Array:
+    """Means of every full window of `bins` consecutive values (one value when there are fewer:
+    the mean of them all). Only full windows count, so a spike in the trace's first or last
+    second is averaged like any other instead of standing alone in a shortened window."""
+    if values.size <= bins:
+        return np.array([float(values.mean())]) if values.size else np.zeros(1)
     sums = np.concatenate([[0.0], np.cumsum(values)])
-    idx = np.arange(1, values.size + 1)
-    lo = np.maximum(idx - bins, 0)
-    means: Array = (sums[idx] - sums[lo]) / (idx - lo)
+    means: Array = (sums[bins:] - sums[:-bins]) / bins
     return means
 
 
 def leading_mean(values: Array, bins: int) -> Array:
-    """Mean of the next `bins` values at each index, itself included (fewer at the end)."""
-    reversed_means: Array = trailing_mean(values[::-1], bins)[::-1]
-    return reversed_means
+    """At each index i, the mean of values[i : i + bins]; where that window would run past the
+    end, the mean of the last full window."""
+    full = window_means(values, bins)
+    index = np.minimum(np.arange(values.size), full.size - 1)
+    out: Array = full[index]
+    return out
 
 
 def replicas_at_utilization(
@@ -278,7 +285,7 @@ class StaticPeakPolicy:
         self.peak_per_s: dict[str, float] = {}
         self.replicas: dict[str, int] = {}
         for name, comp in config.pipeline.components.items():
-            peak = float(np.max(trailing_mean(demand[name], bins)))
+            peak = float(np.max(window_means(demand[name], bins)))
             target = self.params.target_utilization or config.pipeline.utilization_target(name)
             wanted = replicas_at_utilization(peak, comp.capacity_per_replica, target)
             self.peak_per_s[name] = peak
