@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +33,8 @@ from elastiscale.backtest.model import (
     SimulationResult,
     StepLog,
     draw_fanout,
+    fanout_variance,
+    first_call_probability,
     service_models,
     work_per_request,
 )
@@ -48,6 +51,7 @@ RHO_CAP = 0.95
 #: About this many end-to-end samples per run (at least one per step with arrivals, at most 64).
 SAMPLES_TARGET = 200_000
 _EPS = 1e-9
+_NOISE_BLOCK = 4096  # steps of normal deviates drawn at once
 
 
 def queueing_delay(rho: float, servers: float, hold_s: float) -> tuple[float, float]:
@@ -167,6 +171,8 @@ class _Component:
 
     __slots__ = (
         "arrived_by_arrival",
+        "bucket",
+        "bucket_slots",
         "cap",
         "dropped_by_arrival",
         "hold_by_arrival",
@@ -177,8 +183,13 @@ class _Component:
         "log",
         "model",
         "name",
+        "noise_slot",
         "out_edges",
+        "pending_req",
+        "pending_tin",
+        "pending_tout",
         "queue",
+        "reenter",
         "replicas",
         "slots",
         "timeout",
@@ -199,10 +210,20 @@ class _Component:
         self.hold_per_work = model.hold_per_work_s
         self.timeout = model.timeout_s
         self.replicas = _Replicas(replicas, model.startup_s, t0_s)
-        self.out_edges: list[tuple[int, float]] = []
+        # (target, calls per completed request that reach the target now, their variance per
+        # completed request, class at target or -1, index of the flow's normal deviate)
+        self.out_edges: list[tuple[int, float, float, int, int]] = []
+        self.noise_slot = 0  # first deviate of this component's re-entry classes
+        # Re-entry probability of each class of calls (sequential incoming edges), and the
+        # re-entries waiting for the next step.
+        self.reenter: list[float] = []
+        self.pending_req: list[float] = []
+        self.pending_tin = 0.0
+        self.pending_tout = 0.0
         # Cohorts: [lo_s, hi_s, density (work per second of arrival time), arrival step,
-        # requests per work, input tokens per request, output tokens per request, started].
-        self.queue: deque[list[float]] = deque()
+        # requests per work, input tokens per request, output tokens per request, started,
+        # share of each re-entrant class or None].
+        self.queue: deque[list[Any]] = deque()
         self.log = StepLog(t0_s, step_s)
         nan = math.nan
         self.wait_first = [nan] * n
@@ -211,6 +232,19 @@ class _Component:
         self.dropped_by_arrival = [0.0] * n
         self.hold_by_arrival = [nan] * n
         self.last_util = 0.0
+        # Idle slots let a burst start at once (see `_start_capacity`): work that could start
+        # now, and the slot count it was last topped up for.
+        self.bucket = replicas * model.slots * model.mean_work_per_request
+        self.bucket_slots = float(replicas * model.slots)
+
+
+def _noisy(z: float, mean: float, variance: float) -> float:
+    """`mean` plus `z` standard deviations of `variance`, never below 0: the count of calls
+    made by many requests with random fan-out, to the second moment."""
+    if variance <= 0:
+        return mean
+    got = mean + z * math.sqrt(variance)
+    return got if got > 0 else 0.0
 
 
 def per_step(trace: Trace, values: Array, t0_s: float, step_s: float, n: int) -> Array:
@@ -234,9 +268,11 @@ class FluidSimulator:
         *,
         step_s: float | None = None,
         seed: int = 0,
+        fanout_noise: bool = True,
     ) -> None:
         self.config = config
         self.pipeline = Pipeline(config.pipeline)
+        self.fanout_noise = fanout_noise
         self.models = service_models(config, trace)
         self.step_s = float(step_s if step_s is not None else trace.bin_s)
         if not self.step_s > 0:
@@ -245,6 +281,12 @@ class FluidSimulator:
         self.end_s = trace.end_s
         self.n_steps = max(1, math.ceil(trace.duration_s / self.step_s - 1e-9))
         self.seed = seed
+        # Normal deviates for the fan-out noise, one per step and noisy flow, drawn in blocks of
+        # steps from the seed alone: every policy replayed with the same seed meets the same
+        # deviates at the same step (common random numbers), so comparisons are not blurred.
+        self._noise_rng = np.random.default_rng([seed, 7])
+        self._noise_block = -1
+        self._noise_rows: list[list[float]] = []
         order = self.pipeline.order
         self._index = {name: i for i, name in enumerate(order)}
         depth = self._depths()
@@ -263,10 +305,30 @@ class FluidSimulator:
             self._comps.append(
                 _Component(i, self.models[name], int(start), self.start_s, self.step_s, total)
             )
-        for edge in self.pipeline.edges:
-            self._comps[self._index[edge.source]].out_edges.append(
-                (self._index[edge.target], edge.fanout)
-            )
+        slot = 0  # one normal deviate per step for each noisy flow (see `_deviates`)
+        for edge, spec in zip(self.pipeline.edges, config.pipeline.edges, strict=True):
+            source = self._comps[self._index[edge.source]]
+            target = self._comps[self._index[edge.target]]
+            spread = fanout_variance(edge.fanout, spec.fanout_distribution) if fanout_noise else 0.0
+            first = first_call_probability(edge.fanout, spec.fanout_distribution)
+            # Sequential calls: the first call now, each next one when the previous completes.
+            # The count given at least one call is taken as geometric with the edge's mean,
+            # so a completed call comes back with probability r = 1 - P(N >= 1) / mean.
+            # Worked numbers: fixed 3.0 -> P(N >= 1) = 1, r = 2/3, 1 / (1 - r) = 3 calls.
+            reenter = 1.0 - first / edge.fanout if edge.fanout > 0 else 0.0
+            if edge.mode == "parallel" or reenter <= 1e-12:
+                source.out_edges.append((target.index, edge.fanout, spread, -1, slot))
+            else:
+                # Each completion makes a first call or not (Bernoulli(first)).
+                spread = first * (1.0 - first) if fanout_noise else 0.0
+                source.out_edges.append((target.index, first, spread, len(target.reenter), slot))
+                target.reenter.append(reenter)
+                target.pending_req.append(0.0)
+            slot += 1
+        for comp in self._comps:  # each re-entry comes back or not (Bernoulli(reenter))
+            comp.noise_slot = slot
+            slot += len(comp.reenter)
+        self._noise_slots = slot
         self._ingress = [self._index[n] for n in self.pipeline.ingress]
         n = self.n_steps
         self._req = per_step(trace, trace.requests, self.start_s, self.step_s, n).tolist()
@@ -332,7 +394,10 @@ class FluidSimulator:
         flow_req = [0.0] * ncomp
         flow_tin = [0.0] * ncomp
         flow_tout = [0.0] * ncomp
+        # Calls of each re-entrant class (sequential incoming edges) arriving this step.
+        flow_cls: list[list[float]] = [[0.0] * len(c.reenter) for c in self._comps]
         tokens = self._has_tokens
+        z = self._deviates(j)
         if j < self.n_steps:
             req = self._req[j]
             for i in self._ingress:
@@ -342,9 +407,22 @@ class FluidSimulator:
                     flow_tout[i] += self._tout[j]
         for comp in self._comps:
             i = comp.index
+            classes = flow_cls[i]
+            if comp.reenter:
+                # Sequential calls that came back at the end of the last step.
+                pending = comp.pending_req
+                for k, back in enumerate(pending):
+                    classes[k] += back
+                    flow_req[i] += back
+                    pending[k] = 0.0
+                flow_tin[i] += comp.pending_tin
+                flow_tout[i] += comp.pending_tout
+                comp.pending_tin = comp.pending_tout = 0.0
             areq = flow_req[i]
             ready_avg, starting_avg, draining_avg = comp.replicas.close_step(b, dt)
             mu = ready_avg * comp.cap
+            mu_start = mu
+            mix = [x / areq for x in classes] if classes and areq > 0 else None
             if areq > 0:
                 tin_pr = flow_tin[i] / areq
                 tout_pr = flow_tout[i] / areq
@@ -352,37 +430,57 @@ class FluidSimulator:
                     work_per_request(comp.unit, tin_pr, tout_pr) if comp.unit != "requests" else 1.0
                 )
                 work = areq * wpr
+                comp.arrived_by_arrival[j] = areq
                 if work > 0:
-                    comp.arrived_by_arrival[j] = areq
                     comp.hold_by_arrival[j] = comp.hold_per_work * wpr
-                    comp.queue.append([a, b, work / dt, j, areq / work, tin_pr, tout_pr, 0.0])
+                    comp.queue.append([a, b, work / dt, j, areq / work, tin_pr, tout_pr, 0.0, mix])
                 else:  # zero-token requests need no service time
-                    comp.arrived_by_arrival[j] = areq
                     comp.hold_by_arrival[j] = 0.0
                     comp.wait_first[j] = comp.wait_last[j] = 0.0
             else:
                 work = 0.0
             queue = comp.queue
+            served_cls = [0.0] * len(classes)
             if not queue:
                 served_w = served_r = s_tin = s_tout = dropped_r = 0.0
                 wmax = -1.0
                 if areq > 0 and work <= 0:
                     served_r, s_tin, s_tout = areq, flow_tin[i], flow_tout[i]
+                    served_cls = classes
                     wmax = 0.0
-            elif len(queue) == 1 and work > 0 and work <= mu * dt * (1 + 1e-12):
+            elif len(queue) == 1 and work > 0 and work <= mu_start * dt * (1 + 1e-12):
                 # Fast path: an empty queue and enough capacity: every unit served on arrival.
                 queue.clear()
                 comp.wait_first[j] = comp.wait_last[j] = 0.0
                 served_w, served_r, dropped_r = work, areq, 0.0
                 s_tin, s_tout = flow_tin[i], flow_tout[i]
+                served_cls = classes
                 wmax = 0.0
             else:
-                served_w, served_r, s_tin, s_tout, dropped_r, wmax = self._serve(comp, a, b, mu)
-            for target, fanout in comp.out_edges:
-                flow_req[target] += served_r * fanout
-                if tokens:
-                    flow_tin[target] += s_tin * fanout
-                    flow_tout[target] += s_tout * fanout
+                served_w, served_r, s_tin, s_tout, dropped_r, wmax = self._serve(
+                    comp, a, b, mu_start, served_cls
+                )
+            if served_r > 0:
+                for target, calls, spread, cls, slot in comp.out_edges:
+                    sent = served_r * calls
+                    if spread > 0:
+                        sent = _noisy(z[slot], sent, served_r * spread)
+                    flow_req[target] += sent
+                    if cls >= 0:
+                        flow_cls[target][cls] += sent
+                    if tokens:
+                        flow_tin[target] += s_tin * sent / served_r
+                        flow_tout[target] += s_tout * sent / served_r
+                back_total = 0.0
+                for k, reenter in enumerate(comp.reenter):
+                    back = served_cls[k] * reenter
+                    if self.fanout_noise:
+                        back = _noisy(z[comp.noise_slot + k], back, back * (1.0 - reenter))
+                    comp.pending_req[k] += back
+                    back_total += back
+                if back_total > 0 and tokens:
+                    comp.pending_tin += back_total * s_tin / served_r
+                    comp.pending_tout += back_total * s_tout / served_r
             capacity_w = mu * dt
             comp.last_util = served_w / capacity_w if capacity_w > 0 else 0.0
             if not record:
@@ -391,6 +489,36 @@ class FluidSimulator:
                 comp, j, areq, work, flow_tin[i] + flow_tout[i], served_w, served_r, dropped_r,
                 wmax, ready_avg, starting_avg, draining_avg,
             )  # fmt: skip
+
+    def _start_capacity(self, comp: _Component, ready_avg: float, mu: float) -> float:
+        """Work per second that may start service during this step.
+
+        A replica serves `capacity` work per second on average, but its idle slots can take a
+        burst at once. A token bucket captures both: it refills at `mu` and holds at most one
+        step of service or every slot's worth of work, whichever is more. Worked numbers: 12 LLM
+        replicas of 6 slots holding 4 s, 1 s steps: 18 req/s sustained, but after a lull a
+        one-second burst of 72 requests starts at once, as on the real slots. With steps longer
+        than the hold this is the plain rate.
+        """
+        dt = self.step_s
+        slots = ready_avg * comp.slots
+        per_request = comp.model.mean_work_per_request
+        if slots > comp.bucket_slots:  # new replicas come with idle slots
+            comp.bucket += (slots - comp.bucket_slots) * per_request
+        comp.bucket_slots = slots
+        ceiling = max(slots * per_request, mu * dt)
+        comp.bucket = min(ceiling, comp.bucket + mu * dt)
+        return comp.bucket / dt
+
+    def _deviates(self, j: int) -> list[float]:
+        """The normal deviates of step j: a function of the seed and j only."""
+        block, row = divmod(j, _NOISE_BLOCK)
+        while self._noise_block < block:
+            self._noise_block += 1
+            self._noise_rows = self._noise_rng.standard_normal(
+                (_NOISE_BLOCK, max(1, self._noise_slots))
+            ).tolist()
+        return self._noise_rows[row]
 
     def _record(
         self,
@@ -429,12 +557,13 @@ class FluidSimulator:
         )  # fmt: skip
 
     def _serve(
-        self, comp: _Component, a: float, b: float, mu: float
+        self, comp: _Component, a: float, b: float, mu: float, served_cls: list[float]
     ) -> tuple[float, float, float, float, float, float]:
         """Serve the queue FCFS over [a, b] at `mu` work/s with reneging after the timeout.
 
         Returns (work served, requests served, input tokens served, output tokens served,
-        requests dropped, the longest wait of a unit served, or -1 if none was).
+        requests dropped, the longest wait of a unit served, or -1 if none was); requests served
+        of each re-entrant class are added to `served_cls`.
 
         The head cohort's remaining units arrived evenly over [lo, hi] (`dens` work per second
         of arrival time). Serving at full rate moves the head's arrival time forward at
@@ -518,6 +647,10 @@ class FluidSimulator:
             served_r += got_r
             s_tin += got_r * co[5]
             s_tout += got_r * co[6]
+            mix = co[8]
+            if mix is not None:
+                for k, share in enumerate(mix):
+                    served_cls[k] += got_r * share
             if w > wmax:
                 wmax = w
             if w_end > wmax:
@@ -554,7 +687,7 @@ class FluidSimulator:
             return
         self.advance_to(self.end_s)
         for extra in range(self._drain_steps):
-            if not any(c.queue for c in self._comps):
+            if not any(c.queue or any(c.pending_req) for c in self._comps):
                 break
             self._run_step(self.n_steps + extra, record=False)
         self._finished = True
@@ -628,6 +761,12 @@ class _EndToEnd:
             cap = log[:, StepLog.C_CAPACITY]
             with np.errstate(invalid="ignore", divide="ignore"):
                 rho[:m] = np.where(cap > 0, log[:, StepLog.C_BUSY] / np.where(cap > 0, cap, 1), 0)
+            # Utilization over about one hold: the stationary formula describes fluctuations
+            # faster than that, the steps' own (noisy) arrivals the slower ones.
+            span = max(1, round(comp.model.mean_hold_s / self.step_s))
+            if span > 1:
+                kernel = np.ones(span) / span
+                rho[:m] = np.convolve(rho[:m], kernel)[:m]
             servers[:m] = log[:, StepLog.C_READY] * comp.slots
             queued = log[:, StepLog.C_QUEUE] > 0
             backlog[:m] = queued | np.concatenate([[False], queued[:-1]])
