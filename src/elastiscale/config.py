@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from elastiscale.daemon.settings import DaemonConfig
 from elastiscale.errors import ConfigError
 
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
@@ -292,6 +293,7 @@ class Config(StrictModel):
     constraints: ConstraintsConfig = ConstraintsConfig()
     metrics: PluginSpec | None = None
     actuator: PluginSpec | None = None
+    daemon: DaemonConfig = DaemonConfig()
 
     @field_validator("policies", mode="before")
     @classmethod

@@ -1,0 +1,140 @@
+"""The `daemon:` section of a config file: how `elastiscale run` serves, journals, logs and
+elects a leader. Every field has a default, so a pipeline file without the section runs as is.
+
+    daemon:
+      listen: 127.0.0.1:9464            # /healthz, /readyz, /metrics, /decisions
+      journal_path: elastiscale-journal.jsonl
+      journal_max_bytes: 10485760       # rotate past 10 MiB, keeping journal_keep old files
+      log_format: json                  # or text
+      leader_election:
+        enabled: auto                   # on when the actuator is Kubernetes
+        lease_name: elastiscale-rag-qa  # default: elastiscale-<pipeline name>
+        duration_s: 15
+        renew_s: 2
+
+The models live here, beside the code that reads them; `elastiscale.config.Config` holds one
+as its `daemon` field, so `elastiscale validate` checks this section like any other.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
+
+#: A Lease name: a DNS subdomain (lower-case letters, digits, '-' and '.').
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+DEFAULT_PORT = 9464
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`host:port` -> (host, port); `[::1]:9464` for IPv6. Raises ValueError naming the value."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:{DEFAULT_PORT})")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"{value!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{value!r}: port {port} is outside 0..65535")
+    return host, port
+
+
+class LeaderElectionConfig(_Strict):
+    """Leader election through a Kubernetes Lease (coordination.k8s.io/v1).
+
+    enabled: `auto` elects a leader when the actuator is Kubernetes (several replicas of the
+    sidecar are then safe); `true` always; `false` never (this process always acts).
+    lease_name: default `elastiscale-<pipeline name>`.
+    namespace: default the Kubernetes actuator's namespace, else $POD_NAMESPACE, else the
+    connection's (the pod's own, or the kubeconfig context's).
+    duration_s: how long a lease holds without renewal. A follower takes over once it has seen
+    the lease unrenewed for this long.
+    renew_s: how often the leader renews and a follower retries. The leader stops acting when
+    it has not renewed for `duration_s - renew_s`, so it has stopped before any follower can
+    take over. Worked example, 15 s and 2 s: a leader cut off from the API stops acting 13 s
+    after its last renewal; a follower takes over 15 s after it last saw the lease change.
+    identity: this process's name in the lease; default $POD_NAME, else `<host>-<pid>`.
+    connection, kubeconfig, context: how to reach the API; default the Kubernetes
+    actuator's settings, else `auto` (in-cluster in a pod, else the kubeconfig).
+    """
+
+    enabled: bool | Literal["auto"] = "auto"
+    lease_name: str | None = None
+    namespace: str | None = None
+    duration_s: PositiveFloat = 15.0
+    renew_s: PositiveFloat = 2.0
+    identity: str | None = Field(None, min_length=1, max_length=253)
+    connection: Literal["auto", "in-cluster", "kubeconfig"] | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    timeout_s: PositiveFloat = Field(5.0, description="longest wait for one Lease call")
+
+    @field_validator("lease_name")
+    @classmethod
+    def _lease_name_valid(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 253 or not _DNS_SUBDOMAIN.match(value)):
+            raise ValueError(
+                f"{value!r} is not a valid Lease name (lower-case letters, digits, '-' and '.')"
+            )
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_valid(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 63 or not _DNS_LABEL.match(value)):
+            raise ValueError(
+                f"{value!r} is not a valid namespace (lower-case letters, digits, '-')"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _renew_within_duration(self) -> LeaderElectionConfig:
+        # The leader must get at least one retry before it gives up at duration - renew.
+        if self.renew_s * 2 >= self.duration_s:
+            raise ValueError(
+                f"renew_s = {self.renew_s:g} must be less than half of "
+                f"duration_s = {self.duration_s:g}"
+            )
+        return self
+
+
+class DaemonConfig(_Strict):
+    """How the sidecar daemon runs (see the module docstring).
+
+    listen: address of the HTTP endpoints; 127.0.0.1 by default, so nothing outside the host
+    sees them unless asked (`0.0.0.0:9464` in a pod, for probes and scraping).
+    journal_path: the decision journal (JSON lines), relative to the working directory.
+    journal_max_bytes / journal_keep: rotate the journal past this size, keeping this many
+    older files (`.1` the newest).
+    journal_fsync: force each intent to disk before the change it announces is sent.
+    log_format: `text` lines or one JSON object per line.
+    metrics_backoff_max_s: longest pause between attempts to reach a metric source that is
+    down (the pause doubles from one control interval up to this).
+    decisions_kept: how many recent changed decisions `/decisions` serves.
+    """
+
+    listen: str = f"127.0.0.1:{DEFAULT_PORT}"
+    journal_path: str = Field("elastiscale-journal.jsonl", min_length=1)
+    journal_max_bytes: int = Field(10 * 1024 * 1024, ge=4096)
+    journal_keep: int = Field(3, ge=1, le=100)
+    journal_fsync: bool = True
+    log_format: Literal["text", "json"] = "text"
+    metrics_backoff_max_s: PositiveFloat = 60.0
+    decisions_kept: int = Field(1000, ge=1, le=100_000)
+    leader_election: LeaderElectionConfig = LeaderElectionConfig()
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_valid(cls, value: str) -> str:
+        parse_listen(value)
+        return value
