@@ -48,7 +48,7 @@ from elastiscale.controllers.reactive import (
     resolve_metric,
     sample,
     why_missing,
-    window_values,
+    window_samples,
 )
 from elastiscale.decision import Detail, Proposal
 from elastiscale.observations import Observation
@@ -135,13 +135,13 @@ class KPAPolicy(PerComponentPolicy):
         def value_of(obs: Observation) -> float | None:
             return sample(obs, signal)
 
-        stable = window_values(ctx.history, component, value_of, now_s, p.stable_window_s)
-        if not stable:
+        samples = window_samples(ctx.history, component, value_of, now_s, p.stable_window_s)
+        if not samples:
             why = why_missing(ctx.observations[component], signal)
             return Proposal.none(self.name, f"no data in the {p.stable_window_s:g} s window: {why}")
-        panic = window_values(ctx.history, component, value_of, now_s, self.panic_window_s)
-        stable_value = math.fsum(stable) / len(stable)
-        panic_value = math.fsum(panic) / len(panic) if panic else stable[-1]
+        panic = [v for at_s, v in samples if at_s > now_s - self.panic_window_s]
+        stable_value = math.fsum(v for _, v in samples) / len(samples)
+        panic_value = math.fsum(panic) / len(panic) if panic else samples[-1][1]
 
         # Worked example (defaults): 4 ready, target 7 in flight, stable mean 20, panic mean 60:
         # stable wants ceil(20/7) = 3, panic wants ceil(60/7) = 9; 9 / 4 >= 2 enters panic;

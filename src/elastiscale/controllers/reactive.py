@@ -14,6 +14,7 @@ Nothing here reads a clock: every function takes `now_s` from the tick.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -136,21 +137,22 @@ def per_replica_target(
 # Windows over the engine's history
 
 
-def window_values(
+def window_samples(
     history: MetricHistory,
     component: str,
     value_of: Callable[[Observation], float | None],
     now_s: float,
     window_s: float,
-) -> list[float]:
-    """Values of observations stamped in (now - window, now], oldest first; missing skipped."""
+) -> list[tuple[float, float]]:
+    """(time, value) of observations stamped in (now - window, now], oldest first; missing
+    values skipped."""
     since_s = now_s - window_s
-    out: list[float] = []
+    out: list[tuple[float, float]] = []
     for obs in history.observations(component, since_s=since_s):
         if since_s < obs.at_s <= now_s:
             got = value_of(obs)
             if got is not None:
-                out.append(got)
+                out.append((obs.at_s, got))
     return out
 
 
@@ -298,23 +300,25 @@ class ReadyLog:
 
     def __init__(self, keep_s: float) -> None:
         self.keep_s = keep_s
-        self._entries: deque[tuple[float, int]] = deque()
+        self._stamps: list[float] = []
+        self._counts: list[int] = []
 
     def record(self, now_s: float, ready: int) -> None:
-        self._entries.append((now_s, ready))
-        while len(self._entries) > 1 and self._entries[1][0] < now_s - self.keep_s:
-            self._entries.popleft()
+        self._stamps.append(now_s)
+        self._counts.append(ready)
+        # Drop entries no longer needed (keeping the last one older than the horizon), in
+        # batches so that recording stays O(1) amortized.
+        stale = bisect.bisect_left(self._stamps, now_s - self.keep_s) - 1
+        if stale > 64:
+            del self._stamps[:stale]
+            del self._counts[:stale]
 
     def at(self, t_s: float) -> int | None:
         """The count seen at the last tick at or before `t_s` (else the oldest one kept)."""
-        found = None
-        for stamp, ready in self._entries:
-            if stamp > t_s:
-                break
-            found = ready
-        if found is None and self._entries:
-            found = self._entries[0][1]
-        return found
+        if not self._stamps:
+            return None
+        index = bisect.bisect_right(self._stamps, t_s) - 1
+        return self._counts[max(index, 0)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -348,7 +352,14 @@ class PeriodicMetric:
     A sample's ready count is its own `ready_replicas` when the source reports it, else the
     count seen at the last tick before it. With no ready replica a per-replica value is missing
     (as AWS cannot scale out from zero on a per-target metric).
+
+    Datapoints of periods older than the last two complete ones are kept once computed (a
+    15-datapoint alarm then reads two periods of samples per evaluation, not fifteen); the
+    last two are recomputed, so a sample that a delayed source reports late still counts.
     """
+
+    #: Complete periods recomputed at every evaluation, for samples that arrive late.
+    RECOMPUTED_PERIODS: Final = 2
 
     def __init__(
         self,
@@ -364,6 +375,7 @@ class PeriodicMetric:
         self.statistic: Statistic = statistic
         self.keep_s = keep_s
         self._ready: dict[str, ReadyLog] = {}
+        self._settled: dict[str, dict[int, float | None]] = {}  # by period index
 
     def record(self, component: str, now_s: float, ready: int) -> None:
         """Remember the ready count of this tick (call once per tick and component)."""
@@ -381,9 +393,34 @@ class PeriodicMetric:
             ready = obs.ready_replicas if obs.ready_replicas is not None else log.at(obs.at_s)
             return None if not ready else got / ready
 
-        return period_datapoints(
-            ctx.history, component, value_of, ctx.now_s, self.period_s, count, self.statistic
-        )
+        # Period i covers [i x period, (i + 1) x period); `last` is the newest complete one.
+        last = round(last_period_end_s(ctx.now_s, self.period_s) / self.period_s) - 1
+        wanted = range(last - count + 1, last + 1)
+        settled = self._settled.setdefault(component, {})
+        fresh_from = last - self.RECOMPUTED_PERIODS + 1
+        first_unknown = next((i for i in wanted if i not in settled or i >= fresh_from), None)
+        if first_unknown is not None:
+            computed = period_datapoints(
+                ctx.history,
+                component,
+                value_of,
+                ctx.now_s,
+                self.period_s,
+                last - first_unknown + 1,
+                self.statistic,
+            )
+            for index, value in zip(range(first_unknown, last + 1), computed, strict=True):
+                if index < fresh_from:
+                    settled[index] = value
+                else:
+                    settled.pop(index, None)
+            known = {**settled, **dict(zip(range(first_unknown, last + 1), computed, strict=True))}
+        else:
+            known = settled
+        oldest_kept = last - round(self.keep_s / self.period_s) - 1
+        for index in [i for i in settled if i < oldest_kept]:
+            del settled[index]
+        return [known.get(i) for i in wanted]
 
 
 def history_problem(policy: str, history_s: float, needed_s: float) -> str | None:

@@ -299,11 +299,13 @@ class StepScalingPolicy(PerComponentPolicy):
             scale = target
         details: dict[str, Detail] = {"current": current, "target_unit": scale}
         evaluations: list[tuple[str, StepAlarmPolicy, AlarmEvaluation]] = []
+        count = max(a.evaluation_periods for a in (p.scale_out, p.scale_in) if a is not None)
+        points = self._metric.datapoints(ctx, component, count)
         for label, alarm in (("scale_out", p.scale_out), ("scale_in", p.scale_in)):
             if alarm is None:
                 continue
-            points = self._metric.datapoints(ctx, component, alarm.evaluation_periods)
-            relative = [None if v is None else v / scale for v in points]
+            own = points[-alarm.evaluation_periods :]
+            relative = [None if v is None else v / scale for v in own]
             evaluation = evaluate_alarm(
                 relative, alarm.comparison, alarm.threshold, alarm.required_datapoints
             )

@@ -143,18 +143,14 @@ class TargetTrackingPolicy(PerComponentPolicy):
         target = self._target(ctx, component)
         if target is None:
             return Proposal.none(self.name, "no target to track")
+        count = max(p.scale_out_datapoints, p.scale_in_datapoints)
+        points = self._metric.datapoints(ctx, component, count)
         high = evaluate_alarm(
-            self._metric.datapoints(ctx, component, p.scale_out_datapoints),
-            ">",
-            target,
-            p.scale_out_datapoints,
+            points[-p.scale_out_datapoints :], ">", target, p.scale_out_datapoints
         )
         low_threshold = target * p.scale_in_threshold_ratio
         low = evaluate_alarm(
-            self._metric.datapoints(ctx, component, p.scale_in_datapoints),
-            "<",
-            low_threshold,
-            p.scale_in_datapoints,
+            points[-p.scale_in_datapoints :], "<", low_threshold, p.scale_in_datapoints
         )
         details: dict[str, Detail] = {
             "current": current,
