@@ -264,12 +264,16 @@ def test_oracle_need_is_the_smallest_count_within_the_random_wait_slack(
     assert 21 <= need <= 25
 
 
-def test_oracle_averages_demand_over_the_burst_share_of_the_slack() -> None:
-    # llm budget 9.96 s, service 4 s: slack 5.96 s, 0.75 of it is 4.5 s -> 4 one-second bins.
+def test_oracle_averages_demand_over_its_rate_window() -> None:
     oracle = OraclePolicy(make_config(), {}, trace=make_trace([10.0] * 60))
-    assert oracle.window_s["llm"] == 4.0
+    assert oracle.window_s["llm"] == 20.0
     fixed = OraclePolicy(make_config(), {"rate_window_s": 30.0}, trace=make_trace([10.0] * 60))
     assert fixed.window_s["llm"] == 30.0
+    # At least one bin: a 10 s trace bin cannot be averaged over 1 s.
+    coarse = OraclePolicy(
+        make_config(), {"rate_window_s": 1.0}, trace=make_trace([10.0] * 60, bin_s=10.0)
+    )
+    assert coarse.window_s["llm"] == 10.0
 
 
 def test_oracle_rides_out_a_burst_shorter_than_its_window() -> None:

@@ -24,13 +24,17 @@ oracle: the reference lower bound
     It reads the true future demand (the trace, never the metrics) and computes, for every trace
     bin, the minimum replica count `need(t)` that meets the component's latency budget. The
     budget leaves a queueing slack = budget - service_time_s (at least 0), shared in two:
-    `burst_share` (default 0.75) of it absorbs bursts, the rest covers random waiting.
-    1. rate: the component's demand averaged over [t, t + W), W = burst_share x slack (at least
-       one trace bin; `rate_window_s` sets W directly; near the trace's end, the last full
-       window), in requests per second (a token-sized
-       component's tokens/s divided by the trace's mean tokens per request). Capacity at least
-       this mean over every window of length W lets a fluid queue clear any backlog within W:
-       over any span of length L the work that arrives is at most capacity x (L + W);
+    `burst_share` (default 0.75) of it for the waiting that demand swings inside a rate window
+    cause, the rest for random (Poisson) waiting.
+    1. rate: the component's demand averaged over [t, t + rate_window_s) (default 20 s, at least
+       one trace bin; near the trace's end, the last full window), in requests per second (a
+       token-sized component's tokens/s divided by the trace's mean tokens per request).
+       Capacity at least this mean over every window lets a fluid queue clear any backlog within
+       one window: over any span of length L the work that arrives is at most
+       capacity x (L + rate_window_s). 20 s is a third of the metrics' 60 s rate window; it is
+       the longest window at which the oracle still reaches the end-to-end ceiling on the
+       bundled traces (docs/results.md), while windows of the per-call slack (3 s at the agent's
+       planner) size for every few-second burst of a bursty trace.
     2. queueing model: n replicas are an M/M/c queue with c = max(n, round(n x k)) servers,
        where k = capacity_per_replica x service_time_s is one replica's concurrency (Little's
        law), each server serving n x capacity / c requests/s, so the total capacity is exact;
@@ -40,8 +44,8 @@ oracle: the reference lower bound
        s = (1 - burst_share) x slack;
     4. need(t) = the smallest n in [min, max] meeting it (max when none does).
     Worked numbers (examples/pipelines/agent.yaml): the writer (8 s calls, 1.2 calls/s per
-    replica) has a 29.8 s budget, so 21.8 s of slack: demand is averaged over 16 s windows and
-    the p95 random wait may reach 5.4 s; at 30 calls/s that is 26 replicas (96% busy).
+    replica) has a 29.8 s budget, so 21.8 s of slack, of which the p95 random wait may take
+    5.4 s; 30 calls/s over a 20 s window then needs 26 replicas (96% busy).
     At a tick at `now_s` it proposes max(need(t)) over t in [now_s, now_s + lead], where
     lead = startup_s + interval_s + actuation_delay_s. Scale-ups are ready `startup_s` after they
     are asked for and the next tick comes `interval_s` later, so replicas needed at T are asked
@@ -310,11 +314,9 @@ class OracleParams(BaseModel):
 
     quantile: float = Field(0.95, gt=0.0, lt=1.0, description="latency quantile to meet")
     burst_share: float = Field(
-        0.75, ge=0.0, le=1.0, description="share of the queueing slack that absorbs bursts"
+        0.75, ge=0.0, le=1.0, description="share of the queueing slack left to demand swings"
     )
-    rate_window_s: PositiveFloat | None = Field(
-        None, description="future demand averaged over this (default: burst_share x slack)"
-    )
+    rate_window_s: PositiveFloat = Field(20.0, description="future demand averaged over this")
 
 
 class OraclePolicy:
@@ -344,8 +346,7 @@ class OraclePolicy:
         for name, comp in config.pipeline.components.items():
             slack_s = max(self.budget_s[name] - comp.service_time_s, 0.0)
             burst_s = self.params.burst_share * slack_s
-            window_s = self.params.rate_window_s or burst_s
-            bins = max(1, round(window_s / trace.bin_s))
+            bins = max(1, round(self.params.rate_window_s / trace.bin_s))
             self.window_s[name] = bins * trace.bin_s
             rate_rps = leading_mean(demand[name], bins) / _work_per_request(trace, comp)
             capacity_rps = comp.capacity_per_replica / _work_per_request(trace, comp)
