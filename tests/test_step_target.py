@@ -15,8 +15,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from elastiscale import Engine, RecordingActuator, SeriesMetricSource, load_config, registry
+from elastiscale import (
+    Engine,
+    Observation,
+    Pipeline,
+    RecordingActuator,
+    ReplicaState,
+    SeriesMetricSource,
+    TickContext,
+    load_config,
+    registry,
+)
 from elastiscale.config import Config
+from elastiscale.controllers.reactive import PeriodicMetric, period_datapoints
 from elastiscale.controllers.step_scaling import (
     StepScalingParams,
     StepScalingPolicy,
@@ -24,6 +35,7 @@ from elastiscale.controllers.step_scaling import (
 )
 from elastiscale.controllers.target_tracking import TargetTrackingPolicy
 from elastiscale.decision import DecisionRecord
+from elastiscale.history import MetricHistory
 
 TARGET = 7.0
 
@@ -402,3 +414,34 @@ def test_default_steps_never_oscillate_under_constant_load(initial: int, total: 
     records = run("step-scaling", {}, initial, [(0, total)], end_s=3600)
     series = [records[t].desired_replicas for t in sorted(records)]
     assert len(_directions(series)) <= 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    gaps=st.lists(st.floats(1.0, 50.0), min_size=5, max_size=80),
+    values=st.lists(st.one_of(st.none(), st.floats(0.0, 100.0)), min_size=80, max_size=80),
+    every=st.integers(1, 5),
+    delay_s=st.floats(0.0, 110.0),
+)
+def test_kept_datapoints_equal_recomputed_ones(
+    gaps: list[float], values: list[float | None], every: int, delay_s: float
+) -> None:
+    """The datapoints an alarm keeps between evaluations are the ones it would recompute, also
+    when the source reports each sample up to 110 s late (less than two periods)."""
+    config = make_config(1)
+    pipeline = Pipeline(config.pipeline)
+    history = MetricHistory(3600)
+    metric = PeriodicMetric("demand_rps", False, 60.0, "average", keep_s=960.0)
+    now_s = 0.0
+    for i, gap in enumerate(gaps):
+        now_s += gap
+        value = values[i]
+        obs = Observation("llm", now_s - delay_s, demand_rps=value)
+        history.record([obs], now_s)
+        ctx = TickContext(
+            now_s, config, pipeline, {"llm": obs}, {"llm": ReplicaState(1, 1)}, history, 60.0
+        )
+        if i % every == 0:
+            kept = metric.datapoints(ctx, "llm", 15)
+            direct = period_datapoints(history, "llm", lambda o: o.demand_rps, now_s, 60.0, 15)
+            assert kept == pytest.approx(direct, nan_ok=True)
