@@ -31,10 +31,10 @@ oracle: the reference lower bound
        token-sized component's tokens/s divided by the trace's mean tokens per request).
        Capacity at least this mean over every window lets a fluid queue clear any backlog within
        one window: over any span of length L the work that arrives is at most
-       capacity x (L + rate_window_s). 20 s is a third of the metrics' 60 s rate window; it is
-       the longest window at which the oracle still reaches the end-to-end ceiling on the
-       bundled traces (docs/results.md), while windows of the per-call slack (3 s at the agent's
-       planner) size for every few-second burst of a bursty trace.
+       capacity x (L + rate_window_s). 20 s is a third of the metrics' 60 s rate window, a
+       measured choice (docs/results.md): windows of the per-call slack (3 s at the agent's
+       planner) size for every few-second burst of a bursty trace, and 30 s windows lose more
+       attainment than 20 s ones on the bundled traces.
     2. queueing model: n replicas are an M/M/c queue with c = max(n, round(n x k)) servers,
        where k = capacity_per_replica x service_time_s is one replica's concurrency (Little's
        law), each server serving n x capacity / c requests/s, so the total capacity is exact;
