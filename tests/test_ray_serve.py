@@ -27,13 +27,14 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -433,6 +434,22 @@ class ServeCluster:
     dashboard_url: str
     token_file: Path
     http_port: int
+    deployed: frozenset[str] = frozenset()
+
+    def ensure(self, apps: Collection[str]) -> None:
+        """Deploy the named test applications (keeping those already there) and wait until
+        they run."""
+        wanted = self.deployed | set(apps)
+        if wanted == self.deployed:
+            return
+        self.request("PUT", "/api/serve/applications/", serve_config(self.http_port, wanted))
+
+        def running() -> bool:
+            found = self.request("GET", "/api/serve/applications/")["applications"]
+            return all(found.get(a, {}).get("status") == "RUNNING" for a in wanted)
+
+        self.wait_until(f"applications {sorted(wanted)} to run", running, timeout_s=120)
+        self.deployed = frozenset(wanted)
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
         token = self.token_file.read_text().strip()
@@ -483,46 +500,38 @@ class ServeCluster:
         self.wait_until(f"{app} to run {dict(want)}", done, timeout_s)
 
 
-def serve_config(http_port: int) -> dict[str, Any]:
-    """The applications every Ray test uses, deployed in one PUT."""
-    autoscaling = {
-        "min_replicas": 1,
-        "max_replicas": 4,
-        "upscale_delay_s": 0,
-        "downscale_delay_s": 0,
-        "look_back_period_s": 2,
-        "metrics_interval_s": 0.5,
+def example_app(file: str, **changes: Any) -> dict[str, Any]:
+    """The application of one of the example Serve configs, with `changes` laid over it."""
+    doc = yaml.safe_load((EXAMPLES / file).read_text(encoding="utf-8"))
+    (app,) = doc["applications"]
+    return {**app, **changes}
+
+
+ALL_APPS = ("ext", "decl", "auto")
+
+
+def serve_config(http_port: int, apps: Collection[str] = ALL_APPS) -> dict[str, Any]:
+    """The named applications of the Ray tests, for one PUT: the example Serve configs under
+    other names, the policy's one fed a test pipeline and a test policy, with short metric
+    windows."""
+    policy_app = example_app("serve_app_policy.yaml", name="auto", route_prefix="/auto")
+    policy_app["import_path"] = "ray_serve_app:build"
+    policy_app["args"] = {"extra_demand_rps": AUTO_EXTRA_DEMAND_RPS}
+    policy_app["autoscaling_policy"]["policy_kwargs"] = {
+        "config": pipeline_dict(policies=["test_ray_serve:DemandPolicy"], control={"interval_s": 1})
     }
-    policy_config = pipeline_dict(
-        policies=["test_ray_serve:DemandPolicy"], control={"interval_s": 1}
-    )
+    for deployment in policy_app["deployments"]:
+        deployment["autoscaling_config"].update(
+            max_replicas=4, look_back_period_s=2, metrics_interval_s=0.5
+        )
+    applications = [
+        example_app("serve_external_scaler.yaml", name="ext", route_prefix="/ext"),
+        {"name": "decl", "route_prefix": "/decl", "import_path": "ray_serve_app:app"},
+        policy_app,
+    ]
     return {
         "http_options": {"host": "127.0.0.1", "port": http_port},
-        "applications": [
-            {
-                "name": "ext",
-                "route_prefix": "/ext",
-                "import_path": "ray_serve_app:app",
-                "external_scaler_enabled": True,
-            },
-            {"name": "decl", "route_prefix": "/decl", "import_path": "ray_serve_app:app"},
-            {
-                "name": "auto",
-                "route_prefix": "/auto",
-                "import_path": "ray_serve_app:build",
-                "args": {"extra_demand_rps": AUTO_EXTRA_DEMAND_RPS},
-                "autoscaling_policy": {
-                    "policy_function": (
-                        "elastiscale.adapters.ray_policy:ElastiscaleApplicationPolicy"
-                    ),
-                    "policy_kwargs": {"config": policy_config},
-                },
-                "deployments": [
-                    {"name": name, "autoscaling_config": autoscaling}
-                    for name in ("router", "retriever", "llm")
-                ],
-            },
-        ],
+        "applications": [app for app in applications if app["name"] in apps],
     }
 
 
@@ -560,13 +569,6 @@ def _start_cluster(token_dir: Path) -> ServeCluster:
     )
     cluster = ServeCluster(f"http://127.0.0.1:{dashboard_port}", token_file, _free_port())
     cluster.wait_until("the dashboard", _answers(cluster), timeout_s=60)
-    cluster.request("PUT", "/api/serve/applications/", serve_config(cluster.http_port))
-
-    def running() -> bool:
-        apps = cluster.request("GET", "/api/serve/applications/")["applications"]
-        return all(apps.get(a, {}).get("status") == "RUNNING" for a in ("ext", "decl", "auto"))
-
-    cluster.wait_until("the applications to run", running, timeout_s=90)
     return cluster
 
 
@@ -593,9 +595,12 @@ def _stop_cluster() -> None:
 
 
 def serve_cluster(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    apps: Collection[str] = ALL_APPS,
 ) -> ServeCluster:
-    """The session's Ray cluster, started on first use and stopped when the session ends."""
+    """The session's Ray cluster, started on first use and stopped when the session ends, with
+    (at least) the named test applications running."""
     global _CLUSTER, _CLUSTER_ERROR
     if _CLUSTER is None and _CLUSTER_ERROR is None:
         # Not imported here: Ray reads RAY_AUTH_MODE when it is first imported, so
@@ -614,6 +619,7 @@ def serve_cluster(
         if REQUIRE_INTEGRATION:
             pytest.fail(reason)
         pytest.skip(reason)
+    _CLUSTER.ensure(apps)
     return _CLUSTER
 
 

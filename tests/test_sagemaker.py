@@ -8,6 +8,7 @@ is set (as in CI): then they fail.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -191,9 +192,10 @@ def _moto_command(port: int) -> list[str]:
     return [*head, "-H", "127.0.0.1", "-p", str(port)]
 
 
-@pytest.fixture(scope="module")
-def moto_server() -> Iterator[str]:
-    """One moto server process for this module, on a free port."""
+@contextlib.contextmanager
+def moto_process() -> Iterator[str]:
+    """A moto server process on a free port of 127.0.0.1; yields its URL. Skips (or fails, with
+    ELASTISCALE_REQUIRE_INTEGRATION) when it cannot be started."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     try:
@@ -202,19 +204,34 @@ def moto_server() -> Iterator[str]:
         )
     except OSError as exc:
         _unavailable(f"cannot start moto_server: {exc}")
-    deadline = time.monotonic() + 20.0
-    while True:
-        try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=1.0).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                _unavailable(f"moto_server did not come up on {url}")
-            time.sleep(0.05)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        deadline = time.monotonic() + 20.0
+        while True:
+            try:
+                urllib.request.urlopen(url + "/moto-api/", timeout=1.0).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    _unavailable(f"moto_server did not come up on {url}")
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def reset_moto(url: str) -> str:
+    """Empty every moto backend (`POST /moto-api/reset`)."""
+    request = urllib.request.Request(url + "/moto-api/reset", method="POST")
+    urllib.request.urlopen(request, timeout=5.0).close()
+    return url
+
+
+@pytest.fixture(scope="module")
+def moto_server() -> Iterator[str]:
+    """One moto server process for this module."""
+    with moto_process() as url:
+        yield url
 
 
 def _unavailable(reason: str) -> None:
@@ -226,9 +243,7 @@ def _unavailable(reason: str) -> None:
 @pytest.fixture
 def moto(moto_server: str) -> str:
     """The moto server, emptied before each test."""
-    request = urllib.request.Request(moto_server + "/moto-api/reset", method="POST")
-    urllib.request.urlopen(request, timeout=5.0).close()
-    return moto_server
+    return reset_moto(moto_server)
 
 
 def create_endpoint(url: str, name: str, instances: int = 1, variant: str = "AllTraffic") -> None:
