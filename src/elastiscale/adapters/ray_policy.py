@@ -1,10 +1,16 @@
 """elastiscale inside Ray Serve: an application-level custom autoscaling policy.
 
-Ray Serve (2.5x and later; written against 2.60) lets an application name one policy that
-decides the replica counts of all its deployments at once, from one `AutoscalingContext` per
-deployment. That is the shape of a pipeline, so this policy runs elastiscale's own `Engine` on
-those contexts: the dependency graph, the configured policies (feed-forward by default) and
-every constraint, with no sidecar. In the Serve config:
+Ray Serve lets an application name one policy that decides the replica counts of all its
+deployments at once, from one `AutoscalingContext` per deployment. Checked in the installed
+Ray 2.60.0: the application config's `autoscaling_policy` (`policy_function`, and
+`policy_kwargs` for a class) is wired to `ApplicationAutoscalingState` in
+`ray/serve/_private/autoscaling_state.py`, which instantiates a class policy once and calls it
+with `{DeploymentID: AutoscalingContext}`; the schema's field description still calls it
+"under development". The tests run this policy inside a real local Serve controller.
+
+One policy for all deployments is the shape of a pipeline, so this policy runs elastiscale's
+own `Engine` on those contexts: the dependency graph, the configured policies (feed-forward by
+default) and every constraint, with no sidecar. In the Serve config:
 
     applications:
       - name: rag

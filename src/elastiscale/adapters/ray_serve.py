@@ -12,10 +12,13 @@ Two ways to set a deployment's replica count, chosen by `mode`:
   It needs every application on the cluster to have been deployed from a config file, since a
   PUT replaces them all, and it refuses deployments that Serve autoscales itself.
 
-Both endpoints exist in Ray 2.60 (the version this was written against; the external-scaler
-endpoint appeared in the 2.5x series). The dashboard's token authentication is supported: the
-token is read from the environment variable `auth_token_env` (default `RAY_AUTH_TOKEN`), else
-from `auth_token_file`, else from `RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token` when present.
+Both endpoints exist in the Ray this was written and tested against, 2.60.0: the scale call
+is served by the dashboard's Serve module (`ray/dashboard/modules/serve/serve_head.py`) and
+answers 412 for an application without `external_scaler_enabled`.
+
+The dashboard's token authentication is supported: the token is read from the environment
+variable `auth_token_env` (default `RAY_AUTH_TOKEN`), else from `auth_token_file`, else from
+`RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token` when present.
 
     actuator:
       type: ray-serve
