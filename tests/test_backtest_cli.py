@@ -173,3 +173,48 @@ def test_inconsistent_options_exit_2_with_one_line(
     assert code == 2
     assert len(err.strip().splitlines()) == 1
     assert message in err
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ([], "give the ingress history as --trace FILE or --prometheus URL"),
+        (
+            ["--trace", str(AZURE), "--prometheus", "http://127.0.0.1:9"],
+            "give the ingress history as --trace FILE or --prometheus URL",
+        ),
+        (["--prometheus", "http://127.0.0.1:9"], "--prometheus needs --ingress-query PROMQL"),
+        (
+            ["--prometheus", "http://127.0.0.1:9", "--ingress-query", "up", "--start", "now-1h"],
+            "--prometheus needs --start and --end",
+        ),
+        (
+            ["--prometheus", "http://127.0.0.1:9", "--ingress-query", "up", "--start",
+             "yesterday", "--end", "now"],
+            "'yesterday' is not a time",
+        ),
+        (
+            ["--trace", str(AZURE), "--start", "now-7d"],
+            "--start = 'now-7d': with --trace, a number of seconds",
+        ),
+    ],
+)  # fmt: skip
+def test_history_source_options_are_checked(
+    options: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run([AGENT, *options], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("elastiscale backtest: ")
+    assert message in lines[0]
+
+
+def test_unreachable_prometheus_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    # Port 9 (discard) has no server here: the connection is refused at once.
+    code, _, err = run(
+        [AGENT, "--prometheus", "http://127.0.0.1:9", "--ingress-query", "up",
+         "--start", "now-1h", "--end", "now", "--timeout", "2s"],
+        capsys,
+    )  # fmt: skip
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith("elastiscale backtest: http://127.0.0.1:9")

@@ -1,9 +1,19 @@
 """`elastiscale backtest PIPELINE.yaml --trace FILE [--policy NAME ...] [--out DIR] ...`
 
 Replays the trace through each policy, writes `DIR/report.json`, `DIR/report.md` and PNG plots,
-and prints the comparison table. Exit codes: 0 done, 2 bad input (the pipeline file, the trace,
-a policy that cannot be built, inconsistent options), each reported on stderr as one line per
-problem naming the file, field, row or value.
+and prints the comparison table. Instead of a file, the ingress history can come from Prometheus:
+
+    elastiscale backtest agent.yaml --prometheus http://prometheus:9090 \\
+        --ingress-query 'sum(rate(router_requests_total[1m]))' \\
+        --start now-7d --end now --step 10s
+
+With `--trace`, `--start`/`--end` are seconds of the file's own time; with `--prometheus` they
+are times (ISO 8601 with a zone, Unix seconds, `now`, `now-7d`), read the same way as by
+`elastiscale export-trace`.
+
+Exit codes: 0 done; 1 the Prometheus server could not be reached; 2 bad input (the pipeline
+file, the trace, a policy that cannot be built, inconsistent options), each reported on stderr
+as one line per problem naming the file, field, row or value.
 """
 
 from __future__ import annotations
@@ -11,21 +21,44 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pydantic import ValidationError
+
 from elastiscale.backtest.api import (
     DEFAULT_METRICS_DELAY_S,
     DEFAULT_RATE_WINDOW_S,
     BacktestError,
     backtest,
 )
-from elastiscale.errors import ConfigError, RegistryError, TraceError
+from elastiscale.errors import ConfigError, MetricSourceError, RegistryError, TraceError
+from elastiscale.trace import Trace
 
 DEFAULT_OUT = "out/backtest"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pipeline", help="pipeline YAML file")
-    parser.add_argument(
-        "--trace", required=True, metavar="FILE", help="arrival trace, CSV or gzipped CSV"
+    source = parser.add_argument_group("ingress history (a trace file or Prometheus)")
+    source.add_argument("--trace", metavar="FILE", help="arrival trace, CSV or gzipped CSV")
+    source.add_argument(
+        "--ingress-query",
+        metavar="PROMQL",
+        help="with --prometheus: the ingress requests per second",
+    )
+    source.add_argument(
+        "--start",
+        default=None,
+        metavar="S",
+        help="first second replayed (--trace: seconds of the file; --prometheus: a time such "
+        "as 2024-05-01T00:00:00Z or now-7d)",
+    )
+    source.add_argument(
+        "--end", default=None, metavar="S", help="where the replay stops (as --start)"
+    )
+    source.add_argument("--step", default="10s", help="with --prometheus: bin width (10s)")
+    source.add_argument(
+        "--fill-gaps",
+        action="store_true",
+        help="with --prometheus: count bins without data as zero requests",
     )
     parser.add_argument(
         "--policy",
@@ -49,12 +82,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--rate-scale", type=float, default=1.0, metavar="Y", help="multiply arrivals by Y"
     )
     parser.add_argument(
-        "--start", type=float, default=None, metavar="S", help="first trace second replayed"
-    )
-    parser.add_argument(
-        "--end", type=float, default=None, metavar="S", help="trace second the replay stops at"
-    )
-    parser.add_argument(
         "--fidelity",
         choices=("fast", "discrete-event"),
         default="fast",
@@ -72,7 +99,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="S",
-        help="control interval (default: the file's control.interval_s)",
+        help="control interval (default: the policy's own, else the file's control.interval_s)",
     )
     parser.add_argument(
         "--metrics-delay",
@@ -91,30 +118,72 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed of the simulation (0)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="show a progress bar (default: when stderr is a terminal)",
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (it shows only when stderr is a terminal)",
     )
+    from elastiscale.adapters.prometheus_cli import add_connection_arguments
+
+    add_connection_arguments(parser, required=False)
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = 2) -> int:
     print(" ".join(message.split("\n")), file=sys.stderr)
-    return 2
+    return code
+
+
+def _seconds(flag: str, text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise BacktestError(
+            f"{flag} = {text!r}: with --trace, a number of seconds of the trace's own time"
+        ) from None
+
+
+def _history(args: argparse.Namespace) -> Trace:
+    """The ingress trace from Prometheus, read as `elastiscale export-trace` reads it.
+
+    Bad flags and refused queries raise `BacktestError`; an unreachable server raises
+    `MetricSourceError`.
+    """
+    from elastiscale.adapters.prometheus_cli import trace_from_args
+    from elastiscale.adapters.prometheus_history import MAX_POINTS_PER_QUERY
+    from elastiscale.adapters.prometheus_http import PromQLError
+
+    if not args.ingress_query:
+        raise BacktestError("--prometheus needs --ingress-query PROMQL (ingress requests/s)")
+    if args.start is None or args.end is None:
+        raise BacktestError("--prometheus needs --start and --end (e.g. now-7d and now)")
+    fetch = argparse.Namespace(**vars(args), max_points=MAX_POINTS_PER_QUERY)
+    try:
+        trace: Trace = trace_from_args(fetch, args.ingress_query)
+    except (ValueError, ValidationError, PromQLError) as exc:  # ValidationError: bad flags
+        raise BacktestError(_one_line(exc)) from None
+    return trace
 
 
 def run(args: argparse.Namespace) -> int:
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    progress = sys.stderr.isatty() and not args.no_progress
     try:
+        if (args.trace is None) == (args.prometheus is None):
+            raise BacktestError("give the ingress history as --trace FILE or --prometheus URL")
+        if args.trace is not None:
+            trace: str | Trace = args.trace
+            start_s, end_s = _seconds("--start", args.start), _seconds("--end", args.end)
+        else:
+            trace, start_s, end_s = _history(args), None, None
         report = backtest(
             args.pipeline,
-            args.trace,
+            trace,
             args.policies,
             fidelity=args.fidelity,
             time_scale=args.time_scale,
             rate_scale=args.rate_scale,
-            start_s=args.start,
-            end_s=args.end,
+            start_s=start_s,
+            end_s=end_s,
             warmup_s=args.warmup,
             interval_s=args.interval,
             metrics_delay_s=args.metrics_delay,
@@ -130,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     except BacktestError as exc:
         return _fail(f"elastiscale backtest: {exc}")
+    except MetricSourceError as exc:
+        return _fail(f"elastiscale backtest: {exc}", code=1)
     written = report.write(args.out, plots=not args.no_plots)
     print(report.summary())
     print()
@@ -137,3 +208,11 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(f"wrote {len(written)} files to {args.out}/ in {report.elapsed_s:.1f} s")
     return 0
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in err["loc"]) or "arguments"
+        return f"{field}: {err['msg'].removeprefix('Value error, ')}"
+    return str(exc)
