@@ -19,19 +19,23 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import Counter, Gauge, Histogram
 
-from elastiscale.adapters.prometheus_local import Family, LocalPrometheus, Series, write_openmetrics
+from elastiscale.adapters.prometheus_local import (
+    Family,
+    LocalPrometheus,
+    MetricsEndpoint,
+    Series,
+    write_openmetrics,
+)
 from elastiscale.trace import Trace, load_trace
 
 REPO = Path(__file__).resolve().parent.parent
@@ -213,45 +217,13 @@ def prometheus_factory(tmp_path: Path) -> Iterator[Callable[..., LocalPrometheus
 # Exporters
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+class Exporter(MetricsEndpoint):
+    """A `MetricsEndpoint` whose metrics tests create by name: asking again for a name gives
+    the metric already made, so tests sharing the session's exporters do not collide."""
 
-
-@dataclass
-class Exporter:
-    """A prometheus-client registry served on 127.0.0.1 at `address` (host:port).
-
-    It always answers in the classic text format: prometheus-client's OpenMetrics output
-    rewrites `:` in names (`vllm:x` -> `vllm_x`), and the real servers are scraped as `vllm:x`.
-    """
-
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    down: bool = False
-    address: str = ""
-    _metrics: dict[str, Any] = field(default_factory=dict)
-    _server: WSGIServer | None = None
-
-    def start(self) -> Exporter:
-        app = make_wsgi_app(self.registry)
-
-        def serve(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-            if self.down:
-                start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
-                return [b"down"]
-            environ.pop("HTTP_ACCEPT", None)
-            result: Iterable[bytes] = app(environ, start_response)
-            return result
-
-        self._server = make_server("127.0.0.1", 0, serve, handler_class=_Quiet)
-        self.address = f"127.0.0.1:{self._server.server_port}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+    def __init__(self) -> None:
+        super().__init__()
+        self._metrics: dict[str, Any] = {}
 
     def _get(self, kind: type, name: str, labels: Iterable[str], **kwargs: Any) -> Any:
         if name not in self._metrics:
@@ -276,7 +248,7 @@ EXPORTERS = 3
 
 @pytest.fixture(scope="session")
 def _exporters() -> Iterator[list[Exporter]]:
-    started = [Exporter().start() for _ in range(EXPORTERS)]
+    started = [Exporter() for _ in range(EXPORTERS)]
     yield started
     for made in started:
         made.stop()

@@ -20,6 +20,7 @@ from elastiscale.adapters.prometheus_local import LocalPrometheus, free_port
 from elastiscale.adapters.promql import quote, regex_alternation
 from elastiscale.cli import main
 from elastiscale.config import Config, load_config
+from elastiscale.observations import Observation
 
 pytestmark = pytest.mark.integration
 
@@ -95,14 +96,19 @@ def test_a_series_that_disappears_is_no_data(
         pipeline_config(["gone"]), {"url": prometheus.url, "preset": "vllm", "rate_window_s": 2}
     )
 
-    def in_flight() -> float | None:
-        return source.observe(["gone"], time.time())["gone"].in_flight
+    def observe() -> Observation:
+        return source.observe(["gone"], time.time())["gone"]
 
-    wait_for(lambda: in_flight() == 2.0, what="the exporter to be scraped")
+    wait_for(lambda: observe().in_flight == 2.0, what="the exporter to be scraped")
     exporters[2].down = True  # the next scrape fails, and Prometheus marks its series stale
-    wait_for(lambda: in_flight() is None, what="the series to go")
-    missing = source.observe(["gone"], time.time())["gone"].missing
+    # Gauges go at once; a rate keeps the samples of its window (2 s) until they age out.
+    wait_for(
+        lambda: not observe().to_dict().keys() - {"component", "at_s", "missing"},
+        what="every signal to go",
+    )
+    missing = observe().missing
     assert missing["in_flight"] == "no data" and missing["demand_rps"] == "no data"
+    assert missing["ready_replicas"] == "no data"
 
 
 @settings(

@@ -1,4 +1,5 @@
-"""A throwaway Prometheus on 127.0.0.1, for tests and benchmarks of Prometheus integrations.
+"""A throwaway Prometheus on 127.0.0.1, for tests and benchmarks of Prometheus integrations,
+and `MetricsEndpoint`, a prometheus-client registry served for it to scrape.
 
 `LocalPrometheus` runs the `prometheus` binary with its own free port, data directory and
 config (never the system service's), loads recorded history before it starts, scrapes targets
@@ -22,16 +23,19 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import numpy as np
 import numpy.typing as npt
 import requests
+from prometheus_client import CollectorRegistry, make_wsgi_app
 
 
 def free_port() -> int:
@@ -286,3 +290,44 @@ class LocalPrometheus:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Something to scrape
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class MetricsEndpoint:
+    """A prometheus-client `registry` served on 127.0.0.1 (`address` is host:port).
+
+    It always answers in the classic text format: prometheus-client's OpenMetrics output
+    rewrites `:` in metric names (`vllm:x` becomes `vllm_x`), while model servers are scraped
+    as `vllm:x`. Setting `down` makes it answer 503, so Prometheus marks its series stale.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.down = False
+        app = make_wsgi_app(self.registry)
+
+        def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            if self.down:
+                start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+                return [b"down\n"]
+            environ.pop("HTTP_ACCEPT", None)
+            answer: Iterable[bytes] = app(environ, start_response)
+            return answer
+
+        self._server: WSGIServer = make_server("127.0.0.1", 0, serve, handler_class=_QuietHandler)
+        self.address = f"127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
