@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from elastiscale.adapters.base import ActuationResult, Actuator
+from elastiscale.adapters.base import ActuationResult, Actuator, MetricSource
 from elastiscale.observations import SIGNALS, Observation, ReplicaState
 from elastiscale.trace import Trace, load_trace
 
@@ -189,18 +189,45 @@ class TraceSourceParams(BaseModel):
     path: str = Field(..., min_length=1, description="trace CSV (optionally gzipped)")
     window_s: float = Field(60.0, gt=0, description="rate window, like rate(x[1m])")
     delay_s: float = Field(0.0, ge=0, description="reporting delay")
+    loop: bool = Field(False, description="repeat the trace forever (for `elastiscale run`)")
 
 
-def trace_metric_source(config: Config, options: TraceSourceParams) -> SeriesMetricSource:
-    """Replay a trace file as the metrics of every component (for dry runs and demos)."""
+class LoopingSource:
+    """Replays `inner`, whose data covers [start_s, start_s + period_s], over and over: at
+    `now_s` it observes `inner` at the same phase of the period (counted from time 0, the Unix
+    epoch) and dates the observations in `now_s`'s time. So a trace with times from 0 serves a
+    daemon on the system clock. Worked example, a 3,600 s trace from 0: at now_s =
+    1,700,000,100 the phase is 1,700,000,100 mod 3,600 = 800 s into the trace."""
+
+    def __init__(self, inner: MetricSource, start_s: float, period_s: float) -> None:
+        if period_s <= 0:
+            raise ValueError(f"period_s = {period_s}, must be > 0")
+        self.inner = inner
+        self.start_s = start_s
+        self.period_s = period_s
+
+    def observe(self, components: Sequence[str], now_s: float) -> dict[str, Observation]:
+        phase_s = self.start_s + (now_s - self.start_s) % self.period_s
+        shift_s = now_s - phase_s
+        got = self.inner.observe(components, phase_s)
+        return {name: replace(obs, at_s=obs.at_s + shift_s) for name, obs in got.items()}
+
+
+def trace_metric_source(
+    config: Config, options: TraceSourceParams
+) -> SeriesMetricSource | LoopingSource:
+    """Replay a trace file as the metrics of every component (for dry runs and demos); with
+    `loop`, forever and on any clock (see `LoopingSource`)."""
     from elastiscale.pipeline import Pipeline
 
-    return SeriesMetricSource.from_trace(
-        load_trace(options.path),
-        Pipeline(config.pipeline),
-        window_s=options.window_s,
-        delay_s=options.delay_s,
+    trace = load_trace(options.path)
+    source = SeriesMetricSource.from_trace(
+        trace, Pipeline(config.pipeline), window_s=options.window_s, delay_s=options.delay_s
     )
+    if not options.loop:
+        return source
+    # Rates are stamped at bin ends: the first at start_s + bin_s, the last at end_s.
+    return LoopingSource(source, trace.start_s + trace.bin_s, trace.duration_s)
 
 
 trace_metric_source.Params = TraceSourceParams  # type: ignore[attr-defined]

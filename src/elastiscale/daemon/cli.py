@@ -1,0 +1,125 @@
+"""`elastiscale run CONFIG.yaml [--once] [--dry-run]`: the sidecar daemon.
+
+Exit codes: 0 stopped by SIGTERM/SIGINT (or `--once` ran its tick), 1 a failure while running
+(the journal or the address cannot be opened, `--once` whose tick failed), 2 the config is
+invalid or cannot run (one line per problem, naming the field).
+
+`--listen`, `--journal` and `--log-format` override the config's `daemon:` section, and so do
+the environment variables ELASTISCALE_LISTEN, ELASTISCALE_JOURNAL and ELASTISCALE_LOG_FORMAT
+(the flags win); they let one config file serve a laptop and a pod.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from elastiscale.config import load_config
+from elastiscale.daemon.logs import setup_logging
+from elastiscale.daemon.runner import Daemon, RunOptions
+from elastiscale.daemon.runtime import check_runnable
+from elastiscale.daemon.settings import parse_listen
+from elastiscale.daemon.status import TickSnapshot
+from elastiscale.daemon.telemetry import decision_reason
+from elastiscale.errors import ConfigError, ElastiscaleError
+
+log = logging.getLogger("elastiscale.daemon")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, metavar="CONFIG.yaml", help="pipeline config file")
+    parser.add_argument("--once", action="store_true", help="run one tick, print it, and exit")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="decide and record, act on nothing (read-only: the forecast-only mode)",
+    )
+    parser.add_argument(
+        "--listen",
+        default=os.environ.get("ELASTISCALE_LISTEN"),
+        metavar="HOST:PORT",
+        help="address of the HTTP endpoints (default: daemon.listen, 127.0.0.1:9464)",
+    )
+    parser.add_argument(
+        "--journal",
+        default=os.environ.get("ELASTISCALE_JOURNAL"),
+        metavar="PATH",
+        help="decision journal file (default: daemon.journal_path)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=os.environ.get("ELASTISCALE_LOG_FORMAT") or None,
+        help="log line format (default: daemon.log_format)",
+    )
+    parser.add_argument(
+        "--identity",
+        default=None,
+        help="name in the leader-election Lease (default: daemon.leader_election.identity, "
+        "$POD_NAME, host-pid)",
+    )
+
+
+def _problems(path: Path, lines: list[str]) -> int:
+    for line in lines:
+        print(f"{path}: {line}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    path: Path = args.config
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        return _problems(path, exc.problems)
+    problems = check_runnable(config, args.dry_run)
+    if args.listen is not None:
+        try:
+            parse_listen(args.listen)
+        except ValueError as exc:
+            problems.append(f"--listen: {exc}")
+    if problems:
+        return _problems(path, problems)
+    verbose = int(getattr(args, "verbose", 0) or 0)
+    level = logging.DEBUG if verbose > 0 else logging.INFO
+    setup_logging(args.log_format or config.daemon.log_format, level)
+    options = RunOptions(
+        config_path=path,
+        once=args.once,
+        dry_run=args.dry_run,
+        listen=args.listen,
+        journal_path=args.journal,
+        identity=args.identity,
+        log_format=args.log_format,
+        log_level=level,
+    )
+    daemon = Daemon(config, options)
+    try:
+        code = daemon.run()
+    except ConfigError as exc:
+        return _problems(path, exc.problems)
+    except ElastiscaleError as exc:  # a bad trace file, an unknown plugin...
+        return _problems(path, [str(exc)])
+    except OSError as exc:  # the journal or the listen address
+        log.error("cannot start: %s", exc)
+        return 1
+    if args.once:
+        _print_tick(daemon.status.snapshot, daemon.status.readiness().reasons)
+    return code
+
+
+def _print_tick(snapshot: TickSnapshot | None, reasons: tuple[str, ...]) -> None:
+    """One line per component: `llm: 3 -> 5 replicas (dry-run; policy:hpa)`."""
+    if snapshot is None:
+        print("no tick ran: " + "; ".join(reasons))
+        return
+    for record in snapshot.records:
+        print(
+            f"{record.component}: {record.current_replicas} -> {record.desired_replicas} "
+            f"replicas ({record.outcome}; {decision_reason(record)})"
+        )
+    if reasons:
+        print("not ready: " + "; ".join(reasons))

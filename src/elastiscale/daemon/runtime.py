@@ -1,0 +1,102 @@
+"""What one config builds for the run loop: the metric source and actuator named in its
+`metrics:` and `actuator:` sections, wrapped (see `guards`), and the `Engine` over them.
+
+Build failures come in two kinds:
+- the config cannot work (`ConfigError`, `RegistryError`, a bad trace file...): `elastiscale
+  run` exits 2 at start, and a reload is refused;
+- the platform cannot be reached right now (`TRANSIENT`: an API server down at start): the loop
+  retries with backoff and `/readyz` says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from elastiscale import registry
+from elastiscale.adapters.base import Actuator, MetricSource
+from elastiscale.adapters.memory import DryRunActuator, RecordingActuator
+from elastiscale.config import Config
+from elastiscale.daemon.guards import ErrorSink, GuardedSource, JournaledActuator, close_adapter
+from elastiscale.daemon.journal import Journal
+from elastiscale.engine import Engine
+from elastiscale.errors import ActuatorError, ConfigError, MetricSourceError
+
+#: Exceptions of a build that may succeed on a later try.
+TRANSIENT: Final = (ActuatorError, MetricSourceError, OSError)
+
+
+@dataclass
+class Runtime:
+    """The engine of one config and the adapters it drives."""
+
+    config: Config
+    engine: Engine
+    source: GuardedSource
+    actuator: JournaledActuator
+    _closers: list[Any] = field(default_factory=list)
+
+    def close(self) -> None:
+        for adapter in self._closers:
+            close_adapter(adapter)
+        self._closers.clear()
+
+
+def check_runnable(config: Config, dry_run: bool) -> list[str]:
+    """Problems that keep `config` from running as a daemon (it validated as a file)."""
+    problems = []
+    if config.metrics is None:
+        problems.append(
+            "metrics: required by `elastiscale run` (e.g. {type: prometheus, url: ...} or "
+            "{type: trace, path: ..., loop: true})"
+        )
+    if config.actuator is None and not dry_run:
+        problems.append("actuator: required by `elastiscale run` (or pass --dry-run)")
+    return problems
+
+
+def build_runtime(
+    config: Config,
+    *,
+    dry_run: bool,
+    journal: Journal | None,
+    on_error: ErrorSink,
+    build: Callable[[str, str, Config, dict[str, Any]], Any] = registry.build,
+) -> Runtime:
+    """Build the adapters of `config` and an engine over them. With `dry_run` the actuator
+    only reads (`DryRunActuator`) and the engine decides without acting; without an
+    `actuator:` section a dry run starts from each component's initial (else min) count."""
+    problems = check_runnable(config, dry_run)
+    if problems:
+        raise ConfigError(problems)
+    assert config.metrics is not None
+    closers: list[Any] = []
+    try:
+        raw_source: MetricSource = build(
+            "metric_source", config.metrics.type, config, config.metrics.options()
+        )
+        closers.append(raw_source)
+        raw_actuator: Actuator | None = None
+        if config.actuator is not None:
+            raw_actuator = build(
+                "actuator", config.actuator.type, config, config.actuator.options()
+            )
+            closers.append(raw_actuator)
+        actuator: Actuator
+        if dry_run:
+            start = None if raw_actuator else RecordingActuator.for_config(config).replicas
+            actuator = DryRunActuator(inner=raw_actuator, initial=start)
+        else:
+            assert raw_actuator is not None
+            actuator = raw_actuator
+        source = GuardedSource(
+            raw_source, config.control.interval_s, config.daemon.metrics_backoff_max_s, on_error
+        )
+        journaled = JournaledActuator(actuator, journal, on_error)
+        engine = Engine(config, metrics=source, actuator=journaled, dry_run=dry_run)
+    except BaseException:
+        for adapter in closers:
+            close_adapter(adapter)
+        raise
+    return Runtime(config, engine, source, journaled, closers)
