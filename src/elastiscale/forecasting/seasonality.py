@@ -1,6 +1,7 @@
 """Seasonality detection: which periods (hourly, daily, weekly, or another) a demand series has.
 
-Candidates come from the calendar (1 h, 1 d, 7 d) and from the periodogram's strongest peaks.
+Candidates come from the calendar (1 h, 1 d, 7 d) and from the periodogram's strongest peaks
+(kept only at a local peak of the autocorrelation, with a trough half a period before it).
 Each candidate period m is scored by the autocorrelation at lag m of the series minus its
 centered m-bin moving average. The moving average is the trend (a full period averages the
 cycle out), so growth over days or a quiet weekend does not pass for a cycle, and the score
@@ -93,7 +94,10 @@ def _refine(y: Array, lag: int) -> int | None:
     if hi - lo < 3:
         return None
     best = lo + int(np.argmax(acf[lo:hi]))
-    return best if lo < best < hi - 1 else None
+    if not lo < best < hi - 1:
+        return None
+    # A cycle has a trough half way: without one, the correlation is a slow drift's.
+    return best if acf[best // 2] < acf[best] - MIN_STRENGTH else None
 
 
 def _harmonic(a: int, b: int) -> bool:
