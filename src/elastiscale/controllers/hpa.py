@@ -10,7 +10,7 @@ Sources, all in kubernetes/kubernetes:
   (`convertDesiredReplicasWithBehaviorRate`, `calculateScaleUpLimitWithScalingRules`,
   `calculateScaleDownLimitWithBehaviors`);
 - pkg/apis/autoscaling/v2/defaults.go: the default behavior (scale up: no stabilization,
-  max(100 % , 4 pods) per 15 s; scale down: 300 s stabilization, 100 % per 15 s);
+  max(100 %, 4 pods) per 15 s; scale down: 300 s stabilization, 100 % per 15 s);
 - kube-controller-manager flags: `--horizontal-pod-autoscaler-sync-period` 15 s,
   `--horizontal-pod-autoscaler-tolerance` 0.1.
 
