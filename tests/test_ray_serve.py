@@ -24,11 +24,13 @@ import math
 import os
 import secrets
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -38,7 +40,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from elastiscale import Failure, Proposal, ReplicaState, TickContext
+from elastiscale import Failure, FakeClock, Proposal, ReplicaState, TickContext
 from elastiscale.adapters.contract import OtherAutoscalerError
 from elastiscale.adapters.ray_policy import ElastiscaleApplicationPolicy, observe_context
 from elastiscale.adapters.ray_serve import (
@@ -272,6 +274,86 @@ def test_unreachable_dashboard() -> None:
     assert actuator.scale("llm", 2).failure is Failure.UNAVAILABLE
     with pytest.raises(ActuatorError):
         actuator.read(["llm"])
+
+
+class TinyDashboard:
+    """A stand-in for the Serve REST API, for what a real cluster cannot show on demand: a
+    GET that still shows the old target after a write, and the number of writes sent."""
+
+    def __init__(self, targets: Mapping[str, int]) -> None:
+        self.targets = dict(targets)
+        self.shown = dict(targets)  # what GET reports; lags `targets` until `catch_up`
+        self.posts: list[tuple[str, int]] = []
+        dashboard = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+            def do_GET(self) -> None:
+                deployments = {
+                    name: {
+                        "status": "HEALTHY",
+                        "target_num_replicas": n,
+                        "replicas": [{"state": "RUNNING"}] * n,
+                    }
+                    for name, n in dashboard.shown.items()
+                }
+                app = {"external_scaler_enabled": True, "deployments": deployments}
+                self._send(200, {"applications": {"ext": app}})
+
+            def do_POST(self) -> None:
+                name = self.path.split("/")[-2]
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                dashboard.posts.append((name, body["target_num_replicas"]))
+                dashboard.targets[name] = body["target_num_replicas"]
+                self._send(200, {"message": "Scaling request received."})
+
+            def _send(self, status: int, payload: Any) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def catch_up(self) -> None:
+        self.shown = dict(self.targets)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def dashboard() -> Iterator[TinyDashboard]:
+    served = TinyDashboard(dict.fromkeys(SAME_NAMES, 1))
+    yield served
+    served.close()
+
+
+def test_one_change_at_a_time_and_no_write_for_the_current_count(
+    dashboard: TinyDashboard,
+) -> None:
+    clock = FakeClock(0.0)
+    options = {"address": dashboard.url, "application": "ext", "targets": SAME_NAMES}
+    actuator = RayServeActuator(CONFIG, {**options, "settle_timeout_s": 60}, clock=clock)
+    assert actuator.scale("llm", 1).ok and dashboard.posts == []  # already 1: nothing sent
+    assert actuator.scale("llm", 3).ok and dashboard.posts == [("llm", 3)]
+    # The next GET still shows the old, settled target: the write has not been taken in.
+    held = actuator.scale("llm", 2)
+    assert held.failure is Failure.IN_PROGRESS and "written 0 s ago" in held.message
+    clock.advance(30.0)
+    dashboard.catch_up()  # Serve shows 3 running: the change is done
+    assert actuator.scale("llm", 2).ok and dashboard.posts[-1] == ("llm", 2)
+    # A write that never shows is held for settle_timeout_s, then no longer.
+    assert actuator.scale("llm", 4).failure is Failure.IN_PROGRESS
+    clock.advance(60.0)
+    assert actuator.scale("llm", 4).ok and dashboard.posts[-1] == ("llm", 4)
+    assert actuator.scale("router", 2).ok  # another deployment is not held by llm's change
 
 
 # --------------------------------------------------------------------------------------------

@@ -334,6 +334,8 @@ class RayServeActuator:
         self.params = params
         self.client = ServeClient(params.address, read_token(params), params.timeout_s)
         self.guard = InProgressGuard(params.settle_timeout_s, clock)
+        #: The last count written to each deployment ("app/deployment").
+        self.written: dict[str, int] = {}
         if params.check_on_start:
             self.check()
 
@@ -431,7 +433,9 @@ class RayServeActuator:
             current = int(details.get("target_num_replicas", 0))
             if current == replicas:
                 return ActuationResult.success(component, replicas)
-            waiting = self.guard.pending(where, settled=converged(details))
+            # Taken in: Serve shows our count as the target, and has converged on it.
+            ours = self.written.get(where, current) == current
+            waiting = self.guard.pending(where, settled=ours and converged(details))
             if waiting is not None:
                 return ActuationResult.failed(
                     component, replicas, Failure.IN_PROGRESS, f"{where}: {waiting}"
@@ -445,5 +449,6 @@ class RayServeActuator:
                 component, replicas, exc.failure, str(exc), exc.retry_after_s
             )
         self.guard.wrote(where, replicas)
+        self.written[where] = replicas
         log.info("scaled %s (%s) from %d to %d replicas", component, where, current, replicas)
         return ActuationResult.success(component, replicas)
