@@ -292,3 +292,19 @@ def test_retry_after_hint_delays_the_next_attempt() -> None:
     assert by_component(engine.step(500.0))["llm"].outcome.startswith("held: backing off")
     assert by_component(engine.step(601.0))["llm"].outcome == "failed: throttled"
     assert len(actuator.calls) == 2
+
+
+def test_history_keeps_time_order_and_skips_empty_observations() -> None:
+    from elastiscale.history import MetricHistory
+
+    history = MetricHistory(retention_s=100)
+    history.record([Observation("a", 10.0, demand_rps=1.0)], now_s=10)
+    history.record([Observation.unavailable("a", 20.0, "source error")], now_s=20)
+    history.record([Observation("a", 15.0, demand_rps=2.0)], now_s=25)  # newer than 10: kept
+    history.record([Observation("a", 12.0, demand_rps=9.0)], now_s=30)  # older: dropped
+    history.record([Observation("a", 120.0, demand_rps=3.0)], now_s=120)  # 10 falls out
+    times, values = history.series("a", "demand_rps")
+    assert times.tolist() == [120.0] and values.tolist() == [3.0]
+    history.record([Observation("a", 130.0, demand_rps=5.0)], now_s=130)
+    assert [o.at_s for o in history.observations("a", since_s=121)] == [130.0]
+    assert history.window_mean("a", "demand_rps", now_s=130, window_s=60) == 4.0

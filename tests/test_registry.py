@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from elastiscale import registry
 from elastiscale.errors import RegistryError
@@ -53,3 +53,26 @@ def test_register_at_run_time() -> None:
     registry.register("policy", "mine", ParamsPolicy)
     assert "mine" in registry.names("policy")
     assert registry.resolve("policy", "mine") is ParamsPolicy
+
+
+class CrossFieldPolicy:
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        low: float = 0.0
+        high: float = 1.0
+
+        @model_validator(mode="after")
+        def _ordered(self) -> CrossFieldPolicy.Params:
+            if self.low > self.high:
+                raise ValueError("low must not exceed high")
+            return self
+
+    def __init__(self, config: Any, params: Params) -> None:
+        self.params = params
+
+
+def test_model_level_errors_name_the_params_section() -> None:
+    ref = f"{__name__}:CrossFieldPolicy"
+    assert registry.check("policy", ref, {"low": 2, "high": 1}, path="policies[0]") == [
+        "policies[0].params: low must not exceed high"
+    ]

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import numpy as np
 import numpy.typing as npt
 
-from elastiscale.observations import Observation
+from elastiscale.observations import SIGNALS, Observation
 
 
 class MetricHistory:
@@ -22,17 +22,26 @@ class MetricHistory:
         self._by_component: dict[str, deque[Observation]] = {}
 
     def record(self, observations: Iterable[Observation], now_s: float) -> None:
+        """Keep each observation that carries at least one value and is newer than the last one
+        kept for its component, so every buffer stays in time order."""
         horizon_s = now_s - self.retention_s
         for obs in observations:
             buf = self._by_component.setdefault(obs.component, deque())
-            if not buf or obs.at_s > buf[-1].at_s or obs.missing:
+            has_value = len(obs.missing) < len(SIGNALS)
+            if has_value and (not buf or obs.at_s > buf[-1].at_s):
                 buf.append(obs)
             while buf and buf[0].at_s < horizon_s:
                 buf.popleft()
 
     def observations(self, component: str, since_s: float = float("-inf")) -> list[Observation]:
-        buf = self._by_component.get(component, ())
-        return [o for o in buf if o.at_s >= since_s]
+        """Observations with `at_s >= since_s`, oldest first; reads only the window's entries."""
+        recent: list[Observation] = []
+        for obs in reversed(self._by_component.get(component, ())):
+            if obs.at_s < since_s:
+                break
+            recent.append(obs)
+        recent.reverse()
+        return recent
 
     def series(
         self, component: str, signal: str, since_s: float = float("-inf")
@@ -40,9 +49,7 @@ class MetricHistory:
         """(timestamps, values) of `signal` since `since_s`, skipping missing values."""
         times: list[float] = []
         values: list[float] = []
-        for obs in self._by_component.get(component, ()):
-            if obs.at_s < since_s:
-                continue
+        for obs in self.observations(component, since_s):
             got = obs.value(signal)
             if got is not None:
                 times.append(obs.at_s)

@@ -159,7 +159,8 @@ def check(
                 if err["type"] == "extra_forbidden"
                 else err["msg"]
             )
-            lines.append(f"{path}.{sub}{field}: {msg.removeprefix('Value error, ')}")
+            where = f"{path}.{sub}{field}" if field else f"{path}{'.params' if sub else ''}"
+            lines.append(f"{where}: {msg.removeprefix('Value error, ')}")
         return lines
     return []
 
