@@ -86,13 +86,12 @@ def fetch_values(
     for offset, count in chunk_ranges(first_s, points, step_s, max_points):
         chunk_start_s = first_s + offset * step_s
         chunk_end_s = first_s + (offset + count - 1) * step_s
-        for labels, samples in http.range(query, chunk_start_s, chunk_end_s, step_s):
+        for labels, times_s, got in http.range(query, chunk_start_s, chunk_end_s, step_s):
             if labels not in labels_seen:
                 labels_seen.append(labels)
-            for ts, value in samples:
-                k = round((ts - first_s) / step_s)
-                if 0 <= k < points:
-                    values[k] = value
+            k = np.rint((times_s - first_s) / step_s).astype(np.int64)
+            inside = (k >= 0) & (k < points)
+            values[k[inside]] = got[inside]
         if len(labels_seen) > 1:
             shown = ", ".join(_labels_text(lab) for lab in labels_seen[:3])
             raise TraceError(

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
@@ -29,6 +31,8 @@ from urllib3.util.retry import Retry
 from elastiscale.errors import ElastiscaleError, MetricSourceError
 
 log = logging.getLogger("elastiscale.adapters.prometheus")
+
+Array = npt.NDArray[np.float64]
 
 
 class PromQLError(ElastiscaleError):
@@ -230,8 +234,9 @@ class PrometheusHTTP:
 
     def range(
         self, query: str, start_s: float, end_s: float, step_s: float
-    ) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
-        """Evaluate `query` at start_s, start_s + step_s, ... <= end_s; one entry per series."""
+    ) -> list[tuple[dict[str, str], Array, Array]]:
+        """Evaluate `query` at start_s, start_s + step_s, ... <= end_s; one (labels, times_s,
+        values) entry per series ("NaN" and "+Inf" values read as floats)."""
         start = _dt.datetime.fromtimestamp(start_s, tz=_dt.UTC)
         end = _dt.datetime.fromtimestamp(end_s, tz=_dt.UTC)
         # The client rounds start and end to whole seconds; exact values go in `params`.
@@ -247,8 +252,10 @@ class PrometheusHTTP:
         )
         out = []
         for entry in data or []:
-            points = [(float(ts), _number(v)) for ts, v in entry.get("values", [])]
-            out.append((dict(entry.get("metric", {})), points))
+            samples = entry.get("values") or []
+            times_s = np.fromiter((float(ts) for ts, _ in samples), float, len(samples))
+            values = np.asarray([v for _, v in samples], dtype=np.str_).astype(float)
+            out.append((dict(entry.get("metric", {})), times_s, values))
         return out
 
     def ready(self) -> bool:
