@@ -168,8 +168,8 @@ class Daemon:
     def run(self) -> int:
         """Start, tick until stopped (or once), shut down; the exit code."""
         self._install_signals()
-        self.start(serve_http=not self.options.once)
         try:
+            self.start(serve_http=not self.options.once)
             if self.options.once:
                 snapshot = self.tick(self.clock.now_s())
                 return 0 if snapshot is not None and snapshot.ok else 1
