@@ -365,12 +365,6 @@ class PrometheusMetricSource:
         }
         self.http = PrometheusHTTP(params)
 
-    @classmethod
-    def from_options(cls, config: Config, options: Mapping[str, Any]) -> PrometheusMetricSource:
-        """Validate `options` with the pipeline's component names, then build."""
-        context = {_COMPONENTS_CONTEXT: list(config.pipeline.components)}
-        return cls(config, PrometheusParams.model_validate(dict(options), context=context))
-
     def close(self) -> None:
         self.http.close()
 

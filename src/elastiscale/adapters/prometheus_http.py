@@ -188,7 +188,11 @@ class PrometheusHTTP:
             raise_on_status=False,
         )
         self._client = PrometheusConnect(
-            url=self.url, session=session, retry=retry, auth=self._auth(params.auth)
+            url=self.url,
+            session=session,
+            retry=retry,
+            auth=self._auth(params.auth),
+            timeout=params.timeout_s,
         )
         self._session = session
 
@@ -227,9 +231,7 @@ class PrometheusHTTP:
         params: dict[str, Any] = {"timeout": _go_duration(self.params.timeout_s)}
         if at_s is not None:
             params["time"] = _fmt_time(at_s)
-        data = self._call(
-            lambda: self._client.custom_query(query, params=params, timeout=self.params.timeout_s)
-        )
+        data = self._call(lambda: self._client.custom_query(query, params=params))
         return _parse_instant(data, self._result_type())
 
     def range(
@@ -247,7 +249,7 @@ class PrometheusHTTP:
         }
         data = self._call(
             lambda: self._client.custom_query_range(
-                query, start, end, _fmt_time(step_s), params=params, timeout=self.params.timeout_s
+                query, start, end, _fmt_time(step_s), params=params
             )
         )
         out = []
