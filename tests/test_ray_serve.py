@@ -24,13 +24,11 @@ import math
 import os
 import secrets
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -51,6 +49,7 @@ from elastiscale.adapters.ray_serve import (
     failure_for_status,
     read_token,
 )
+from elastiscale.adapters.ray_serve_fake import FakeServeDashboard
 from elastiscale.config import Config, validate_mapping
 from elastiscale.errors import ActuatorError, ConfigError
 
@@ -276,84 +275,128 @@ def test_unreachable_dashboard() -> None:
         actuator.read(["llm"])
 
 
-class TinyDashboard:
-    """A stand-in for the Serve REST API, for what a real cluster cannot show on demand: a
-    GET that still shows the old target after a write, and the number of writes sent."""
-
-    def __init__(self, targets: Mapping[str, int]) -> None:
-        self.targets = dict(targets)
-        self.shown = dict(targets)  # what GET reports; lags `targets` until `catch_up`
-        self.posts: list[tuple[str, int]] = []
-        dashboard = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
-
-            def do_GET(self) -> None:
-                deployments = {
-                    name: {
-                        "status": "HEALTHY",
-                        "target_num_replicas": n,
-                        "replicas": [{"state": "RUNNING"}] * n,
-                    }
-                    for name, n in dashboard.shown.items()
-                }
-                app = {"external_scaler_enabled": True, "deployments": deployments}
-                self._send(200, {"applications": {"ext": app}})
-
-            def do_POST(self) -> None:
-                name = self.path.split("/")[-2]
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                dashboard.posts.append((name, body["target_num_replicas"]))
-                dashboard.targets[name] = body["target_num_replicas"]
-                self._send(200, {"message": "Scaling request received."})
-
-            def _send(self, status: int, payload: Any) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def catch_up(self) -> None:
-        self.shown = dict(self.targets)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+# --------------------------------------------------------------------------------------------
+# The actuator against the in-package fake dashboard (no Ray needed)
 
 
 @pytest.fixture
-def dashboard() -> Iterator[TinyDashboard]:
-    served = TinyDashboard(dict.fromkeys(SAME_NAMES, 1))
-    yield served
-    served.close()
+def dashboard() -> Iterator[FakeServeDashboard]:
+    with FakeServeDashboard(token="s3cret") as served:
+        served.add_application("ext", dict.fromkeys(SAME_NAMES, 1), external_scaler=True)
+        served.add_application("decl", dict.fromkeys(SAME_NAMES, 1))
+        yield served
+
+
+def fake_actuator(
+    dashboard: FakeServeDashboard, clock: FakeClock | None = None, **options: Any
+) -> RayServeActuator:
+    base = {"address": dashboard.url, "application": "ext", "targets": SAME_NAMES}
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_AUTH_TOKEN", "s3cret")
+        return RayServeActuator(CONFIG, {**base, **options}, clock=clock)
 
 
 def test_one_change_at_a_time_and_no_write_for_the_current_count(
-    dashboard: TinyDashboard,
+    dashboard: FakeServeDashboard,
 ) -> None:
     clock = FakeClock(0.0)
-    options = {"address": dashboard.url, "application": "ext", "targets": SAME_NAMES}
-    actuator = RayServeActuator(CONFIG, {**options, "settle_timeout_s": 60}, clock=clock)
-    assert actuator.scale("llm", 1).ok and dashboard.posts == []  # already 1: nothing sent
-    assert actuator.scale("llm", 3).ok and dashboard.posts == [("llm", 3)]
-    # The next GET still shows the old, settled target: the write has not been taken in.
-    held = actuator.scale("llm", 2)
+    actuator = fake_actuator(dashboard, clock, settle_timeout_s=60)
+    assert actuator.scale("llm", 1).ok and dashboard.writes() == []  # already 1: nothing sent
+    assert actuator.scale("llm", 3).ok and dashboard.target("ext", "llm") == 3
+    held = actuator.scale("llm", 2)  # two replicas still STARTING
     assert held.failure is Failure.IN_PROGRESS and "written 0 s ago" in held.message
+    assert actuator.read(["llm"])["llm"] == ReplicaState(3, 1)
     clock.advance(30.0)
-    dashboard.catch_up()  # Serve shows 3 running: the change is done
-    assert actuator.scale("llm", 2).ok and dashboard.posts[-1] == ("llm", 2)
-    # A write that never shows is held for settle_timeout_s, then no longer.
+    dashboard.settle()
+    assert actuator.scale("llm", 2).ok and dashboard.target("ext", "llm") == 2
+    # A change that never converges holds further ones for settle_timeout_s, then no longer.
     assert actuator.scale("llm", 4).failure is Failure.IN_PROGRESS
     clock.advance(60.0)
-    assert actuator.scale("llm", 4).ok and dashboard.posts[-1] == ("llm", 4)
+    assert actuator.scale("llm", 4).ok
     assert actuator.scale("router", 2).ok  # another deployment is not held by llm's change
+    assert [(w.path.split("/")[-2], w.body) for w in dashboard.writes()] == [
+        ("llm", {"target_num_replicas": 3}),
+        ("llm", {"target_num_replicas": 2}),
+        ("llm", {"target_num_replicas": 4}),
+        ("router", {"target_num_replicas": 2}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("inject", "expected", "in_message"),
+    [
+        ({"method": "POST", "status": 503}, Failure.UNAVAILABLE, "HTTP 503"),
+        ({"method": "GET", "status": 500}, Failure.UNAVAILABLE, "HTTP 500"),
+        ({"method": "POST", "status": 429}, Failure.THROTTLED, "HTTP 429"),
+        (
+            {"method": "POST", "status": 412, "body": '{"error": "Deployment is deleted"}'},
+            Failure.NOT_FOUND,
+            "Deployment is deleted",
+        ),
+    ],
+)
+def test_dashboard_errors_in_the_engines_words(
+    dashboard: FakeServeDashboard, inject: dict[str, Any], expected: Failure, in_message: str
+) -> None:
+    actuator = fake_actuator(dashboard)
+    dashboard.fail(**inject)
+    result = actuator.scale("llm", 2)
+    assert result.failure is expected and in_message in result.message
+    assert actuator.scale("llm", 2).ok  # the fault was one request
+
+
+def test_dashboard_refusals(dashboard: FakeServeDashboard) -> None:
+    actuator = fake_actuator(dashboard)
+    actuator.client.token = "wrong"
+    assert actuator.scale("llm", 2).failure is Failure.FORBIDDEN
+    actuator.client.token = None
+    assert actuator.scale("llm", 2).failure is Failure.FORBIDDEN
+    other = fake_actuator(
+        dashboard, check_on_start=False, targets={**SAME_NAMES, "llm": "decl/llm"}
+    )
+    refused = other.scale("llm", 2)
+    assert refused.failure is Failure.FORBIDDEN and "external_scaler_enabled" in refused.message
+    missing = fake_actuator(dashboard, check_on_start=False, targets={**SAME_NAMES, "llm": "x"})
+    assert missing.scale("llm", 2).failure is Failure.NOT_FOUND
+    assert [w.path for w in dashboard.writes()] == [
+        "/api/v1/applications/decl/deployments/llm/scale"
+    ]
+    assert dashboard.target("ext", "llm") == dashboard.target("decl", "llm") == 1
+
+
+def test_slow_dashboard_is_unavailable(dashboard: FakeServeDashboard) -> None:
+    actuator = fake_actuator(dashboard, timeout_s=0.2)
+    dashboard.slow(1.0)
+    started = time.monotonic()
+    assert actuator.scale("llm", 2).failure is Failure.UNAVAILABLE
+    assert time.monotonic() - started < 0.9
+    dashboard.slow(0.0)
+
+
+def test_declarative_mode_on_the_fake(dashboard: FakeServeDashboard) -> None:
+    actuator = fake_actuator(dashboard, mode="declarative", application="decl")
+    assert actuator.scale("retriever", 3).ok
+    (put,) = dashboard.writes()
+    assert put.method == "PUT" and [a["name"] for a in put.body["applications"]] == ["ext", "decl"]
+    assert dashboard.target("decl", "retriever") == 3 and dashboard.target("ext", "llm") == 1
+    dashboard.add_application("adhoc", {"llm": 1}, declarative=False)
+    refused = actuator.scale("llm", 2)
+    assert refused.failure is Failure.INVALID and "would delete it" in refused.message
+    with pytest.raises(ActuatorError, match="deployed from a config; not so: adhoc"):
+        fake_actuator(dashboard, mode="declarative", application="decl")
+
+
+def test_declarative_mode_refuses_serves_own_autoscaling(
+    dashboard: FakeServeDashboard, caplog: pytest.LogCaptureFixture
+) -> None:
+    dashboard.add_application("auto", dict.fromkeys(SAME_NAMES, 1), autoscaling=["llm"])
+    with pytest.raises(OtherAutoscalerError, match=r"targets\.llm \(auto/llm\): Serve autosc"):
+        fake_actuator(dashboard, mode="declarative", application="auto")
+    with caplog.at_level("WARNING", logger="elastiscale.adapters.ray_serve"):
+        fake_actuator(
+            dashboard, mode="declarative", application="auto", allow_other_autoscalers=True
+        )
+    assert "scaling it anyway" in caplog.text
 
 
 # --------------------------------------------------------------------------------------------

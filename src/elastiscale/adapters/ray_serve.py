@@ -31,7 +31,8 @@ variable `auth_token_env` (default `RAY_AUTH_TOKEN`), else from `auth_token_file
 
 After a write, further changes to that deployment are held (IN_PROGRESS) until Serve shows it
 converged (every replica RUNNING and as many as the target) or `settle_timeout_s` has passed.
-This module needs no Ray installation: it only speaks HTTP.
+This module needs no Ray installation: it only speaks HTTP. Its in-package twin for tests is
+`elastiscale.adapters.ray_serve_fake.FakeServeDashboard`.
 """
 
 from __future__ import annotations
