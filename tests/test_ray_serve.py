@@ -680,7 +680,7 @@ def _start_cluster(token_dir: Path) -> ServeCluster:
     for key, value in wanted.items():
         _SAVED_ENV[key] = os.environ.get(key)
         os.environ[key] = value
-    os.environ.pop("RAY_AUTH_TOKEN", None)
+    _SAVED_ENV["RAY_AUTH_TOKEN"] = os.environ.pop("RAY_AUTH_TOKEN", None)
     import ray  # after the environment is set: Ray reads RAY_AUTH_MODE on import
 
     dashboard_port = _free_port()
@@ -694,6 +694,7 @@ def _start_cluster(token_dir: Path) -> ServeCluster:
     )
     cluster = ServeCluster(f"http://127.0.0.1:{dashboard_port}", token_file, _free_port())
     cluster.wait_until("the dashboard", _answers(cluster), timeout_s=60)
+    _restore_env()  # the cluster's processes have theirs; the rest of the session keeps its own
     return cluster
 
 
@@ -708,15 +709,20 @@ def _answers(cluster: ServeCluster) -> Callable[[], bool]:
     return probe
 
 
-def _stop_cluster() -> None:
-    import ray
-
-    ray.shutdown()
+def _restore_env() -> None:
     for key, value in _SAVED_ENV.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+    _SAVED_ENV.clear()
+
+
+def _stop_cluster() -> None:
+    import ray
+
+    ray.shutdown()
+    _restore_env()
 
 
 def serve_cluster(
