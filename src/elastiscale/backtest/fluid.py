@@ -171,8 +171,6 @@ class _Component:
 
     __slots__ = (
         "arrived_by_arrival",
-        "bucket",
-        "bucket_slots",
         "cap",
         "dropped_by_arrival",
         "hold_by_arrival",
@@ -190,6 +188,7 @@ class _Component:
         "pending_tout",
         "queue",
         "reenter",
+        "reenter_spread",
         "replicas",
         "slots",
         "timeout",
@@ -217,6 +216,7 @@ class _Component:
         # Re-entry probability of each class of calls (sequential incoming edges), and the
         # re-entries waiting for the next step.
         self.reenter: list[float] = []
+        self.reenter_spread: list[float] = []  # variance of a re-entry count per re-entry
         self.pending_req: list[float] = []
         self.pending_tin = 0.0
         self.pending_tout = 0.0
@@ -232,19 +232,28 @@ class _Component:
         self.dropped_by_arrival = [0.0] * n
         self.hold_by_arrival = [nan] * n
         self.last_util = 0.0
-        # Idle slots let a burst start at once (see `_start_capacity`): work that could start
-        # now, and the slot count it was last topped up for.
-        self.bucket = replicas * model.slots * model.mean_work_per_request
-        self.bucket_slots = float(replicas * model.slots)
 
 
 def _noisy(z: float, mean: float, variance: float) -> float:
-    """`mean` plus `z` standard deviations of `variance`, never below 0: the count of calls
-    made by many requests with random fan-out, to the second moment."""
-    if variance <= 0:
+    """A count of calls made by many requests with random fan-out, to the second moment: a
+    lognormal with this `mean` and `variance`, driven by the standard normal deviate `z`
+    (never negative, and unbiased where clipping a normal at zero would not be)."""
+    if variance <= 0 or mean <= 1e-12:
         return mean
-    got = mean + z * math.sqrt(variance)
-    return got if got > 0 else 0.0
+    s2 = math.log1p(variance / (mean * mean))
+    return mean * math.exp(z * math.sqrt(s2) - 0.5 * s2)
+
+
+def _reentry_spread(mean: float, distribution: str, first: float, reenter: float) -> float:
+    """Variance per re-entry that gives a request's sequential calls the variance of the edge's
+    own distribution (given at least one call), not that of the geometric stand-in: Bernoulli
+    re-entries have variance 1 - r each and a geometric count r / (1 - r)^2. Fixed integer
+    fan-outs get none (3 calls are always 3)."""
+    conditional_mean = mean / first
+    second_moment = (fanout_variance(mean, distribution) + mean * mean) / first
+    conditional_variance = max(0.0, second_moment - conditional_mean**2)
+    geometric_variance = reenter / (1.0 - reenter) ** 2
+    return (1.0 - reenter) * conditional_variance / geometric_variance
 
 
 def per_step(trace: Trace, values: Array, t0_s: float, step_s: float, n: int) -> Array:
@@ -323,6 +332,11 @@ class FluidSimulator:
                 spread = first * (1.0 - first) if fanout_noise else 0.0
                 source.out_edges.append((target.index, first, spread, len(target.reenter), slot))
                 target.reenter.append(reenter)
+                target.reenter_spread.append(
+                    _reentry_spread(edge.fanout, spec.fanout_distribution, first, reenter)
+                    if fanout_noise
+                    else 0.0
+                )
                 target.pending_req.append(0.0)
             slot += 1
         for comp in self._comps:  # each re-entry comes back or not (Bernoulli(reenter))
@@ -421,7 +435,6 @@ class FluidSimulator:
             areq = flow_req[i]
             ready_avg, starting_avg, draining_avg = comp.replicas.close_step(b, dt)
             mu = ready_avg * comp.cap
-            mu_start = mu
             mix = [x / areq for x in classes] if classes and areq > 0 else None
             if areq > 0:
                 tin_pr = flow_tin[i] / areq
@@ -448,7 +461,7 @@ class FluidSimulator:
                     served_r, s_tin, s_tout = areq, flow_tin[i], flow_tout[i]
                     served_cls = classes
                     wmax = 0.0
-            elif len(queue) == 1 and work > 0 and work <= mu_start * dt * (1 + 1e-12):
+            elif len(queue) == 1 and work > 0 and work <= mu * dt * (1 + 1e-12):
                 # Fast path: an empty queue and enough capacity: every unit served on arrival.
                 queue.clear()
                 comp.wait_first[j] = comp.wait_last[j] = 0.0
@@ -458,7 +471,7 @@ class FluidSimulator:
                 wmax = 0.0
             else:
                 served_w, served_r, s_tin, s_tout, dropped_r, wmax = self._serve(
-                    comp, a, b, mu_start, served_cls
+                    comp, a, b, mu, served_cls
                 )
             if served_r > 0:
                 for target, calls, spread, cls, slot in comp.out_edges:
@@ -475,7 +488,8 @@ class FluidSimulator:
                 for k, reenter in enumerate(comp.reenter):
                     back = served_cls[k] * reenter
                     if self.fanout_noise:
-                        back = _noisy(z[comp.noise_slot + k], back, back * (1.0 - reenter))
+                        spread = comp.reenter_spread[k]
+                        back = _noisy(z[comp.noise_slot + k], back, back * spread)
                     comp.pending_req[k] += back
                     back_total += back
                 if back_total > 0 and tokens:
@@ -489,26 +503,6 @@ class FluidSimulator:
                 comp, j, areq, work, flow_tin[i] + flow_tout[i], served_w, served_r, dropped_r,
                 wmax, ready_avg, starting_avg, draining_avg,
             )  # fmt: skip
-
-    def _start_capacity(self, comp: _Component, ready_avg: float, mu: float) -> float:
-        """Work per second that may start service during this step.
-
-        A replica serves `capacity` work per second on average, but its idle slots can take a
-        burst at once. A token bucket captures both: it refills at `mu` and holds at most one
-        step of service or every slot's worth of work, whichever is more. Worked numbers: 12 LLM
-        replicas of 6 slots holding 4 s, 1 s steps: 18 req/s sustained, but after a lull a
-        one-second burst of 72 requests starts at once, as on the real slots. With steps longer
-        than the hold this is the plain rate.
-        """
-        dt = self.step_s
-        slots = ready_avg * comp.slots
-        per_request = comp.model.mean_work_per_request
-        if slots > comp.bucket_slots:  # new replicas come with idle slots
-            comp.bucket += (slots - comp.bucket_slots) * per_request
-        comp.bucket_slots = slots
-        ceiling = max(slots * per_request, mu * dt)
-        comp.bucket = min(ceiling, comp.bucket + mu * dt)
-        return comp.bucket / dt
 
     def _deviates(self, j: int) -> list[float]:
         """The normal deviates of step j: a function of the seed and j only."""
@@ -799,9 +793,10 @@ class _EndToEnd:
         idx = np.clip(((t_s - self.t0_s) / self.step_s).astype(np.int64), 0, self.total_steps - 1)
         first = table["first"][idx]
         wait = first + rng.random(size) * (table["last"][idx] - first)
+        # As many draws whatever the outcome, so runs that differ only in capacity see the same
+        # random numbers (common random numbers: comparisons are not blurred by them).
         waits = rng.random(size) < table["p_wait"][idx]
-        if waits.any():
-            wait[waits] += rng.exponential(1.0, int(waits.sum())) * table["mean_wait"][idx][waits]
+        wait += np.where(waits, rng.exponential(1.0, size) * table["mean_wait"][idx], 0.0)
         latency = wait + table["hold"][idx]
         survive = 1.0 - table["p_drop"][idx]
         done = t_s + latency
