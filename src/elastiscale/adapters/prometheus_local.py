@@ -25,6 +25,7 @@ import socket
 import subprocess
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import requests
 from prometheus_client import CollectorRegistry, make_wsgi_app
+from urllib3.exceptions import InsecureRequestWarning
 
 
 def free_port() -> int:
@@ -127,7 +129,12 @@ class LocalPrometheus:
         port: int | None = None,
         binary: str = "prometheus",
         promtool: str = "promtool",
+        web_config: Mapping[str, Any] | None = None,
+        probe_auth: tuple[str, str] | None = None,
     ) -> None:
+        """`web_config` is Prometheus's own web configuration (`tls_server_config`,
+        `basic_auth_users` with bcrypt hashes); `probe_auth` is the user and password the
+        readiness probe then needs."""
         self.workdir = Path(workdir)
         self.data_dir = self.workdir / "data"
         self.config_path = self.workdir / "prometheus.yml"
@@ -140,12 +147,16 @@ class LocalPrometheus:
         self.binary = shutil.which(binary) or binary
         self.promtool = shutil.which(promtool) or promtool
         self._promtool_blocks = [self.promtool, "tsdb", "create-blocks-from", "openmetrics", "-q"]
+        self.web_config = dict(web_config) if web_config is not None else None
+        self.web_config_path = self.workdir / "web.yml"
+        self.probe_auth = probe_auth
         self._process: subprocess.Popen[bytes] | None = None
         self._history_loaded = False
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        tls = self.web_config is not None and "tls_server_config" in self.web_config
+        return f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -171,6 +182,8 @@ class LocalPrometheus:
         }
         # JSON is YAML, so no YAML writer is needed.
         self.config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+        if self.web_config is not None:
+            self.web_config_path.write_text(json.dumps(self.web_config), encoding="utf-8")
         if not self.targets_path.exists():
             self.set_targets({})
 
@@ -221,6 +234,11 @@ class LocalPrometheus:
                     f"--web.listen-address=127.0.0.1:{self.port}",
                     "--storage.tsdb.retention.time=100y",
                     "--log.level=warn",
+                    *(
+                        [f"--web.config.file={self.web_config_path}"]
+                        if self.web_config is not None
+                        else []
+                    ),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -241,7 +259,13 @@ class LocalPrometheus:
             if self._process is None or self._process.poll() is not None:
                 return False
             try:
-                if requests.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
+                # Our own server: its certificate need not be checked to see that it is up.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", InsecureRequestWarning)
+                    probe = requests.get(
+                        f"{self.url}/-/ready", timeout=1.0, verify=False, auth=self.probe_auth
+                    )
+                if probe.status_code == 200:
                     return True
             except requests.RequestException:
                 pass
