@@ -36,7 +36,7 @@ across the component's series), so `Observation.at_s` is the oldest sample used.
 Outcomes per signal, never zero for missing data (`Observation.missing`):
   "no data"             the query returned nothing for the component
   "nan"                 the value is NaN (a quantile over no requests, a 0/0)
-  "not finite: +Inf"    an infinite value (a quantile in the +Inf bucket)
+  "not finite: +inf"    an infinite value (a quantile in the +Inf bucket)
   "ambiguous: N series" N series where one was expected (a template that does not aggregate)
   "stale"               the newest sample is older than the staleness limit
   "not configured"      no query for the signal
