@@ -114,19 +114,19 @@ def test_short_history_falls_back_then_refits_when_enough() -> None:
     y = hourly_wave(100)
     fc.fit(np.arange(100) * 60.0, y)
     got = forecast(fc, [300.0])
-    assert got.model == "ewma" and "needs 122 observed bins" in str(got.fallback_reason)
+    assert got.model == "ewma" and "needs 180 observed bins (3 h)" in str(got.fallback_reason)
     assert fc.status.fallback_reason == got.fallback_reason
     assert not fc.refit_due(100 * 60.0)
-    more = hourly_wave(130)
-    for i in range(100, 130):
+    more = hourly_wave(180)
+    for i in range(100, 180):
         fc.update(i * 60.0, float(more[i]))
-    fc.advance(130 * 60.0)
-    assert fc.refit_due(130 * 60.0)
+    fc.advance(180 * 60.0)
+    assert fc.refit_due(180 * 60.0)
     fc.refit()
     got = forecast(fc, [300.0])
     assert got.model == "holt-winters" and got.fallback_reason is None
-    assert not fc.refit_due(130 * 60.0)
-    assert fc.refit_due(130 * 60.0 + 86400.0)
+    assert not fc.refit_due(180 * 60.0)
+    assert fc.refit_due(180 * 60.0 + 86400.0)
 
 
 @pytest.mark.parametrize("name", ["last-value", "ewma", "holt", "seasonal-naive", "auto"])
@@ -395,3 +395,37 @@ def test_auto_prefers_a_smoother_on_a_noisy_level() -> None:
 def test_auto_refuses_itself_as_candidate() -> None:
     with pytest.raises(ValidationError, match="auto cannot be a candidate of itself"):
         build("auto", candidates=["ewma", "auto"])
+
+
+def test_auto_refit_fits_the_model_once_history_suffices() -> None:
+    fc = build("holt-winters", auto_refit=True, **HOURLY)
+    y = hourly_wave(200, noise=1.0)
+    for i in range(200):
+        fc.update(i * 60.0, float(y[i]))
+        if i == 100:
+            assert forecast(fc, [60.0], now_s=(i + 1) * 60.0).model == "ewma"
+    got = forecast(fc, [60.0], now_s=200 * 60.0)
+    assert got.model == "holt-winters" and got.fallback_reason is None
+
+
+def test_package_api_and_decision_record_details() -> None:
+    from elastiscale.forecasting import HorizonQuality, build_forecaster
+
+    fc = build_forecaster("ewma", {"horizons_s": [300.0]})
+    t = np.arange(0, 4 * 3600, 60.0)
+    fc.fit(t, 20.0 + np.sin(t / 600.0))
+    got = forecast(fc, [300.0])
+    details = got.details()
+    assert details["forecast_model"] == "ewma" and details["forecast_fallback"] is None
+    assert details["forecast_300s_mean"] == pytest.approx(got.mean[0], rel=1e-6)
+    quality = fc.quality(300.0)
+    assert isinstance(quality, HorizonQuality)
+    assert set(quality.details()) == {
+        "forecast_300s_errors",
+        "forecast_300s_mae",
+        "forecast_300s_asym_err",
+        "forecast_300s_p90_coverage",
+    }
+    with pytest.raises(TypeError, match="built a"):
+        registry.register("forecaster", "not-a-forecaster", lambda config, params: object())
+        build_forecaster("not-a-forecaster")

@@ -170,6 +170,17 @@ class Forecast:
     def is_fallback(self) -> bool:
         return self.fallback_reason is not None
 
+    def details(self, index: int = 0, prefix: str = "forecast") -> dict[str, Detail]:
+        """Flat key/values of horizon `index` for a `Proposal`'s details (decision records)."""
+        head = f"{prefix}_{self.horizons_s[index]:g}s"
+        return {
+            f"{prefix}_model": self.model,
+            f"{head}_mean": round(float(self.mean[index]), 6),
+            f"{head}_p90": round(float(self.p90[index]), 6),
+            f"{head}_p99": round(float(self.p99[index]), 6),
+            f"{prefix}_fallback": self.fallback_reason,
+        }
+
     def to_dict(self) -> dict[str, object]:
         return {
             "origin_s": self.origin_s,

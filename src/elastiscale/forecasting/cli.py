@@ -31,8 +31,6 @@ from pydantic import ValidationError
 from elastiscale import registry
 from elastiscale.errors import RegistryError, TraceError
 from elastiscale.forecasting.base import DAY_S, Forecaster
-from elastiscale.forecasting.evaluation import demand_series, evaluate
-from elastiscale.trace import load_trace
 
 log = logging.getLogger("elastiscale.forecasting")
 
@@ -114,6 +112,9 @@ def build_models(
 
 
 def run(args: argparse.Namespace) -> int:
+    from elastiscale.forecasting.evaluation import demand_series, evaluate
+    from elastiscale.trace import load_trace
+
     began = time.perf_counter()
     horizons = [float(h) for h in args.horizon_s]
     if any(not h > 0 for h in horizons):

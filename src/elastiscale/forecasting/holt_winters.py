@@ -50,17 +50,15 @@ from elastiscale.forecasting.base import (
     observed,
 )
 from elastiscale.forecasting.naive import PeriodChoice
-from elastiscale.forecasting.seasonality import detect_periods
+from elastiscale.forecasting.seasonality import CYCLES, detect_periods
 from elastiscale.forecasting.smoothing import (
-    DAMPING_GRID,
     HALF_LIFE_GRID_BINS,
-    TREND_GRID,
-    alpha_of,
     damped_sum,
     damped_sums,
     forward_fill,
     holt_filter,
     horizon_mae,
+    search_holt,
     tuning_bins,
 )
 
@@ -116,10 +114,10 @@ class HoltWintersModel(GridModel):
         return max(2, round(period_s / ctx.step_s))
 
     def fit(self, y: Array, ctx: GridContext) -> None:
-        # Detection needs two cycles of the longest period considered: say so before trying.
-        longest = max(2, round(self.max_period_s / ctx.step_s))
-        if self.period == "detected" and y.size < 2 * longest + 2:
-            raise NotEnoughHistoryError("holt-winters", observed(y), 2 * longest + 2, ctx.step_s)
+        # Detection needs three cycles of the longest period considered: say so before trying.
+        need = CYCLES * max(2, round(self.max_period_s / ctx.step_s))
+        if self.period == "detected" and y.size < need:
+            raise NotEnoughHistoryError("holt-winters", observed(y), need, ctx.step_s)
         m = self._choose_period(y, ctx)
         if y.size < 2 * m + 2 or observed(y) < m + 2:
             raise NotEnoughHistoryError(
@@ -170,21 +168,16 @@ class HoltWintersModel(GridModel):
         season = self.slots[(ctx.first_bin + np.arange(y.size)) % m]
         deseasonalized = forward_fill(y - season)  # y[0] is observed
         warmup = min(y.size // 10, int(4 * HALF_LIFE_GRID_BINS[-1]))
-        grid = [(h, b, p) for h in HALF_LIFE_GRID_BINS for b in TREND_GRID for p in DAMPING_GRID]
-        candidates = [(alpha, beta, phi)] + [(alpha_of(h), b, p) for h, b, p in grid]
-        best, best_loss = candidates[0], math.inf
-        for a, b, p in candidates:
+
+        def loss(a: float, b: float, p: float) -> float:
             level, trend = holt_filter(deseasonalized, a, b, p)
             forecasts = {
-                k: level
-                + damped_sum(p, k) * trend
-                + np.roll(season, -k)  # the season of bin t + k, for the origin t
+                k: level + damped_sum(p, k) * trend + np.roll(season, -k)  # season of t + k
                 for k in ctx.horizons
             }
-            loss = horizon_mae(y, forecasts, warmup)
-            if loss < best_loss:
-                best, best_loss = (a, b, p), loss
-        return best
+            return horizon_mae(y, forecasts, warmup)
+
+        return search_holt(loss, start=(alpha, beta, phi))
 
     def append(self, value: float) -> None:
         self.latest += 1

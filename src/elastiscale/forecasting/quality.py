@@ -96,70 +96,62 @@ class HorizonQuality:
         }
 
 
+Row = tuple[float, float, float, float]
+
+
+def _terms(row: Row) -> tuple[float, float, float, float, float, float, float]:
+    """A row's share of the running sums: actual, |error|, shortfall, excess, is-short,
+    p90 hit, p99 hit."""
+    actual, mean, hi90, hi99 = row
+    diff = actual - mean
+    return (
+        actual,
+        abs(diff),
+        diff if diff > 0.0 else 0.0,
+        -diff if diff < 0.0 else 0.0,
+        1.0 if diff > 0.0 else 0.0,
+        1.0 if actual <= hi90 else 0.0,
+        1.0 if actual <= hi99 else 0.0,
+    )
+
+
 class _Ring:
     """The last `capacity` rows of (actual, mean, p90, p99), oldest overwritten first, with
     running sums so that the window's errors cost O(1) to read at every bin.
 
-    Sums (in `sums`): actual, |error|, shortfall, excess, shortfall count, p90 hits, p99 hits.
-    They are recomputed from the rows whenever the ring wraps, so rounding cannot build up.
+    Plain Python floats: a row is pushed at every bin for every tracked horizon of every model,
+    where numpy's per-call cost would dominate. The sums are recomputed from the rows whenever
+    the ring wraps, so rounding cannot build up.
     """
 
     def __init__(self, capacity: int) -> None:
-        self.data = np.empty((capacity, 4))
         self.capacity = capacity
-        self.size = 0
+        self.data: list[Row] = []
         self.pos = 0
         self.total = 0
-        self.sums = np.zeros(7)
+        self.sums = [0.0] * 7
 
-    @staticmethod
-    def _terms(rows: Array) -> Array:
-        actual, mean = rows[:, 0], rows[:, 1]
-        with np.errstate(invalid="ignore"):
-            return np.column_stack(
-                [
-                    actual,
-                    np.abs(actual - mean),
-                    np.maximum(actual - mean, 0.0),
-                    np.maximum(mean - actual, 0.0),
-                    actual > mean,
-                    actual <= rows[:, 2],
-                    actual <= rows[:, 3],
-                ]
-            )
+    @property
+    def size(self) -> int:
+        return len(self.data)
 
-    def push(self, row: tuple[float, float, float, float]) -> None:
-        actual, mean, hi90, hi99 = row
-        if self.size == self.capacity:
-            old = self.data[self.pos]
-            self.sums -= self._row_terms(float(old[0]), float(old[1]), old[2], old[3])
-        self.data[self.pos] = row
-        self.sums += self._row_terms(actual, mean, hi90, hi99)
+    def push(self, row: Row) -> None:
+        sums = self.sums
+        if len(self.data) < self.capacity:
+            self.data.append(row)
+        else:
+            for i, term in enumerate(_terms(self.data[self.pos])):
+                sums[i] -= term
+            self.data[self.pos] = row
+        for i, term in enumerate(_terms(row)):
+            sums[i] += term
         self.pos = (self.pos + 1) % self.capacity
-        self.size = min(self.size + 1, self.capacity)
         self.total += 1
         if self.pos == 0:
-            self.sums = self._terms(self.data).sum(axis=0)
-
-    @staticmethod
-    def _row_terms(actual: float, mean: float, hi90: float, hi99: float) -> Array:
-        diff = actual - mean
-        return np.array(
-            [
-                actual,
-                abs(diff),
-                max(diff, 0.0),
-                max(-diff, 0.0),
-                float(diff > 0.0),
-                float(actual <= hi90),
-                float(actual <= hi99),
-            ]
-        )
+            self.sums = [sum(column) for column in zip(*map(_terms, self.data), strict=True)]
 
     def rows(self) -> Array:
-        if self.size < self.capacity:
-            return self.data[: self.size]
-        return self.data
+        return np.array(self.data, dtype=float).reshape(-1, 4)
 
 
 class ErrorTracker:

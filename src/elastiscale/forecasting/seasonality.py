@@ -7,7 +7,10 @@ centered m-bin moving average. The moving average is the trend (a full period av
 cycle out), so growth over days or a quiet weekend does not pass for a cycle, and the score
 reads as the share of the de-trended variance that repeats every m bins: a daily sine wave of
 variance 1 in noise of variance 1 scores about 0.5. A candidate is kept when it scores at least
-`min_strength` (0.2 by default) and the series spans at least two periods of it.
+`min_strength` (0.2 by default), stands clear of what white noise gives over as many pairs
+(3 standard errors for a calendar period, 4 for a periodogram peak, which is the best of a
+search), and the series spans at least three periods of it (the moving average uses one, and
+the correlation needs a full period of pairs after that).
 
 Worked example: the NASA July 1995 trace at 1-minute bins scores about 0.5 at one day; the
 same series shuffled scores about 0.
@@ -15,6 +18,7 @@ same series shuffled scores about 0.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +36,12 @@ MIN_STRENGTH = 0.2
 SNAP_FRACTION = 0.05
 #: Periodogram peaks examined.
 PEAKS = 3
+#: Periods of history needed to detect a period.
+CYCLES = 3
+#: How far above white noise a period's autocorrelation must stand, in standard errors: a
+#: calendar period is one guess; a periodogram peak is the best of many, so it needs more.
+CALENDAR_SIGMAS = 3.0
+SEARCH_SIGMAS = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +63,7 @@ def _moving_average(y: Array, m: int) -> Array:
 
 def _residual(y: Array, m: int) -> Array | None:
     """y minus its centered m-bin moving average, or None when too short for lag m."""
-    if m < 2 or y.size < 2 * m + 2:
+    if m < 2 or y.size < CYCLES * m:
         return None
     trend = _moving_average(y, m)  # trend[i] averages y[i : i + m]
     start = m // 2
@@ -74,23 +84,26 @@ def _acf(resid: Array) -> Array:
     return np.asarray(sums / np.arange(n, 0, -1) / var, dtype=float)
 
 
-def _strength(y: Array, m: int) -> float:
-    """Autocorrelation at lag m of y minus its centered m-bin moving average."""
+def _strength(y: Array, m: int, sigmas: float) -> float:
+    """Autocorrelation at lag m of y minus its centered m-bin moving average; NaN unless it
+    stands `sigmas` standard errors (1 / sqrt(pairs) for white noise) clear of zero."""
     resid = _residual(y, m)
     if resid is None or resid.size <= m:
         return float("nan")
-    acf = _acf(resid)
-    return float(acf[m])
+    score = float(_acf(resid)[m])
+    return score if score >= sigmas / math.sqrt(resid.size - m) else float("nan")
 
 
-def _refine(y: Array, lag: int) -> int | None:
-    """The lag of the autocorrelation peak within 10% of `lag`, or None when the correlation
-    only rises towards the edge of that window (leakage from a neighbouring period)."""
+def _refine(y: Array, lag: int, width: float, max_lag: int) -> int | None:
+    """The lag of the autocorrelation peak within `width` (a fraction) of `lag`, or None when
+    the correlation only rises towards the edge of that window (leakage from a neighbouring
+    period) or has no trough half a period earlier."""
     resid = _residual(y, lag)
     if resid is None:
         return None
     acf = _acf(resid)
-    lo, hi = max(2, int(lag * 0.9)), min(resid.size - 2, int(lag * 1.1) + 1)
+    lo = max(2, math.floor(lag * (1.0 - width)))
+    hi = min(resid.size - 2, max_lag + 1, math.ceil(lag * (1.0 + width)) + 1)
     if hi - lo < 3:
         return None
     best = lo + int(np.argmax(acf[lo:hi]))
@@ -101,13 +114,17 @@ def _refine(y: Array, lag: int) -> int | None:
 
 
 def _harmonic(a: int, b: int) -> bool:
-    """Whether a is within 10% of a whole multiple or fraction of b."""
+    """Whether a is within 15% of b or of a whole multiple or fraction of it."""
     ratio = a / b if a >= b else b / a
-    return abs(ratio - round(ratio)) <= 0.1 * round(ratio)
+    return abs(ratio - round(ratio)) <= 0.15 * round(ratio)
 
 
-def _periodogram_lags(y: Array, max_lag: int) -> list[int]:
-    """Lags (bins) of the strongest periodogram peaks, longest periods first among equals."""
+def _periodogram_lags(y: Array, max_lag: int) -> list[tuple[int, float]]:
+    """(lag in bins, relative uncertainty) of the strongest periodogram peaks, longest first.
+
+    A peak at frequency index f of an n-long series means a period of about n / f bins, give
+    or take n / f / f (half a frequency step either way): 1/3 of the lag at f = 3, 10% at 10.
+    """
     trend = _moving_average(y, max_lag)
     start = max_lag // 2
     z = y[start : start + trend.size] - trend
@@ -120,7 +137,8 @@ def _periodogram_lags(y: Array, max_lag: int) -> list[int]:
         return []
     candidates = freqs[usable]
     order = np.argsort(power[usable])[::-1][:PEAKS]
-    return sorted({round(n / candidates[i]) for i in order}, reverse=True)
+    peaks = {round(n / candidates[i]): max(0.1, 1.0 / float(candidates[i])) for i in order}
+    return sorted(peaks.items(), reverse=True)
 
 
 def detect_periods(
@@ -132,7 +150,7 @@ def detect_periods(
 ) -> list[SeasonalPeriod]:
     """Seasonal periods of `y` (one value per `step_s` bin, NaN = missing), strongest first.
 
-    A constant series, or one shorter than two periods of every candidate, has none.
+    A constant series, or one shorter than three periods of every candidate, has none.
     """
     values = np.asarray(y, dtype=float)
     if values.size == 0 or np.isnan(values).all():
@@ -140,23 +158,23 @@ def detect_periods(
     filled = fill_missing(values)
     if float(np.ptp(filled)) == 0.0:
         return []
-    max_bins = min(int(max_period_s // step_s), (filled.size - 2) // 2)
+    max_bins = min(int(max_period_s // step_s), filled.size // CYCLES)
     found: dict[int, SeasonalPeriod] = {}
     calendar = [round(p / step_s) for p in CALENDAR_S if 2 <= round(p / step_s) <= max_bins]
     for m in calendar:
-        score = _strength(filled, m)
+        score = _strength(filled, m, CALENDAR_SIGMAS)
         if score >= min_strength:
             found[m] = SeasonalPeriod(m * step_s, m, score, "calendar")
     if max_bins >= 4:
-        for peak in _periodogram_lags(filled, max_bins):
-            lag = _refine(filled, peak) if 2 <= peak <= max_bins else None
+        for peak, width in _periodogram_lags(filled, max_bins):
+            lag = _refine(filled, peak, width, max_bins) if 2 <= peak <= max_bins else None
             if lag is None or not 2 <= lag <= max_bins or lag in found:
                 continue
             if any(abs(lag - m) <= SNAP_FRACTION * m for m in calendar):
                 continue
             if any(_harmonic(lag, m) for m in found):
                 continue  # a multiple or a fraction of a kept period adds nothing to it
-            score = _strength(filled, lag)
+            score = _strength(filled, lag, SEARCH_SIGMAS)
             if score >= min_strength:
                 found[lag] = SeasonalPeriod(lag * step_s, lag, score, "periodogram")
     return sorted(found.values(), key=lambda p: p.strength, reverse=True)

@@ -14,6 +14,7 @@ With 60 s bins, a 300 s half-life gives alpha = 1 - 2 ** -0.2 = 0.129.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -166,23 +167,18 @@ class HoltModel(GridModel):
     def _tune(self, y: Array, ctx: GridContext) -> tuple[float, float, float]:
         filled = forward_fill(y)
         warmup = min(filled.size // 10, int(4 * HALF_LIFE_GRID_BINS[-1]))
-        halves = (
-            HALF_LIFE_GRID_BINS if self.half_life_s is None else (self.half_life_s / ctx.step_s,)
+
+        def loss(alpha: float, beta: float, phi: float) -> float:
+            level, trend = holt_filter(filled, alpha, beta, phi)
+            forecasts = {k: level + damped_sum(phi, k) * trend for k in ctx.horizons}
+            return horizon_mae(y, forecasts, warmup)
+
+        return search_holt(
+            loss,
+            halves=None if self.half_life_s is None else (self.half_life_s / ctx.step_s,),
+            betas=None if self.beta is None else (self.beta,),
+            phis=None if self.phi is None else (self.phi,),
         )
-        betas = TREND_GRID if self.beta is None else (self.beta,)
-        phis = DAMPING_GRID if self.phi is None else (self.phi,)
-        best = (math.nan, math.nan, math.nan)
-        best_loss = math.inf
-        for half_life in halves:
-            a = alpha_of(half_life)
-            for b in betas:
-                for phi in phis:
-                    level, trend = holt_filter(filled, a, b, phi)
-                    forecasts = {k: level + damped_sum(phi, k) * trend for k in ctx.horizons}
-                    loss = horizon_mae(y, forecasts, warmup)
-                    if loss < best_loss:
-                        best, best_loss = (a, b, phi), loss
-        return best
 
     def append(self, value: float) -> None:
         assert self.beta is not None and self.phi is not None
@@ -205,6 +201,49 @@ class HoltModel(GridModel):
             "beta": self.beta,
             "phi": self.phi,
         }
+
+
+def search_holt(
+    loss: Callable[[float, float, float], float],
+    halves: tuple[float, ...] | None = None,
+    betas: tuple[float, ...] | None = None,
+    phis: tuple[float, ...] | None = None,
+    start: tuple[float, float, float] | None = None,
+) -> tuple[float, float, float]:
+    """(alpha, beta, phi) minimizing `loss`, one constant at a time over its grid.
+
+    Coordinate descent: alpha over the half-life grid, then beta, then phi, repeated while
+    anything changes (two or three sweeps, about 20 evaluations instead of the 81 of the full
+    grid). `start`, when given, is scored first and kept unless something beats it.
+    """
+    alphas = [alpha_of(h) for h in (halves or HALF_LIFE_GRID_BINS)]
+    grids = (alphas, list(betas or TREND_GRID), list(phis or DAMPING_GRID))
+    seen: dict[tuple[float, float, float], float] = {}
+
+    def score(point: tuple[float, float, float]) -> float:
+        if point not in seen:
+            seen[point] = loss(*point)
+        return seen[point]
+
+    current = (alphas[len(alphas) // 2], DEFAULT_TREND, DEFAULT_DAMPING)
+    current = (
+        current[0] if len(alphas) > 1 else alphas[0],
+        current[1] if len(grids[1]) > 1 else grids[1][0],
+        current[2] if len(grids[2]) > 1 else grids[2][0],
+    )
+    best = min([current] if start is None else [start, current], key=score)
+    for _ in range(4):
+        before = best
+        for axis, grid in enumerate(grids):
+            for value in grid:
+                point = list(best)
+                point[axis] = value
+                candidate = (point[0], point[1], point[2])
+                if score(candidate) < score(best):
+                    best = candidate
+        if best == before:
+            break
+    return best
 
 
 def damped_sum(phi: float, k: int) -> float:
