@@ -15,7 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from elastiscale.daemon.http import StatusServer
 from elastiscale.daemon.journal import InFlight
 from elastiscale.daemon.status import DaemonStatus, TickSnapshot
-from elastiscale.daemon.telemetry import DaemonMetrics, decision_reason, outcome_word
+from elastiscale.daemon.telemetry import (
+    DaemonMetrics,
+    decision_reason,
+    outcome_word,
+    read_details,
+)
 from elastiscale.decision import Clamp, DecisionRecord, Proposal
 from elastiscale.observations import Observation
 
@@ -255,3 +260,55 @@ def test_the_registry_is_not_the_global_one(
     _, _, metrics = served
     assert metrics.registry is not REGISTRY
     assert REGISTRY.get_sample_value("elastiscale_ticks_total", {"result": "ok"}) is None
+
+
+def test_details_from_forecasting_policies() -> None:
+    got = read_details(
+        {
+            "demand_forecast_q": 31.5,
+            "demand_horizon_s": 240.0,
+            "demand_error": 0.21,
+            "forecast_60s_asym_err": 0.05,
+            "forecast_900s_asym_err": None,  # not known yet: skipped
+            "fanout_router_measured": 2.75,
+            "fanout_router_prior": 3.0,
+            "forecast_demand_flag": True,
+        }
+    )
+    assert got.forecast == 31.5
+    assert sorted(got.errors) == [("240", 0.21), ("60", 0.05)]
+    assert got.fanouts == (("router", 2.75),)
+    assert read_details({"forecast_demand": 12.0, "x_forecast_q": 99.0}).forecast == 12.0
+
+
+def test_a_policys_fanout_estimate_is_preferred_to_the_raw_ratio() -> None:
+    status = DaemonStatus("rag", "pod-a", stall_after_s=60)
+    metrics = DaemonMetrics(status)
+    llm = record(
+        "llm",
+        4,
+        4,
+        "unchanged",
+        demand_rps=60.0,
+        proposals=(
+            Proposal("elastiscale", 4, "x", {"fanout_router_measured": 2.9}),
+            Proposal("other", 4, "x", {"fanout_router_measured": 1.0}),
+        ),
+    )
+    snapshot = TickSnapshot(
+        tick=1,
+        at_s=1.0,
+        duration_s=0.0,
+        ok=True,
+        leader=True,
+        records=(RECORDS[0], llm),
+        edges=(("router", "llm"),),
+        incoming={"router": 0, "llm": 1},
+    )
+    status.publish(snapshot, True, None, None)
+    assert (
+        metrics.registry.get_sample_value(
+            "elastiscale_fanout_ratio", {"source": "router", "target": "llm"}
+        )
+        == 2.9
+    )

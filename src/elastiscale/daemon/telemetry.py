@@ -9,9 +9,9 @@ Per component, read from the last tick's decision records at scrape time:
     elastiscale_proposed_replicas{component,policy}    each policy's valid proposal
     elastiscale_demand_per_second{component,unit}      observed demand (unit: requests, tokens)
     elastiscale_forecast_demand_per_second{component,policy}
-                                                       a policy's `forecast_demand` detail
+                                                       a policy's forecast (see `read_details`)
     elastiscale_forecast_error{component,policy,horizon_s}
-                                                       a policy's `forecast_<H>s_asym_err` detail
+                                                       a policy's recent asymmetric error
     elastiscale_fanout_ratio{source,target}            measured fan-out of an edge (see below)
 
 Counters and the rest:
@@ -31,15 +31,19 @@ A missing value is a missing series, never a zero: a component without a ready c
 failed); `reason` says what set the count: `constraint:<name>` when a constraint clamped it
 last, `policy:<name>` for the policy whose proposal won, `no proposal` for a hold.
 
-Measured fan-out of an edge a -> b is b's observed request rate over a's, for edges into a
-component with exactly one upstream (with two, b's rate cannot be split between them); both
-rates must be present and a's positive. Worked example: router 20 req/s, llm 60 req/s -> 3.0.
+Measured fan-out of an edge a -> b is a policy's own estimate when one reports it (a smoothed
+one, `fanout_a_measured` in b's proposal details); else b's observed request rate over a's, for
+edges into a component with exactly one upstream (with two, b's rate cannot be split between
+them), both rates present and a's positive. Worked example: router 20 req/s, llm 60 req/s ->
+3.0.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -47,14 +51,16 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from elastiscale.daemon.status import DaemonStatus, TickSnapshot
-from elastiscale.decision import DecisionRecord
+from elastiscale.decision import DecisionRecord, Detail
 
 #: Tick duration buckets, seconds: a tick is normally milliseconds, slow calls make seconds.
 TICK_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
-#: Proposal detail keys the metrics read (a policy that forecasts can set them).
+#: Proposal detail keys the metrics read (see `read_details`).
 FORECAST_DEMAND_KEY: Final = "forecast_demand"
 _FORECAST_ERROR_KEY: Final = re.compile(r"^forecast_([0-9.]+)s_asym_err$")
+_FORECAST_Q_KEY: Final = re.compile(r"^(.+)_forecast_q$")
+_FANOUT_KEY: Final = re.compile(r"^fanout_(.+)_measured$")
 
 
 def outcome_word(outcome: str) -> str:
@@ -72,6 +78,45 @@ def decision_reason(record: DecisionRecord) -> str:
         if proposal.replicas == record.combined_replicas:
             return f"policy:{proposal.policy}"
     return "policy"
+
+
+@dataclass(frozen=True, slots=True)
+class DetailValues:
+    """What a proposal's details say about forecasts and fan-out."""
+
+    forecast: float | None = None
+    errors: tuple[tuple[str, float], ...] = ()  # (horizon in seconds, error)
+    fanouts: tuple[tuple[str, float], ...] = ()  # (upstream component, measured fan-out)
+
+
+def read_details(details: Mapping[str, Detail]) -> DetailValues:
+    """The forecast, forecast errors and measured fan-outs in a proposal's details:
+
+    - forecast demand: `forecast_demand`, else `<prefix>_forecast_q`;
+    - forecast error: `forecast_<H>s_asym_err` (the forecasting quality tracker's keys), and
+      `<prefix>_error` at horizon `<prefix>_horizon_s` beside a `<prefix>_forecast_q`;
+    - measured fan-out of the edge from `<upstream>`: `fanout_<upstream>_measured`.
+    Values that are not numbers (None: not known yet) are skipped."""
+    numbers = {
+        k: float(v)
+        for k, v in details.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+    forecast = numbers.get(FORECAST_DEMAND_KEY)
+    errors: list[tuple[str, float]] = []
+    fanouts: list[tuple[str, float]] = []
+    for key, value in numbers.items():
+        if (match := _FORECAST_ERROR_KEY.match(key)) is not None:
+            errors.append((match.group(1), value))
+        elif (match := _FORECAST_Q_KEY.match(key)) is not None:
+            prefix = match.group(1)
+            forecast = value if forecast is None else forecast
+            horizon_s, error = numbers.get(f"{prefix}_horizon_s"), numbers.get(f"{prefix}_error")
+            if horizon_s is not None and error is not None:
+                errors.append((f"{horizon_s:g}", error))
+        elif (match := _FANOUT_KEY.match(key)) is not None:
+            fanouts.append((match.group(1), value))
+    return DetailValues(forecast, tuple(errors), tuple(fanouts))
 
 
 class DaemonMetrics:
@@ -195,6 +240,15 @@ def _component_families(snapshot: TickSnapshot) -> Iterator[GaugeMetricFamily]:
         labels=[*c, "policy", "horizon_s"],
     )
     rates: dict[str, float] = {}
+    measured: dict[tuple[str, str], float] = {}
+    seen: set[tuple[str, ...]] = set()  # one sample per label set, the first policy's
+
+    def add(family: GaugeMetricFamily, labels: list[str], value: float) -> None:
+        key = (family.name, *labels)
+        if key not in seen:
+            seen.add(key)
+            family.add_metric(labels, value)
+
     for record in snapshot.records:
         name = record.component
         desired.add_metric([name], record.desired_replicas)
@@ -211,23 +265,27 @@ def _component_families(snapshot: TickSnapshot) -> Iterator[GaugeMetricFamily]:
         for proposal in record.proposals:
             if proposal.replicas is not None:
                 proposed.add_metric([name, proposal.policy], proposal.replicas)
-            for key, value in proposal.details.items():
-                if not isinstance(value, int | float) or isinstance(value, bool):
-                    continue
-                if key == FORECAST_DEMAND_KEY:
-                    forecast.add_metric([name, proposal.policy], value)
-                elif (match := _FORECAST_ERROR_KEY.match(key)) is not None:
-                    error.add_metric([name, proposal.policy, match.group(1)], value)
+            if not proposal.details:
+                continue
+            found = read_details(proposal.details)
+            if found.forecast is not None:
+                add(forecast, [name, proposal.policy], found.forecast)
+            for horizon, value in found.errors:
+                add(error, [name, proposal.policy, horizon], value)
+            for source, value in found.fanouts:
+                measured.setdefault((source, name), value)
     yield from (desired, current, ready, proposed, demand, forecast, error)
     fanout = GaugeMetricFamily(
         "elastiscale_fanout_ratio",
-        "Measured fan-out: downstream request rate over upstream (single-upstream edges)",
+        "Measured fan-out of an edge: a policy's estimate, else downstream over upstream rate",
         labels=["source", "target"],
     )
     for source, target in snapshot.edges:
-        if snapshot.incoming.get(target) != 1:
-            continue
-        up, down = rates.get(source), rates.get(target)
-        if up is not None and down is not None and up > 0:
-            fanout.add_metric([source, target], down / up)
+        ratio = measured.get((source, target))
+        if ratio is None and snapshot.incoming.get(target) == 1:
+            up, down = rates.get(source), rates.get(target)
+            if up is not None and down is not None and up > 0:
+                ratio = down / up
+        if ratio is not None:
+            fanout.add_metric([source, target], ratio)
     yield fanout
