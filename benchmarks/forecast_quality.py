@@ -7,7 +7,9 @@ Quality: a rolling-origin evaluation (elastiscale.forecasting.evaluation) of eac
 resampled to 1 minute, at horizons of 1, 5 and 15 minutes, refitting daily on the last 7 days;
 prints, per model, the MAE relative to the better of last-value and seasonal-naive, and the
 coverage of the p90 and p99 quantiles. Targets: the selected model's rel_mae <= 0.8 at 5 and 15
-minutes; p90 coverage between 0.85 and 0.95.
+minutes; p90 coverage between 0.85 and 0.95. For scale, it also prints the rel_mae of a
+clairvoyant reference that sees the demand around the target bin (not a forecast: a floor
+set by the bins' own noise).
 
 Cost: for each model, one refit on 7 days of 1-minute data (the NASA trace's first week) and
 one predict call (three horizons) per component per tick. Targets: refit <= 1 s, predict <= 1 ms.
@@ -28,7 +30,8 @@ import numpy as np
 
 from elastiscale.forecasting.base import Forecast, Forecaster
 from elastiscale.forecasting.cli import build_models
-from elastiscale.forecasting.evaluation import demand_series, evaluate
+from elastiscale.forecasting.evaluation import Evaluation, demand_series, evaluate
+from elastiscale.forecasting.intervals import horizon_bins
 from elastiscale.trace import load_trace
 
 TRACES = {
@@ -41,12 +44,26 @@ RESAMPLE_S = 60.0
 WEEK_BINS = 7 * 1440
 
 
+def clairvoyant_rel_mae(ev: Evaluation, horizon_s: float, half_width: int = 5) -> float:
+    """rel_mae of a forecast no causal model can make: the mean of the target bin's neighbours
+    within +-`half_width` bins (the target itself excluded), i.e. knowing the demand level
+    around the target and only missing the bin's own noise. A floor for causal forecasts."""
+    k = horizon_bins(horizon_s, ev.step_s)
+    target = ev.origins + k - 1
+    sums = np.convolve(np.nan_to_num(ev.y), np.ones(2 * half_width + 1), mode="same")
+    level = (sums[target] - ev.y[target]) / (2 * half_width)
+    mae = float(np.nanmean(np.abs(ev.y[target] - level)))
+    baseline = ev.summary["baselines"][f"{horizon_s:g}"]["mae"]  # type: ignore[index]
+    return mae / float(baseline)
+
+
 def quality(path: Path, models: list[str], out: Path | None) -> dict[str, Any]:
     trace = load_trace(path)
     t_s, rate = demand_series(trace, RESAMPLE_S)
     began = time.perf_counter()
     ev = evaluate(t_s, rate, build_models(models, RESAMPLE_S, HORIZONS_S, 3.0), HORIZONS_S)
     summary = {"trace": str(path), **ev.summary, "elapsed_s": time.perf_counter() - began}
+    summary["clairvoyant_rel_mae"] = {f"{h:g}": clairvoyant_rel_mae(ev, h) for h in HORIZONS_S}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / f"forecast_{path.name.split('_')[0]}.json").write_text(
@@ -72,6 +89,8 @@ def print_quality(name: str, summary: dict[str, Any]) -> None:
         print(f" {mark}{model:<15}{cells}{cover}")
     selected = summary["models"][summary["selected"]]["horizons"]
     worst90 = [selected[k]["p90_coverage"] for k in keys]
+    floor = "".join(f"{summary['clairvoyant_rel_mae'][k]:>13.3f}" for k in keys)
+    print(f"  {'(clairvoyant)':<16}{floor}   <- +-5 bins around the target, not a forecast")
     print(
         f"  selected {summary['selected']}: rel_mae 5 min {selected['300']['rel_mae']:.3f}, "
         f"15 min {selected['900']['rel_mae']:.3f} (target <= 0.8); p90 coverage "

@@ -88,7 +88,7 @@ def test_all_missing_history_is_no_forecast_with_reason(name: str) -> None:
         ("last-value", "last-value"),
         ("ewma", "ewma"),
         ("holt", "ewma"),
-        ("seasonal-naive", "ewma"),
+        ("seasonal-naive", "last-value"),
         ("holt-winters", "ewma"),
         ("arima", "ewma"),
         ("ensemble", "ensemble"),  # its ewma member needs one point

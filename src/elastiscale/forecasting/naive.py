@@ -141,3 +141,7 @@ class SeasonalNaive(Forecaster):
     def new_model(self) -> GridModel:
         assert isinstance(self.params, SeasonalNaive.Params)
         return SeasonalNaiveModel(self.params.period)
+
+    def _new_fallback(self) -> GridModel | None:
+        # Without a full period a naive baseline stays naive: the last value, not a smoother.
+        return LastValueModel()
