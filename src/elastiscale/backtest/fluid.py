@@ -19,6 +19,7 @@ worked numbers.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -65,8 +66,14 @@ def queueing_delay(rho: float, servers: float, hold_s: float) -> tuple[float, fl
     if servers < 1.0 or rho <= 0.0 or hold_s <= 0.0:
         return 0.0, 0.0
     rho = min(rho, RHO_CAP)
-    p_wait = rho ** (math.sqrt(2.0 * (servers + 1.0)) - 1.0)
+    p_wait = rho ** _exponent(servers)
     return p_wait, 0.5 * hold_s / (servers * (1.0 - rho))
+
+
+@functools.lru_cache(maxsize=4096)
+def _exponent(servers: float) -> float:
+    """sqrt(2(c + 1)) - 1, cached: a component's server count changes only when it scales."""
+    return math.sqrt(2.0 * (servers + 1.0)) - 1.0
 
 
 def _wait_quantile(p_wait: float, mean_s: float, q: float) -> float:
@@ -93,6 +100,7 @@ class _Replicas:
         "ready",
         "starting",
         "startup_s",
+        "touched",
     )
 
     def __init__(self, ready: int, startup_s: float, t0_s: float) -> None:
@@ -104,6 +112,7 @@ class _Replicas:
         self.acc_ready = 0.0
         self.acc_starting = 0.0
         self.acc_draining = 0.0
+        self.touched = False  # a command came since the start of the current step
 
     def integrate_to(self, t_s: float) -> None:
         """Apply every readiness and drain-end event up to `t_s`, accumulating replica-seconds."""
@@ -136,6 +145,10 @@ class _Replicas:
 
     def close_step(self, end_s: float, step_s: float) -> tuple[float, float, float]:
         """Time averages (ready, starting, draining) over the step ending at `end_s`."""
+        if not (self.touched or self.starting or self.draining):
+            self.acc_t = end_s  # nothing changed during the step
+            return float(self.ready), 0.0, 0.0
+        self.touched = False
         self.integrate_to(end_s)
         out = (self.acc_ready / step_s, self.acc_starting / step_s, self.acc_draining / step_s)
         self.acc_ready = self.acc_starting = self.acc_draining = 0.0
@@ -149,6 +162,7 @@ class _Replicas:
         """Ask for `replicas` at `now_s`. Scale-down cancels starting replicas first (the newest
         first, as a ReplicaSet deletes not-ready pods first), then drains ready ones."""
         self.integrate_to(now_s)
+        self.touched = True
         desired = self.desired
         if replicas > desired:
             if self.startup_s <= 0:
@@ -539,15 +553,17 @@ class FluidSimulator:
         if served_r > 0:
             hold = hold_w * served_w / served_r
             p95 = wmax + hold
-            if queue_r <= 0 and wmax <= 0 and capacity > 0:
+            # Below 5% utilization no server is busy long enough for a 95th-percentile wait.
+            if queue_r <= 0 and wmax <= 0 and busy > 0.05 * capacity:
                 p_wait, mean_wait = queueing_delay(busy / capacity, ready_avg * comp.slots, hold)
                 p95 += _wait_quantile(p_wait, mean_wait, 0.95)
         else:
             p95 = math.nan
         book = comp.replicas
+        ready = book.ready
         comp.log.append(
             areq, work, tokens, served_r, dropped_r, queue_r, busy / dt, ready_avg, starting_avg,
-            draining_avg, float(book.desired), float(book.ready), busy, capacity, p95,
+            draining_avg, float(ready + len(book.starting)), float(ready), busy, capacity, p95,
         )  # fmt: skip
 
     def _serve(

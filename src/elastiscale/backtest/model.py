@@ -298,13 +298,14 @@ class StepLog:
     CUM_COMPLETIONS = 20  # completions with a latency figure
     CUM_LATENCY_WEIGHTED = 21  # sum of latency_p95 x completions
 
-    __slots__ = ("_array", "rows", "step_s", "t0_s")
+    __slots__ = ("_array", "_sums", "rows", "step_s", "t0_s")
 
     def __init__(self, t0_s: float, step_s: float) -> None:
         self.t0_s = t0_s
         self.step_s = step_s
         self.rows: list[tuple[float, ...]] = []
         self._array: npt.NDArray[np.float64] | None = None
+        self._sums = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
     def append(
         self,
@@ -325,16 +326,17 @@ class StepLog:
         latency_p95_s: float,
     ) -> None:
         """Close one step: append its row and the running totals."""
-        rows = self.rows
-        if rows:
-            last = rows[-1]
-            ca, cw, ct, cb, cc, cn, cl = last[15:22]
-        else:
-            ca = cw = ct = cb = cc = cn = cl = 0.0
+        ca, cw, ct, cb, cc, cn, cl = self._sums
         if latency_p95_s == latency_p95_s and completions > 0:  # not NaN
             cn += completions
             cl += latency_p95_s * completions
-        rows.append(
+        ca += arrivals
+        cw += work
+        ct += tokens
+        cb += busy
+        cc += capacity
+        self._sums = (ca, cw, ct, cb, cc, cn, cl)
+        self.rows.append(
             (
                 arrivals,
                 work,
@@ -351,11 +353,11 @@ class StepLog:
                 busy,
                 capacity,
                 latency_p95_s,
-                ca + arrivals,
-                cw + work,
-                ct + tokens,
-                cb + busy,
-                cc + capacity,
+                ca,
+                cw,
+                ct,
+                cb,
+                cc,
                 cn,
                 cl,
             )

@@ -86,46 +86,57 @@ class SimulatedMetricSource:
         return {name: self._observe_one(name, cutoff_s) for name in components}
 
     def _observe_one(self, name: str, cutoff_s: float) -> Observation:
-        log, i = self.steps_until(name, cutoff_s)
+        log = self.simulator.steps(name)
+        i = math.floor((cutoff_s - log.t0_s) / self.step_s + 1e-9)
+        if i > len(log):
+            i = len(log)
         if i <= 0:
             return Observation.unavailable(name, cutoff_s, "no data")
         rows = log.rows
         last = rows[i - 1]
         lo = i - self._window_steps
-        before = rows[lo - 1] if lo >= 1 else None
-        steps = i - max(lo, 0)
-        window_s = steps * self.step_s
-
-        def total(column: int) -> float:
-            return last[column] - (before[column] if before is not None else 0.0)
-
+        if lo >= 1:
+            before = rows[lo - 1]
+            window_s = self._window_steps * self.step_s
+            arrivals = last[StepLog.CUM_ARRIVALS] - before[StepLog.CUM_ARRIVALS]
+            work = last[StepLog.CUM_WORK] - before[StepLog.CUM_WORK]
+            tokens = last[StepLog.CUM_TOKENS] - before[StepLog.CUM_TOKENS]
+            busy = last[StepLog.CUM_BUSY] - before[StepLog.CUM_BUSY]
+            capacity = last[StepLog.CUM_CAPACITY] - before[StepLog.CUM_CAPACITY]
+            completions = last[StepLog.CUM_COMPLETIONS] - before[StepLog.CUM_COMPLETIONS]
+            latency_sum = last[StepLog.CUM_LATENCY_WEIGHTED] - before[StepLog.CUM_LATENCY_WEIGHTED]
+        else:  # the window reaches back before the start: the rate over what exists
+            window_s = i * self.step_s
+            arrivals = last[StepLog.CUM_ARRIVALS]
+            work = last[StepLog.CUM_WORK]
+            tokens = last[StepLog.CUM_TOKENS]
+            busy = last[StepLog.CUM_BUSY]
+            capacity = last[StepLog.CUM_CAPACITY]
+            completions = last[StepLog.CUM_COMPLETIONS]
+            latency_sum = last[StepLog.CUM_LATENCY_WEIGHTED]
         missing: dict[str, str] = {}
-        demand_rps = total(StepLog.CUM_ARRIVALS) / window_s
-        unit = self._units[name]
         tokens_per_s: float | None
-        if unit != "requests":
-            tokens_per_s = total(StepLog.CUM_WORK) / window_s
+        if self._units[name] != "requests":
+            tokens_per_s = work / window_s
         elif self._has_tokens:
-            tokens_per_s = total(StepLog.CUM_TOKENS) / window_s
+            tokens_per_s = tokens / window_s
         else:
             tokens_per_s = None
             missing["tokens_per_s"] = "no token data"
-        capacity = total(StepLog.CUM_CAPACITY)
         utilization: float | None = None
         if capacity > 0:
-            utilization = min(1.0, total(StepLog.CUM_BUSY) / capacity)
+            utilization = min(1.0, busy / capacity)
         else:
             missing["utilization"] = "no ready replicas"
-        completions = total(StepLog.CUM_COMPLETIONS)
         latency: float | None = None
         if completions > 0:
-            latency = total(StepLog.CUM_LATENCY_WEIGHTED) / completions
+            latency = latency_sum / completions
         else:
             missing["latency_p95_s"] = "no completions"
         return Observation(
             component=name,
             at_s=log.t0_s + i * self.step_s,
-            demand_rps=demand_rps,
+            demand_rps=arrivals / window_s,
             tokens_per_s=tokens_per_s,
             in_flight=last[StepLog.C_IN_FLIGHT],
             queue_length=last[StepLog.C_QUEUE],
