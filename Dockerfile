@@ -1,0 +1,35 @@
+# The elastiscale sidecar image:
+#
+#   docker build -t elastiscale:0.1.0 .
+#   docker run --rm -v "$PWD/examples:/examples:ro" -w / -p 9464:9464 elastiscale:0.1.0 \
+#       run /examples/daemon/pipeline.yaml --dry-run
+#
+# examples/kubernetes/sidecar.yaml runs it as a Deployment; its pipeline file comes from a
+# ConfigMap mounted at /etc/elastiscale.
+
+FROM python:3.12-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install --no-cache-dir --prefix=/install .
+
+FROM python:3.12-slim
+COPY --from=build /install /usr/local
+# A fixed non-root user (the sidecar manifest runs as 65532) owning the journal's directory.
+RUN groupadd --gid 65532 elastiscale \
+ && useradd --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin elastiscale \
+ && install -d -o 65532 -g 65532 /var/lib/elastiscale
+USER 65532:65532
+WORKDIR /var/lib/elastiscale
+# Inside a container, loopback is unreachable from outside: listen on all of the container's
+# interfaces (nothing is published unless `docker run -p` or a pod asks for it).
+ENV ELASTISCALE_LISTEN=0.0.0.0:9464 \
+    ELASTISCALE_JOURNAL=/var/lib/elastiscale/journal.jsonl \
+    PYTHONUNBUFFERED=1
+EXPOSE 9464
+HEALTHCHECK --interval=30s --timeout=3s \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9464/healthz', timeout=2)"]
+# SIGTERM (docker stop, pod deletion) ends the current tick and exits 0 within 5 s.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["elastiscale"]
+CMD ["run", "/etc/elastiscale/pipeline.yaml"]
