@@ -25,7 +25,7 @@ from elastiscale.controllers.base import TickContext
 from elastiscale.daemon.journal import Journal
 from elastiscale.daemon.runner import Daemon, RunOptions
 from elastiscale.decision import Proposal
-from elastiscale.errors import ActuatorError, ConfigError, MetricSourceError
+from elastiscale.errors import ActuatorError, ConfigError, MetricSourceError, TraceError
 from elastiscale.observations import Observation, ReplicaState
 
 _names = itertools.count()
@@ -480,3 +480,27 @@ def test_ready_counts_come_from_the_actuator_read(tmp_path: Path) -> None:
     }
     snapshot = daemon.tick(1000.0)
     assert snapshot is not None and snapshot.ready == {"router": 2, "llm": 2}
+
+
+def test_a_config_that_cannot_build_stops_the_start_and_says_so(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    world.raw["metrics"] = {"type": "trace", "path": str(tmp_path / "absent.csv")}
+    world.write()
+    daemon = Daemon(world.config(), RunOptions(config_path=world.path))
+    with pytest.raises(TraceError, match=r"absent\.csv"):
+        daemon.run()
+    assert world.journal()[-1] == {
+        "kind": "stop",
+        "at_s": pytest.approx(time.time(), abs=60),
+        "run": daemon.journal.run_id,
+        "reason": "start failed: TraceError",
+    }
+
+
+def test_signal_handlers_are_given_back_after_a_run(tmp_path: Path) -> None:
+    import signal
+
+    world = World(tmp_path)
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    assert Daemon(world.config(), RunOptions(config_path=world.path, once=True)).run() == 0
+    assert {s: signal.getsignal(s) for s in before} == before

@@ -7,7 +7,7 @@ test sets) and the fake Kubernetes API server (in this process, reached through 
 - two daemons -> only the Lease holder acts; the other takes over when the first is killed;
 - killed mid-change -> the next start reports the change that was in flight.
 
-Ticks every 0.5 s; the Lease lasts 3 s. Without the `prometheus` binary these tests skip, or
+Ticks every 0.5 s; the Lease lasts 2 s. Without the `prometheus` binary these tests skip, or
 fail when ELASTISCALE_REQUIRE_INTEGRATION (CI) or ELASTISCALE_REQUIRE_PROMETHEUS is set.
 """
 
@@ -38,7 +38,7 @@ from elastiscale.daemon.journal import Journal
 pytestmark = pytest.mark.integration
 
 INTERVAL_S = 0.5
-LEASE_S = 3.0
+LEASE_S = 2.0
 RENEW_S = 0.5
 SCALE_PATH = "/apis/apps/v1/namespaces/default/deployments/router/scale"
 
@@ -350,7 +350,7 @@ def test_two_daemons_only_the_leader_acts_and_the_other_takes_over(
 
     demand(exporter, "pair", 65)
     wait_for(lambda: replicas(kube) == 7, 20, "scaled to 7 by the leader")
-    time.sleep(3 * INTERVAL_S)  # the follower has seen the new demand too
+    time.sleep(2 * INTERVAL_S)  # the follower has seen the new demand too
     assert lease_holder(kube) == "first"
     assert second.metric("elastiscale_leader") == 0 and first.metric("elastiscale_leader") == 1
     assert not [e for e in second.entries() if e["kind"] == "intent"]  # it never acted

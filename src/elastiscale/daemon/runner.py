@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from elastiscale.clock import Clock, SystemClock
 from elastiscale.config import Config, load_config
@@ -96,6 +97,7 @@ class Daemon:
         self._reload = threading.Event()
         self._wake = threading.Event()
         self.stop_reason = "finished"
+        self._previous_handlers: dict[int, Any] = {}
 
     # --- start and stop -----------------------------------------------------------------------
 
@@ -169,13 +171,18 @@ class Daemon:
         """Start, tick until stopped (or once), shut down; the exit code."""
         self._install_signals()
         try:
-            self.start(serve_http=not self.options.once)
+            try:
+                self.start(serve_http=not self.options.once)
+            except BaseException as exc:
+                self.stop_reason = f"start failed: {type(exc).__name__}"
+                raise
             if self.options.once:
                 snapshot = self.tick(self.clock.now_s())
                 return 0 if snapshot is not None and snapshot.ok else 1
             self._loop()
         finally:
             self.shutdown()
+            self._restore_signals()
         return 0
 
     def _loop(self) -> None:
@@ -365,9 +372,14 @@ class Daemon:
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # signals can only be handled on the main thread (embedded in a test)
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-        signal.signal(signal.SIGHUP, self._on_signal)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def _restore_signals(self) -> None:
+        """Give the signals back to whoever had them (an embedding program, a test runner)."""
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers.clear()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
