@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from elastiscale.forecasting.base import Forecast, Forecaster
+from elastiscale.forecasting import Forecast, Forecaster
 from elastiscale.forecasting.cli import build_models
 from elastiscale.forecasting.evaluation import Evaluation, demand_series, evaluate
 from elastiscale.forecasting.intervals import horizon_bins

@@ -11,7 +11,7 @@ import pytest
 from elastiscale import registry
 from elastiscale.cli import main
 from elastiscale.errors import TraceError
-from elastiscale.forecasting.base import Forecaster
+from elastiscale.forecasting import Forecaster
 from elastiscale.forecasting.evaluation import demand_series, evaluate
 from elastiscale.trace import parse_trace
 

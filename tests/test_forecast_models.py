@@ -12,13 +12,9 @@ from pydantic import ValidationError
 
 from elastiscale import registry
 from elastiscale.config import load_config
+from elastiscale.forecasting import Forecast, Forecaster, NoForecast
 from elastiscale.forecasting.arima import ArimaModel
-from elastiscale.forecasting.base import (
-    Forecast,
-    Forecaster,
-    GridContext,
-    NoForecast,
-)
+from elastiscale.forecasting.grid import GridContext
 from elastiscale.forecasting.holt_winters import HoltWintersModel
 from elastiscale.forecasting.intervals import horizon_bins
 from elastiscale.forecasting.series import ForecastInputError

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from elastiscale import registry
-from elastiscale.forecasting.base import Forecast, NoForecast
+from elastiscale.forecasting import Forecast, NoForecast
 
 # The cheap forecasters, plus the composites over them (the statsmodels-backed ones are checked
 # on fixed series in test_forecast_models.py; a fit per hypothesis example would be too slow).

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from elastiscale import registry
-from elastiscale.forecasting.base import Forecast, Forecaster
+from elastiscale.forecasting import Forecast, Forecaster
 from elastiscale.forecasting.intervals import NO_EVIDENCE_WIDTH, Intervals
 from elastiscale.forecasting.quality import (
     MIN_ERRORS,

@@ -26,11 +26,10 @@ import numpy as np
 from pydantic import Field, NonNegativeInt, model_validator
 
 from elastiscale.decision import Detail
-from elastiscale.forecasting.base import (
+from elastiscale.forecasting.base import Forecaster, ForecasterParams
+from elastiscale.forecasting.grid import (
     DAY_S,
     Array,
-    Forecaster,
-    ForecasterParams,
     GridContext,
     GridModel,
     IntArray,

@@ -2,14 +2,15 @@
 
 Two layers:
 
-- a `GridModel` is one forecasting method on a regular grid of bins: `fit(y)`, `append(value)`,
-  `forecast(ks)` with `ks` in bins ahead. numpy only; it knows nothing of seconds, gaps or
-  quality. Each method (last value, EWMA, Holt-Winters, ...) is one small `GridModel`.
+- a `GridModel` (grid.py) is one forecasting method on a regular grid of bins: `fit(y)`,
+  `append(value)`, `forecast(ks)` with `ks` in bins ahead. numpy only; it knows nothing of
+  seconds, gaps or quality. Each method (last value, EWMA, Holt-Winters, ...) is one small
+  `GridModel`.
 - a `Forecaster` is what policies use. It takes points `(t_s, value)` at any spacing and
   resamples them to its `step_s` (series.py), keeps a bounded history for refits, serves
   forecasts at horizons in seconds with upper quantiles (intervals.py), tracks its own recent
   errors at the horizons it serves (quality.py), and falls back to a simpler model, saying so,
-  when its own cannot be fitted.
+  when its own cannot be fitted. Its answers are in results.py.
 
 Configuration (`params`, a frozen pydantic model) is kept apart from fitted state; `clone()`
 gives a new, unfitted forecaster with the same configuration.
@@ -32,19 +33,28 @@ at or after `now + h` (see `intervals.horizon_bins`).
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
-from elastiscale.decision import Detail
+from elastiscale.forecasting.grid import (
+    DAY_S,
+    WEEK_S,
+    Array,
+    FitRefusedError,
+    GridContext,
+    GridModel,
+    IntArray,
+    NotEnoughHistoryError,
+    observed,
+)
 from elastiscale.forecasting.intervals import IntervalMode, Intervals, horizon_bins
 from elastiscale.forecasting.quality import ErrorTracker, HorizonQuality
+from elastiscale.forecasting.results import FitStatus, Forecast, ForecastResult, NoForecast
 from elastiscale.forecasting.series import (
     BinAccumulator,
     ForecastInputError,
@@ -57,164 +67,8 @@ from elastiscale.forecasting.series import (
 if TYPE_CHECKING:
     from elastiscale.config import Config
 
-Array = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-
-DAY_S = 86400.0
-WEEK_S = 7 * DAY_S
-
 #: At most this many horizons are tracked (each costs a little at every bin).
 MAX_TRACKED_HORIZONS = 16
-
-
-# --------------------------------------------------------------------------------------------
-# The model layer
-
-
-@dataclass(frozen=True, slots=True)
-class GridContext:
-    """What a `GridModel` knows about its grid: the step, where the data starts, and the
-    horizons (bins ahead) its forecasts are judged at."""
-
-    step_s: float
-    first_bin: int  # absolute index of y[0]: bin k covers [k * step_s, (k + 1) * step_s)
-    horizons: tuple[int, ...]
-    under_weight: float = 3.0
-
-
-class FitRefusedError(Exception):
-    """A model declines this history (too short, no seasonality); the forecaster falls back
-    and reports the message as the reason."""
-
-
-class NotEnoughHistoryError(FitRefusedError):
-    """A model cannot be fitted on so little data; the forecaster falls back and says why."""
-
-    def __init__(self, what: str, have_bins: int, need_bins: int, step_s: float) -> None:
-        self.have_bins = have_bins
-        self.need_bins = need_bins
-        super().__init__(
-            f"{what} needs {need_bins} observed bins ({_duration(need_bins * step_s)}), "
-            f"has {have_bins} ({_duration(have_bins * step_s)})"
-        )
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= DAY_S:
-        return f"{seconds / DAY_S:.3g} d"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.3g} h"
-    return f"{seconds:.4g} s"
-
-
-class GridModel(ABC):
-    """One forecasting method on a regular grid; `y` holds one value per bin, NaN = missing."""
-
-    label: str = "model"
-
-    @abstractmethod
-    def fit(self, y: Array, ctx: GridContext) -> None:
-        """Fit on `y` (y[-1] is the latest bin, y[0] is observed); raise `NotEnoughHistoryError`
-        when `y` is too short for this method, `FitRefusedError` when it does not suit it."""
-
-    @abstractmethod
-    def append(self, value: float) -> None:
-        """The next bin closed with `value` (NaN: missing; the state moves on regardless)."""
-
-    @abstractmethod
-    def forecast(self, ks: IntArray) -> Array:
-        """Point forecasts for the bins `ks` (>= 1) after the latest one."""
-
-    def describe(self) -> dict[str, Detail]:
-        """Fitted parameters worth reporting (smoothing constants, periods)."""
-        return {}
-
-
-def observed(y: Array) -> int:
-    """Number of observed (non-NaN) bins."""
-    return int(np.count_nonzero(~np.isnan(y)))
-
-
-def fill_missing(y: Array) -> Array:
-    """`y` with NaN replaced by linear interpolation (ends: the nearest value), for methods
-    that cannot take gaps while fitting; the state is still run on the gappy series."""
-    missing = np.isnan(y)
-    if not missing.any():
-        return y
-    idx = np.arange(y.size)
-    return np.interp(idx, idx[~missing], y[~missing])
-
-
-# --------------------------------------------------------------------------------------------
-# Results
-
-
-@dataclass(frozen=True, slots=True)
-class Forecast:
-    """Demand forecast at several horizons, from data up to `origin_s`.
-
-    `mean`, `p90` and `p99` are aligned with `horizons_s`, in the series' unit (requests/s or
-    tokens/s), with 0 <= mean <= p90 <= p99. `model` names the model that produced it; when it
-    is a fallback, `fallback_reason` says why the configured one was not used.
-    """
-
-    origin_s: float
-    horizons_s: Array
-    mean: Array
-    p90: Array
-    p99: Array
-    model: str
-    fallback_reason: str | None = None
-
-    @property
-    def is_fallback(self) -> bool:
-        return self.fallback_reason is not None
-
-    def details(self, index: int = 0, prefix: str = "forecast") -> dict[str, Detail]:
-        """Flat key/values of horizon `index` for a `Proposal`'s details (decision records)."""
-        head = f"{prefix}_{self.horizons_s[index]:g}s"
-        return {
-            f"{prefix}_model": self.model,
-            f"{head}_mean": round(float(self.mean[index]), 6),
-            f"{head}_p90": round(float(self.p90[index]), 6),
-            f"{head}_p99": round(float(self.p99[index]), 6),
-            f"{prefix}_fallback": self.fallback_reason,
-        }
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "origin_s": self.origin_s,
-            "horizons_s": self.horizons_s.tolist(),
-            "mean": self.mean.tolist(),
-            "p90": self.p90.tolist(),
-            "p99": self.p99.tolist(),
-            "model": self.model,
-            "fallback_reason": self.fallback_reason,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class NoForecast:
-    """No forecast can be made (no observation at all); `reason` says why."""
-
-    model: str
-    reason: str
-
-
-ForecastResult = Forecast | NoForecast
-
-
-@dataclass(frozen=True, slots=True)
-class FitStatus:
-    """What a forecaster is running on: its model, or the fallback and why."""
-
-    forecaster: str
-    model: str | None
-    fallback_reason: str | None
-    history_bins: int
-    observed_bins: int
-    fitted_at_s: float | None
-    parameters: Mapping[str, Detail] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------

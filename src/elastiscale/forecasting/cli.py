@@ -30,7 +30,8 @@ from pydantic import ValidationError
 
 from elastiscale import registry
 from elastiscale.errors import RegistryError, TraceError
-from elastiscale.forecasting.base import DAY_S, Forecaster
+from elastiscale.forecasting.base import Forecaster
+from elastiscale.forecasting.grid import DAY_S
 
 log = logging.getLogger("elastiscale.forecasting")
 

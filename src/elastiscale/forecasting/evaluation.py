@@ -28,9 +28,11 @@ import numpy as np
 import numpy.typing as npt
 
 from elastiscale.errors import TraceError
-from elastiscale.forecasting.base import DAY_S, WEEK_S, Forecast, Forecaster
+from elastiscale.forecasting.base import Forecaster
+from elastiscale.forecasting.grid import DAY_S, WEEK_S
 from elastiscale.forecasting.intervals import horizon_bins
 from elastiscale.forecasting.quality import asymmetric_error
+from elastiscale.forecasting.results import Forecast
 from elastiscale.forecasting.selection import AutoSelect
 from elastiscale.trace import Trace
 

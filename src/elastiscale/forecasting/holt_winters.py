@@ -35,13 +35,12 @@ import numpy as np
 from pydantic import Field, NonNegativeFloat, PositiveFloat
 
 from elastiscale.decision import Detail
-from elastiscale.forecasting.base import (
+from elastiscale.forecasting.base import Forecaster, ForecasterParams
+from elastiscale.forecasting.grid import (
     DAY_S,
     WEEK_S,
     Array,
     FitRefusedError,
-    Forecaster,
-    ForecasterParams,
     GridContext,
     GridModel,
     IntArray,

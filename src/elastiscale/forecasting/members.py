@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from elastiscale.forecasting.base import (
+from elastiscale.forecasting.base import ForecasterParams
+from elastiscale.forecasting.grid import (
     Array,
     FitRefusedError,
-    ForecasterParams,
     GridContext,
     GridModel,
     IntArray,

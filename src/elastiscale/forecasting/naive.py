@@ -14,12 +14,11 @@ import numpy as np
 from pydantic import Field, PositiveFloat
 
 from elastiscale.decision import Detail
-from elastiscale.forecasting.base import (
+from elastiscale.forecasting.base import Forecaster, ForecasterParams
+from elastiscale.forecasting.grid import (
     DAY_S,
     WEEK_S,
     Array,
-    Forecaster,
-    ForecasterParams,
     GridContext,
     GridModel,
     IntArray,

@@ -13,8 +13,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from elastiscale.forecasting.base import DAY_S
 from elastiscale.forecasting.evaluation import Evaluation
+from elastiscale.forecasting.grid import DAY_S
 from elastiscale.forecasting.intervals import horizon_bins
 
 _DPI = 110

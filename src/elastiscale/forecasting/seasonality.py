@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from elastiscale.forecasting.base import DAY_S, WEEK_S, fill_missing
+from elastiscale.forecasting.grid import DAY_S, WEEK_S, fill_missing
 
 Array = npt.NDArray[np.float64]
 

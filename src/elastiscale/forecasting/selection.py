@@ -22,14 +22,8 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from elastiscale.decision import Detail
-from elastiscale.forecasting.base import (
-    Array,
-    Forecaster,
-    ForecasterParams,
-    GridContext,
-    GridModel,
-    IntArray,
-)
+from elastiscale.forecasting.base import Forecaster, ForecasterParams
+from elastiscale.forecasting.grid import Array, GridContext, GridModel, IntArray
 from elastiscale.forecasting.members import Combine, MemberSet, MemberSpec, build_models
 
 DEFAULT_CANDIDATES = ("ewma", "holt", "holt-winters", "seasonal-naive", "last-value")

@@ -22,10 +22,9 @@ from pydantic import Field, PositiveFloat
 from scipy import signal
 
 from elastiscale.decision import Detail
-from elastiscale.forecasting.base import (
+from elastiscale.forecasting.base import Forecaster, ForecasterParams
+from elastiscale.forecasting.grid import (
     Array,
-    Forecaster,
-    ForecasterParams,
     GridContext,
     GridModel,
     IntArray,
