@@ -326,6 +326,15 @@ def test_arima_kalman_updates_match_statsmodels_append() -> None:
     np.testing.assert_allclose(model.forecast(np.array([1, 2, 4])), expected[[0, 1, 3]])
 
 
+def test_seasonal_naive_history_must_hold_its_period() -> None:
+    with pytest.raises(ValidationError, match="history_s = 604800 cannot hold a period of 604800"):
+        build("seasonal-naive", period="weekly", history_s=7 * 86400.0)
+    weekly = build("seasonal-naive", period="weekly")  # 8 days kept by default
+    t = np.arange(0, 8 * 86400, 600.0)
+    weekly.fit(t, 1.0 + (t // 86400) % 7)  # each weekday has its own level
+    assert forecast(weekly, [600.0]).mean.tolist() == [2.0]  # day 8 repeats day 1
+
+
 def test_arima_refuses_fine_steps_naming_the_field() -> None:
     with pytest.raises(ValidationError, match="step_s"):
         build("arima", step_s=60.0)

@@ -8,10 +8,10 @@ implicitly assumes.
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Self
 
 import numpy as np
-from pydantic import Field, PositiveFloat
+from pydantic import Field, PositiveFloat, model_validator
 
 from elastiscale.decision import Detail
 from elastiscale.forecasting.base import Forecaster, ForecasterParams
@@ -135,7 +135,21 @@ class SeasonalNaive(Forecaster):
     name: ClassVar[str] = "seasonal-naive"
 
     class Params(ForecasterParams):
+        history_s: PositiveFloat = Field(8 * DAY_S, description="a week and a day by default")
         period: PeriodChoice = Field("detected", description="detected, daily, weekly or seconds")
+
+        @model_validator(mode="after")
+        def _history_holds_a_period(self) -> Self:
+            seconds = {"daily": DAY_S, "weekly": WEEK_S}.get(str(self.period))
+            if self.period == "detected":
+                return self
+            period_s = float(self.period) if seconds is None else seconds
+            if self.history_s < period_s + self.step_s:
+                raise ValueError(
+                    f"history_s = {self.history_s:g} cannot hold a period of {period_s:g} s "
+                    f"and one more step: set history_s >= {period_s + self.step_s:g}"
+                )
+            return self
 
     def new_model(self) -> GridModel:
         assert isinstance(self.params, SeasonalNaive.Params)
