@@ -16,6 +16,7 @@ that the cross-check of the two fidelities and the backtest report compute them 
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -269,11 +270,14 @@ def slo_attainment(result: SimulationResult, slo_s: float) -> float | None:
 class StepLog:
     """Per-step records of one component, one row per closed step, with running sums.
 
-    A row is a plain tuple (cheap to append in a simulator's inner loop); the `C_*` constants
-    name its columns. The `CUM_*` columns are running totals up to and including the row, so
-    the total of a signal over any window of steps is one subtraction: O(1) per signal, which is
-    what keeps the simulated metric source cheap on month-long runs.
+    Rows are kept in one flat `array('d')` (cheap to extend in a simulator's inner loop, and
+    turned into a numpy array by one copy); the `C_*` constants name the columns. The `CUM_*`
+    columns are running totals up to and including the row, so the total of a signal over any
+    window of steps is one subtraction: O(1) per signal, which is what keeps the simulated
+    metric source cheap on month-long runs.
     """
+
+    WIDTH = 22
 
     C_ARRIVALS = 0  # requests arrived during the step
     C_WORK = 1  # work arrived, in the component's capacity unit
@@ -298,12 +302,12 @@ class StepLog:
     CUM_COMPLETIONS = 20  # completions with a latency figure
     CUM_LATENCY_WEIGHTED = 21  # sum of latency_p95 x completions
 
-    __slots__ = ("_array", "_sums", "rows", "step_s", "t0_s")
+    __slots__ = ("_array", "_sums", "data", "step_s", "t0_s")
 
     def __init__(self, t0_s: float, step_s: float) -> None:
         self.t0_s = t0_s
         self.step_s = step_s
-        self.rows: list[tuple[float, ...]] = []
+        self.data = array("d")
         self._array: npt.NDArray[np.float64] | None = None
         self._sums = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
@@ -336,7 +340,7 @@ class StepLog:
         cb += busy
         cc += capacity
         self._sums = (ca, cw, ct, cb, cc, cn, cl)
-        self.rows.append(
+        self.data.extend(
             (
                 arrivals,
                 work,
@@ -365,14 +369,17 @@ class StepLog:
         self._array = None
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.data) // self.WIDTH
+
+    def row(self, i: int) -> array[float]:
+        """Row i (0-based) as a sequence indexed by the column constants."""
+        return self.data[i * self.WIDTH : (i + 1) * self.WIDTH]
 
     def array(self) -> npt.NDArray[np.float64]:
         """All rows as a (steps, 22) array (cached until the next append)."""
         if self._array is None:
-            self._array = (
-                np.array(self.rows, dtype=float) if self.rows else np.zeros((0, 22), dtype=float)
-            )
+            flat = np.frombuffer(self.data, dtype=float) if self.data else np.zeros(0)
+            self._array = flat.reshape(-1, self.WIDTH).copy()
         return self._array
 
     def series(self) -> ComponentSeries:

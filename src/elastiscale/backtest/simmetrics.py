@@ -92,28 +92,25 @@ class SimulatedMetricSource:
             i = len(log)
         if i <= 0:
             return Observation.unavailable(name, cutoff_s, "no data")
-        rows = log.rows
-        last = rows[i - 1]
+        data, width = log.data, StepLog.WIDTH
+        end = (i - 1) * width  # the last step's row
         lo = i - self._window_steps
-        if lo >= 1:
-            before = rows[lo - 1]
-            window_s = self._window_steps * self.step_s
-            arrivals = last[StepLog.CUM_ARRIVALS] - before[StepLog.CUM_ARRIVALS]
-            work = last[StepLog.CUM_WORK] - before[StepLog.CUM_WORK]
-            tokens = last[StepLog.CUM_TOKENS] - before[StepLog.CUM_TOKENS]
-            busy = last[StepLog.CUM_BUSY] - before[StepLog.CUM_BUSY]
-            capacity = last[StepLog.CUM_CAPACITY] - before[StepLog.CUM_CAPACITY]
-            completions = last[StepLog.CUM_COMPLETIONS] - before[StepLog.CUM_COMPLETIONS]
-            latency_sum = last[StepLog.CUM_LATENCY_WEIGHTED] - before[StepLog.CUM_LATENCY_WEIGHTED]
-        else:  # the window reaches back before the start: the rate over what exists
-            window_s = i * self.step_s
-            arrivals = last[StepLog.CUM_ARRIVALS]
-            work = last[StepLog.CUM_WORK]
-            tokens = last[StepLog.CUM_TOKENS]
-            busy = last[StepLog.CUM_BUSY]
-            capacity = last[StepLog.CUM_CAPACITY]
-            completions = last[StepLog.CUM_COMPLETIONS]
-            latency_sum = last[StepLog.CUM_LATENCY_WEIGHTED]
+        # The step before the window (none when the window reaches back before the start: then
+        # the rate is over what exists).
+        start = (lo - 1) * width if lo >= 1 else -1
+        window_s = (i - max(lo, 0)) * self.step_s
+
+        def total(column: int) -> float:
+            got = data[end + column]
+            return got - data[start + column] if start >= 0 else got
+
+        arrivals = total(StepLog.CUM_ARRIVALS)
+        work = total(StepLog.CUM_WORK)
+        tokens = total(StepLog.CUM_TOKENS)
+        busy = total(StepLog.CUM_BUSY)
+        capacity = total(StepLog.CUM_CAPACITY)
+        completions = total(StepLog.CUM_COMPLETIONS)
+        latency_sum = total(StepLog.CUM_LATENCY_WEIGHTED)
         missing: dict[str, str] = {}
         tokens_per_s: float | None
         if self._units[name] != "requests":
@@ -138,12 +135,12 @@ class SimulatedMetricSource:
             at_s=log.t0_s + i * self.step_s,
             demand_rps=arrivals / window_s,
             tokens_per_s=tokens_per_s,
-            in_flight=last[StepLog.C_IN_FLIGHT],
-            queue_length=last[StepLog.C_QUEUE],
+            in_flight=data[end + StepLog.C_IN_FLIGHT],
+            queue_length=data[end + StepLog.C_QUEUE],
             utilization=utilization,
             latency_p95_s=latency,
-            ready_replicas=round(last[StepLog.C_READY_END]),
-            desired_replicas=round(last[StepLog.C_DESIRED]),
+            ready_replicas=round(data[end + StepLog.C_READY_END]),
+            desired_replicas=round(data[end + StepLog.C_DESIRED]),
             missing=missing,
         )
 
