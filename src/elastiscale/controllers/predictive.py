@@ -11,8 +11,10 @@ propagation, no queueing model. For each component:
 - a scale-down waits for `startup_s + interval` (the highest count of that window is kept), the
   time beyond which releasing a replica saves more than starting it again costs.
 
-Set `gating: true` to blend the forecast towards persistence where its recent error is no
-better (as `elastiscale` does); by default the forecast is used as it is.
+Like `elastiscale`, it blends the forecast towards persistence (reactive control with the
+headroom the history's own changes ask for) where the forecast's recent error is no better than
+persistence's (`gating`, demand.py): a forecaster fitted on a few minutes of a cascading start
+can be wildly off, and a baseline that trusted it blindly would measure that, not forecasting.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class PredictiveParams(BaseModel):
     scale_down_delay_s: float | None = Field(
         None, ge=0, description="scale-down window; default: each component's startup + interval"
     )
-    gating: bool = Field(False, description="blend towards persistence where the forecast is poor")
+    gating: bool = Field(True, description="blend towards persistence where the forecast is poor")
 
 
 class PredictivePolicy(PerComponentPolicy):
@@ -113,6 +115,8 @@ class PredictivePolicy(PerComponentPolicy):
             if delay_s is None:
                 delay_s = comp.startup_s + ctx.interval_s
             window = self._down[component] = _WindowExtreme(delay_s, lowest=False)
+            # Start from the current count, as a new HPA does (no history, no shrinking).
+            window.push(ctx.now_s, ctx.replicas[component].desired)
         held = window.push(ctx.now_s, need)
         details: dict[str, Detail] = {
             "lead_time_s": lead_s,

@@ -1,0 +1,264 @@
+"""Policy quality: SLO attainment against GPU-hours of every built-in policy, on every shared trace
+with every example pipeline, plus the ablation of `elastiscale` and the trade-off curves.
+
+    .venv/bin/python benchmarks/policy_quality.py                  # everything (tens of minutes)
+    .venv/bin/python benchmarks/policy_quality.py --quick          # the three short traces only
+    .venv/bin/python benchmarks/policy_quality.py --sweep          # trade-off curves (Alibaba)
+
+Each case is ONE backtest run (`elastiscale.backtest`) in which every policy (and every ablation
+variant) replays the same trace into the same pipeline from the same replica counts, with the
+same simulated metrics (15 s delay, 60 s rate windows) and the same scoring window. Cases run in
+a process pool of at most 2 (the development machine has 2 cores).
+
+Traces are read where they are shared (`--traces-dir`, default /work/shared/traces); the NASA
+trace is used at 10 s bins; nothing is copied. Rate scale, by rule rather than by hand: the
+busiest GPU component should run at `MEAN_REPLICAS` (25) replicas on average at the pipeline's
+target utilization, unless that would put its 60 s peak above 80% of its max replicas, in
+which case the peak decides. Pipelines with token-sized components are skipped on traces
+without token columns.
+
+The sweep replays the bursty Alibaba trace once per knob value; each run holds every policy at
+that value of its headroom knob (target utilization for the reactive ones and static-peak,
+the forecast quantile for predictive and elastiscale).
+
+Results go to `--out` (default out/policy_quality) as JSON, and tables are printed in Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from elastiscale.backtest.api import backtest, prepare_trace
+from elastiscale.backtest.baselines import component_demand, window_means
+from elastiscale.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+# examples/pipelines/custom.yaml names its policy as `custom_policy:HalfCapacityPolicy`, which
+# lives in examples/ (the file validates only when that module can be imported).
+sys.path.insert(0, str(ROOT / "examples"))
+PIPELINES = sorted((ROOT / "examples" / "pipelines").glob("*.yaml"))
+TRACES = (
+    "azure_llm_2023_conv_1s.csv",
+    "mooncake_fast25_conversation_1s.csv",
+    "mooncake_fast25_synthetic_1s.csv",
+    "nasa_http_1995_07_10s.csv.gz",
+    "alibaba_gentd26_lora_requests_10s_days00-13.csv.gz",
+)
+SHORT = TRACES[:3]
+BURSTY = "alibaba_gentd26_lora_requests_10s_days00-13.csv.gz"
+POLICIES = ("static-peak", "oracle", "hpa", "kpa", "predictive", "elastiscale")
+ABLATIONS = {
+    "no-feedforward": {"feedforward": False},
+    "no-measured-fanout": {"measured_fanout": False},
+    "no-gating": {"gating": False},
+    "no-queueing": {"queueing": False},
+}
+MEAN_REPLICAS = 25.0
+PEAK_SHARE_OF_MAX = 0.8
+UTILIZATIONS = (0.5, 0.6, 0.7, 0.8, 0.9)
+QUANTILES = (0.6, 0.75, 0.9, 0.97, 0.99)
+
+
+def rate_scale(pipeline: Path, trace_path: Path) -> float:
+    """The rule of the module docstring, rounded to two significant digits."""
+    config = load_config(pipeline)
+    trace = prepare_trace(trace_path)
+    demand = component_demand(config, trace)
+    spec = config.pipeline
+    scale = math.inf
+    gpus = [n for n, c in spec.components.items() if c.is_gpu] or list(spec.components)
+    busiest = max(gpus, key=lambda n: float(np.mean(demand[n])) / _per_replica(config, n))
+    per_replica = _per_replica(config, busiest)
+    mean = float(np.mean(demand[busiest])) / per_replica
+    bins = max(1, round(60.0 / trace.bin_s))
+    peak = float(np.max(window_means(demand[busiest], bins))) / per_replica
+    cap = spec.components[busiest].replicas.max
+    scale = min(MEAN_REPLICAS / mean, PEAK_SHARE_OF_MAX * cap / peak)
+    digits = 1 - math.floor(math.log10(scale))
+    return round(scale, digits)
+
+
+def _per_replica(config: Any, name: str) -> float:
+    comp = config.pipeline.components[name]
+    return float(comp.capacity_per_replica * config.pipeline.utilization_target(name))
+
+
+def usable(pipeline: Path, trace_path: Path) -> str | None:
+    """Why the pipeline cannot replay the trace, or None."""
+    config = load_config(pipeline)
+    trace = prepare_trace(trace_path)
+    for name, comp in config.pipeline.components.items():
+        if comp.capacity_unit != "requests" and not trace.has_unit(comp.capacity_unit):
+            return f"{name} is sized in {comp.capacity_unit}; the trace has no token columns"
+    return None
+
+
+def run_case(job: dict[str, Any]) -> dict[str, Any]:
+    """One backtest run of every policy in `job["policies"]` on one trace and pipeline."""
+    began = time.perf_counter()
+    report = backtest(
+        job["pipeline"], job["trace"], job["policies"], rate_scale=job["rate_scale"]
+    )
+    rows = {}
+    for label, run in report.runs.items():
+        s = run.score
+        rows[label] = {
+            "slo_attainment": s.slo_attainment,
+            "gpu_hours": s.gpu_hours,
+            "p95_latency_s": s.p95_latency_s,
+            "scaling_actions": s.scaling_actions,
+            "elapsed_s": run.elapsed_s,
+        }
+    return {**{k: v for k, v in job.items() if k != "policies"},
+            "labels": job["labels"], "runs": rows,
+            "elapsed_s": time.perf_counter() - began}  # fmt: skip
+
+
+def main_jobs(traces_dir: Path, traces: tuple[str, ...], ablation: bool) -> list[dict[str, Any]]:
+    jobs = []
+    for trace_name in traces:
+        trace_path = traces_dir / trace_name
+        for pipeline in PIPELINES:
+            why = usable(pipeline, trace_path)
+            if why is not None:
+                print(f"skip {pipeline.stem} x {trace_name}: {why}", file=sys.stderr)
+                continue
+            policies: list[Any] = list(POLICIES)
+            labels = list(POLICIES)
+            if ablation:
+                for label, params in ABLATIONS.items():
+                    policies.append({"name": "elastiscale", "params": params})
+                    labels.append(f"elastiscale {label}")
+            jobs.append(
+                {
+                    "kind": "main",
+                    "trace": str(trace_path),
+                    "pipeline": str(pipeline),
+                    "rate_scale": rate_scale(pipeline, trace_path),
+                    "policies": policies,
+                    "labels": labels,
+                }
+            )
+    return jobs
+
+
+def sweep_jobs(traces_dir: Path, pipelines: list[Path]) -> list[dict[str, Any]]:
+    trace_path = traces_dir / BURSTY
+    jobs = []
+    for pipeline in pipelines:
+        scale = rate_scale(pipeline, trace_path)
+        for utilization, quantile in zip(UTILIZATIONS, QUANTILES, strict=True):
+            knob = {"target_utilization": utilization}
+            policies: list[Any] = [
+                {"name": "static-peak", "params": knob},
+                {"name": "hpa", "params": knob},
+                {"name": "kpa", "params": knob},
+                {"name": "predictive", "params": {"quantile": quantile}},
+                {"name": "elastiscale", "params": {"quantile": quantile}},
+            ]
+            jobs.append(
+                {
+                    "kind": "sweep",
+                    "trace": str(trace_path),
+                    "pipeline": str(pipeline),
+                    "rate_scale": scale,
+                    "policies": policies,
+                    "labels": ["static-peak", "hpa", "kpa", "predictive", "elastiscale"],
+                    "utilization": utilization,
+                    "quantile": quantile,
+                }
+            )
+    return jobs
+
+
+def relabel(result: dict[str, Any]) -> dict[str, Any]:
+    """Backtest labels (`elastiscale#2`) back to the job's labels."""
+    runs = list(result["runs"].values())
+    result["runs"] = dict(zip(result["labels"], runs, strict=True))
+    return result
+
+
+def table(results: list[dict[str, Any]], labels: tuple[str, ...]) -> str:
+    lines = [
+        "| trace | pipeline | x rate | " + " | ".join(labels) + " |",
+        "| --- | --- | ---: | " + " | ".join("---:" for _ in labels) + " |",
+    ]
+    for r in results:
+        cells = []
+        for label in labels:
+            run = r["runs"].get(label)
+            if run is None:
+                cells.append("")
+                continue
+            cells.append(f"{100 * run['slo_attainment']:.2f}% / {run['gpu_hours']:.1f}")
+        lines.append(
+            f"| {Path(r['trace']).name.split('_1')[0]} | {Path(r['pipeline']).stem} "
+            f"| {r['rate_scale']:g} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--traces-dir", type=Path, default=Path("/work/shared/traces"))
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "policy_quality")
+    parser.add_argument("--quick", action="store_true", help="the short traces only")
+    parser.add_argument("--sweep", action="store_true", help="trade-off curves only")
+    parser.add_argument("--no-ablation", action="store_true", help="leave the ablation out")
+    parser.add_argument("--trace", action="append", help="only these trace files (names)")
+    parser.add_argument("--pipeline", action="append", help="only these pipelines (stems)")
+    parser.add_argument("--workers", type=int, default=2, help="processes (at most 2)")
+    args = parser.parse_args(argv)
+    pipelines = [p for p in PIPELINES if not args.pipeline or p.stem in args.pipeline]
+    traces = SHORT if args.quick else TRACES
+    if args.trace:
+        traces = tuple(t for t in TRACES if t in args.trace)
+    if args.sweep:
+        jobs = sweep_jobs(args.traces_dir, pipelines)
+    else:
+        jobs = [
+            j
+            for j in main_jobs(args.traces_dir, traces, not args.no_ablation)
+            if Path(j["pipeline"]) in pipelines
+        ]
+    # Longest first, so that two workers finish together.
+    jobs.sort(key=lambda j: -Path(j["trace"]).stat().st_size)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    workers = max(1, min(2, args.workers))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for result in pool.map(run_case, jobs):
+            result = relabel(result)
+            results.append(result)
+            name = f"{result['kind']}_{Path(result['trace']).name.split('.')[0]}"
+            name += f"_{Path(result['pipeline']).stem}"
+            if result["kind"] == "sweep":
+                name += f"_{result['utilization']:g}"
+            (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))
+            print(f"done {name} in {result['elapsed_s']:.0f} s", file=sys.stderr, flush=True)
+    results.sort(key=lambda r: (TRACES.index(Path(r["trace"]).name), r["pipeline"]))
+    if args.sweep:
+        for r in results:
+            print(r["pipeline"], r["utilization"], r["quantile"])
+            for label, run in r["runs"].items():
+                print(f"  {label}: {100 * run['slo_attainment']:.2f}% {run['gpu_hours']:.1f}")
+        return 0
+    print("SLO attainment / GPU-hours\n")
+    print(table(results, POLICIES))
+    if not args.no_ablation:
+        print("\nAblation\n")
+        print(table(results, ("elastiscale", *(f"elastiscale {a}" for a in ABLATIONS))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
