@@ -35,6 +35,9 @@ from elastiscale.errors import FutureDataError
 from elastiscale.observations import Observation, ReplicaState
 
 _TOLERANCE_S = 1e-9
+_CA, _CW, _CT = StepLog.CUM_ARRIVALS, StepLog.CUM_WORK, StepLog.CUM_TOKENS
+_CB, _CC = StepLog.CUM_BUSY, StepLog.CUM_CAPACITY
+_CN, _CL = StepLog.CUM_COMPLETIONS, StepLog.CUM_LATENCY_WEIGHTED
 
 
 class SimulatedMetricSource:
@@ -99,18 +102,18 @@ class SimulatedMetricSource:
         # the rate is over what exists).
         start = (lo - 1) * width if lo >= 1 else -1
         window_s = (i - max(lo, 0)) * self.step_s
-
-        def total(column: int) -> float:
-            got = data[end + column]
-            return got - data[start + column] if start >= 0 else got
-
-        arrivals = total(StepLog.CUM_ARRIVALS)
-        work = total(StepLog.CUM_WORK)
-        tokens = total(StepLog.CUM_TOKENS)
-        busy = total(StepLog.CUM_BUSY)
-        capacity = total(StepLog.CUM_CAPACITY)
-        completions = total(StepLog.CUM_COMPLETIONS)
-        latency_sum = total(StepLog.CUM_LATENCY_WEIGHTED)
+        if start >= 0:
+            arrivals = data[end + _CA] - data[start + _CA]
+            work = data[end + _CW] - data[start + _CW]
+            tokens = data[end + _CT] - data[start + _CT]
+            busy = data[end + _CB] - data[start + _CB]
+            capacity = data[end + _CC] - data[start + _CC]
+            completions = data[end + _CN] - data[start + _CN]
+            latency_sum = data[end + _CL] - data[start + _CL]
+        else:
+            arrivals, work, tokens = data[end + _CA], data[end + _CW], data[end + _CT]
+            busy, capacity = data[end + _CB], data[end + _CC]
+            completions, latency_sum = data[end + _CN], data[end + _CL]
         missing: dict[str, str] = {}
         tokens_per_s: float | None
         if self._units[name] != "requests":
