@@ -90,6 +90,9 @@ class ForecasterParams(BaseModel):
     window_s: PositiveFloat = Field(
         DAY_S, description="rolling window of the error tracker and of the quantile calibration"
     )
+    calibration_s: PositiveFloat = Field(
+        DAY_S / 2, description="end of the history replayed out-of-sample after each fit"
+    )
     under_weight: PositiveFloat = Field(
         3.0, description="cost of under-forecasting relative to over-forecasting"
     )
@@ -160,6 +163,7 @@ class Forecaster:
         self.step_s = float(params.step_s)
         self._capacity = max(2, math.ceil(params.history_s / self.step_s - 1e-9))
         self._window_bins = max(1, math.ceil(params.window_s / self.step_s - 1e-9))
+        self._calibration_bins = max(1, math.ceil(params.calibration_s / self.step_s - 1e-9))
         served = set(params.horizons_s) | lead_times_s(config)
         ks = sorted({horizon_bins(h, self.step_s) for h in served})
         self._initial_ks = ks[:MAX_TRACKED_HORIZONS]
@@ -309,8 +313,9 @@ class Forecaster:
         self._ks = twin._ks
 
     def _fit_buffer(self) -> None:
-        """Fit on the history: the model on all but the last `window_s`, then the last window
-        replayed bin by bin, so the error tracker starts with honest out-of-sample errors."""
+        """Fit on the history: the model on all but the last `calibration_s` (at most a third of
+        the history), then that part replayed bin by bin, so the error tracker starts with
+        honest out-of-sample errors (half a day of 1-minute bins: 720 per horizon)."""
         self._tracker.clear()
         self._model = None
         self._model_label = None
@@ -325,7 +330,7 @@ class Forecaster:
         first = self._last_bin - y.size + 1
         ks = tuple(int(k) for k in self._ks)
         self._intervals.prepare(y, ks)
-        tail = min(self._window_bins, y.size // 3)
+        tail = min(self._calibration_bins, y.size // 3)
         model: GridModel | None = self.new_model()
         reason: str | None = None
         ctx = GridContext(self.step_s, first, ks, self.params.under_weight)
@@ -354,7 +359,7 @@ class Forecaster:
             if model is None:
                 self._fallback_reason = reason
                 return
-            tail = min(self._window_bins, y.size // 3)
+            tail = min(self._calibration_bins, y.size // 3)
             model.fit(y[: y.size - tail], ctx)
             label = model.label
         self._model = model

@@ -143,6 +143,8 @@ class MemberSet:
         self._combined: list[int] = []  # indexes of the members in the combination
         self._combo_tracker: ErrorTracker | None = None
         self._errors: dict[tuple[int, bool], Array] = {}
+        self._weights_cache: dict[int, Array] = {}
+        self._nearest: dict[int, int] = {}
 
     @property
     def combo_label(self) -> str | None:
@@ -164,6 +166,8 @@ class MemberSet:
         """Fit every member; raise when none can be fitted."""
         self.labels, self.models, self.trackers, self.notes = [], [], [], {}
         self._errors.clear()
+        self._weights_cache.clear()
+        self._nearest.clear()
         self.ks = np.asarray(ctx.horizons, dtype=np.int64)
         self.latest = ctx.first_bin + y.size - 1
         self.step_s = ctx.step_s
@@ -212,6 +216,7 @@ class MemberSet:
     def append(self, value: float) -> None:
         self.latest += 1
         self._errors.clear()
+        self._weights_cache.clear()
         for model, tracker in zip(self.models, self.trackers, strict=True):
             tracker.resolve(self.latest, value)
             model.append(value)
@@ -224,10 +229,17 @@ class MemberSet:
         rows = member_rows[self._combined]
         weights = None
         if self.combine == "weighted":
-            weights = np.column_stack(
-                [inverse_error_weights(self.errors(int(k))[self._combined]) for k in ks]
-            )
+            weights = np.column_stack([self._weights(int(k)) for k in ks.tolist()])
         return combine_forecasts(rows, self.combine, weights)
+
+    def _weights(self, k: int) -> Array:
+        """Inverse-error weights of the combined members at horizon k (cached until the next
+        bin, like the errors they come from)."""
+        cached = self._weights_cache.get(k)
+        if cached is None:
+            cached = inverse_error_weights(self.errors(k)[self._combined])
+            self._weights_cache[k] = cached
+        return cached
 
     def forecasts(self, ks: IntArray) -> Array:
         """Forecasts of the fitted members (one row each), then the combined one if any."""
@@ -245,8 +257,12 @@ class MemberSet:
 
     def nearest_tracked(self, k: int) -> int:
         """The tracked horizon closest to k (ties: the longer one)."""
-        tracked = self.ks.tolist()
-        return min(tracked, key=lambda t: (abs(t - k), -t)) if tracked else k
+        nearest = self._nearest.get(k)
+        if nearest is None:
+            tracked = self.ks.tolist()
+            nearest = min(tracked, key=lambda t: (abs(t - k), -t)) if tracked else k
+            self._nearest[k] = nearest
+        return nearest
 
     def errors(self, k: int, with_combined: bool = False) -> Array:
         """Each member's recent asymmetric error at horizon k (NaN: not known yet); the

@@ -136,15 +136,14 @@ class _Ring:
         return len(self.data)
 
     def push(self, row: Row) -> None:
-        sums = self.sums
+        new = _terms(row)
         if len(self.data) < self.capacity:
             self.data.append(row)
+            self.sums = [s + n for s, n in zip(self.sums, new, strict=True)]
         else:
-            for i, term in enumerate(_terms(self.data[self.pos])):
-                sums[i] -= term
+            old = _terms(self.data[self.pos])
             self.data[self.pos] = row
-        for i, term in enumerate(_terms(row)):
-            sums[i] += term
+            self.sums = [s + n - o for s, n, o in zip(self.sums, new, old, strict=True)]
         self.pos = (self.pos + 1) % self.capacity
         self.total += 1
         if self.pos == 0:

@@ -253,9 +253,21 @@ def damped_sum(phi: float, k: int) -> float:
 
 
 def damped_sums(phi: float, ks: IntArray) -> Array:
-    if phi == 1.0:
-        return ks.astype(float)
-    return phi * (1.0 - phi ** ks.astype(float)) / (1.0 - phi)
+    """`damped_sum` for each k; memoized, since the same few horizons are asked at every bin."""
+    key = (phi, ks.tobytes())
+    cached = _DAMPED.get(key)
+    if cached is None:
+        if phi == 1.0:
+            cached = ks.astype(float)
+        else:
+            cached = phi * (1.0 - phi ** ks.astype(float)) / (1.0 - phi)
+        if len(_DAMPED) > 4096:
+            _DAMPED.clear()
+        _DAMPED[key] = cached
+    return cached
+
+
+_DAMPED: dict[tuple[float, bytes], Array] = {}
 
 
 def holt_filter(y: Array, alpha: float, beta: float, phi: float) -> tuple[Array, Array]:
