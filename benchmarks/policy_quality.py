@@ -105,9 +105,7 @@ def usable(pipeline: Path, trace_path: Path) -> str | None:
 def run_case(job: dict[str, Any]) -> dict[str, Any]:
     """One backtest run of every policy in `job["policies"]` on one trace and pipeline."""
     began = time.perf_counter()
-    report = backtest(
-        job["pipeline"], job["trace"], job["policies"], rate_scale=job["rate_scale"]
-    )
+    report = backtest(job["pipeline"], job["trace"], job["policies"], rate_scale=job["rate_scale"])
     rows = {}
     for label, run in report.runs.items():
         s = run.score

@@ -39,9 +39,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from elastiscale import registry
 from elastiscale.decision import Detail
-from elastiscale.forecasting.base import Forecast, Forecaster, ForecastResult
+from elastiscale.forecasting import Forecast, Forecaster, ForecastResult, build_forecaster
 from elastiscale.forecasting.intervals import FLOOR_FRACTION, MIN_CALIBRATION, NO_EVIDENCE_WIDTH
 from elastiscale.forecasting.quality import asymmetric_error
 
@@ -142,9 +141,7 @@ class DemandForecast:
         gating: bool = True,
     ) -> DemandForecast:
         """A forecast on a forecaster from the registry (`name`, `params`)."""
-        forecaster = registry.build("forecaster", name, None, params)
-        if not isinstance(forecaster, Forecaster):
-            raise TypeError(f"forecaster {name!r} is not a Forecaster")
+        forecaster = build_forecaster(name, dict(params))
         return cls(forecaster, quantile=quantile, rate_window_s=rate_window_s, gating=gating)
 
     # ----------------------------------------------------------------------------------------
