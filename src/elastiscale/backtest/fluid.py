@@ -1,25 +1,20 @@
 """The fast fidelity: a fluid model of the pipeline, advanced in fixed steps.
 
 Work is a continuous flow. In each step every component (in topological order) receives its
-arrivals (the trace at ingress components, upstream completions x mean fan-out elsewhere), serves
-them first come first served at its ready capacity, and passes its completions downstream in the
-same step. Inside a step the model is exact for a fluid: arrivals of a step are spread evenly over
-it, the server drains the queue at `ready x capacity` work per second, and a unit of work still
-waiting `timeout_s` after it arrived leaves the queue (reneging) and is dropped. Each step's
-arrivals form a cohort whose first and last served units' waits are recorded, which is what
-end-to-end latency is built from.
-
-End-to-end latency (in `result()`) is sampled: a few ingress requests per step follow the graph,
-each call taking the recorded wait and hold of the component at the time it arrives there, with
-per-request fan-out counts drawn from the edge's distribution (sequential calls add up, parallel
-ones take the slowest), plus the stationary queueing delay of a busy but not backlogged component
-(which a fluid alone would call zero). docs/simulator.md has the model, its assumptions, and
-worked numbers.
+arrivals (the trace at ingress components; elsewhere upstream completions times the calls per
+completion, with the spread that random fan-out counts give them), serves them first come first
+served at its ready capacity, and passes its completions downstream in the same step. A
+sequential edge's later calls come back to their component only as earlier ones complete. Inside
+a step the model is exact for a fluid: arrivals of a step are spread evenly over it, the server
+drains the queue at `ready x capacity` work per second, and a unit of work still waiting
+`timeout_s` after it arrived leaves the queue (reneging) and is dropped. Each step's arrivals
+form a cohort whose first and last served units' waits are recorded; end-to-end latency is
+sampled from those records in `result()` (`backtest.fluid_latency`). docs/simulator.md has the
+model, its assumptions, and worked numbers.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -28,12 +23,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from elastiscale.backtest.fluid_latency import (
+    CallRecords,
+    Edges,
+    EndToEndSampler,
+    latency_table,
+    queueing_delay,
+    wait_quantile,
+)
 from elastiscale.backtest.model import (
     ComponentSeries,
     ServiceModel,
     SimulationResult,
     StepLog,
-    draw_fanout,
     fanout_variance,
     first_call_probability,
     service_models,
@@ -46,41 +48,8 @@ from elastiscale.trace import Trace
 
 Array = npt.NDArray[np.float64]
 
-#: Utilization above which the stationary queueing formula is capped (it diverges at 1, where
-#: the fluid queue itself takes over).
-RHO_CAP = 0.95
-#: About this many end-to-end samples per run (at least one per step with arrivals, at most 64).
-SAMPLES_TARGET = 200_000
 _EPS = 1e-9
 _NOISE_BLOCK = 4096  # steps of normal deviates drawn at once
-
-
-def queueing_delay(rho: float, servers: float, hold_s: float) -> tuple[float, float]:
-    """Stationary wait of a busy, not backlogged component: (P(wait > 0), mean wait if waiting).
-
-    M/D/c by Sakasegawa's approximation of M/M/c, halved for constant service (Allen-Cunneen,
-    (ca^2 + cs^2) / 2 with Poisson arrivals and fixed holds): P(wait) = rho^(sqrt(2(c+1)) - 1),
-    and a wait is exponential with mean hold / (2 c (1 - rho)). Worked numbers: 6 slots at
-    rho = 0.9 with a 4 s hold: P(wait) = 0.9^2.74 = 0.75, mean wait 4 / (2 x 6 x 0.1) = 3.3 s.
-    """
-    if servers < 1.0 or rho <= 0.0 or hold_s <= 0.0:
-        return 0.0, 0.0
-    rho = min(rho, RHO_CAP)
-    p_wait = rho ** _exponent(servers)
-    return p_wait, 0.5 * hold_s / (servers * (1.0 - rho))
-
-
-@functools.lru_cache(maxsize=4096)
-def _exponent(servers: float) -> float:
-    """sqrt(2(c + 1)) - 1, cached: a component's server count changes only when it scales."""
-    return math.sqrt(2.0 * (servers + 1.0)) - 1.0
-
-
-def _wait_quantile(p_wait: float, mean_s: float, q: float) -> float:
-    """The q quantile of a wait that is 0 with probability 1 - p_wait, else exponential."""
-    if p_wait <= 1.0 - q or mean_s <= 0.0:
-        return 0.0
-    return mean_s * math.log(p_wait / (1.0 - q))
 
 
 class _Replicas:
@@ -189,7 +158,6 @@ class _Component:
         "dropped_by_arrival",
         "hold_by_arrival",
         "hold_per_work",
-        "in_edges",
         "index",
         "last_util",
         "log",
@@ -556,7 +524,7 @@ class FluidSimulator:
             # Below 5% utilization no server is busy long enough for a 95th-percentile wait.
             if queue_r <= 0 and wmax <= 0 and busy > 0.05 * capacity:
                 p_wait, mean_wait = queueing_delay(busy / capacity, ready_avg * comp.slots, hold)
-                p95 += _wait_quantile(p_wait, mean_wait, 0.95)
+                p95 += wait_quantile(p_wait, mean_wait, 0.95)
         else:
             p95 = math.nan
         book = comp.replicas
@@ -703,10 +671,38 @@ class FluidSimulator:
         self._finished = True
 
     def result(self) -> SimulationResult:
-        """Run the remaining steps and sample end-to-end latency (see `_EndToEnd`)."""
+        """Run the remaining steps and sample end-to-end latency (`backtest.fluid_latency`)."""
         self._finish()
-        sampler = _EndToEnd(self, np.random.default_rng(self.seed))
-        latency, weight, done_at, dropped, total = sampler.run()
+        total_steps = self.n_steps + self._drain_steps
+        tables = [
+            latency_table(
+                CallRecords(
+                    arrived=c.arrived_by_arrival,
+                    dropped=c.dropped_by_arrival,
+                    wait_first=c.wait_first,
+                    wait_last=c.wait_last,
+                    hold=c.hold_by_arrival,
+                    log=c.log.array(),
+                    slots=c.slots,
+                    mean_hold_s=c.model.mean_hold_s,
+                ),
+                self.step_s,
+                total_steps,
+            )
+            for c in self._comps
+        ]
+        parallel: Edges = [[] for _ in self._comps]
+        sequential: Edges = [[] for _ in self._comps]
+        for edge, spec in zip(self.pipeline.edges, self.config.pipeline.edges, strict=True):
+            bucket = parallel if edge.mode == "parallel" else sequential
+            bucket[self._index[edge.source]].append(
+                (self._index[edge.target], edge.fanout, spec.fanout_distribution)
+            )
+        sampler = EndToEndSampler(
+            tables, parallel, sequential, self.start_s, self.step_s,
+            np.random.default_rng(self.seed),
+        )  # fmt: skip
+        latency, weight, done_at, dropped, total = sampler.run(self._ingress, np.asarray(self._req))
         return SimulationResult(
             step_s=self.step_s,
             latency_s=latency,
@@ -719,165 +715,3 @@ class FluidSimulator:
             end_s=self.end_s,
             ingress_requests=total,
         )
-
-
-class _EndToEnd:
-    """Samples end-to-end latency from the per-component, per-arrival-step records.
-
-    A call arriving at a component at time t takes the component's recorded wait for the step
-    containing t (linear between the step cohort's first and last served units), its hold, and
-    the stationary queueing delay when the component was busy but had no backlog; it survives
-    with probability 1 - (dropped / arrived) of that step. A request's weight is split into
-    completed (weight x survival) and dropped (weight x (1 - survival)).
-    """
-
-    def __init__(self, sim: FluidSimulator, rng: np.random.Generator) -> None:
-        self.sim = sim
-        self.rng = rng
-        self.t0_s = sim.start_s
-        self.step_s = sim.step_s
-        self.total_steps = sim.n_steps + sim._drain_steps
-        self.tables = [self._table(c) for c in sim._comps]
-        edges = sim.pipeline.edges
-        self.parallel: list[list[tuple[int, float, str]]] = [[] for _ in sim._comps]
-        self.sequential: list[list[tuple[int, float, str]]] = [[] for _ in sim._comps]
-        spec_edges = sim.config.pipeline.edges
-        for edge, spec in zip(edges, spec_edges, strict=True):
-            src, dst = sim._index[edge.source], sim._index[edge.target]
-            bucket = self.parallel if edge.mode == "parallel" else self.sequential
-            bucket[src].append((dst, edge.fanout, spec.fanout_distribution))
-
-    def _table(self, comp: _Component) -> dict[str, Array]:
-        n = self.total_steps
-        arrived = np.asarray(comp.arrived_by_arrival)
-        dropped = np.asarray(comp.dropped_by_arrival)
-        first = np.asarray(comp.wait_first)
-        last = np.asarray(comp.wait_last)
-        hold = np.asarray(comp.hold_by_arrival)
-        has = arrived > 0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            p_drop = np.where(has, np.clip(dropped / np.where(has, arrived, 1.0), 0.0, 1.0), 0.0)
-        # A step without served arrivals (none came, or all were dropped): wait as the last
-        # step that had some, so a sample arriving then sees the backlog that was there.
-        first = _ffill(first, 0.0)
-        last = _ffill(np.where(np.isnan(last), first, last), 0.0)
-        hold = _ffill(hold, comp.model.mean_hold_s)
-        log = comp.log.array()
-        m = log.shape[0]
-        rho = np.zeros(n)
-        servers = np.zeros(n)
-        backlog = np.ones(n, dtype=bool)
-        if m:
-            cap = log[:, StepLog.C_CAPACITY]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                rho[:m] = np.where(cap > 0, log[:, StepLog.C_BUSY] / np.where(cap > 0, cap, 1), 0)
-            # Utilization over about one hold: the stationary formula describes fluctuations
-            # faster than that, the steps' own (noisy) arrivals the slower ones.
-            span = max(1, round(comp.model.mean_hold_s / self.step_s))
-            if span > 1:
-                kernel = np.ones(span) / span
-                rho[:m] = np.convolve(rho[:m], kernel)[:m]
-            servers[:m] = log[:, StepLog.C_READY] * comp.slots
-            queued = log[:, StepLog.C_QUEUE] > 0
-            backlog[:m] = queued | np.concatenate([[False], queued[:-1]])
-            # No ready capacity: a call arriving then waits for the timeout and is dropped.
-            empty = (cap <= 0) & ~has[:m]
-            p_drop[:m] = np.where(empty, 1.0, p_drop[:m])
-        rho_c = np.minimum(rho, RHO_CAP)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            p_wait = np.where(
-                (servers >= 1) & (rho > 0) & ~backlog,
-                rho_c ** (np.sqrt(2.0 * (servers + 1.0)) - 1.0),
-                0.0,
-            )
-            mean_wait = np.where(p_wait > 0, 0.5 * hold / (servers * (1.0 - rho_c)), 0.0)
-        return {
-            "first": first,
-            "last": last,
-            "hold": hold,
-            "p_drop": p_drop,
-            "p_wait": p_wait,
-            "mean_wait": mean_wait,
-        }
-
-    def _call(self, comp: int, t_s: Array) -> tuple[Array, Array]:
-        """Latency and survival probability of calls arriving at `comp` at times `t_s`,
-        including everything they call downstream."""
-        table = self.tables[comp]
-        rng = self.rng
-        size = t_s.size
-        idx = np.clip(((t_s - self.t0_s) / self.step_s).astype(np.int64), 0, self.total_steps - 1)
-        first = table["first"][idx]
-        wait = first + rng.random(size) * (table["last"][idx] - first)
-        # As many draws whatever the outcome, so runs that differ only in capacity see the same
-        # random numbers (common random numbers: comparisons are not blurred by them).
-        waits = rng.random(size) < table["p_wait"][idx]
-        wait += np.where(waits, rng.exponential(1.0, size) * table["mean_wait"][idx], 0.0)
-        latency = wait + table["hold"][idx]
-        survive = 1.0 - table["p_drop"][idx]
-        done = t_s + latency
-        slowest = np.zeros(size)
-        for target, mean, distribution in self.parallel[comp]:
-            counts = draw_fanout(rng, mean, distribution, size)
-            for k in range(1, int(counts.max(initial=0)) + 1):
-                sel = counts >= k
-                sub_latency, sub_survive = self._call(target, done[sel])
-                slowest[sel] = np.maximum(slowest[sel], sub_latency)
-                survive[sel] *= sub_survive
-        latency += slowest
-        clock = t_s + latency
-        for target, mean, distribution in self.sequential[comp]:
-            counts = draw_fanout(rng, mean, distribution, size)
-            for k in range(1, int(counts.max(initial=0)) + 1):
-                sel = counts >= k
-                sub_latency, sub_survive = self._call(target, clock[sel])
-                latency[sel] += sub_latency
-                clock[sel] += sub_latency
-                survive[sel] *= sub_survive
-        return latency, survive
-
-    def run(self) -> tuple[Array, Array, Array, float, float]:
-        """(latency, completed weight, completion time, dropped requests, ingress requests)."""
-        sim = self.sim
-        requests = np.asarray(sim._req)
-        active = np.flatnonzero(requests > 0)
-        if active.size == 0 or not sim._ingress:
-            empty = np.zeros(0)
-            return empty, empty, empty, 0.0, 0.0
-        per_step_samples = int(min(64, max(1, math.ceil(SAMPLES_TARGET / active.size))))
-        latencies: list[Array] = []
-        weights: list[Array] = []
-        done: list[Array] = []
-        dropped = 0.0
-        total = 0.0
-        for ingress in sim._ingress:
-            steps = np.repeat(active, per_step_samples)
-            strata = np.tile(np.arange(per_step_samples), active.size)
-            offset = (strata + self.rng.random(steps.size)) / per_step_samples
-            t_s = self.t0_s + (steps + offset) * self.step_s
-            weight = requests[steps] / per_step_samples
-            latency, survive = self._call(ingress, t_s)
-            latencies.append(latency)
-            weights.append(weight * survive)
-            done.append(t_s + latency)
-            dropped += float(np.sum(weight * (1.0 - survive)))
-            total += float(np.sum(weight))
-        return (
-            np.concatenate(latencies),
-            np.concatenate(weights),
-            np.concatenate(done),
-            dropped,
-            total,
-        )
-
-
-def _ffill(values: Array, default: float) -> Array:
-    """NaNs replaced by the last non-NaN value before them (`default` before the first)."""
-    out = np.array(values, dtype=float)
-    bad = np.isnan(out)
-    if not bad.any():
-        return out
-    idx = np.where(~bad, np.arange(out.size), -1)
-    np.maximum.accumulate(idx, out=idx)
-    filled = np.where(idx >= 0, out[np.maximum(idx, 0)], default)
-    return filled

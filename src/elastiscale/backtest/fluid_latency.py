@@ -1,0 +1,244 @@
+"""End-to-end latency for the fast fidelity, from what the fluid model recorded per step.
+
+The fluid model (`backtest.fluid`) records, for each component and each step, the waits of the
+first and last served unit of the step's arrivals, their hold, and how many were dropped. Here a
+few ingress requests per step are followed down the pipeline graph: a call arriving at a
+component at time t takes the wait of the step containing t, the stationary queueing delay a
+fluid leaves out (`queueing_delay`), and its hold; its calls downstream are drawn from the
+edges' fan-out distributions, sequential ones adding up and parallel ones taking the slowest;
+it survives with probability 1 - dropped / arrived of that step. docs/simulator.md has the
+model and worked numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from elastiscale.backtest.model import StepLog, draw_fanout
+
+Array = npt.NDArray[np.float64]
+
+#: Utilization above which the stationary queueing formula is capped (it diverges at 1, where
+#: the fluid queue itself takes over).
+RHO_CAP = 0.95
+#: About this many end-to-end samples per run (at least one per step with arrivals, at most 64).
+SAMPLES_TARGET = 200_000
+
+
+def queueing_delay(rho: float, servers: float, hold_s: float) -> tuple[float, float]:
+    """Stationary wait of a busy, not backlogged component: (P(wait > 0), mean wait if waiting).
+
+    M/D/c by Sakasegawa's approximation of M/M/c, halved for constant service (Allen-Cunneen,
+    (ca^2 + cs^2) / 2 with Poisson arrivals and fixed holds): P(wait) = rho^(sqrt(2(c+1)) - 1),
+    and a wait is exponential with mean hold / (2 c (1 - rho)). Worked numbers: 6 slots at
+    rho = 0.9 with a 4 s hold: P(wait) = 0.9^2.74 = 0.75, mean wait 4 / (2 x 6 x 0.1) = 3.3 s.
+    """
+    if servers < 1.0 or rho <= 0.0 or hold_s <= 0.0:
+        return 0.0, 0.0
+    rho = min(rho, RHO_CAP)
+    p_wait = rho ** _exponent(servers)
+    return p_wait, 0.5 * hold_s / (servers * (1.0 - rho))
+
+
+@functools.lru_cache(maxsize=4096)
+def _exponent(servers: float) -> float:
+    """sqrt(2(c + 1)) - 1, cached: a component's server count changes only when it scales."""
+    return math.sqrt(2.0 * (servers + 1.0)) - 1.0
+
+
+def wait_quantile(p_wait: float, mean_s: float, q: float) -> float:
+    """The q quantile of a wait that is 0 with probability 1 - p_wait, else exponential."""
+    if p_wait <= 1.0 - q or mean_s <= 0.0:
+        return 0.0
+    return mean_s * math.log(p_wait / (1.0 - q))
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecords:
+    """What the fluid model recorded for one component, indexed by arrival step."""
+
+    arrived: Sequence[float]  # requests that arrived in the step
+    dropped: Sequence[float]  # of those, requests dropped (queue timeout)
+    wait_first: Sequence[float]  # wait of the first served unit of the step's arrivals (NaN: none)
+    wait_last: Sequence[float]  # wait of the last served unit (NaN: none)
+    hold: Sequence[float]  # mean hold of the step's arrivals, seconds (NaN: none arrived)
+    log: Array  # the component's `StepLog.array()`
+    slots: int  # slots per replica
+    mean_hold_s: float  # hold of a request of mean size
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyTable:
+    """Per step: what a call arriving then meets at one component."""
+
+    first: Array  # wait of the first served unit, seconds
+    last: Array  # wait of the last served unit, seconds
+    hold: Array  # seconds
+    p_drop: Array  # probability of being dropped
+    p_wait: Array  # probability of a stationary queueing delay
+    mean_wait: Array  # mean of that delay when there is one, seconds
+
+
+def latency_table(records: CallRecords, step_s: float, total_steps: int) -> LatencyTable:
+    """What a call arriving in each step meets at one component (see `LatencyTable`)."""
+    n = total_steps
+    arrived = np.asarray(records.arrived)
+    dropped = np.asarray(records.dropped)
+    first = np.asarray(records.wait_first, dtype=float)
+    last = np.asarray(records.wait_last, dtype=float)
+    hold = np.asarray(records.hold, dtype=float)
+    has = arrived > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p_drop = np.where(has, np.clip(dropped / np.where(has, arrived, 1.0), 0.0, 1.0), 0.0)
+    # A step without served arrivals (none came, or all were dropped): wait as the last
+    # step that had some, so a sample arriving then sees the backlog that was there.
+    first = _ffill(first, 0.0)
+    last = _ffill(np.where(np.isnan(last), first, last), 0.0)
+    hold = _ffill(hold, records.mean_hold_s)
+    log = records.log
+    m = log.shape[0]
+    rho = np.zeros(n)
+    servers = np.zeros(n)
+    backlog = np.ones(n, dtype=bool)
+    if m:
+        cap = log[:, StepLog.C_CAPACITY]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rho[:m] = np.where(cap > 0, log[:, StepLog.C_BUSY] / np.where(cap > 0, cap, 1), 0)
+        # Utilization over about one hold: the stationary formula describes fluctuations
+        # faster than that, the steps' own (noisy) arrivals the slower ones.
+        span = max(1, round(records.mean_hold_s / step_s))
+        if span > 1:
+            kernel = np.ones(span) / span
+            rho[:m] = np.convolve(rho[:m], kernel)[:m]
+        servers[:m] = log[:, StepLog.C_READY] * records.slots
+        queued = log[:, StepLog.C_QUEUE] > 0
+        backlog[:m] = queued | np.concatenate([[False], queued[:-1]])
+        # No ready capacity: a call arriving then waits for the timeout and is dropped.
+        empty = (cap <= 0) & ~has[:m]
+        p_drop[:m] = np.where(empty, 1.0, p_drop[:m])
+    rho_c = np.minimum(rho, RHO_CAP)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p_wait = np.where(
+            (servers >= 1) & (rho > 0) & ~backlog,
+            rho_c ** (np.sqrt(2.0 * (servers + 1.0)) - 1.0),
+            0.0,
+        )
+        mean_wait = np.where(p_wait > 0, 0.5 * hold / (servers * (1.0 - rho_c)), 0.0)
+    return LatencyTable(first, last, hold, p_drop, p_wait, mean_wait)
+
+
+Edges = list[list[tuple[int, float, str]]]  # per component: (target, mean fan-out, distribution)
+
+
+class EndToEndSampler:
+    """Follows sampled ingress requests through the graph of `LatencyTable`s.
+
+    A request's weight is split into completed (weight x survival) and dropped
+    (weight x (1 - survival)), so drops are an expectation rather than a draw.
+    """
+
+    def __init__(
+        self,
+        tables: Sequence[LatencyTable],
+        parallel: Edges,
+        sequential: Edges,
+        t0_s: float,
+        step_s: float,
+        rng: np.random.Generator,
+    ) -> None:
+        self.tables = list(tables)
+        self.parallel = parallel
+        self.sequential = sequential
+        self.t0_s = t0_s
+        self.step_s = step_s
+        self.total_steps = tables[0].first.size if tables else 0
+        self.rng = rng
+
+    def _call(self, comp: int, t_s: Array) -> tuple[Array, Array]:
+        """Latency and survival probability of calls arriving at `comp` at times `t_s`,
+        including everything they call downstream."""
+        table = self.tables[comp]
+        rng = self.rng
+        size = t_s.size
+        idx = np.clip(((t_s - self.t0_s) / self.step_s).astype(np.int64), 0, self.total_steps - 1)
+        first = table.first[idx]
+        wait = first + rng.random(size) * (table.last[idx] - first)
+        # As many draws whatever the outcome, so runs that differ only in capacity see the same
+        # random numbers (common random numbers: comparisons are not blurred by them).
+        waits = rng.random(size) < table.p_wait[idx]
+        wait += np.where(waits, rng.exponential(1.0, size) * table.mean_wait[idx], 0.0)
+        latency = wait + table.hold[idx]
+        survive = 1.0 - table.p_drop[idx]
+        done = t_s + latency
+        slowest = np.zeros(size)
+        for target, mean, distribution in self.parallel[comp]:
+            counts = draw_fanout(rng, mean, distribution, size)
+            for k in range(1, int(counts.max(initial=0)) + 1):
+                sel = counts >= k
+                sub_latency, sub_survive = self._call(target, done[sel])
+                slowest[sel] = np.maximum(slowest[sel], sub_latency)
+                survive[sel] *= sub_survive
+        latency += slowest
+        clock = t_s + latency
+        for target, mean, distribution in self.sequential[comp]:
+            counts = draw_fanout(rng, mean, distribution, size)
+            for k in range(1, int(counts.max(initial=0)) + 1):
+                sel = counts >= k
+                sub_latency, sub_survive = self._call(target, clock[sel])
+                latency[sel] += sub_latency
+                clock[sel] += sub_latency
+                survive[sel] *= sub_survive
+        return latency, survive
+
+    def run(
+        self, ingress: Sequence[int], requests: Array
+    ) -> tuple[Array, Array, Array, float, float]:
+        """(latency, completed weight, completion time, dropped requests, ingress requests)
+        for `requests[j]` ingress requests in step j at each ingress component."""
+        active = np.flatnonzero(requests > 0)
+        if active.size == 0 or not ingress:
+            empty = np.zeros(0)
+            return empty, empty, empty, 0.0, 0.0
+        per_step_samples = int(min(64, max(1, math.ceil(SAMPLES_TARGET / active.size))))
+        latencies: list[Array] = []
+        weights: list[Array] = []
+        done: list[Array] = []
+        dropped = 0.0
+        total = 0.0
+        for component in ingress:
+            steps = np.repeat(active, per_step_samples)
+            strata = np.tile(np.arange(per_step_samples), active.size)
+            offset = (strata + self.rng.random(steps.size)) / per_step_samples
+            t_s = self.t0_s + (steps + offset) * self.step_s
+            weight = requests[steps] / per_step_samples
+            latency, survive = self._call(component, t_s)
+            latencies.append(latency)
+            weights.append(weight * survive)
+            done.append(t_s + latency)
+            dropped += float(np.sum(weight * (1.0 - survive)))
+            total += float(np.sum(weight))
+        return (
+            np.concatenate(latencies),
+            np.concatenate(weights),
+            np.concatenate(done),
+            dropped,
+            total,
+        )
+
+
+def _ffill(values: Array, default: float) -> Array:
+    """NaNs replaced by the last non-NaN value before them (`default` before the first)."""
+    out = np.array(values, dtype=float)
+    bad = np.isnan(out)
+    if not bad.any():
+        return out
+    idx = np.where(~bad, np.arange(out.size), -1)
+    np.maximum.accumulate(idx, out=idx)
+    filled = np.where(idx >= 0, out[np.maximum(idx, 0)], default)
+    return filled
