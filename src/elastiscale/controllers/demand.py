@@ -226,12 +226,17 @@ class DemandForecast:
         return result
 
     def _refresh_persistence(self, bins: int) -> None:
-        """Quantiles and errors of persistence per bins ahead, from the kept history; redone
-        when a bin has closed since (a vectorized pass over at most one window)."""
+        """Quantiles and errors of persistence per bins ahead, from the kept history (at most
+        one window of it)."""
         t, y = self.forecaster.history()
         key = round(float(t[-1]) / self.step_s) if t.size else None
-        if key is not None and key == self._persistence_at and self._persistence_err.size >= bins:
-            return
+        if key is not None and self._persistence_at is not None and self._persistence_err.size:
+            # Quantiles over a day of changes move slowly: refresh them once per 1/24 of the
+            # history they are computed on (every bin while it is short).
+            every = max(1, min(y.size, self.window_bins) // 24)
+            if 0 <= key - self._persistence_at < every:
+                return
+        bins = MAX_BINS_AHEAD  # all of them at once: the cache then holds until the next bin
         y = y[-(self.window_bins + bins) :]
         seen = y[~np.isnan(y)]
         self._floor = FLOOR_FRACTION * float(seen.mean()) if seen.size else 0.0
