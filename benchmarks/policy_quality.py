@@ -17,9 +17,11 @@ target utilization, unless that would put its 60 s peak above 80% of its max rep
 which case the peak decides. Pipelines with token-sized components are skipped on traces
 without token columns.
 
-The sweep replays the bursty Alibaba trace once per knob value; each run holds every policy at
-that value of its headroom knob (target utilization for the reactive ones and static-peak,
-the forecast quantile for predictive and elastiscale).
+The ablation (each part of `elastiscale` switched off in turn) runs in the same backtest as the
+other policies, on the agent pipeline. The sweep replays the bursty Alibaba trace into the agent
+pipeline once per knob value; each run holds every policy at that value of its headroom knob
+(target utilization for the reactive ones and static-peak, the forecast quantile for predictive
+and elastiscale).
 
 Results go to `--out` (default out/policy_quality) as JSON, and tables are printed in Markdown.
 """
@@ -62,6 +64,8 @@ ABLATIONS = {
     "no-gating": {"gating": False},
     "no-queueing": {"queueing": False},
 }
+#: The ablation runs on the agent pipeline (the longest chain, fan-out, two GPU stages).
+ABLATION_PIPELINE = "agent"
 MEAN_REPLICAS = 25.0
 PEAK_SHARE_OF_MAX = 0.8
 UTILIZATIONS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -132,7 +136,7 @@ def main_jobs(traces_dir: Path, traces: tuple[str, ...], ablation: bool) -> list
                 continue
             policies: list[Any] = list(POLICIES)
             labels = list(POLICIES)
-            if ablation:
+            if ablation and pipeline.stem == ABLATION_PIPELINE:
                 for label, params in ABLATIONS.items():
                     policies.append({"name": "elastiscale", "params": params})
                     labels.append(f"elastiscale {label}")
@@ -152,7 +156,7 @@ def main_jobs(traces_dir: Path, traces: tuple[str, ...], ablation: bool) -> list
 def sweep_jobs(traces_dir: Path, pipelines: list[Path]) -> list[dict[str, Any]]:
     trace_path = traces_dir / BURSTY
     jobs = []
-    for pipeline in pipelines:
+    for pipeline in [p for p in pipelines if p.stem == ABLATION_PIPELINE]:
         scale = rate_scale(pipeline, trace_path)
         for utilization, quantile in zip(UTILIZATIONS, QUANTILES, strict=True):
             knob = {"target_utilization": utilization}

@@ -51,6 +51,8 @@ _Z99 = NormalDist().inv_cdf(0.99)
 
 #: At most this many bins ahead are forecast (the forecaster tracks at most 16 horizons).
 MAX_BINS_AHEAD = 16
+#: Levels (times the history's mean) at which persistence's quantiles are conditioned.
+LEVEL_GRID = 2.0 ** np.arange(-6, 5)
 
 
 def quantile_between(mean: Array, p90: Array, p99: Array, quantile: float) -> Array:
@@ -129,6 +131,7 @@ class DemandForecast:
         self._persistence_q: tuple[Array, Array] = (np.zeros(0), np.zeros(0))
         self._persistence_err: Array = np.zeros(0)
         self._floor = 0.0
+        self._levels: Array = np.zeros(0)
 
     @classmethod
     def build(
@@ -176,7 +179,8 @@ class DemandForecast:
         result: ForecastResult = self.forecaster.predict(ks * self.step_s)
         origin_s = self._origin_s(at_s)
         self._refresh_persistence(bins)
-        p90_rel, p99_rel = self._persistence_q
+        row = self._level_row(latest)
+        p90_rel, p99_rel = self._persistence_q[0][row], self._persistence_q[1][row]
         scale = max(latest, self._floor)
         persistence = quantile_between(
             np.full(bins, latest),
@@ -227,7 +231,15 @@ class DemandForecast:
 
     def _refresh_persistence(self, bins: int) -> None:
         """Quantiles and errors of persistence per bins ahead, from the kept history (at most
-        one window of it)."""
+        one window of it), conditional on the level demand starts from.
+
+        What demand does next depends on where it is: bursty traffic at the top of a burst
+        mostly falls back, and from a quiet minute it can jump many times over. So the
+        quantiles of the change from level L are taken over the history's pairs that started
+        within a factor 2 of L (4, then any, when fewer than `MIN_CALIBRATION` did), on a grid
+        of levels a factor 2 apart around the mean. For steady traffic every level sees the
+        same changes, and this is the plain quantile of changes.
+        """
         t, y = self.forecaster.history()
         key = round(float(t[-1]) / self.step_s) if t.size else None
         if key is not None and self._persistence_at is not None and self._persistence_err.size:
@@ -239,9 +251,11 @@ class DemandForecast:
         bins = MAX_BINS_AHEAD  # all of them at once: the cache then holds until the next bin
         y = y[-(self.window_bins + bins) :]
         seen = y[~np.isnan(y)]
-        self._floor = FLOOR_FRACTION * float(seen.mean()) if seen.size else 0.0
-        p90 = np.full(bins, NO_EVIDENCE_WIDTH[0])
-        p99 = np.full(bins, NO_EVIDENCE_WIDTH[1])
+        mean = float(seen.mean()) if seen.size else 0.0
+        self._floor = FLOOR_FRACTION * mean
+        self._levels = np.asarray(mean * LEVEL_GRID, dtype=float)
+        p90 = np.full((LEVEL_GRID.size, bins), NO_EVIDENCE_WIDTH[0])
+        p99 = np.full((LEVEL_GRID.size, bins), NO_EVIDENCE_WIDTH[1])
         err = np.full(bins, math.nan)
         for i in range(bins):
             k = i + 1
@@ -251,15 +265,30 @@ class DemandForecast:
             ok = ~np.isnan(before) & ~np.isnan(after)
             if np.count_nonzero(ok) < MIN_CALIBRATION:
                 continue
-            scaled = (after[ok] - before[ok]) / np.maximum(before[ok], max(self._floor, 1e-12))
-            q90, q99 = np.quantile(scaled, [0.9, 0.99])
-            p90[i] = max(float(q90), 0.0)
-            p99[i] = max(float(q99), p90[i])
-            got = asymmetric_error(after[ok], before[ok], self.forecaster.params.under_weight)
+            before, after = before[ok], after[ok]
+            scaled = (after - before) / np.maximum(before, max(self._floor, 1e-12))
+            for g, level in enumerate(self._levels):
+                chosen = scaled
+                for factor in (2.0, 4.0):
+                    near = (before >= level / factor) & (before <= level * factor)
+                    if np.count_nonzero(near) >= MIN_CALIBRATION:
+                        chosen = scaled[near]
+                        break
+                q90, q99 = np.quantile(chosen, [0.9, 0.99])
+                p90[g, i] = max(float(q90), 0.0)
+                p99[g, i] = max(float(q99), p90[g, i])
+            got = asymmetric_error(after, before, self.forecaster.params.under_weight)
             err[i] = math.nan if got is None else got
         self._persistence_q = (p90, p99)
         self._persistence_err = err
         self._persistence_at = key
+
+    def _level_row(self, level: float) -> int:
+        """Index of the grid level nearest to `level` (in ratio)."""
+        if self._levels.size == 0 or self._levels[0] <= 0:
+            return 0
+        ratio = np.abs(np.log(np.maximum(level, 1e-12) / self._levels))
+        return int(np.argmin(ratio))
 
     def details(self, outlook: DemandOutlook, index: int, prefix: str) -> dict[str, Detail]:
         """Flat key/values describing the forecast at bin `index` (-1: the latest rate)."""
