@@ -7,9 +7,10 @@ Two models, one interface (`served_rps(n)`, `replicas_for(rate_rps)`):
   slack (latency budget - service time). The table of the highest rate n replicas serve within
   the budget is the oracle's own (`backtest.baselines.max_rate_within_budget`), so the policy
   and the reference size with the same arithmetic. Small pools get the headroom they need and
-  large ones run hot: with a 21.8 s slack of which 5.4 s for random waiting, an 8 s, 1.2 req/s
-  writer serves 0.9 req/s per replica with 2 replicas (38% headroom over their capacity) and
-  1.15 req/s per replica with 26 (4%).
+  large ones run hot. Worked numbers, the agent example's writer (8 s calls, 1.2 calls/s per
+  replica, 29.8 s budget, so 21.8 s of slack and 5.45 s of it for random waiting): one replica
+  serves 0.88 calls/s within budget (74% of its capacity), two 1.01 each (84%), 26 replicas
+  1.18 each (98%); 30 calls/s need 26 replicas.
 - `UtilizationSizer`: ceil(rate / (capacity x target utilization)), the HPA's arithmetic, kept
   for the ablation that measures what the queueing model buys.
 
