@@ -94,3 +94,42 @@ def test_ratio_estimator_forgets_with_its_half_life() -> None:
 def test_quantile_between_interpolates_in_z(quantile: float, expected: float) -> None:
     got = quantile_between(np.array([10.0]), np.array([13.0]), np.array([16.0]), quantile)
     assert float(got[0]) == pytest.approx(expected, abs=0.01)
+
+
+BAD_PARAMS = [
+    ("elastiscale", {"forecaster": "nope"}, "params: forecaster: unknown forecaster 'nope'"),
+    ("elastiscale", {"quantile": 1.5}, "params.quantile: Input should be less than 1"),
+    ("elastiscale", {"burst_share": -0.1}, "params.burst_share"),
+    ("elastiscale", {"typo": 1}, "params.typo: unknown key"),
+    ("predictive", {"forecaster_params": {"step_s": -1}}, "forecaster_params.step_s"),
+    ("predictive", {"target_utilization": 0}, "params.target_utilization"),
+]
+
+
+@pytest.mark.parametrize(("policy", "params", "message"), BAD_PARAMS, ids=str)
+def test_bad_parameters_are_one_line_errors_naming_the_field(
+    policy: str, params: dict[str, object], message: str
+) -> None:
+    from elastiscale.config import validate_mapping
+    from elastiscale.errors import ConfigError
+
+    config = {
+        "pipeline": {
+            "name": "t",
+            "slo": {"latency_p95_s": 10},
+            "components": {
+                "a": {
+                    "ingress": True,
+                    "capacity_per_replica": 1,
+                    "service_time_s": 1,
+                    "replicas": {"max": 3},
+                }
+            },
+        },
+        "policies": [{"name": policy, "params": params}],
+    }
+    with pytest.raises(ConfigError) as caught:
+        validate_mapping(config)
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith("policies[0].")
+    assert message in caught.value.problems[0]

@@ -41,10 +41,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from elastiscale import registry
 from elastiscale.backtest.baselines import OracleParams, latency_budgets
 from elastiscale.controllers.base import TickContext
 from elastiscale.controllers.budget import Allocation, Claim, allocate, shared_pool
@@ -58,6 +59,7 @@ from elastiscale.controllers.queueing import (
     UtilizationSizer,
 )
 from elastiscale.decision import Detail, Proposal
+from elastiscale.errors import RegistryError
 from elastiscale.observations import Observation
 from elastiscale.pipeline import Pipeline
 
@@ -100,6 +102,21 @@ class ElastiscaleParams(BaseModel):
     measured_fanout: bool = Field(True, description="measure fan-out online (else: the priors)")
     gating: bool = Field(True, description="blend towards reactive where the forecast is poor")
     queueing: bool = Field(True, description="Erlang-C sizing (else: target utilization)")
+
+    @model_validator(mode="after")
+    def _forecaster_known(self) -> Self:
+        """An unknown forecaster or a bad parameter of it is a config error, not a crash at
+        the first tick."""
+        try:
+            registry.resolve("forecaster", self.forecaster)
+        except RegistryError as exc:
+            raise ValueError(f"forecaster: {exc}") from None
+        problems = registry.check(
+            "forecaster", self.forecaster, self.forecaster_params, path="forecaster_params"
+        )
+        if problems:
+            raise ValueError(problems[0])
+        return self
 
 
 @dataclass(slots=True)

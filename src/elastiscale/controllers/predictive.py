@@ -20,15 +20,17 @@ can be wildly off, and a baseline that trusted it blindly would measure that, no
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from elastiscale import registry
 from elastiscale.controllers.base import PerComponentPolicy, TickContext
 from elastiscale.controllers.constraints import _WindowExtreme
 from elastiscale.controllers.demand import DemandForecast
 from elastiscale.controllers.reactive import ceil_count
 from elastiscale.decision import Detail, Proposal
+from elastiscale.errors import RegistryError
 
 if TYPE_CHECKING:
     from elastiscale.config import Config
@@ -56,6 +58,21 @@ class PredictiveParams(BaseModel):
         None, ge=0, description="scale-down window; default: each component's startup + interval"
     )
     gating: bool = Field(True, description="blend towards persistence where the forecast is poor")
+
+    @model_validator(mode="after")
+    def _forecaster_known(self) -> Self:
+        """An unknown forecaster or a bad parameter of it is a config error, not a crash at
+        the first tick."""
+        try:
+            registry.resolve("forecaster", self.forecaster)
+        except RegistryError as exc:
+            raise ValueError(f"forecaster: {exc}") from None
+        problems = registry.check(
+            "forecaster", self.forecaster, self.forecaster_params, path="forecaster_params"
+        )
+        if problems:
+            raise ValueError(problems[0])
+        return self
 
 
 class PredictivePolicy(PerComponentPolicy):
