@@ -29,13 +29,30 @@ from prometheus_client import generate_latest
 from tqdm import tqdm
 
 from elastiscale import registry
-from elastiscale.adapters.memory import RecordingActuator
+from elastiscale.adapters.base import ActuationResult
 from elastiscale.clock import FakeClock
 from elastiscale.config import load_config
 from elastiscale.daemon.runner import Daemon, RunOptions
-from elastiscale.observations import Observation
+from elastiscale.observations import Observation, ReplicaState
 
 INTERVAL_S = 15.0
+
+
+class CountingActuator:
+    """Replica counts in memory, scale-ups ready at once; counts calls instead of keeping them
+    (the shipped `RecordingActuator` keeps every call, which a soak would see as growth)."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.replicas = dict.fromkeys(names, 1)
+        self.calls = 0
+
+    def read(self, components: Sequence[str]) -> dict[str, ReplicaState]:
+        return {n: ReplicaState(self.replicas[n], self.replicas[n]) for n in components}
+
+    def scale(self, component: str, replicas: int) -> ActuationResult:
+        self.calls += 1
+        self.replicas[component] = replicas
+        return ActuationResult.success(component, replicas)
 
 
 class SineSource:
@@ -109,7 +126,7 @@ def main() -> None:
         raw = config_for(args.components, workdir, fsync=not args.no_fsync)
         names = list(raw["pipeline"]["components"])
         source = SineSource(names)
-        actuator = RecordingActuator(dict.fromkeys(names, 1))
+        actuator = CountingActuator(names)
         registry.register("metric_source", "soak-source", lambda config, options: source)
         registry.register("actuator", "soak-actuator", lambda config, options: actuator)
         path = workdir / "soak.yaml"
@@ -133,7 +150,7 @@ def main() -> None:
             if i == min(999, args.ticks - 1):
                 rss_warm = rss_mib()
         rss_end = rss_mib()
-        changes = len(actuator.calls)
+        changes = actuator.calls
         journal_mib = sum(p.stat().st_size for p in daemon.journal.files()) / 2**20
         daemon.shutdown()
 
