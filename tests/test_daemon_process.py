@@ -403,7 +403,9 @@ def test_a_change_in_flight_at_a_crash_is_reported_at_the_next_start(
 # No servers needed
 
 
-def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path = REPO, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "elastiscale.cli", "run", *args],
         capture_output=True,
@@ -411,6 +413,7 @@ def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
         cwd=cwd,
         timeout=60,
         check=False,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -441,3 +444,7 @@ def test_bad_configs_exit_2_naming_the_field(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "actuator: required by `elastiscale run` (or pass --dry-run)" in done.stderr
     assert "--listen: '127.0.0.1:99999': port 99999 is outside 0..65535" in done.stderr
+
+    done = run_cli("examples/daemon/pipeline.yaml", "--once", env={"ELASTISCALE_LOG_FORMAT": "xml"})
+    assert done.returncode == 2
+    assert "ELASTISCALE_LOG_FORMAT: 'xml' is not text or json" in done.stderr

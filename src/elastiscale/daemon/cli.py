@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
             parse_listen(args.listen)
         except ValueError as exc:
             problems.append(f"--listen: {exc}")
+    if args.log_format not in (None, "text", "json"):  # from the environment, unchecked
+        problems.append(f"ELASTISCALE_LOG_FORMAT: {args.log_format!r} is not text or json")
     if problems:
         return _problems(path, problems)
     verbose = int(getattr(args, "verbose", 0) or 0)
