@@ -4,33 +4,40 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# The demo needs only the package; the tests also need the test tools and the optional
+# integrations (Ray Serve, boto3 and a moto server) that their integration tests drive.
+BASE   := $(VENV)/.installed-base
+FULL   := $(VENV)/.installed-test
 
 .PHONY: demo test lint typecheck unit bench clean
 
-$(STAMP): pyproject.toml
+$(BASE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test,ray,sagemaker]"
-	touch $(STAMP)
+	$(BIN)/pip install --quiet -e .
+	touch $@
 
-demo: $(STAMP)
+$(FULL): $(BASE)
+	$(BIN)/pip install --quiet -e ".[test,ray,sagemaker]"
+	touch $@
+
+demo: $(BASE)
 	$(BIN)/elastiscale backtest examples/pipelines/agent.yaml \
 		--trace examples/traces/azure_llm_2023_conv_1s.csv --rate-scale 4 --out out/demo
 
-lint: $(STAMP)
+lint: $(FULL)
 	$(BIN)/ruff check src tests examples benchmarks
 	$(BIN)/ruff format --check src tests examples benchmarks
 
-typecheck: $(STAMP)
+typecheck: $(FULL)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(FULL)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
 
-bench: $(STAMP)
+bench: $(FULL)
 	$(BIN)/python benchmarks/engine_tick.py
 
 clean:
