@@ -8,6 +8,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -262,23 +263,66 @@ def test_the_registry_is_not_the_global_one(
     assert REGISTRY.get_sample_value("elastiscale_ticks_total", {"result": "ok"}) is None
 
 
-def test_details_from_forecasting_policies() -> None:
-    got = read_details(
-        {
-            "demand_forecast_q": 31.5,
-            "demand_horizon_s": 240.0,
-            "demand_error": 0.21,
-            "forecast_60s_asym_err": 0.05,
-            "forecast_900s_asym_err": None,  # not known yet: skipped
-            "fanout_router_measured": 2.75,
-            "fanout_router_prior": 3.0,
-            "forecast_demand_flag": True,
-        }
-    )
-    assert got.forecast == 31.5
-    assert sorted(got.errors) == [("240", 0.21), ("60", 0.05)]
-    assert got.fanouts == (("router", 2.75),)
-    assert read_details({"forecast_demand": 12.0, "x_forecast_q": 99.0}).forecast == 12.0
+@pytest.mark.parametrize(
+    ("component", "details", "forecast", "errors", "fanouts"),
+    [
+        (
+            "llm",  # predictive: its own forecast, prefix "forecast"
+            {
+                "forecast_forecast_q": 31.5,
+                "forecast_horizon_s": 240.0,
+                "forecast_error": 0.21,
+                "forecast_latest": 30.0,
+                "forecast_model": "holt-winters",
+            },
+            31.5,
+            [("240", 0.21)],
+            [],
+        ),
+        (
+            "llm",  # elastiscale downstream: the demand through its edges, the ingress's error
+            {
+                "forecast_router_forecast_q": 10.0,
+                "forecast_router_horizon_s": 195.0,
+                "forecast_router_error": 0.3,
+                "edge_router_rps": 27.5,
+                "edge_cache_rps": 2.5,
+                "fanout_router_measured": 2.75,
+                "fanout_router_prior": 3.0,
+            },
+            30.0,
+            [("195", 0.3)],
+            [("router", 2.75)],
+        ),
+        (
+            "router",  # elastiscale on the ingress itself
+            {"forecast_router_forecast_q": 10.0, "forecast_other_forecast_q": 99.0},
+            10.0,
+            [],
+            [],
+        ),
+        (
+            "llm",  # the quality tracker's keys; None is not known yet
+            {"forecast_60s_asym_err": 0.05, "forecast_900s_asym_err": None, "flag": True},
+            None,
+            [("60", 0.05)],
+            [],
+        ),
+        ("llm", {"forecast_demand": 12.0, "forecast_forecast_q": 99.0}, 12.0, [], []),
+    ],
+    ids=["predictive", "elastiscale downstream", "elastiscale ingress", "tracker", "explicit"],
+)
+def test_details_from_forecasting_policies(
+    component: str,
+    details: dict[str, Any],
+    forecast: float | None,
+    errors: list[tuple[str, float]],
+    fanouts: list[tuple[str, float]],
+) -> None:
+    got = read_details(component, details)
+    assert got.forecast == forecast
+    assert sorted(got.errors) == errors
+    assert list(got.fanouts) == fanouts
 
 
 def test_a_policys_fanout_estimate_is_preferred_to_the_raw_ratio() -> None:

@@ -61,6 +61,7 @@ FORECAST_DEMAND_KEY: Final = "forecast_demand"
 _FORECAST_ERROR_KEY: Final = re.compile(r"^forecast_([0-9.]+)s_asym_err$")
 _FORECAST_Q_KEY: Final = re.compile(r"^(.+)_forecast_q$")
 _FANOUT_KEY: Final = re.compile(r"^fanout_(.+)_measured$")
+_EDGE_RPS_KEY: Final = re.compile(r"^edge_(.+)_rps$")
 
 
 def outcome_word(outcome: str) -> str:
@@ -89,20 +90,28 @@ class DetailValues:
     fanouts: tuple[tuple[str, float], ...] = ()  # (upstream component, measured fan-out)
 
 
-def read_details(details: Mapping[str, Detail]) -> DetailValues:
-    """The forecast, forecast errors and measured fan-outs in a proposal's details:
+def read_details(component: str, details: Mapping[str, Detail]) -> DetailValues:
+    """The forecast, forecast errors and measured fan-outs in a proposal's details for
+    `component`, in the keys the built-in forecasting policies write:
 
-    - forecast demand: `forecast_demand`, else `<prefix>_forecast_q`;
+    - forecast demand: `forecast_demand`; else the sum of `edge_<upstream>_rps` (the demand
+      `elastiscale` forecasts through each incoming edge); else `<prefix>_forecast_q` of the
+      component's own forecast, prefix `forecast` (`predictive`) or `forecast_<component>`
+      (`elastiscale` on an ingress component);
     - forecast error: `forecast_<H>s_asym_err` (the forecasting quality tracker's keys), and
-      `<prefix>_error` at horizon `<prefix>_horizon_s` beside a `<prefix>_forecast_q`;
+      `<prefix>_error` at horizon `<prefix>_horizon_s` beside any `<prefix>_forecast_q` (for a
+      downstream component, the error of the ingress forecast its decision rests on);
     - measured fan-out of the edge from `<upstream>`: `fanout_<upstream>_measured`.
-    Values that are not numbers (None: not known yet) are skipped."""
+
+    Values that are not finite numbers (None: not known yet) are skipped."""
     numbers = {
         k: float(v)
         for k, v in details.items()
         if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
     }
-    forecast = numbers.get(FORECAST_DEMAND_KEY)
+    own_prefixes = ("forecast", f"forecast_{component}")
+    own: float | None = None
+    through_edges: list[float] = []
     errors: list[tuple[str, float]] = []
     fanouts: list[tuple[str, float]] = []
     for key, value in numbers.items():
@@ -110,12 +119,20 @@ def read_details(details: Mapping[str, Detail]) -> DetailValues:
             errors.append((match.group(1), value))
         elif (match := _FORECAST_Q_KEY.match(key)) is not None:
             prefix = match.group(1)
-            forecast = value if forecast is None else forecast
+            if prefix in own_prefixes and own is None:
+                own = value
             horizon_s, error = numbers.get(f"{prefix}_horizon_s"), numbers.get(f"{prefix}_error")
             if horizon_s is not None and error is not None:
                 errors.append((f"{horizon_s:g}", error))
         elif (match := _FANOUT_KEY.match(key)) is not None:
             fanouts.append((match.group(1), value))
+        elif _EDGE_RPS_KEY.match(key) is not None:
+            through_edges.append(value)
+    forecast = numbers.get(FORECAST_DEMAND_KEY)
+    if forecast is None and through_edges:
+        forecast = sum(through_edges)
+    if forecast is None:
+        forecast = own
     return DetailValues(forecast, tuple(errors), tuple(fanouts))
 
 
@@ -267,7 +284,7 @@ def _component_families(snapshot: TickSnapshot) -> Iterator[GaugeMetricFamily]:
                 proposed.add_metric([name, proposal.policy], proposal.replicas)
             if not proposal.details:
                 continue
-            found = read_details(proposal.details)
+            found = read_details(name, proposal.details)
             if found.forecast is not None:
                 add(forecast, [name, proposal.policy], found.forecast)
             for horizon, value in found.errors:
