@@ -31,6 +31,7 @@ from elastiscale import (
     load_config,
 )
 from elastiscale.controllers.constraints import ConstraintInput
+from engine_tick import pipeline_config
 
 #: Unix time of the first tick (Monday 2024-03-04 08:00 UTC): schedules fire during the run.
 START_S = 1709539200.0
@@ -59,35 +60,6 @@ RULES: dict[str, Any] = {
     ],
     "missing_data": {"fallback_after": 3, "fallback": "current-if-higher", "fallback_replicas": 2},
 }
-
-
-def pipeline_config(components: int) -> dict[str, Any]:
-    comps: dict[str, Any] = {
-        "c0": {
-            "ingress": True,
-            "capacity_per_replica": 50,
-            "service_time_s": 0.05,
-            "replicas": {"min": 1, "max": 200},
-        }
-    }
-    edges = []
-    for i in range(1, components):
-        comps[f"c{i}"] = {
-            "capacity_per_replica": 2.0,
-            "service_time_s": 2.0,
-            "startup_s": 120,
-            "replicas": {"min": 1, "max": 500},
-        }
-        edges.append({"from": f"c{(i - 1) // 4}", "to": f"c{i}", "fanout": 1.2})
-    return {
-        "pipeline": {
-            "name": "bench",
-            "slo": {"latency_p95_s": 30},
-            "components": comps,
-            "edges": edges,
-        },
-        "constraints": RULES,
-    }
 
 
 class DemandPolicy:
@@ -120,7 +92,7 @@ def main() -> None:
     parser.add_argument("--components", type=int, default=200)
     parser.add_argument("--ticks", type=int, default=1000)
     args = parser.parse_args()
-    config = load_config(pipeline_config(args.components))
+    config = load_config({**pipeline_config(args.components), "constraints": RULES})
     pipeline = Pipeline(config.pipeline)
     interval_s = config.control.interval_s
     rng = np.random.default_rng(0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,9 @@ import numpy as np
 from elastiscale import Engine, Pipeline, RecordingActuator, SeriesMetricSource, load_config
 
 
-def pipeline_config(components: int, policies: list[str]) -> dict[str, Any]:
+def pipeline_config(components: int, policies: Sequence[str] = ()) -> dict[str, Any]:
+    """A pipeline of `components`: one CPU ingress, the rest GPU stages in a tree of fan-out 4
+    (the other engine benchmarks build theirs with this too)."""
     comps: dict[str, Any] = {
         "c0": {
             "ingress": True,
@@ -40,15 +43,17 @@ def pipeline_config(components: int, policies: list[str]) -> dict[str, Any]:
             "replicas": {"min": 1, "max": 500},
         }
         edges.append({"from": f"c{(i - 1) // 4}", "to": f"c{i}", "fanout": 1.2})
-    return {
+    config: dict[str, Any] = {
         "pipeline": {
             "name": "bench",
             "slo": {"latency_p95_s": 30},
             "components": comps,
             "edges": edges,
-        },
-        "policies": policies,
+        }
     }
+    if policies:
+        config["policies"] = list(policies)
+    return config
 
 
 def main() -> None:

@@ -30,33 +30,9 @@ from elastiscale import (
 )
 from elastiscale.controllers.base import TickContext
 from elastiscale.decision import Proposal
+from engine_tick import pipeline_config
 
 POLICIES = ("hpa", "kpa", "step-scaling", "target-tracking")
-
-
-def pipeline_config(components: int) -> dict[str, Any]:
-    comps: dict[str, Any] = {
-        "c0": {
-            "ingress": True,
-            "capacity_per_replica": 50,
-            "service_time_s": 0.05,
-            "replicas": {"min": 1, "max": 200},
-        }
-    }
-    edges = []
-    for i in range(1, components):
-        comps[f"c{i}"] = {
-            "capacity_per_replica": 2.0,
-            "service_time_s": 2.0,
-            "startup_s": 120,
-            "gpus_per_replica": 1,
-            "replicas": {"min": 1, "max": 500},
-        }
-        edges.append({"from": f"c{(i - 1) // 4}", "to": f"c{i}", "fanout": 1.2})
-    return {
-        "pipeline": {"name": "bench", "slo": {"latency_p95_s": 30}, "components": comps,
-                     "edges": edges},
-    }  # fmt: skip
 
 
 class Timed:
