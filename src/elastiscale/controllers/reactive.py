@@ -133,6 +133,21 @@ def per_replica_target(
     return None
 
 
+def metric_target(
+    ctx: TickContext,
+    component: str,
+    metric: str,
+    target_value: float | None,
+    target_utilization: float | None,
+) -> float | None:
+    """The target a policy holds `metric` to: its explicit `target_value`, else the natural
+    per-replica target at `target_utilization` (default: the component's, 0.7 unless set)."""
+    if target_value is not None:
+        return target_value
+    utilization = target_utilization or ctx.config.pipeline.utilization_target(component)
+    return per_replica_target(ctx, component, resolve_metric(metric, ctx, component), utilization)
+
+
 # --------------------------------------------------------------------------------------------
 # Windows over the engine's history
 

@@ -57,8 +57,8 @@ from elastiscale.controllers.reactive import (
     floor_count,
     history_problem,
     last_period_end_s,
+    metric_target,
     natural_target_problem,
-    per_replica_target,
     resolve_metric,
 )
 from elastiscale.decision import Detail, Proposal
@@ -330,11 +330,7 @@ class StepScalingPolicy(PerComponentPolicy):
 
     def _target(self, ctx: TickContext, component: str) -> float | None:
         p = self.params
-        if p.target_value is not None:
-            return p.target_value
-        utilization = p.target_utilization or ctx.config.pipeline.utilization_target(component)
-        signal = resolve_metric(p.metric, ctx, component)
-        return per_replica_target(ctx, component, signal, utilization)
+        return metric_target(ctx, component, p.metric, p.target_value, p.target_utilization)
 
     def _apply(
         self,
