@@ -308,3 +308,25 @@ def test_history_keeps_time_order_and_skips_empty_observations() -> None:
     history.record([Observation("a", 130.0, demand_rps=5.0)], now_s=130)
     assert [o.at_s for o in history.observations("a", since_s=121)] == [130.0]
     assert history.window_mean("a", "demand_rps", now_s=130, window_s=60) == 4.0
+
+
+def test_a_source_outage_is_logged_when_it_starts_and_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source = Source({"router": 5, "llm": 10}, down=True)
+    engine = Engine(
+        make_config(),
+        metrics=source,
+        actuator=RecordingActuator({"router": 1, "llm": 2}),
+        policies=[Fixed("p", {"llm": 2})],
+    )
+    with caplog.at_level("WARNING", logger="elastiscale.engine"):
+        for t in range(5):
+            engine.step(float(t))
+        source.down = False
+        engine.step(5.0)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "metric source unavailable: connection refused",
+        "metric source available again",
+    ]

@@ -82,6 +82,7 @@ class Engine:
         self._known_replicas: dict[str, ReplicaState] = {}
         self._rng = random.Random(config.control.seed)
         self.last_records: list[DecisionRecord] = []
+        self._source_down = False
 
     # ----------------------------------------------------------------------------------------
 
@@ -114,10 +115,17 @@ class Engine:
         try:
             got = dict(self.metrics.observe(names, now_s))
         except MetricSourceError as exc:
-            log.warning("metric source unavailable: %s", exc)
+            # Said once when the outage starts, then at debug level: every tick of a long
+            # outage would otherwise repeat it.
+            level = logging.DEBUG if self._source_down else logging.WARNING
+            log.log(level, "metric source unavailable: %s", exc)
+            self._source_down = True
             got = {}
             reason = f"source error: {exc}"
         else:
+            if self._source_down:
+                log.warning("metric source available again")
+                self._source_down = False
             reason = "no data"
         for name in names:
             if name not in got:
