@@ -18,8 +18,8 @@ which case the peak decides. Pipelines with token-sized components are skipped o
 without token columns.
 
 The ablation (each part of `elastiscale` switched off in turn) runs in the same backtest as the
-other policies, on the agent pipeline. The sweep replays the bursty Alibaba trace (from day 10,
-its busiest days, at the main run's rate scale) into the agent pipeline once per knob value;
+other policies, on the agent pipeline. The sweep replays the bursty Alibaba trace (all of it, at
+the main run's rate scale) into the agent pipeline once per knob value;
 each run holds every policy at that value of its headroom knob (target utilization for the
 reactive ones and static-peak, the forecast quantile for predictive and elastiscale).
 
@@ -70,9 +70,6 @@ MEAN_REPLICAS = 25.0
 PEAK_SHARE_OF_MAX = 0.8
 UTILIZATIONS = (0.5, 0.6, 0.7, 0.85)
 QUANTILES = (0.6, 0.75, 0.9, 0.99)
-#: The sweep replays the Alibaba trace from day 10 on (its busiest days: volume grows over the
-#: trace), to keep 4 runs x 5 policies within half an hour on 2 cores.
-SWEEP_START_S = 10 * 86400.0
 
 
 def rate_scale(pipeline: Path, trace_path: Path) -> float:
@@ -180,7 +177,6 @@ def sweep_jobs(traces_dir: Path, pipelines: list[Path]) -> list[dict[str, Any]]:
                     "labels": ["static-peak", "hpa", "kpa", "predictive", "elastiscale"],
                     "utilization": utilization,
                     "quantile": quantile,
-                    "start_s": SWEEP_START_S,
                 }
             )
     return jobs
