@@ -277,7 +277,10 @@ def plot_sweep(results: list[dict[str, Any]], path: Path) -> None:
         xs = [r["runs"][label]["gpu_hours"] / 1000.0 for r in results]
         ys = [100 * r["runs"][label]["slo_attainment"] for r in results]
         ax.plot(xs, ys, marker="o", label=label, linewidth=2.2 if label == "elastiscale" else 1.2)
-    ax.set_xlabel("GPU-hours (thousands)")
+    ax.set_xscale("log")
+    ax.set_xticks([5, 10, 20, 50, 100], labels=["5", "10", "20", "50", "100"])
+    ax.minorticks_off()
+    ax.set_xlabel("GPU-hours (thousands, log scale)")
     ax.set_ylabel("SLO attainment (%)")
     ax.set_title("Alibaba GenAI trace, agent pipeline: headroom knob swept")
     ax.grid(alpha=0.3)
