@@ -144,7 +144,7 @@ class MissingData:
 # Stabilization
 
 
-class _WindowExtreme:
+class WindowExtreme:
     """The lowest (or highest) value pushed within the last `window_s`, in O(1) amortized time.
 
     A monotonic deque: every entry is kept only while no later entry is at least as extreme,
@@ -191,8 +191,8 @@ class Stabilization:
     def __init__(self, up_window_s: float, down_window_s: float) -> None:
         self.up_window_s = up_window_s
         self.down_window_s = down_window_s
-        self._lowest = _WindowExtreme(up_window_s, lowest=True)
-        self._highest = _WindowExtreme(down_window_s, lowest=False)
+        self._lowest = WindowExtreme(up_window_s, lowest=True)
+        self._highest = WindowExtreme(down_window_s, lowest=False)
         self._last_s = -math.inf
 
     def apply(self, inp: ConstraintInput, replicas: int) -> tuple[int, str]:

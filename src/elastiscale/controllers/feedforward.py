@@ -49,7 +49,7 @@ from elastiscale import registry
 from elastiscale.backtest.baselines import OracleParams, latency_budgets
 from elastiscale.controllers.base import TickContext
 from elastiscale.controllers.budget import Allocation, Claim, allocate, shared_pool
-from elastiscale.controllers.constraints import _WindowExtreme
+from elastiscale.controllers.constraints import WindowExtreme
 from elastiscale.controllers.demand import DemandForecast, DemandOutlook
 from elastiscale.controllers.fanout import FanoutEstimator, RatioEstimator
 from elastiscale.controllers.queueing import (
@@ -128,7 +128,7 @@ class _Component:
     drain_s: float  # a backlog is cleared over this long: startup + queueing slack
     sizer: Sizer | None  # None for token-sized components (sized per call size)
     token_sizers: TokenSizerCache | None
-    down: _WindowExtreme
+    down: WindowExtreme
     tokens_per_request: RatioEstimator | None = None
     token_factor: RatioEstimator | None = None
     seeded: bool = False
@@ -212,7 +212,7 @@ class ElastiscalePolicy:
             drain_s=comp.startup_s + slack_s,
             sizer=sizer,
             token_sizers=tokens,
-            down=_WindowExtreme(delay_s, lowest=False),
+            down=WindowExtreme(delay_s, lowest=False),
         )
         if tokens is not None:
             half_life_s = p.fanout_half_life_s

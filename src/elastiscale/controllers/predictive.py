@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from elastiscale import registry
 from elastiscale.controllers.base import PerComponentPolicy, TickContext
-from elastiscale.controllers.constraints import _WindowExtreme
+from elastiscale.controllers.constraints import WindowExtreme
 from elastiscale.controllers.demand import DemandForecast
 from elastiscale.controllers.reactive import ceil_count
 from elastiscale.decision import Detail, Proposal
@@ -85,7 +85,7 @@ class PredictivePolicy(PerComponentPolicy):
         self.config = config
         self.params = params if params is not None else PredictiveParams()
         self._forecasts: dict[str, DemandForecast] = {}
-        self._down: dict[str, _WindowExtreme] = {}
+        self._down: dict[str, WindowExtreme] = {}
 
     def _forecast(self, component: str) -> DemandForecast:
         known = self._forecasts.get(component)
@@ -131,7 +131,7 @@ class PredictivePolicy(PerComponentPolicy):
             delay_s = self.params.scale_down_delay_s
             if delay_s is None:
                 delay_s = comp.startup_s + ctx.interval_s
-            window = self._down[component] = _WindowExtreme(delay_s, lowest=False)
+            window = self._down[component] = WindowExtreme(delay_s, lowest=False)
             # Start from the current count, as a new HPA does (no history, no shrinking).
             window.push(ctx.now_s, ctx.replicas[component].desired)
         held = window.push(ctx.now_s, need)
