@@ -264,8 +264,15 @@ def exporters(
         made.down = False
 
 
+#: Waits are upper bounds for something that should happen; on a loaded 2-core machine real
+#: processes (Prometheus, the daemon) run several times slower, so every bound is stretched.
+WAIT_SLACK = 3.0
+
+
 def wait_for(predicate: Callable[[], bool], timeout_s: float = 15.0, what: str = "") -> None:
-    """Poll `predicate` every 0.1 s until it holds; fail the test after `timeout_s`."""
+    """Poll `predicate` every 0.1 s until it holds; fail the test after `timeout_s` (stretched
+    by `WAIT_SLACK`)."""
+    timeout_s *= WAIT_SLACK
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
