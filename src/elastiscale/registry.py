@@ -36,6 +36,7 @@ _BUILTINS: Final[dict[str, dict[str, str]]] = {
         "kpa": "elastiscale.controllers.kpa:KPAPolicy",
         "step-scaling": "elastiscale.controllers.step_scaling:StepScalingPolicy",
         "target-tracking": "elastiscale.controllers.target_tracking:TargetTrackingPolicy",
+        "ray-serve": "elastiscale.controllers.ray_serve_policy:RayServePolicy",
         "static-peak": "elastiscale.backtest.baselines:StaticPeakPolicy",
         "oracle": "elastiscale.backtest.baselines:OraclePolicy",
         "predictive": "elastiscale.controllers.predictive:PredictivePolicy",
