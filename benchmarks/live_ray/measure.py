@@ -1,0 +1,88 @@
+"""Figures of one run, live or simulated, in the shape `results.json` reports them.
+
+Every figure is in wall seconds. Live replica-seconds integrate the replicas Serve lists for a
+deployment, whatever their state (starting, running or stopping), over the samples taken while
+the load ran: the simulator bills the same way, from the request for a replica until it has
+drained.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from load import LiveRun
+
+from elastiscale.backtest.api import BacktestReport
+from elastiscale.config import Config
+
+
+def _quantile(latency_s: np.ndarray, q: float) -> float | None:
+    return float(np.quantile(latency_s, q)) if latency_s.size else None
+
+
+def live_figures(run: LiveRun, config: Config) -> dict[str, Any]:
+    """SLO attainment, latency quantiles, replica- and GPU-seconds, scaling actions."""
+    slo_s = config.pipeline.slo.latency_p95_s
+    req = run.requests
+    ok = (req.status == 200) & np.isfinite(req.latency_s)
+    latency = req.latency_s[ok]
+    met = int(np.count_nonzero(latency <= slo_s))
+    samples = run.samples
+    t_s = np.array([s.t_s for s in samples] + [run.duration_s])
+    dt_s = np.diff(t_s)
+    replica_seconds: dict[str, float] = {}
+    actions = 0
+    for name in config.pipeline.components:
+        counts = np.array([sum(s.states.get(name, {}).values()) for s in samples], dtype=float)
+        replica_seconds[name] = float(np.sum(counts * dt_s)) if samples else 0.0
+        targets = [s.target[name] for s in samples if name in s.target]
+        actions += sum(1 for a, b in itertools.pairwise(targets) if a != b)
+    gpus = {n: c.gpus_per_replica for n, c in config.pipeline.components.items()}
+    return {
+        "slo_attainment": met / req.status.size if req.status.size else None,
+        "p50_latency_s": _quantile(latency, 0.50),
+        "p95_latency_s": _quantile(latency, 0.95),
+        "p99_latency_s": _quantile(latency, 0.99),
+        "requests": int(req.status.size),
+        "failed_requests": int(req.status.size - np.count_nonzero(ok)),
+        "gpu_seconds": sum(replica_seconds[n] * gpus[n] for n in replica_seconds),
+        "replica_seconds": replica_seconds,
+        "gpu_seconds_per_deployment": {n: replica_seconds[n] * gpus[n] for n in replica_seconds},
+        "scaling_actions": actions,
+        "duration_s": run.duration_s,
+    }
+
+
+def simulated_figures(report: BacktestReport, label: str) -> dict[str, Any]:
+    """The same figures from one policy of a backtest report."""
+    run = report.runs[label]
+    score = run.score
+    replica_seconds = {
+        name: comp.replica_hours * 3600.0 for name, comp in score.per_component.items()
+    }
+    gpus = {name: comp.gpu_hours * 3600.0 for name, comp in score.per_component.items()}
+    return {
+        "slo_attainment": score.slo_attainment,
+        "p50_latency_s": score.p50_latency_s,
+        "p95_latency_s": score.p95_latency_s,
+        "p99_latency_s": score.p99_latency_s,
+        "requests": score.scored_requests,
+        "failed_requests": score.dropped_requests,
+        "gpu_seconds": score.gpu_hours * 3600.0,
+        "replica_seconds": replica_seconds,
+        "gpu_seconds_per_deployment": gpus,
+        "scaling_actions": score.scaling_actions,
+    }
+
+
+def relative_error(
+    measured: Mapping[str, Any], simulated: Mapping[str, Any], key: str
+) -> float | None:
+    """(simulated - measured) / measured, or None where either is missing or zero."""
+    m, s = measured.get(key), simulated.get(key)
+    if m is None or s is None or m == 0:
+        return None
+    return (float(s) - float(m)) / float(m)

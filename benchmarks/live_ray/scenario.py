@@ -1,0 +1,230 @@
+"""What the live benchmark replays and deploys, derived from one pipeline file and one trace.
+
+The pipeline file (`pipeline.yaml`) is written in the trace's own time. The benchmark replays
+the trace `time_scale` times faster, so every time in the pipeline is divided by the time
+scale and every rate multiplied by it ("wall" units): a 120 s cold start becomes 12 s, a
+planner that serves 1 call/s serves 10. The rule is mechanical because every time in an
+elastiscale config is named `*_s`: `wall_units` divides every such field (and the lists of
+them, such as a forecaster's `horizons_s`) and multiplies `capacity_per_replica`.
+
+Both live runs and both simulated ones use the same wall-unit pipeline, the same arrivals
+(the trace's requests thinned by `rate_scale` with a seeded draw, at uniformly random times
+within their trace second) and the same initial replica counts.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from elastiscale.backtest.baselines import initial_replicas
+from elastiscale.config import Config, validate_mapping
+from elastiscale.trace import Trace, load_trace
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+
+#: Ray Serve's documented autoscaling defaults (`ray.serve.config.AutoscalingConfig`, Ray
+#: 2.60), in seconds of real time; the benchmark divides them by the time scale.
+RAY_SERVE_DEFAULTS_S = {
+    "upscale_delay_s": 30.0,
+    "downscale_delay_s": 600.0,
+    "look_back_period_s": 30.0,
+    "metrics_interval_s": 10.0,
+}
+#: Ray Serve's metric push intervals (environment variables of Ray 2.60, default 10 s each),
+#: divided by the time scale like the rest.
+RAY_SERVE_PUSH_ENV_S = {
+    "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": 10.0,
+    "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": 10.0,
+}
+
+#: elastiscale's own time parameters, written out so that they are scaled with the rest (the
+#: values are the policy's defaults; the forecaster's are `ForecasterParams`').
+ELASTISCALE_PARAMS_S: dict[str, Any] = {
+    "rate_window_s": 60.0,
+    "fanout_half_life_s": 120.0,
+    "forecaster_params": {
+        "step_s": 30.0,
+        "horizons_s": [60.0, 300.0, 900.0],
+        "window_s": 86400.0,
+        "calibration_s": 43200.0,
+        "refit_every_s": 86400.0,
+        "history_s": 604800.0,
+    },
+}
+#: How long metrics take to reach a policy in trace time: a 10 s scrape and a 60 s rate window
+#: (the simulator's `metrics_delay_s` and `rate_window_s`).
+METRICS_DELAY_S = 15.0
+RATE_WINDOW_S = 60.0
+#: Missing-data staleness (the constraint chain's default), scaled like every other time.
+STALENESS_S = 120.0
+
+
+def wall_units(doc: Any, time_scale: float) -> Any:
+    """A copy of a config mapping with every `*_s` value divided by `time_scale` and every
+    `capacity_per_replica` multiplied by it."""
+    if isinstance(doc, dict):
+        out: dict[str, Any] = {}
+        for key, value in doc.items():
+            if key.endswith("_s") and value is not None:
+                out[key] = (
+                    [float(v) / time_scale for v in value]
+                    if isinstance(value, list | tuple)
+                    else float(value) / time_scale
+                )
+            elif key == "capacity_per_replica":
+                out[key] = float(value) * time_scale
+            else:
+                out[key] = wall_units(value, time_scale)
+        return out
+    if isinstance(doc, list):
+        return [wall_units(v, time_scale) for v in doc]
+    return copy.deepcopy(doc)
+
+
+def slots(capacity_rps: float, service_time_s: float) -> int:
+    """Concurrent calls of one replica, as the simulator counts them (Little's law, rounded,
+    at least 1): Ray Serve's `max_ongoing_requests`."""
+    return max(1, round(capacity_rps * service_time_s))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One benchmark setting: the pipeline, the slice of trace and how it is replayed."""
+
+    pipeline_path: Path = HERE / "pipeline.yaml"
+    trace_path: Path = REPO / "examples" / "traces" / "azure_llm_2023_conv_1s.csv"
+    start_s: float = 1500.0
+    duration_s: float = 1200.0
+    time_scale: float = 10.0
+    rate_scale: float = 0.2
+    seed: int = 0
+
+    # ---- the pipeline ------------------------------------------------------------------------
+
+    def trace_doc(self) -> dict[str, Any]:
+        """The pipeline file as written (trace time), with the staleness made explicit."""
+        doc: dict[str, Any] = yaml.safe_load(self.pipeline_path.read_text(encoding="utf-8"))
+        constraints = doc.setdefault("constraints", {})
+        constraints.setdefault("missing_data", {}).setdefault("staleness_s", STALENESS_S)
+        return doc
+
+    def wall_doc(self) -> dict[str, Any]:
+        """The pipeline in wall units, with every component's initial replica count set."""
+        doc: dict[str, Any] = wall_units(self.trace_doc(), self.time_scale)
+        config = validate_mapping(doc)
+        start = initial_replicas(config, self.replay(), window_s=300.0 / self.time_scale)
+        for name, comp in doc["pipeline"]["components"].items():
+            comp["replicas"]["initial"] = start[name]
+        return doc
+
+    def wall_config(self) -> Config:
+        return validate_mapping(self.wall_doc())
+
+    # ---- the load ----------------------------------------------------------------------------
+
+    def arrivals(self) -> np.ndarray:
+        """Send times of the replayed requests, wall seconds from the start, ascending."""
+        trace = load_trace(self.trace_path)
+        mask = (trace.t_s >= self.start_s) & (trace.t_s < self.start_s + self.duration_s)
+        t_s, counts = trace.t_s[mask], trace.requests[mask]
+        rng = np.random.default_rng(self.seed)
+        kept = rng.binomial(np.rint(counts).astype(np.int64), self.rate_scale)
+        starts = np.repeat(t_s - self.start_s, kept)
+        times = (starts + rng.uniform(0.0, trace.bin_s, size=starts.size)) / self.time_scale
+        return np.sort(times)
+
+    def replay(self) -> Trace:
+        """The arrivals as a trace of 1 s wall bins: what the simulator replays."""
+        times = self.arrivals()
+        n_bins = math.ceil(self.duration_s / self.time_scale)
+        counts = np.bincount(np.minimum(times.astype(np.int64), n_bins - 1), minlength=n_bins)
+        return Trace(
+            name="live-replay",
+            t_s=np.arange(n_bins, dtype=float),
+            requests=counts.astype(float),
+            bin_s=1.0,
+        )
+
+    def write_replay(self, path: Path) -> Path:
+        trace = self.replay()
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            out = csv.writer(fh)
+            out.writerow(["t_seconds", "requests"])
+            for t, n in zip(trace.t_s, trace.requests, strict=True):
+                out.writerow([int(t), int(n)])
+        return path
+
+    # ---- what each run deploys ---------------------------------------------------------------
+
+    def app_components(self, registry_dir: Path) -> dict[str, dict[str, Any]]:
+        """`app.build`'s spec of every deployment, ingress first."""
+        doc = self.wall_doc()["pipeline"]
+        comps = doc["components"]
+        order = sorted(comps, key=lambda n: not comps[n].get("ingress", False))
+        spec: dict[str, dict[str, Any]] = {}
+        for name in order:
+            comp = comps[name]
+            spec[name] = {
+                "startup_s": comp.get("startup_s", 0.0),
+                "hold_s": comp["service_time_s"],
+                "slots": slots(comp["capacity_per_replica"], comp["service_time_s"]),
+                "edges": [
+                    {
+                        "to": e["to"],
+                        "fanout": e.get("fanout", 1.0),
+                        "distribution": e.get("fanout_distribution", "fixed"),
+                    }
+                    for e in doc["edges"]
+                    if e["from"] == name
+                ],
+            }
+        return {"components": spec, "registry_dir": str(registry_dir)}
+
+    def ray_serve_autoscaling(self) -> dict[str, dict[str, Any]]:
+        """Each deployment's `autoscaling_config` for the `ray-serve` run: Ray's defaults scaled
+        in time, `target_ongoing_requests` at the pipeline's target utilization of the slots."""
+        config = self.wall_config()
+        out: dict[str, dict[str, Any]] = {}
+        for name, comp in config.pipeline.components.items():
+            n_slots = slots(comp.capacity_per_replica, comp.service_time_s)
+            out[name] = {
+                "min_replicas": comp.replicas.min,
+                "max_replicas": comp.replicas.max,
+                "initial_replicas": comp.replicas.initial,
+                "target_ongoing_requests": config.pipeline.utilization_target(name) * n_slots,
+                **{k: v / self.time_scale for k, v in RAY_SERVE_DEFAULTS_S.items()},
+            }
+        return out
+
+    def ray_serve_env(self) -> dict[str, str]:
+        return {k: f"{v / self.time_scale:g}" for k, v in RAY_SERVE_PUSH_ENV_S.items()}
+
+    def ray_serve_policy_params(self) -> dict[str, Any]:
+        """The simulator's `ray-serve` policy with the same scaled settings."""
+        scaled = {k: v / self.time_scale for k, v in RAY_SERVE_DEFAULTS_S.items()}
+        scaled.pop("metrics_interval_s")
+        # Serve decides every 0.1 s; the simulator's metrics come in whole steps of the replay's
+        # 1 s bins, so the policy ticks once per step.
+        scaled["interval_s"] = 1.0
+        return scaled
+
+    def elastiscale_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = wall_units(ELASTISCALE_PARAMS_S, self.time_scale)
+        return params
+
+    @property
+    def metrics_delay_s(self) -> float:
+        return METRICS_DELAY_S / self.time_scale
+
+    @property
+    def rate_window_s(self) -> float:
+        return RATE_WINDOW_S / self.time_scale
