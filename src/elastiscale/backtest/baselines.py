@@ -413,9 +413,12 @@ def build_policy(
     trace: Trace,
 ) -> Policy:
     """Build policy `name` like `registry.build`, handing the replayed trace to policies that
-    declare `needs_trace = True` (the baselines above, or a user's own)."""
+    declare `needs_trace = True` (the baselines above, or a user's own), and applying the params
+    a policy declares in `backtest_params` over the given ones (`predictive` and `elastiscale`
+    declare `refit: inline`: a fit finished off the simulated clock would land at a tick that
+    depends on the machine's speed)."""
     factory = registry.resolve("policy", name)
-    raw = dict(params or {})
+    raw = {**dict(params or {}), **getattr(factory, "backtest_params", {})}
     model = registry.params_model(factory)
     validated: Any = model.model_validate(raw) if model is not None else raw
     if getattr(factory, "needs_trace", False):

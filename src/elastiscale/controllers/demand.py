@@ -22,6 +22,10 @@ horizon, it has no record and gets no trust there.
 Quantiles between those served (mean, p90, p99) are interpolated on the normal scale: the
 `quantile` knob's z-score places it between mean (z = 0), p90 (z = 1.28) and p99 (z = 2.33).
 
+Refits run where the policy's `RefitScheduler` says (forecasting/refits.py): inline in
+backtests, on a background worker live, where the forecast keeps its previous model until the
+new fit is adopted at a later observation or outlook.
+
 Timing: a rate from a metric source is a trailing mean over `rate_window_s` (Prometheus
 `rate(x[1m])`), so it describes the middle of its window; points are fed at `at_s - window / 2`
 and horizons are counted from there, so the data's age and the window's lag are part of the
@@ -43,6 +47,7 @@ from elastiscale.decision import Detail
 from elastiscale.forecasting import Forecast, Forecaster, ForecastResult, build_forecaster
 from elastiscale.forecasting.intervals import FLOOR_FRACTION, MIN_CALIBRATION, NO_EVIDENCE_WIDTH
 from elastiscale.forecasting.quality import asymmetric_error
+from elastiscale.forecasting.refits import RefitScheduler
 
 Array = npt.NDArray[np.float64]
 
@@ -119,8 +124,11 @@ class DemandForecast:
         quantile: float,
         rate_window_s: float,
         gating: bool = True,
+        refits: RefitScheduler | None = None,
     ) -> None:
         self.forecaster = forecaster
+        # Without a scheduler, refits run inline (blocking), as a plain `Forecaster.refit()`.
+        self.refits = refits if refits is not None else RefitScheduler("inline")
         self.step_s = forecaster.step_s
         self.quantile = quantile
         self.rate_window_s = rate_window_s
@@ -142,10 +150,17 @@ class DemandForecast:
         quantile: float,
         rate_window_s: float,
         gating: bool = True,
+        refits: RefitScheduler | None = None,
     ) -> DemandForecast:
         """A forecast on a forecaster from the registry (`name`, `params`)."""
         forecaster = build_forecaster(name, dict(params))
-        return cls(forecaster, quantile=quantile, rate_window_s=rate_window_s, gating=gating)
+        return cls(
+            forecaster,
+            quantile=quantile,
+            rate_window_s=rate_window_s,
+            gating=gating,
+            refits=refits,
+        )
 
     # ----------------------------------------------------------------------------------------
 
@@ -165,14 +180,14 @@ class DemandForecast:
             return  # the same sample again (a stale source repeats itself)
         self._latest = (t_s, float(rate))
         self.forecaster.update(t_s, float(rate))
-        if self.forecaster.refit_due(t_s):
-            self.forecaster.refit()
+        self.refits.maintain(self.forecaster, t_s)
 
     def outlook(self, bins_ahead: int) -> DemandOutlook | None:
         """The gated demand for `bins_ahead` bins (capped at MAX_BINS_AHEAD), or None before
         any observation."""
         if self._latest is None:
             return None
+        self.refits.collect(self.forecaster)  # a finished background fit, even without new data
         at_s, latest = self._latest
         bins = max(1, min(bins_ahead, MAX_BINS_AHEAD))
         ks = np.arange(1, bins + 1, dtype=float)

@@ -30,6 +30,11 @@ lead time. One tick, for every component c (in topological order):
 7. A shared GPU budget (`pipeline.max_gpus`, or a named pool shared by several pipelines) is
    divided by effect on end-to-end SLO attainment (budget.py).
 
+Forecaster refits (statsmodels fits, up to about a second each) run off the tick on a
+background worker by default (`refit: background`); backtests build the policy with `refit:
+inline` (`backtest_params`), so their results stay reproducible (forecasting/refits.py). The
+daemon stops the worker through `close()`.
+
 Every part can be switched off (`feedforward`, `measured_fanout`, `gating`, `queueing`) for
 the ablation that measures what each contributes. Decision records carry, per component, the
 forecast and its quality, the demand through each incoming edge, measured fan-out vs prior, the
@@ -60,6 +65,7 @@ from elastiscale.controllers.queueing import (
 )
 from elastiscale.decision import Detail, Proposal
 from elastiscale.errors import RegistryError
+from elastiscale.forecasting.refits import RefitMode, RefitScheduler
 from elastiscale.observations import Observation
 from elastiscale.pipeline import Pipeline
 
@@ -78,6 +84,11 @@ class ElastiscaleParams(BaseModel):
     forecaster: str = Field("auto", description="forecaster of ingress demand (registry name)")
     forecaster_params: dict[str, Any] = Field(
         default_factory=dict, description="its parameters (step_s defaults to rate_window_s/2)"
+    )
+    refit: RefitMode = Field(
+        "background",
+        description="where forecaster refits run: on a background worker (live), or inline in "
+        "the tick (backtests set this)",
     )
     rate_window_s: float = Field(
         60.0, gt=0, description="window of the observed rates (Prometheus rate[1m])"
@@ -140,6 +151,8 @@ class ElastiscalePolicy:
 
     name = "elastiscale"
     Params: ClassVar[type[ElastiscaleParams]] = ElastiscaleParams
+    #: What a backtest sets whatever the config says (`backtest.baselines.build_policy`).
+    backtest_params: ClassVar[Mapping[str, Any]] = {"refit": "inline"}
 
     def __init__(self, config: Config, params: ElastiscaleParams | None = None) -> None:
         self.config = config
@@ -153,6 +166,7 @@ class ElastiscalePolicy:
             enabled=p.measured_fanout,
         )
         self.budgets_s = latency_budgets(config)
+        self.refits = RefitScheduler(p.refit)
         self._forecasts: dict[tuple[str, str], DemandForecast] = {}
         self._components: dict[str, _Component] = {}
         self._token_units = any(
@@ -233,9 +247,14 @@ class ElastiscalePolicy:
                 quantile=p.quantile,
                 rate_window_s=p.rate_window_s,
                 gating=p.gating,
+                refits=self.refits,
             )
             self._forecasts[key] = known
         return known
+
+    def close(self) -> None:
+        """Stop the refit worker (queued refits are dropped; the models in use stay)."""
+        self.refits.close()
 
     # ----------------------------------------------------------------------------------------
     # One tick

@@ -15,11 +15,15 @@ Like `elastiscale`, it blends the forecast towards persistence (reactive control
 headroom the history's own changes ask for) where the forecast's recent error is no better than
 persistence's (`gating`, demand.py): a forecaster fitted on a few minutes of a cascading start
 can be wildly off, and a baseline that trusted it blindly would measure that, not forecasting.
+
+Refits (one forecaster per component) run on a background worker by default (`refit`), inline
+in backtests; see forecasting/refits.py.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -31,6 +35,7 @@ from elastiscale.controllers.demand import DemandForecast
 from elastiscale.controllers.reactive import ceil_count
 from elastiscale.decision import Detail, Proposal
 from elastiscale.errors import RegistryError
+from elastiscale.forecasting.refits import RefitMode, RefitScheduler
 
 if TYPE_CHECKING:
     from elastiscale.config import Config
@@ -50,6 +55,11 @@ class PredictiveParams(BaseModel):
     forecaster: str = Field("auto", description="forecaster of each component's load")
     forecaster_params: dict[str, Any] = Field(
         default_factory=dict, description="its parameters (step_s defaults to rate_window_s/2)"
+    )
+    refit: RefitMode = Field(
+        "background",
+        description="where forecaster refits run: on a background worker (live), or inline in "
+        "the tick (backtests set this)",
     )
     rate_window_s: float = Field(
         60.0, gt=0, description="window of the observed rates (Prometheus rate[1m])"
@@ -80,10 +90,13 @@ class PredictivePolicy(PerComponentPolicy):
 
     name = "predictive"
     Params: ClassVar[type[PredictiveParams]] = PredictiveParams
+    #: What a backtest sets whatever the config says (`backtest.baselines.build_policy`).
+    backtest_params: ClassVar[Mapping[str, Any]] = {"refit": "inline"}
 
     def __init__(self, config: Config, params: PredictiveParams | None = None) -> None:
         self.config = config
         self.params = params if params is not None else PredictiveParams()
+        self.refits = RefitScheduler(self.params.refit)
         self._forecasts: dict[str, DemandForecast] = {}
         self._down: dict[str, WindowExtreme] = {}
 
@@ -98,9 +111,14 @@ class PredictivePolicy(PerComponentPolicy):
                 quantile=p.quantile,
                 rate_window_s=p.rate_window_s,
                 gating=p.gating,
+                refits=self.refits,
             )
             self._forecasts[component] = known
         return known
+
+    def close(self) -> None:
+        """Stop the refit worker (queued refits are dropped; the models in use stay)."""
+        self.refits.close()
 
     def propose_component(self, ctx: TickContext, component: str) -> Proposal:
         comp = ctx.pipeline.components[component]

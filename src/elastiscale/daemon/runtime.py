@@ -41,6 +41,8 @@ class Runtime:
         for adapter in self._closers:
             close_adapter(adapter)
         self._closers.clear()
+        for policy in self.engine.policies:
+            close_adapter(policy)  # a policy's `close()`, if any (e.g. its refit worker)
 
 
 def check_runnable(config: Config, dry_run: bool) -> list[str]:
