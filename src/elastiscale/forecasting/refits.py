@@ -27,8 +27,9 @@ with at most about 16 snapshots alive at once.
 A refit that raises is logged once (a warning; repeats of the same forecaster's failure are at
 debug level until one succeeds), the forecaster keeps its model, and it is not tried again
 before `refit_every_s` of data time has passed, so a fit that always fails costs one attempt
-per refit period, not one per tick. A snapshot whose forecaster has since restarted its history
-(a gap longer than the history) is dropped unadopted.
+per refit period, not one per tick. A finished refit is dropped unadopted when its forecaster
+has moved past the snapshot in a way replaying cannot follow: its history restarted (a gap
+longer than the history) or it was fitted since (its first observation after missing ones).
 
 Time is the data time the caller passes (`now_s`); nothing here reads a clock.
 """
@@ -151,7 +152,12 @@ class RefitScheduler:
     def wait(self, timeout_s: float | None = None) -> bool:
         """Block until every refit in flight has finished running (not adopted: `collect` does
         that); True when none is left running. For tests and orderly stops, never a tick."""
-        futures = [s.future for s in self._slots.values() if s.future is not None]
+        # A future cancelled by `close()` never counts as done for `concurrent.futures.wait`.
+        futures = [
+            s.future
+            for s in self._slots.values()
+            if s.future is not None and not s.future.cancelled()
+        ]
         if not futures:
             return True
         _, not_done = wait_futures(futures, timeout=timeout_s)
@@ -166,6 +172,9 @@ class RefitScheduler:
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=wait, cancel_futures=True)
+        for slot in self._slots.values():
+            if slot.future is not None and slot.future.cancelled():
+                slot.future = None
 
     # ----------------------------------------------------------------------------------------
 
@@ -216,12 +225,10 @@ class RefitScheduler:
 
     def _adopt(self, slot: _Slot, job: RefitJob) -> bool:
         forecaster = slot.forecaster
-        if not _same_history(forecaster, job.forecaster):
+        stale = _stale(forecaster, job.forecaster)
+        if stale is not None:
             self.dropped += 1
-            log.debug(
-                "refit of forecaster %s dropped: its history restarted since the snapshot",
-                forecaster.name,
-            )
+            log.debug("refit of forecaster %s dropped: %s", forecaster.name, stale)
             return False
         try:
             forecaster.adopt(job)
@@ -253,13 +260,24 @@ class RefitScheduler:
         )
 
 
-def _same_history(live: Forecaster, twin: Forecaster) -> bool:
-    """Whether `twin` (a snapshot of `live`) can catch up with `live`: `live` has not restarted
-    its history since (after a gap longer than the history it keeps only what came later, and
-    its newest bin is then further ahead of the snapshot's than the history is long)."""
+def _stale(live: Forecaster, twin: Forecaster) -> str | None:
+    """Why `twin`, fitted on a snapshot of `live`, must not replace `live`'s model, or None.
+
+    - `live` restarted its history since the snapshot (after a gap longer than the history it
+      keeps only what came later, so its newest bin is further ahead of the snapshot's than its
+      history is long): the snapshot describes a past that is gone.
+    - `live` was fitted after the snapshot was taken (its first observation after a history
+      of missing values is fitted at once, inline): its model is newer than the twin's.
+    Neither happens inline, where the snapshot is taken, fitted and adopted in one call.
+    """
     t_live, y_live = live.history()
     t_twin, _ = twin.history()
     if not t_twin.size or not t_live.size:
-        return False
+        return "its history restarted since the snapshot"
     behind = round((float(t_live[-1]) - float(t_twin[-1])) / live.step_s)
-    return 0 <= behind <= y_live.size
+    if not 0 <= behind <= y_live.size:
+        return "its history restarted since the snapshot"
+    fitted_at_s = live.status.fitted_at_s
+    if fitted_at_s is not None and fitted_at_s > float(t_twin[-1]) + live.step_s + 1e-9:
+        return "it was fitted again since the snapshot"
+    return None
