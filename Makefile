@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 BASE   := $(VENV)/.installed-base
 FULL   := $(VENV)/.installed-test
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench bench-live clean
 
 $(BASE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ test: lint typecheck unit
 
 bench: $(FULL)
 	$(BIN)/python benchmarks/engine_tick.py
+
+# Ray Serve's autoscaling against elastiscale on a local Ray Serve, and the simulator's
+# prediction of both (about 7 minutes; needs the `prometheus` binary). Not part of `make test`,
+# which runs its one-minute smoke version.
+bench-live: $(FULL)
+	$(BIN)/python benchmarks/live_ray/run.py --out benchmarks/live_ray/out
 
 clean:
 	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache

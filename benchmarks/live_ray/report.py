@@ -79,7 +79,7 @@ def plots(series: dict[str, Any], scenario: Scenario, out: Path) -> list[Path]:
     )
     for col, run in enumerate(runs):
         live = series[run]["live"]
-        demand = series[run]["demand"]
+        demand = series[run]["demand_rps"]
         t = np.array([s.t_s for s in live.samples])
         for row, name in enumerate(names):
             ax = axes[row][col]
@@ -91,7 +91,7 @@ def plots(series: dict[str, Any], scenario: Scenario, out: Path) -> list[Path]:
             comp = config.pipeline.components[name]
             if name in demand:
                 twin = ax.twinx()
-                needed = np.array(demand[name]["rps"]) / comp.capacity_per_replica
+                needed = np.array(demand[name]["value"]) / comp.capacity_per_replica
                 twin.plot(
                     demand[name]["t_s"], needed, color="tab:red", lw=0.8, label="demand / capacity"
                 )
@@ -122,7 +122,21 @@ def plots(series: dict[str, Any], scenario: Scenario, out: Path) -> list[Path]:
     latency_png = out / "latency.png"
     fig.savefig(latency_png, dpi=110)
     plt.close(fig)
-    return [replicas_png, latency_png]
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 3), squeeze=False, sharey=True)
+    for col, run in enumerate(runs):
+        ax = axes[0][col]
+        for name, data in sorted(series[run].get("queued", {}).items()):
+            ax.plot(data["t_s"], data["value"], lw=0.9, label=name)
+        ax.set_title(f"{run}: calls waiting for a slot")
+        ax.set_xlabel("wall seconds")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("calls queued at the caller")
+    fig.tight_layout()
+    queues_png = out / "queues.png"
+    fig.savefig(queues_png, dpi=110)
+    plt.close(fig)
+    return [replicas_png, latency_png, queues_png]
 
 
 def write_report(

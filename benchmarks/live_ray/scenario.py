@@ -39,11 +39,17 @@ RAY_SERVE_DEFAULTS_S = {
     "look_back_period_s": 30.0,
     "metrics_interval_s": 10.0,
 }
-#: Ray Serve's metric push intervals (environment variables of Ray 2.60, default 10 s each),
-#: divided by the time scale like the rest.
-RAY_SERVE_PUSH_ENV_S = {
+#: Ray Serve's own times that set how fast it reacts, as environment variables of Ray 2.60 with
+#: their defaults, divided by the time scale like the rest: the autoscaling metric pushes of
+#: replicas and handles (10 s each), and a handle's retry backoff when every replica it may
+#: route to is full (25 ms doubling up to 0.5 s). Unscaled, a 0.5 s backoff against a 0.2 s
+#: hold leaves slots idle while calls queue: the live system would behave as one whose router
+#: waits 5 s between tries, which no deployment at real speed does.
+RAY_SERVE_ENV_S = {
     "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": 10.0,
     "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": 10.0,
+    "RAY_SERVE_ROUTER_RETRY_INITIAL_BACKOFF_S": 0.025,
+    "RAY_SERVE_ROUTER_RETRY_MAX_BACKOFF_S": 0.5,
 }
 
 #: elastiscale's own time parameters, written out so that they are scaled with the rest (the
@@ -206,7 +212,7 @@ class Scenario:
         return out
 
     def ray_serve_env(self) -> dict[str, str]:
-        return {k: f"{v / self.time_scale:g}" for k, v in RAY_SERVE_PUSH_ENV_S.items()}
+        return {k: f"{v / self.time_scale:g}" for k, v in RAY_SERVE_ENV_S.items()}
 
     def ray_serve_policy_params(self) -> dict[str, Any]:
         """The simulator's `ray-serve` policy with the same scaled settings."""

@@ -1,0 +1,193 @@
+"""The live Ray Serve benchmark (benchmarks/live_ray): its pure parts, and a smoke run.
+
+The smoke run (`run.py --smoke`: six seconds of load per run on a Ray cluster of its own, a
+Prometheus, the elastiscale daemon) checks that the harness works end to end and writes
+`results.json` in the promised shape. It skips without Ray or Prometheus, unless
+ELASTISCALE_REQUIRE_INTEGRATION is set (as in CI): then it fails.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+LIVE = REPO / "benchmarks" / "live_ray"
+sys.path.insert(0, str(LIVE))
+
+from load import LiveRun, ReplicaSample, RequestLog, snapshot  # noqa: E402
+from measure import live_figures, relative_error  # noqa: E402
+from scenario import Scenario, slots, wall_units  # noqa: E402
+
+REQUIRE_INTEGRATION = bool(os.environ.get("ELASTISCALE_REQUIRE_INTEGRATION"))
+REQUIRED_FIELDS = ("slo_attainment", "p95_latency_s", "gpu_seconds", "scaling_actions")
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        (
+            {"startup_s": 120, "capacity_per_replica": 1.0},
+            {"startup_s": 12.0, "capacity_per_replica": 10.0},
+        ),
+        ({"horizons_s": [60, 300]}, {"horizons_s": [6.0, 30.0]}),
+        ({"a": {"b": [{"window_s": 30}]}}, {"a": {"b": [{"window_s": 3.0}]}}),
+        (
+            {"fanout": 3.0, "gpus_per_replica": 2, "initial_s": None},
+            {"fanout": 3.0, "gpus_per_replica": 2, "initial_s": None},
+        ),
+    ],
+)
+def test_wall_units_divide_times_and_multiply_rates(doc: dict, expected: dict) -> None:
+    assert wall_units(doc, 10.0) == expected
+
+
+@pytest.mark.parametrize(
+    ("capacity_rps", "service_time_s", "expected"),
+    [(1.0, 2.0, 2), (0.5, 4.0, 2), (50000.0, 0.02, 1000), (0.2, 2.0, 1), (20.0, 0.2, 4)],
+)
+def test_slots_as_the_simulator_counts_them(
+    capacity_rps: float, service_time_s: float, expected: int
+) -> None:
+    assert slots(capacity_rps, service_time_s) == expected
+
+
+def test_arrivals_are_the_same_for_a_seed_and_thinned_by_the_rate_scale() -> None:
+    full = Scenario(duration_s=600.0, rate_scale=1.0)
+    fifth = Scenario(duration_s=600.0, rate_scale=0.2)
+    a, b = fifth.arrivals(), Scenario(duration_s=600.0, rate_scale=0.2).arrivals()
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, Scenario(duration_s=600.0, rate_scale=0.2, seed=1).arrivals())
+    assert np.all(np.diff(a) >= 0) and a[0] >= 0 and a[-1] < 600.0 / fifth.time_scale
+    # Binomial thinning: within 4 standard deviations of a fifth of the whole.
+    n, p = full.arrivals().size, 0.2
+    assert abs(a.size - n * p) < 4 * np.sqrt(n * p * (1 - p))
+    replay = fifth.replay()
+    assert replay.requests.sum() == a.size and replay.t_s.size == 60
+
+
+def test_app_spec_follows_the_pipeline_in_wall_units(tmp_path: Path) -> None:
+    spec = Scenario().app_components(tmp_path)
+    comps = spec["components"]
+    assert next(iter(comps)) == "router"  # the ingress first
+    assert comps["planner"] == {"startup_s": 12.0, "hold_s": 0.4, "slots": 4, "edges": []}
+    assert [e["to"] for e in comps["router"]["edges"]] == ["planner", "retriever", "writer"]
+    assert comps["router"]["edges"][0]["distribution"] == "poisson"
+    auto = Scenario().ray_serve_autoscaling()["writer"]
+    assert auto["target_ongoing_requests"] == pytest.approx(0.7 * 4)
+    assert (auto["upscale_delay_s"], auto["downscale_delay_s"], auto["look_back_period_s"]) == (
+        3.0,
+        60.0,
+        3.0,
+    )
+
+
+def test_figures_of_a_live_run() -> None:
+    """Three requests (one too slow, one failed), replicas sampled at 0, 1 and 3 s of a 4 s run."""
+    config = Scenario().wall_config()
+    requests = RequestLog(
+        sent_s=np.array([0.0, 0.5, 1.0]),
+        latency_s=np.array([1.0, 5.0, np.nan]),
+        status=np.array([200, 200, 0]),
+    )
+    samples = [
+        ReplicaSample(
+            0.0, {"planner": 2, "writer": 1}, {"planner": {"RUNNING": 2}, "writer": {"RUNNING": 1}}
+        ),
+        ReplicaSample(
+            1.0,
+            {"planner": 3, "writer": 1},
+            {"planner": {"RUNNING": 2, "STARTING": 1}, "writer": {"RUNNING": 1}},
+        ),
+        ReplicaSample(
+            3.0,
+            {"planner": 2, "writer": 1},
+            {"planner": {"RUNNING": 2, "STOPPING": 1}, "writer": {"RUNNING": 1}},
+        ),
+    ]
+    got = live_figures(LiveRun(requests, samples, duration_s=4.0), config)
+    assert got["slo_attainment"] == pytest.approx(1 / 3)  # SLO 4.5 s: one of three
+    assert got["failed_requests"] == 1
+    # planner: 2 x 1 + 3 x 2 + 3 x 1 = 11 replica-seconds; writer 4; GPUs 1 and 2 each.
+    assert got["replica_seconds"] == {
+        "router": 0.0,
+        "planner": 11.0,
+        "retriever": 0.0,
+        "writer": 4.0,
+    }
+    assert got["gpu_seconds"] == pytest.approx(11.0 + 8.0)
+    assert got["scaling_actions"] == 2  # planner 2 -> 3 -> 2
+
+
+def test_snapshot_counts_states() -> None:
+    app = {
+        "deployments": {
+            "llm": {
+                "target_num_replicas": 3,
+                "replicas": [{"state": "RUNNING"}, {"state": "STARTING"}, {"state": "RUNNING"}],
+            }
+        }
+    }
+    assert snapshot(app) == ({"llm": 3}, {"llm": {"RUNNING": 2, "STARTING": 1}})
+
+
+@pytest.mark.parametrize(
+    ("measured", "simulated", "expected"),
+    [(2.0, 2.4, 0.2), (2.0, 1.0, -0.5), (0.0, 1.0, None), (None, 1.0, None)],
+)
+def test_relative_error(measured: float | None, simulated: float, expected: float | None) -> None:
+    got = relative_error({"x": measured}, {"x": simulated}, "x")
+    assert got == (None if expected is None else pytest.approx(expected))
+
+
+def test_call_counts_are_drawn_from_the_seed_alone() -> None:
+    pytest.importorskip("ray.serve")
+    from app import call_count
+
+    draws = [call_count(f"s-{i}", 3.0, "poisson") for i in range(4000)]
+    assert draws == [call_count(f"s-{i}", 3.0, "poisson") for i in range(4000)]
+    assert np.mean(draws) == pytest.approx(3.0, abs=0.1)
+    assert np.var(draws) == pytest.approx(3.0, abs=0.3)
+    fixed = [call_count(f"s-{i}", 1.5, "fixed") for i in range(4000)]
+    assert set(fixed) == {1, 2} and np.mean(fixed) == pytest.approx(1.5, abs=0.05)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_smoke_run_writes_results_in_the_promised_shape(tmp_path: Path) -> None:
+    missing = [b for b in ("prometheus", "promtool") if shutil.which(b) is None]
+    if importlib.util.find_spec("ray") is None:
+        missing.append("ray[serve]")
+    if missing:
+        reason = f"the live benchmark needs {', '.join(missing)}"
+        if REQUIRE_INTEGRATION:
+            pytest.fail(reason + "; ELASTISCALE_REQUIRE_INTEGRATION is set")
+        pytest.skip(reason)
+    done = subprocess.run(
+        [sys.executable, str(LIVE / "run.py"), "--smoke", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    for kind in ("runs", "simulated"):
+        assert set(results[kind]) == {"ray-serve", "elastiscale"}
+        for figures in results[kind].values():
+            for field in REQUIRED_FIELDS:
+                assert figures[field] is not None, (kind, field)
+    for run in results["runs"].values():
+        assert run["requests"] == results["scenario"]["requests"] > 0
+        assert run["failed_requests"] == 0
+        assert run["gpu_seconds"] > 0
+    assert (tmp_path / "replicas.png").stat().st_size > 0
+    assert (tmp_path / "latency.png").stat().st_size > 0
