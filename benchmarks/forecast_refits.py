@@ -20,17 +20,13 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from elastiscale import Engine, Pipeline, RecordingActuator, SeriesMetricSource, load_config
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_tick import pipeline_config  # noqa: E402  (the shared large pipeline)
+from engine_tick import pipeline_config
 
 
 class _Gen2:
