@@ -180,8 +180,9 @@ def test_smoke_run_writes_results_in_the_promised_shape(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert set(results["runs"]) == {"ray-serve", "elastiscale", "elastiscale-in-ray"}
+    assert set(results["simulated"]) == {"ray-serve", "elastiscale"}
     for kind in ("runs", "simulated"):
-        assert set(results[kind]) == {"ray-serve", "elastiscale"}
         for figures in results[kind].values():
             for field in REQUIRED_FIELDS:
                 assert figures[field] is not None, (kind, field)

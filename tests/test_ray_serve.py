@@ -492,6 +492,20 @@ def test_policy_runs_once_per_interval_and_repeats_its_decision() -> None:
     assert decisions["id-vllm"] == 1 and policy.last_step_s == 115.0
 
 
+def test_policy_waits_until_the_application_has_started() -> None:
+    """While Serve starts the replicas of a fresh deploy (ready below target) nothing is
+    decided, however idle it looks; once every deployment has run its target, the engine ticks."""
+    policy = in_process_policy()
+    starting = app_contexts(router_rps=0.0, now_s=100.0)
+    starting["id-vllm"] = context("vllm", ready=1, target=3, now_s=100.0)
+    decisions, _ = policy(starting)
+    assert decisions == {} and policy.last_step_s is None and not policy.started
+    started = app_contexts(router_rps=0.0, now_s=101.0, llm_target=3)
+    started["id-vllm"] = context("vllm", ready=3, target=3, now_s=101.0)
+    decisions, _ = policy(started)
+    assert policy.started and policy.last_step_s == 101.0 and "id-vllm" in decisions
+
+
 def test_policy_without_time_changes_nothing() -> None:
     decisions, state = in_process_policy()(app_contexts(router_rps=14.0, now_s=None))
     assert decisions == {} and len(state) == 4

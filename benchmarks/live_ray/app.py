@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
 from typing import Any
 
 import live_metrics
@@ -61,17 +62,29 @@ class Stage:
         hold_s: float,
         edges: list[dict[str, Any]],
         registry_dir: str,
+        window_s: float,
         **downstream: DeploymentHandle,
     ) -> None:
         self.name = name
         self.hold_s = hold_s
         self.edges = edges
         self.downstream = downstream
+        self.window_s = window_s
+        self.arrivals_s: deque[float] = deque()
         live_metrics.export(registry_dir, name)
         time.sleep(startup_s)  # the cold start: blocking, as loading weights is
         live_metrics.READY.labels(name).set(1)
 
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Calls that reached this replica per second over the last `window_s`: the custom
+        metric elastiscale's in-Serve policy reads as `demand_rps` (Serve sums replicas)."""
+        now_s = time.monotonic()
+        while self.arrivals_s and self.arrivals_s[0] < now_s - self.window_s:
+            self.arrivals_s.popleft()
+        return {"demand_rps": len(self.arrivals_s) / self.window_s}
+
     async def __call__(self, request: Any) -> dict[str, int]:
+        self.arrivals_s.append(time.monotonic())
         if isinstance(request, dict):
             seed = str(request["seed"])
         else:  # the ingress: an HTTP request from the load client
@@ -101,7 +114,8 @@ class Stage:
 
 
 def build(args: dict[str, Any]) -> Any:
-    """The application from `args` = {"components": {name: spec}, "registry_dir": path}.
+    """The application from `args` = {"components": {name: spec}, "registry_dir": path,
+    "window_s": the window of the reported arrival rate}.
 
     A spec has `startup_s`, `hold_s`, `slots` and `edges` ([{to, fanout, distribution}]);
     the first component listed is the ingress. Deployments are bound downstream first."""
@@ -122,6 +136,7 @@ def build(args: dict[str, Any]) -> Any:
                     float(spec["hold_s"]),
                     list(spec["edges"]),
                     registry_dir,
+                    float(args["window_s"]),
                     **{t: bound[t] for t in targets},
                 )
                 pending.remove(name)

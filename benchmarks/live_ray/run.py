@@ -2,12 +2,12 @@
 once by Ray Serve's own autoscaling and once by elastiscale's sidecar daemon, and the same runs
 predicted by the backtest simulator.
 
-    make bench-live                                    # about 7 minutes
-    .venv/bin/python benchmarks/live_ray/run.py [--smoke] [--out DIR] [--runs ray-serve,elastiscale]
+    make bench-live                                    # under 10 minutes
+    .venv/bin/python benchmarks/live_ray/run.py [--smoke] [--out DIR] [--runs ray-serve,...]
 
 Writes DIR/results.json (default benchmarks/live_ray/out):
-    {"runs": {"ray-serve": M, "elastiscale": M}, "simulated": {"ray-serve": M, "elastiscale": M},
-     "fidelity": {...}, "scenario": {...}}
+    {"runs": {"ray-serve": M, "elastiscale": M, "elastiscale-in-ray": M},
+     "simulated": {"ray-serve": M, "elastiscale": M}, "fidelity": {...}, "scenario": {...}}
 and DIR/results.md with the table, DIR/*.png with the plots. `--smoke` checks that the harness
 works end to end in about a minute: two minutes of trace, 20x faster, at a quarter of the rate
 (six seconds of load per run, a few replicas).
@@ -18,7 +18,10 @@ starts from the same replica counts:
   time scale, `target_ongoing_requests` at 0.7 of each replica's `max_ongoing_requests`;
 - `elastiscale`: the application deployed with `external_scaler_enabled`, scaled by
   `elastiscale run` (the sidecar daemon) through the ray-serve actuator's external-scaler REST
-  path, reading the replicas' metrics from Prometheus as in production.
+  path, reading the replicas' metrics from Prometheus as in production;
+- `elastiscale-in-ray`: elastiscale inside Serve's controller as the application's autoscaling
+  policy (`elastiscale.adapters.ray_policy`), reading what Serve gives it: ongoing requests and
+  each replica's reported arrival rate.
 See docs/results.md for the figures and docs/simulator.md for what the simulator assumes.
 """
 
@@ -50,7 +53,13 @@ import elastiscale  # noqa: E402
 from elastiscale.adapters.prometheus_local import free_port  # noqa: E402
 
 APP = "live"
-RUNS = ("ray-serve", "elastiscale")
+RUNS = ("ray-serve", "elastiscale", "elastiscale-in-ray")
+#: The simulated run each live run is compared with: in Serve or beside it, the same policy.
+SIMULATED = {
+    "ray-serve": "ray-serve",
+    "elastiscale": "elastiscale",
+    "elastiscale-in-ray": "elastiscale",
+}
 #: The scenario of `--smoke`.
 SMOKE = {"duration_s": 120.0, "time_scale": 20.0, "rate_scale": 0.05}
 
@@ -81,11 +90,35 @@ def application(scenario: Scenario, run: str, registry_dir: Path) -> dict[str, A
         initial = comp.replicas.initial
         if run == "ray-serve" and comp.replicas.min != comp.replicas.max:
             deployments.append({"name": name, "autoscaling_config": autoscaling[name]})
+        elif run == "elastiscale-in-ray":
+            # Serve still applies these bounds and delays over the policy's decisions: zero
+            # delays leave the smoothing to elastiscale's own constraints.
+            bounds = {k: autoscaling[name][k] for k in ("min_replicas", "max_replicas")}
+            deployments.append(
+                {
+                    "name": name,
+                    "autoscaling_config": {
+                        **bounds,
+                        "initial_replicas": initial,
+                        "upscale_delay_s": 0,
+                        "downscale_delay_s": 0,
+                        "look_back_period_s": scenario.rate_window_s,
+                        "metrics_interval_s": autoscaling[name]["metrics_interval_s"],
+                    },
+                }
+            )
         else:
             deployments.append({"name": name, "num_replicas": initial})
     app["deployments"] = deployments
     if run == "elastiscale":
         app["external_scaler_enabled"] = True
+    if run == "elastiscale-in-ray":
+        doc = scenario.wall_doc()
+        doc["policies"] = [{"name": "elastiscale", "params": scenario.elastiscale_params()}]
+        app["autoscaling_policy"] = {
+            "policy_function": "elastiscale.adapters.ray_policy:ElastiscaleApplicationPolicy",
+            "policy_kwargs": {"config": doc, "demand_metric": "demand_rps"},
+        }
     return app
 
 
@@ -295,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     results["simulated"] = simulate(scenario, workdir, args.fidelity)
     results["fidelity"] = {
         run: {
-            key: relative_error(results["runs"][run], results["simulated"].get(run, {}), key)
+            key: relative_error(results["runs"][run], results["simulated"][SIMULATED[run]], key)
             for key in ("p95_latency_s", "gpu_seconds", "slo_attainment")
         }
         for run in results["runs"]

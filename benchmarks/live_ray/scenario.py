@@ -193,7 +193,11 @@ class Scenario:
                     if e["from"] == name
                 ],
             }
-        return {"components": spec, "registry_dir": str(registry_dir)}
+        return {
+            "components": spec,
+            "registry_dir": str(registry_dir),
+            "window_s": self.rate_window_s,
+        }
 
     def ray_serve_autoscaling(self) -> dict[str, dict[str, Any]]:
         """Each deployment's `autoscaling_config` for the `ray-serve` run: Ray's defaults scaled

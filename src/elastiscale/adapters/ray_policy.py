@@ -40,6 +40,9 @@ What the policy observes of each deployment (signals it cannot get stay missing,
 
 Time comes from the contexts (`current_time`, the controller's clock); the engine runs once per
 `control.interval_s` of the config, and between runs the policy repeats its last decisions.
+Until every deployment has first reached its target replica count (the application's deploy),
+the policy decides nothing and Serve keeps its targets: a fresh application has no traffic yet,
+and its cold start would otherwise read as idleness and scale it down before the first request.
 The policy never raises into the Serve controller: a failing tick is logged and changes nothing.
 """
 
@@ -194,6 +197,8 @@ class ElastiscaleApplicationPolicy:
         self.engine = Engine(self.config, metrics=_ContextSource(self), actuator=self._sink)
         self.interval_s = self.config.control.interval_s
         self.last_step_s: float | None = None
+        #: False until every deployment has first run its target count (see the module doc).
+        self.started = False
         self.last_records: list[DecisionRecord] = []
         self._contexts: dict[str, Context] = {}
 
@@ -215,6 +220,13 @@ class ElastiscaleApplicationPolicy:
         if not times:
             return {}, state  # no time, no decision: Serve keeps its targets
         now_s = float(max(times))
+        if not self.started:
+            if any(
+                int(c.current_num_replicas) < int(c.target_num_replicas)
+                for c in self._contexts.values()
+            ):
+                return {}, state  # Serve is still starting the application's replicas
+            self.started = True
         if self.last_step_s is None or now_s - self.last_step_s >= self.interval_s:
             self.step(now_s)
         decisions = {
