@@ -271,16 +271,18 @@ def test_a_change_waits_until_the_controller_has_taken_the_last_one(tmp_path: Pa
         config_path = api.write_kubeconfig(tmp_path / "slow", namespace=NS)
         with actuator_for(config_path, clock=clock, settle_timeout_s=60) as actuator:
             assert actuator.scale("router", 4).ok
-            held = actuator.scale("router", 6)
+            assert actuator.scale("router", 6).ok  # more on top of a scale-up in progress
+            held = actuator.scale("router", 3)  # but not less
             assert held.failure is Failure.IN_PROGRESS
-            assert "change to 4 replicas" in held.message
-            assert actuator.scale("router", 4).ok  # asking for what was written: no-op
+            assert "change to 6 replicas" in held.message
+            assert actuator.scale("router", 6).ok  # asking for what was written: no-op
             assert actuator.scale("llm", 3).ok  # other targets are independent
 
             actuator.read(["router"])  # seen while still in progress
-            api.set_status(DEPLOYMENTS, NS, "router", replicas=4)  # the controller caught up
-            assert actuator.scale("router", 6).ok  # decided on a fresh read, not the old one
+            api.set_status(DEPLOYMENTS, NS, "router", replicas=6)  # the controller caught up
+            assert actuator.scale("router", 5).ok  # decided on a fresh read, not the old one
             clock.advance(59)
+            # After a scale-down, even a scale-up waits for it (or for the settle timeout).
             assert actuator.scale("router", 7).failure is Failure.IN_PROGRESS
             clock.advance(1)  # the settle timeout has passed: a stuck target is not frozen
             assert actuator.scale("router", 7).ok

@@ -115,6 +115,28 @@ def test_in_progress_guard_scenario() -> None:
     assert guard.pending("a", settled=False) is None  # timed out
 
 
+@pytest.mark.parametrize(
+    ("raise_while_scaling_up", "previous", "written", "wanted", "held"),
+    [
+        (True, 8, 9, 10, False),  # a further scale-up on top of one in progress goes ahead
+        (True, 8, 9, 9, True),  # the same count: nothing to add
+        (True, 8, 9, 8, True),  # reversing a scale-up waits
+        (True, 9, 8, 10, True),  # after a scale-down, any change waits
+        (True, 9, 8, 7, True),
+        (True, None, 9, 10, True),  # the count before the write unknown: wait
+        (False, 8, 9, 10, True),  # off (SageMaker): every change waits
+    ],
+)
+def test_in_progress_guard_lets_a_scale_up_grow(
+    raise_while_scaling_up: bool, previous: int | None, written: int, wanted: int, held: bool
+) -> None:
+    clock = FakeClock(100.0)
+    guard = InProgressGuard(60.0, clock, raise_while_scaling_up=raise_while_scaling_up)
+    guard.wrote("a", written, previous=previous)
+    clock.advance(15)
+    assert (guard.pending("a", settled=False, replicas=wanted) is not None) is held
+
+
 def test_zero_settle_timeout_never_holds_and_negative_is_refused() -> None:
     guard = InProgressGuard(0.0, FakeClock())
     guard.wrote("a", 1)

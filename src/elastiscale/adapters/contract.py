@@ -168,35 +168,53 @@ def retry_on_conflict(attempt: Callable[[], ActuationResult], retries: int) -> A
 class _Write:
     replicas: int
     at_s: float
+    previous: int | None  # the count before the write, when the adapter knew it
 
 
 class InProgressGuard:
     """Remembers the last change written to each target and whether the platform took it in.
 
-    An adapter calls `wrote(target, n)` after a successful write and, before the next one,
-    `pending(target, settled)` with whether the platform shows the change applied (for
-    Kubernetes: the scale's status count equals its spec). The target counts as in progress
-    until it settles or `settle_timeout_s` has passed since the write; 0 disables the guard.
+    An adapter calls `wrote(target, n, previous)` after a successful write and, before the next
+    one, `pending(target, settled, replicas)` with whether the platform shows the change
+    applied (for Kubernetes: the scale's status count equals its spec). The target counts as in
+    progress until it settles or `settle_timeout_s` has passed since the write; 0 disables the
+    guard.
+
+    With `raise_while_scaling_up`, a scale-up in progress does not hold a larger one: raising
+    the target while replicas are still starting only starts more (Kubernetes' /scale and Ray
+    Serve accept it at any time), and holding it would make a policy that sees a ramp coming
+    wait a whole cold start per step. Lowering it, or any change after a scale-down, still
+    waits. Platforms that refuse any update while one is applied (SageMaker) leave it off.
 
     Worked example, settle_timeout_s = 60: a write at t = 100 s whose pods are refused by a
-    quota never settles; further changes are held until t = 160 s, then allowed again.
+    quota never settles; further changes are held until t = 160 s, then allowed again. With
+    `raise_while_scaling_up`, after 8 -> 9 written at t = 100 s, 10 may go at t = 115 s; 8 may
+    not.
 
     The guard is adapter state, not decision state: it reads time from `clock` (the system
     clock unless a test passes a fake one).
     """
 
-    def __init__(self, settle_timeout_s: float, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settle_timeout_s: float,
+        clock: Clock | None = None,
+        *,
+        raise_while_scaling_up: bool = False,
+    ) -> None:
         if settle_timeout_s < 0:
             raise ValueError(f"settle_timeout_s = {settle_timeout_s}, must be >= 0")
         self.settle_timeout_s = settle_timeout_s
         self.clock: Clock = clock or SystemClock()
+        self.raise_while_scaling_up = raise_while_scaling_up
         self._writes: dict[str, _Write] = {}
 
-    def wrote(self, target: str, replicas: int) -> None:
-        self._writes[target] = _Write(replicas, self.clock.now_s())
+    def wrote(self, target: str, replicas: int, previous: int | None = None) -> None:
+        self._writes[target] = _Write(replicas, self.clock.now_s(), previous)
 
-    def pending(self, target: str, settled: bool) -> str | None:
-        """Why a new change to `target` must wait, or None when it may go ahead."""
+    def pending(self, target: str, settled: bool, replicas: int | None = None) -> str | None:
+        """Why a change of `target` (to `replicas`, when given) must wait, or None when it may
+        go ahead."""
         write = self._writes.get(target)
         if write is None:
             return None
@@ -204,6 +222,13 @@ class InProgressGuard:
         if settled or waited_s >= self.settle_timeout_s:
             del self._writes[target]
             return None
+        if (
+            self.raise_while_scaling_up
+            and replicas is not None
+            and write.previous is not None
+            and write.previous < write.replicas < replicas
+        ):
+            return None  # a further scale-up on top of one in progress
         return (
             f"the change to {write.replicas} replicas written {waited_s:.0f} s ago is still "
             f"being applied (waiting up to {self.settle_timeout_s:g} s)"

@@ -173,7 +173,9 @@ class KubernetesActuator:
         }
         self._apps = k8s.AppsV1Api(api_client)
         self._custom = k8s.CustomObjectsApi(api_client)
-        self._guard = InProgressGuard(self.options.settle_timeout_s, clock)
+        self._guard = InProgressGuard(
+            self.options.settle_timeout_s, clock, raise_while_scaling_up=True
+        )
         self._last_read: dict[str, ScaleView] = {}
         #: The failure of the last read of each component that could not be read.
         self.read_failures: dict[str, KubeCallError] = {}
@@ -247,7 +249,7 @@ class KubernetesActuator:
                 scale = self._read_scale(target)
             if scale.desired == replicas:
                 return ActuationResult.success(component, replicas)  # already there: a no-op
-            pending = self._guard.pending(target.key, settled=scale.settled)
+            pending = self._guard.pending(target.key, settled=scale.settled, replicas=replicas)
             if pending is not None:
                 return ActuationResult.failed(component, replicas, Failure.IN_PROGRESS, pending)
             self._patch_scale(target, replicas, scale.resource_version)
@@ -255,7 +257,7 @@ class KubernetesActuator:
             return ActuationResult.failed(
                 component, replicas, exc.failure, exc.message, exc.retry_after_s
             )
-        self._guard.wrote(target.key, replicas)
+        self._guard.wrote(target.key, replicas, previous=scale.desired)
         log.info("scaled %s from %d to %d", target.label, scale.desired, replicas)
         return ActuationResult.success(component, replicas)
 

@@ -334,7 +334,7 @@ class RayServeActuator:
         check_targets(params, config)
         self.params = params
         self.client = ServeClient(params.address, read_token(params), params.timeout_s)
-        self.guard = InProgressGuard(params.settle_timeout_s, clock)
+        self.guard = InProgressGuard(params.settle_timeout_s, clock, raise_while_scaling_up=True)
         #: The last count written to each deployment ("app/deployment").
         self.written: dict[str, int] = {}
         if params.check_on_start:
@@ -436,7 +436,9 @@ class RayServeActuator:
                 return ActuationResult.success(component, replicas)
             # Taken in: Serve shows our count as the target, and has converged on it.
             ours = self.written.get(where, current) == current
-            waiting = self.guard.pending(where, settled=ours and converged(details))
+            waiting = self.guard.pending(
+                where, settled=ours and converged(details), replicas=replicas
+            )
             if waiting is not None:
                 return ActuationResult.failed(
                     component, replicas, Failure.IN_PROGRESS, f"{where}: {waiting}"
@@ -449,7 +451,7 @@ class RayServeActuator:
             return ActuationResult.failed(
                 component, replicas, exc.failure, str(exc), exc.retry_after_s
             )
-        self.guard.wrote(where, replicas)
+        self.guard.wrote(where, replicas, previous=current)
         self.written[where] = replicas
         log.info("scaled %s (%s) from %d to %d replicas", component, where, current, replicas)
         return ActuationResult.success(component, replicas)
