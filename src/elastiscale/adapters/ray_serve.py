@@ -30,7 +30,8 @@ variable `auth_token_env` (default `RAY_AUTH_TOKEN`), else from `auth_token_file
         embedder: other-app/embedder      # or of another application
 
 After a write, further changes to that deployment are held (IN_PROGRESS) until Serve shows it
-converged (every replica RUNNING and as many as the target) or `settle_timeout_s` has passed.
+converged (every replica RUNNING and as many as the target) or `settle_timeout_s` has passed,
+except a larger count on top of a scale-up, which goes ahead (Serve only starts more).
 This module needs no Ray installation: it only speaks HTTP. Its in-package twin for tests is
 `elastiscale.adapters.ray_serve_fake.FakeServeDashboard`.
 """
