@@ -21,6 +21,10 @@ def _s(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _gib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} GiB (PSS)"
+
+
 def _rel(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:+.0f}%"
 
@@ -57,8 +61,8 @@ def table(results: dict[str, Any]) -> str:
         f"Live: `{sc['pipeline']}` on `{sc['trace']}` seconds {sc['start_s']:g} to"
         f" {sc['start_s'] + sc['duration_s']:g}, {sc['time_scale']:g}x faster, rate x"
         f" {sc['rate_scale']:g}: {sc['requests']} requests; seed {sc['seed']}; whole command"
-        f" {sc['elapsed_s'] / 60:.1f} min. Times are wall seconds (trace seconds / "
-        f"{sc['time_scale']:g}).\n\n"
+        f" {sc['elapsed_s'] / 60:.1f} min, peak memory {_gib(sc.get('peak_memory_gib'))}."
+        f" Times are wall seconds (trace seconds / {sc['time_scale']:g}).\n\n"
     )
     return head + "\n".join(rows + fidelity) + "\n"
 

@@ -47,6 +47,7 @@ sys.path.insert(0, str(HERE))
 from cluster import Scraper, ServeCluster, wait_until  # noqa: E402
 from load import LiveRun, replay  # noqa: E402
 from measure import live_figures, relative_error, simulated_figures  # noqa: E402
+from memory import PeakMemory  # noqa: E402
 from scenario import Scenario  # noqa: E402
 
 import elastiscale  # noqa: E402
@@ -225,6 +226,7 @@ def live_run(
     cluster: ServeCluster,
     scraper: Scraper,
     workdir: Path,
+    memory: PeakMemory,
 ) -> tuple[LiveRun, dict[str, Any]]:
     """Deploy, (start the daemon,) replay, and tear down one run."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -250,7 +252,7 @@ def live_run(
             seed=scenario.seed,
             timeout_s=4 * config.pipeline.slo.latency_p95_s,
             read_app=lambda: cluster.applications().get(APP, {}),
-            tick=scraper.refresh,
+            tick=lambda: (scraper.refresh(), memory.sample(time.monotonic())),
             tail_s=0.0,
         )
     finally:
@@ -311,13 +313,14 @@ def main(argv: list[str] | None = None) -> int:
     scraper = Scraper(workdir, scrape_interval_s=10.0 / scenario.time_scale)
     cluster = ServeCluster(workdir, scenario.ray_serve_env())
     results: dict[str, Any] = {"runs": {}, "simulated": {}}
+    memory = PeakMemory()
     series: dict[str, Any] = {}
     try:
         scraper.start()
         cluster.start()
         for run in runs:
             print(f"live run: {run}", flush=True)
-            live, extra = live_run(run, scenario, cluster, scraper, workdir / run)
+            live, extra = live_run(run, scenario, cluster, scraper, workdir / run, memory)
             results["runs"][run] = live_figures(live, scenario.wall_config())
             results["runs"][run]["deploy_s"] = extra["deploy_s"]
             series[run] = {"live": live, **extra["series"]}
@@ -334,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         for run in results["runs"]
     }
     results["scenario"] = describe(scenario, args.fidelity, time.monotonic() - began)
+    peak = memory.peak_bytes
+    results["scenario"]["peak_memory_gib"] = None if peak is None else peak / 2**30
     (args.out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     from report import write_report
 
