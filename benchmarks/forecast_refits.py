@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/forecast_refits.py --refit inline
     .venv/bin/python benchmarks/forecast_refits.py --refit background
         [--policy elastiscale|predictive] [--components 200] [--ticks 1000]
-        [--refit-every-s 600] [--gap-ms 0]
+        [--refit-every-s 600] [--gap-ms 0] [--gc-freeze]
 
 The pipeline and demand of `engine_tick.py` (one ingress, the rest in a fan-out tree, a noisy
 diurnal demand, 15 s ticks), with the policy's forecasters refitting every `--refit-every-s` of
@@ -17,6 +17,8 @@ set the p99 of `engine_tick.py`.
 Ticks run back to back by default, so a background fit always overlaps ticks and competes with
 them for the GIL. A live loop ticks every 15 s and is idle in between: `--gap-ms` sleeps that
 long between ticks (untimed), so a fit that fits in the gap leaves the next tick alone.
+`--gc-freeze` calls `gc.freeze()` after the start-up ticks, moving the objects alive then (the
+imported libraries) out of the collector's reach, to see what that does to gen-2 pauses.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=1000)
     parser.add_argument("--refit-every-s", type=float, default=600.0)
     parser.add_argument("--gap-ms", type=float, default=0.0, help="idle time between ticks")
+    parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after start-up")
     args = parser.parse_args()
 
     raw = pipeline_config(args.components)
@@ -109,6 +112,8 @@ def main() -> None:
     # The first two ticks import statsmodels and make the first fits: left out, as a start-up.
     for t in times[1:3]:
         engine.step(float(t))
+    if args.gc_freeze:
+        gc.freeze()
     for t in times[3:]:
         if args.gap_ms > 0:
             time.sleep(args.gap_ms / 1000)
@@ -131,7 +136,7 @@ def main() -> None:
     print(
         f"{args.policy}, refit {args.refit}: {args.components} components, "
         f"{len(wall_ms)} ticks (after 2 start-up ticks), refit every {args.refit_every_s:g} s, "
-        f"{args.gap_ms:g} ms between ticks"
+        f"{args.gap_ms:g} ms between ticks{', gc frozen after start-up' if args.gc_freeze else ''}"
     )
     print(f"  wall per tick         {_percentiles(wall_ms)}")
     print(f"  tick thread CPU       {_percentiles(thread_ms)}")
