@@ -22,7 +22,7 @@ for the worker at a time, each holding a snapshot (a week of 30 s bins is 20,160
 0.6 MB as the twin's deque); a due forecaster that finds the queue full asks again at its next
 tick. Worked numbers: 200 forecasters due together, `max_waiting` 8, 15 s ticks and 0.4 s fits:
 8 are queued per tick and fitted in 3.2 s, so the round is done in 25 ticks (about 6 minutes),
-with at most about 16 snapshots alive at once.
+with at most 17 snapshots alive at once (8 waiting, 1 fitting, 8 fitted and not yet adopted).
 
 A refit that raises is logged once (a warning; repeats of the same forecaster's failure are at
 debug level until one succeeds), the forecaster keeps its model, and it is not tried again
@@ -205,6 +205,7 @@ class RefitScheduler:
             return
         if not self._queue_room.acquire(blocking=False):
             return  # the queue is full: still due, asked again at the next call
+        slot.requested_at_s = now_s
         try:
             job = slot.forecaster.start_refit()
         except Exception as exc:
@@ -213,7 +214,6 @@ class RefitScheduler:
             return
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._thread_name)
-        slot.requested_at_s = now_s
         slot.future = self._executor.submit(self._run_job, job)
         self.started += 1
 
