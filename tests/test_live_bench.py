@@ -66,12 +66,15 @@ def test_arrivals_are_the_same_for_a_seed_and_thinned_by_the_rate_scale() -> Non
     a, b = fifth.arrivals(), Scenario(duration_s=600.0, rate_scale=0.2).arrivals()
     assert np.array_equal(a, b)
     assert not np.array_equal(a, Scenario(duration_s=600.0, rate_scale=0.2, seed=1).arrivals())
-    assert np.all(np.diff(a) >= 0) and a[0] >= 0 and a[-1] < 600.0 / fifth.time_scale
+    # 120 s of warm-up then 600 s of trace, 10x faster: 72 wall seconds.
+    assert np.all(np.diff(a) >= 0) and a[0] >= 0 and a[-1] < 72.0
     # Binomial thinning: within 4 standard deviations of a fifth of the whole.
     n, p = full.arrivals().size, 0.2
     assert abs(a.size - n * p) < 4 * np.sqrt(n * p * (1 - p))
     replay = fifth.replay()
-    assert replay.requests.sum() == a.size and replay.t_s.size == 60
+    assert replay.requests.sum() == a.size and replay.t_s.size == 72
+    no_warmup = Scenario(duration_s=600.0, rate_scale=0.2, warmup_s=0.0).arrivals()
+    assert no_warmup.size < a.size and no_warmup[-1] < 60.0
 
 
 def test_app_spec_follows_the_pipeline_in_wall_units(tmp_path: Path) -> None:
@@ -125,6 +128,11 @@ def test_figures_of_a_live_run() -> None:
     }
     assert got["gpu_seconds"] == pytest.approx(11.0 + 8.0)
     assert got["scaling_actions"] == 2  # planner 2 -> 3 -> 2
+    # Scored from 0.75 s: the first request and the first sample are warm-up.
+    later = live_figures(LiveRun(requests, samples, duration_s=4.0), config, scored_from_s=0.75)
+    assert later["requests"] == 1 and later["slo_attainment"] == 0.0  # only the failed one
+    assert later["replica_seconds"]["planner"] == 3 * 2 + 3 * 1
+    assert later["scaling_actions"] == 1
 
 
 def test_snapshot_counts_states() -> None:

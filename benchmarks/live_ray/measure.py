@@ -23,14 +23,17 @@ def _quantile(latency_s: np.ndarray, q: float) -> float | None:
     return float(np.quantile(latency_s, q)) if latency_s.size else None
 
 
-def live_figures(run: LiveRun, config: Config) -> dict[str, Any]:
-    """SLO attainment, latency quantiles, replica- and GPU-seconds, scaling actions."""
+def live_figures(run: LiveRun, config: Config, scored_from_s: float = 0.0) -> dict[str, Any]:
+    """SLO attainment, latency quantiles, replica- and GPU-seconds and scaling actions of the
+    requests sent, and the time, from `scored_from_s` on (wall seconds from the start)."""
     slo_s = config.pipeline.slo.latency_p95_s
     req = run.requests
-    ok = (req.status == 200) & np.isfinite(req.latency_s)
+    scored = ~(req.sent_s < scored_from_s)  # a request never sent (NaN) counts: it failed
+    ok = scored & (req.status == 200) & np.isfinite(req.latency_s)
     latency = req.latency_s[ok]
     met = int(np.count_nonzero(latency <= slo_s))
-    samples = run.samples
+    n_scored = int(np.count_nonzero(scored))
+    samples = [s for s in run.samples if s.t_s >= scored_from_s]
     t_s = np.array([s.t_s for s in samples] + [run.duration_s])
     dt_s = np.diff(t_s)
     replica_seconds: dict[str, float] = {}
@@ -42,17 +45,17 @@ def live_figures(run: LiveRun, config: Config) -> dict[str, Any]:
         actions += sum(1 for a, b in itertools.pairwise(targets) if a != b)
     gpus = {n: c.gpus_per_replica for n, c in config.pipeline.components.items()}
     return {
-        "slo_attainment": met / req.status.size if req.status.size else None,
+        "slo_attainment": met / n_scored if n_scored else None,
         "p50_latency_s": _quantile(latency, 0.50),
         "p95_latency_s": _quantile(latency, 0.95),
         "p99_latency_s": _quantile(latency, 0.99),
-        "requests": int(req.status.size),
-        "failed_requests": int(req.status.size - np.count_nonzero(ok)),
+        "requests": n_scored,
+        "failed_requests": n_scored - int(np.count_nonzero(ok)),
         "gpu_seconds": sum(replica_seconds[n] * gpus[n] for n in replica_seconds),
         "replica_seconds": replica_seconds,
         "gpu_seconds_per_deployment": {n: replica_seconds[n] * gpus[n] for n in replica_seconds},
         "scaling_actions": actions,
-        "duration_s": run.duration_s,
+        "duration_s": run.duration_s - scored_from_s,
     }
 
 

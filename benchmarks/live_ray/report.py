@@ -59,7 +59,8 @@ def table(results: dict[str, Any]) -> str:
     sc = results["scenario"]
     head = (
         f"Live: `{sc['pipeline']}` on `{sc['trace']}` seconds {sc['start_s']:g} to"
-        f" {sc['start_s'] + sc['duration_s']:g}, {sc['time_scale']:g}x faster, rate x"
+        f" {sc['start_s'] + sc['duration_s']:g} (after {sc['warmup_s']:g} s of unscored warm-up),"
+        f" {sc['time_scale']:g}x faster, rate x"
         f" {sc['rate_scale']:g}: {sc['requests']} requests; seed {sc['seed']}; whole command"
         f" {sc['elapsed_s'] / 60:.1f} min, peak memory {_gib(sc.get('peak_memory_gib'))}."
         f" Times are wall seconds (trace seconds / {sc['time_scale']:g}).\n\n"
@@ -118,6 +119,7 @@ def plots(series: dict[str, Any], scenario: Scenario, out: Path) -> list[Path]:
         ok = np.isfinite(req.latency_s)
         ax.plot(req.sent_s[ok], req.latency_s[ok], ".", ms=2, alpha=0.5, label=run)
     ax.axhline(slo_s, color="k", ls="--", lw=0.8, label=f"SLO {slo_s:g} s")
+    ax.axvline(scenario.warmup_wall_s, color="grey", ls=":", lw=0.8, label="end of warm-up")
     ax.set_xlabel("wall seconds")
     ax.set_ylabel("end-to-end latency, s")
     ax.set_yscale("log")

@@ -39,6 +39,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 HERE = Path(__file__).resolve().parent
@@ -62,7 +63,7 @@ SIMULATED = {
     "elastiscale-in-ray": "elastiscale",
 }
 #: The scenario of `--smoke`.
-SMOKE = {"duration_s": 120.0, "time_scale": 20.0, "rate_scale": 0.05}
+SMOKE = {"duration_s": 120.0, "time_scale": 20.0, "rate_scale": 0.05, "warmup_s": 20.0}
 
 #: The signals the daemon reads, from the stand-ins' own metrics (see app.py).
 QUERIES = {
@@ -277,6 +278,7 @@ def simulate(scenario: Scenario, workdir: Path, fidelity: str) -> dict[str, Any]
             {"name": "elastiscale", "params": scenario.elastiscale_params()},
         ],
         fidelity=fidelity,  # type: ignore[arg-type]
+        warmup_s=scenario.warmup_wall_s,
         metrics_delay_s=scenario.metrics_delay_s,
         rate_window_s=scenario.rate_window_s,
         seed=scenario.seed,
@@ -291,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated live runs")
     parser.add_argument("--start", type=float, default=Scenario.start_s, help="trace second")
     parser.add_argument("--duration", type=float, default=Scenario.duration_s, help="trace s")
+    parser.add_argument(
+        "--warmup", type=float, default=Scenario.warmup_s, help="trace s before --start, unscored"
+    )
     parser.add_argument("--time-scale", type=float, default=Scenario.time_scale)
     parser.add_argument("--rate-scale", type=float, default=Scenario.rate_scale)
     parser.add_argument("--seed", type=int, default=Scenario.seed)
@@ -305,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         duration_s=SMOKE["duration_s"] if args.smoke else args.duration,
         time_scale=SMOKE["time_scale"] if args.smoke else args.time_scale,
         rate_scale=SMOKE["rate_scale"] if args.smoke else args.rate_scale,
+        warmup_s=SMOKE["warmup_s"] if args.smoke else args.warmup,
         seed=args.seed,
     )
     args.out.mkdir(parents=True, exist_ok=True)
@@ -321,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         for run in runs:
             print(f"live run: {run}", flush=True)
             live, extra = live_run(run, scenario, cluster, scraper, workdir / run, memory)
-            results["runs"][run] = live_figures(live, scenario.wall_config())
+            results["runs"][run] = live_figures(
+                live, scenario.wall_config(), scored_from_s=scenario.warmup_wall_s
+            )
             results["runs"][run]["deploy_s"] = extra["deploy_s"]
             series[run] = {"live": live, **extra["series"]}
     finally:
@@ -356,10 +364,11 @@ def describe(scenario: Scenario, fidelity: str, elapsed_s: float) -> dict[str, A
         "trace": str(scenario.trace_path.relative_to(HERE.parent.parent)),
         "start_s": scenario.start_s,
         "duration_s": scenario.duration_s,
+        "warmup_s": scenario.warmup_s,
         "time_scale": scenario.time_scale,
         "rate_scale": scenario.rate_scale,
         "seed": scenario.seed,
-        "requests": int(scenario.arrivals().size),
+        "requests": int(np.count_nonzero(scenario.arrivals() >= scenario.warmup_wall_s)),
         "simulator_fidelity": fidelity,
         "elapsed_s": elapsed_s,
     }

@@ -7,9 +7,11 @@ planner that serves 1 call/s serves 10. The rule is mechanical because every tim
 elastiscale config is named `*_s`: `wall_units` divides every such field (and the lists of
 them, such as a forecaster's `horizons_s`) and multiplies `capacity_per_replica`.
 
-Both live runs and both simulated ones use the same wall-unit pipeline, the same arrivals
+Every live run and every simulated one uses the same wall-unit pipeline, the same arrivals
 (the trace's requests thinned by `rate_scale` with a seeded draw, at uniformly random times
-within their trace second) and the same initial replica counts.
+within their trace second) and the same initial replica counts. The first `warmup_s` of trace
+is replayed and not scored, so that every policy starts with metrics to read (a rate needs a
+window of data) and the comparison is not about the first seconds after a deploy.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ class Scenario:
     trace_path: Path = REPO / "examples" / "traces" / "azure_llm_2023_conv_1s.csv"
     start_s: float = 1500.0
     duration_s: float = 1200.0
+    warmup_s: float = 120.0  # replayed before `start_s`, scored for no run
     time_scale: float = 10.0
     rate_scale: float = 0.2
     seed: int = 0
@@ -137,21 +140,31 @@ class Scenario:
 
     # ---- the load ----------------------------------------------------------------------------
 
+    @property
+    def first_s(self) -> float:
+        """The first trace second replayed: the warm-up's."""
+        return self.start_s - self.warmup_s
+
+    @property
+    def warmup_wall_s(self) -> float:
+        return self.warmup_s / self.time_scale
+
     def arrivals(self) -> np.ndarray:
-        """Send times of the replayed requests, wall seconds from the start, ascending."""
+        """Send times of the replayed requests (warm-up included), wall seconds from the
+        start, ascending."""
         trace = load_trace(self.trace_path)
-        mask = (trace.t_s >= self.start_s) & (trace.t_s < self.start_s + self.duration_s)
+        mask = (trace.t_s >= self.first_s) & (trace.t_s < self.start_s + self.duration_s)
         t_s, counts = trace.t_s[mask], trace.requests[mask]
         rng = np.random.default_rng(self.seed)
         kept = rng.binomial(np.rint(counts).astype(np.int64), self.rate_scale)
-        starts = np.repeat(t_s - self.start_s, kept)
+        starts = np.repeat(t_s - self.first_s, kept)
         times = (starts + rng.uniform(0.0, trace.bin_s, size=starts.size)) / self.time_scale
         return np.sort(times)
 
     def replay(self) -> Trace:
         """The arrivals as a trace of 1 s wall bins: what the simulator replays."""
         times = self.arrivals()
-        n_bins = math.ceil(self.duration_s / self.time_scale)
+        n_bins = math.ceil((self.warmup_s + self.duration_s) / self.time_scale)
         counts = np.bincount(np.minimum(times.astype(np.int64), n_bins - 1), minlength=n_bins)
         return Trace(
             name="live-replay",
