@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 LIVE = REPO / "benchmarks" / "live_ray"
 sys.path.insert(0, str(LIVE))
 
+from calls import call_count  # noqa: E402
 from load import LiveRun, ReplicaSample, RequestLog, snapshot  # noqa: E402
 from measure import live_figures, relative_error  # noqa: E402
 from scenario import Scenario, slots, wall_units  # noqa: E402
@@ -157,15 +158,26 @@ def test_relative_error(measured: float | None, simulated: float, expected: floa
 
 
 def test_call_counts_are_drawn_from_the_seed_alone() -> None:
-    pytest.importorskip("ray.serve")
-    from app import call_count
-
     draws = [call_count(f"s-{i}", 3.0, "poisson") for i in range(4000)]
     assert draws == [call_count(f"s-{i}", 3.0, "poisson") for i in range(4000)]
     assert np.mean(draws) == pytest.approx(3.0, abs=0.1)
     assert np.var(draws) == pytest.approx(3.0, abs=0.3)
     fixed = [call_count(f"s-{i}", 1.5, "fixed") for i in range(4000)]
     assert set(fixed) == {1, 2} and np.mean(fixed) == pytest.approx(1.5, abs=0.05)
+
+
+def test_the_harness_imports_without_ray() -> None:
+    """Importing Ray in the test process before the Ray tests set the authentication mode
+    breaks their cluster: the pure parts of the harness must not import it."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); "
+        "import calls, load, measure, memory, scenario; "
+        "assert 'ray' not in sys.modules, 'ray imported'"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(LIVE)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.mark.integration

@@ -26,29 +26,14 @@ Ray worker processes import this file from the benchmark directory on their PYTH
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import deque
 from typing import Any
 
 import live_metrics
+from calls import call_count
 from ray import serve
 from ray.serve.handle import DeploymentHandle
-
-
-def call_count(seed: str, mean: float, distribution: str) -> int:
-    """How many calls one request makes on an edge: fixed (the floor, plus one with the
-    fractional part's probability) or Poisson, drawn from `seed` alone."""
-    rng = random.Random(seed)
-    if distribution == "poisson":
-        # Knuth's product of uniforms: exact, and fast for the small means of fan-outs.
-        limit, product, count = pow(2.718281828459045, -mean), rng.random(), 0
-        while product > limit:
-            product *= rng.random()
-            count += 1
-        return count
-    whole = int(mean)
-    return whole + (1 if rng.random() < mean - whole else 0)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1})
