@@ -9,7 +9,7 @@ Writes DIR/results.json (default benchmarks/live_ray/out):
     {"runs": {"ray-serve": M, "elastiscale": M, "elastiscale-in-ray": M},
      "simulated": {"ray-serve": M, "elastiscale": M}, "fidelity": {...}, "scenario": {...}}
 and DIR/results.md with the table, DIR/*.png with the plots. `--smoke` checks that the harness
-works end to end in about a minute: two minutes of trace, 20x faster, at a quarter of the rate
+works end to end in about two minutes: two minutes of trace, 20x faster, at a quarter of the rate
 (six seconds of load per run, a few replicas).
 
 The runs, on one Ray cluster, one after another, each on a freshly deployed application that
@@ -289,7 +289,7 @@ def simulate(scenario: Scenario, workdir: Path, fidelity: str) -> dict[str, Any]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=HERE / "out")
-    parser.add_argument("--smoke", action="store_true", help="a one-minute check of the harness")
+    parser.add_argument("--smoke", action="store_true", help="a two-minute check of the harness")
     parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated live runs")
     parser.add_argument("--start", type=float, default=Scenario.start_s, help="trace second")
     parser.add_argument("--duration", type=float, default=Scenario.duration_s, help="trace s")
