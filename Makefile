@@ -41,7 +41,7 @@ bench: $(FULL)
 	$(BIN)/python benchmarks/engine_tick.py
 
 # Ray Serve's autoscaling against elastiscale on a local Ray Serve, and the simulator's
-# prediction of both (about 7 minutes; needs the `prometheus` binary). Not part of `make test`,
+# prediction of both (about 9 minutes; needs the `prometheus` binary). Not part of `make test`,
 # which runs its two-minute smoke version.
 bench-live: $(FULL)
 	$(BIN)/python benchmarks/live_ray/run.py --out benchmarks/live_ray/out
