@@ -38,16 +38,19 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from elastiscale import registry
 from elastiscale.decision import Detail
+from elastiscale.errors import RegistryError
 from elastiscale.forecasting import Forecast, Forecaster, ForecastResult, build_forecaster
 from elastiscale.forecasting.intervals import FLOOR_FRACTION, MIN_CALIBRATION, NO_EVIDENCE_WIDTH
 from elastiscale.forecasting.quality import asymmetric_error
-from elastiscale.forecasting.refits import RefitScheduler
+from elastiscale.forecasting.refits import RefitMode, RefitScheduler
 
 Array = npt.NDArray[np.float64]
 
@@ -114,6 +117,44 @@ class DemandOutlook:
         return float(values[i]), part.start + i
 
 
+class ForecastParams(BaseModel):
+    """The forecasting parameters `predictive` and `elastiscale` share; each policy's `Params`
+    extends them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    quantile: float = Field(
+        0.9, gt=0.5, lt=1.0, description="upper quantile of forecast demand sized for (p90)"
+    )
+    forecaster: str = Field("auto", description="forecaster of demand (registry name)")
+    forecaster_params: dict[str, Any] = Field(
+        default_factory=dict, description="its parameters (step_s defaults to rate_window_s/2)"
+    )
+    refit: RefitMode = Field(
+        "background",
+        description="where forecaster refits run: on a background worker (live), or inline in "
+        "the tick (backtests set this)",
+    )
+    rate_window_s: float = Field(
+        60.0, gt=0, description="window of the observed rates (Prometheus rate[1m])"
+    )
+
+    @model_validator(mode="after")
+    def _forecaster_known(self) -> Self:
+        """An unknown forecaster or a bad parameter of it is a config error, not a crash at
+        the first tick."""
+        try:
+            registry.resolve("forecaster", self.forecaster)
+        except RegistryError as exc:
+            raise ValueError(f"forecaster: {exc}") from None
+        problems = registry.check(
+            "forecaster", self.forecaster, self.forecaster_params, path="forecaster_params"
+        )
+        if problems:
+            raise ValueError(problems[0])
+        return self
+
+
 class DemandForecast:
     """A gated upper-quantile forecast of one rate series (see the module docstring)."""
 
@@ -140,6 +181,21 @@ class DemandForecast:
         self._persistence_err: Array = np.zeros(0)
         self._floor = 0.0
         self._levels: Array = np.zeros(0)
+
+    @classmethod
+    def from_params(
+        cls, params: ForecastParams, *, gating: bool, refits: RefitScheduler
+    ) -> DemandForecast:
+        """The forecast a policy's `ForecastParams` describe (the forecaster's `step_s` half
+        the rate window unless given)."""
+        return cls.build(
+            params.forecaster,
+            {"step_s": params.rate_window_s / 2.0, **params.forecaster_params},
+            quantile=params.quantile,
+            rate_window_s=params.rate_window_s,
+            gating=gating,
+            refits=refits,
+        )
 
     @classmethod
     def build(

@@ -46,16 +46,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
-from elastiscale import registry
 from elastiscale.backtest.baselines import OracleParams, latency_budgets
 from elastiscale.controllers.base import TickContext
 from elastiscale.controllers.budget import Allocation, Claim, allocate, shared_pool
 from elastiscale.controllers.constraints import WindowExtreme
-from elastiscale.controllers.demand import DemandForecast, DemandOutlook
+from elastiscale.controllers.demand import DemandForecast, DemandOutlook, ForecastParams
 from elastiscale.controllers.fanout import FanoutEstimator, RatioEstimator
 from elastiscale.controllers.queueing import (
     QueueingSizer,
@@ -64,8 +63,7 @@ from elastiscale.controllers.queueing import (
     UtilizationSizer,
 )
 from elastiscale.decision import Detail, Proposal
-from elastiscale.errors import RegistryError
-from elastiscale.forecasting.refits import RefitMode, RefitScheduler
+from elastiscale.forecasting.refits import RefitScheduler
 from elastiscale.observations import Observation
 from elastiscale.pipeline import Pipeline
 
@@ -73,26 +71,9 @@ if TYPE_CHECKING:
     from elastiscale.config import Config
 
 
-class ElastiscaleParams(BaseModel):
+class ElastiscaleParams(ForecastParams):
     """Parameters of `elastiscale`. Defaults follow from principles, not from any one trace."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    quantile: float = Field(
-        0.9, gt=0.5, lt=1.0, description="upper quantile of forecast demand sized for (p90)"
-    )
-    forecaster: str = Field("auto", description="forecaster of ingress demand (registry name)")
-    forecaster_params: dict[str, Any] = Field(
-        default_factory=dict, description="its parameters (step_s defaults to rate_window_s/2)"
-    )
-    refit: RefitMode = Field(
-        "background",
-        description="where forecaster refits run: on a background worker (live), or inline in "
-        "the tick (backtests set this)",
-    )
-    rate_window_s: float = Field(
-        60.0, gt=0, description="window of the observed rates (Prometheus rate[1m])"
-    )
     burst_share: float = Field(
         OracleParams.model_fields["burst_share"].default,
         ge=0.0,
@@ -113,21 +94,6 @@ class ElastiscaleParams(BaseModel):
     measured_fanout: bool = Field(True, description="measure fan-out online (else: the priors)")
     gating: bool = Field(True, description="blend towards reactive where the forecast is poor")
     queueing: bool = Field(True, description="Erlang-C sizing (else: target utilization)")
-
-    @model_validator(mode="after")
-    def _forecaster_known(self) -> Self:
-        """An unknown forecaster or a bad parameter of it is a config error, not a crash at
-        the first tick."""
-        try:
-            registry.resolve("forecaster", self.forecaster)
-        except RegistryError as exc:
-            raise ValueError(f"forecaster: {exc}") from None
-        problems = registry.check(
-            "forecaster", self.forecaster, self.forecaster_params, path="forecaster_params"
-        )
-        if problems:
-            raise ValueError(problems[0])
-        return self
 
 
 @dataclass(slots=True)
@@ -239,15 +205,8 @@ class ElastiscalePolicy:
         key = (ingress, signal)
         known = self._forecasts.get(key)
         if known is None:
-            p = self.params
-            params = {"step_s": p.rate_window_s / 2.0, **p.forecaster_params}
-            known = DemandForecast.build(
-                p.forecaster,
-                params,
-                quantile=p.quantile,
-                rate_window_s=p.rate_window_s,
-                gating=p.gating,
-                refits=self.refits,
+            known = DemandForecast.from_params(
+                self.params, gating=self.params.gating, refits=self.refits
             )
             self._forecasts[key] = known
         return known

@@ -24,65 +24,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
-from elastiscale import registry
 from elastiscale.controllers.base import PerComponentPolicy, TickContext
 from elastiscale.controllers.constraints import WindowExtreme
-from elastiscale.controllers.demand import DemandForecast
+from elastiscale.controllers.demand import DemandForecast, ForecastParams
 from elastiscale.controllers.reactive import ceil_count
 from elastiscale.decision import Detail, Proposal
-from elastiscale.errors import RegistryError
-from elastiscale.forecasting.refits import RefitMode, RefitScheduler
+from elastiscale.forecasting.refits import RefitScheduler
 
 if TYPE_CHECKING:
     from elastiscale.config import Config
 
 
-class PredictiveParams(BaseModel):
+class PredictiveParams(ForecastParams):
     """Parameters of `predictive`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    quantile: float = Field(
-        0.9, gt=0.5, lt=1.0, description="upper quantile of forecast demand sized for (p90)"
-    )
     target_utilization: float | None = Field(
         None, gt=0, le=1, description="default: the component's target utilization (0.7)"
-    )
-    forecaster: str = Field("auto", description="forecaster of each component's load")
-    forecaster_params: dict[str, Any] = Field(
-        default_factory=dict, description="its parameters (step_s defaults to rate_window_s/2)"
-    )
-    refit: RefitMode = Field(
-        "background",
-        description="where forecaster refits run: on a background worker (live), or inline in "
-        "the tick (backtests set this)",
-    )
-    rate_window_s: float = Field(
-        60.0, gt=0, description="window of the observed rates (Prometheus rate[1m])"
     )
     scale_down_delay_s: float | None = Field(
         None, ge=0, description="scale-down window; default: each component's startup + interval"
     )
     gating: bool = Field(True, description="blend towards persistence where the forecast is poor")
-
-    @model_validator(mode="after")
-    def _forecaster_known(self) -> Self:
-        """An unknown forecaster or a bad parameter of it is a config error, not a crash at
-        the first tick."""
-        try:
-            registry.resolve("forecaster", self.forecaster)
-        except RegistryError as exc:
-            raise ValueError(f"forecaster: {exc}") from None
-        problems = registry.check(
-            "forecaster", self.forecaster, self.forecaster_params, path="forecaster_params"
-        )
-        if problems:
-            raise ValueError(problems[0])
-        return self
 
 
 class PredictivePolicy(PerComponentPolicy):
@@ -103,15 +69,8 @@ class PredictivePolicy(PerComponentPolicy):
     def _forecast(self, component: str) -> DemandForecast:
         known = self._forecasts.get(component)
         if known is None:
-            p = self.params
-            params = {"step_s": p.rate_window_s / 2.0, **p.forecaster_params}
-            known = DemandForecast.build(
-                p.forecaster,
-                params,
-                quantile=p.quantile,
-                rate_window_s=p.rate_window_s,
-                gating=p.gating,
-                refits=self.refits,
+            known = DemandForecast.from_params(
+                self.params, gating=self.params.gating, refits=self.refits
             )
             self._forecasts[component] = known
         return known
