@@ -19,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from elastiscale import Engine, Pipeline, RecordingActuator, SeriesMetricSource, load_config
+from elastiscale import (
+    Config,
+    Engine,
+    Pipeline,
+    RecordingActuator,
+    SeriesMetricSource,
+    load_config,
+)
 
 
 def pipeline_config(components: int, policies: Sequence[str] = ()) -> dict[str, Any]:
@@ -56,18 +63,12 @@ def pipeline_config(components: int, policies: Sequence[str] = ()) -> dict[str, 
     return config
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--components", type=int, default=200)
-    parser.add_argument("--ticks", type=int, default=1000)
-    parser.add_argument("--policy", action="append", default=None)
-    args = parser.parse_args()
-    policies = args.policy or ["hpa"]
-    config = load_config(pipeline_config(args.components, policies))
+def diurnal_engine(config: Config, ticks: int) -> tuple[Engine, np.ndarray]:
+    """An `Engine` on `config` fed a noisy diurnal ingress demand (propagated down the graph)
+    through `SeriesMetricSource`, and the `ticks + 1` tick times (seconds) it has data for."""
     pipeline = Pipeline(config.pipeline)
-    interval_s = config.control.interval_s
     rng = np.random.default_rng(0)
-    times = np.arange(args.ticks + 1) * interval_s
+    times = np.arange(ticks + 1) * config.control.interval_s
     ingress = 20 + 15 * np.sin(times / 3600) + rng.normal(0, 2, times.size).clip(-10, 10)
     demand = pipeline.propagate_series({"c0": ingress})
     series = {
@@ -84,6 +85,18 @@ def main() -> None:
         metrics=SeriesMetricSource(series),
         actuator=RecordingActuator.for_config(config),
     )
+    return engine, times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--components", type=int, default=200)
+    parser.add_argument("--ticks", type=int, default=1000)
+    parser.add_argument("--policy", action="append", default=None)
+    args = parser.parse_args()
+    policies = args.policy or ["hpa"]
+    config = load_config(pipeline_config(args.components, policies))
+    engine, times = diurnal_engine(config, args.ticks)
     durations_ms = []
     for t in times[1:]:
         start = time.process_time()

@@ -29,10 +29,8 @@ import statistics
 import time
 from typing import Any
 
-import numpy as np
-
-from elastiscale import Engine, Pipeline, RecordingActuator, SeriesMetricSource, load_config
-from engine_tick import pipeline_config
+from elastiscale import load_config
+from engine_tick import diurnal_engine, pipeline_config
 
 
 class _Gen2:
@@ -82,24 +80,7 @@ def main() -> None:
         }
     ]
     config = load_config(raw)
-    pipeline = Pipeline(config.pipeline)
-    interval_s = config.control.interval_s
-    rng = np.random.default_rng(0)
-    times = np.arange(args.ticks + 1) * interval_s
-    ingress = 20 + 15 * np.sin(times / 3600) + rng.normal(0, 2, times.size).clip(-10, 10)
-    demand = pipeline.propagate_series({"c0": ingress})
-    series = {
-        name: {
-            "demand_rps": (times, demand[name]),
-            "in_flight": (times, demand[name] * 0.5),
-            "queue_length": (times, np.zeros(times.size)),
-            "utilization": (times, np.full(times.size, 0.6)),
-        }
-        for name in pipeline.order
-    }
-    engine = Engine(
-        config, metrics=SeriesMetricSource(series), actuator=RecordingActuator.for_config(config)
-    )
+    engine, times = diurnal_engine(config, args.ticks)
     policy = engine.policies[0]
     refits = policy.refits  # type: ignore[attr-defined]
     wall_ms: list[float] = []
