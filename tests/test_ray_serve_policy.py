@@ -7,6 +7,7 @@ requests and the default `target_ongoing_requests` at 70 % is 7 per replica.
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -79,22 +80,29 @@ def tick(
     at_s: float | None = None,
     **signals: float,
 ) -> Proposal:
-    """One `propose` at `now_s` with a hand-built context. `signals` default to an empty queue
-    and the demand that keeps `in_flight` busy at 2 s each."""
+    """One `propose` at `now_s` with a hand-built context, the observation recorded first in
+    the policy's history as the engine records it. `signals` default to an empty queue and the
+    demand that keeps `in_flight` busy at 2 s each."""
     values: dict[str, float] = {"queue_length": 0.0, **signals}
     if "in_flight" in values and "demand_rps" not in values:
         values["demand_rps"] = values["in_flight"] / 2.0
     obs = Observation("llm", now_s if at_s is None else at_s, **values)  # type: ignore[arg-type]
+    history = _HISTORIES.setdefault(policy, MetricHistory(3600))
+    history.record([obs], now_s)
     ctx = TickContext(
         now_s=now_s,
         config=config,
         pipeline=Pipeline(config.pipeline),
         observations={"llm": obs},
         replicas={"llm": ReplicaState(desired=ready if desired is None else desired, ready=ready)},
-        history=MetricHistory(3600),
+        history=history,
         interval_s=TICK_S,
     )
     return policy.propose(ctx)["llm"]
+
+
+#: The engine's history of each policy under test (one per policy, as one per engine).
+_HISTORIES: weakref.WeakKeyDictionary[RayServePolicy, MetricHistory] = weakref.WeakKeyDictionary()
 
 
 # --------------------------------------------------------------------------------------------

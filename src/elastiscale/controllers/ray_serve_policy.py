@@ -30,8 +30,8 @@ would size for the component: its concurrency at capacity times the target utili
 `capacity_per_replica x service_time_s x 0.7` (1.5 req/s at 4 s: 6 x 0.7 = 4.2 per replica).
 
 What differs, on purpose:
-- The policy keeps its own look-back window of the samples it saw at each tick (the
-  observation's own time, so a delayed metric holds until now, as Ray's last pushed sample
+- The look-back window holds the observations of the engine's history stamped within it (at
+  the observation's own time, so a delayed metric holds until now, as Ray's last pushed sample
   does). A tick whose window holds no sample proposes nothing and breaks the run of decisions
   that the delays time, where Ray would read the missing total as 0.
 - It decides at the engine's tick, not every 0.1 s, so a delay is served at the first tick at
@@ -40,8 +40,8 @@ What differs, on purpose:
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
 import numpy as np
@@ -53,6 +53,7 @@ from elastiscale.controllers.reactive import (
     concurrency_at_capacity,
     sample,
     why_missing,
+    window_samples,
 )
 from elastiscale.decision import Detail, Proposal
 from elastiscale.observations import Observation
@@ -105,10 +106,9 @@ class RayServeParams(BaseModel):
 
 @dataclass(slots=True)
 class _State:
-    """What the policy remembers of one component: its look-back samples and the run of
-    same-direction decisions (Ray's decision counter sign and first-decision timestamp)."""
+    """What the policy remembers of one component: the run of same-direction decisions (Ray's
+    decision counter sign and first-decision timestamp)."""
 
-    samples: deque[tuple[float, float]] = field(default_factory=deque)  # (at_s, ongoing)
     direction: Direction | None = None
     since_s: float | None = None
 
@@ -127,7 +127,7 @@ class _Decision:
 
 
 def window_total(
-    samples: deque[tuple[float, float]], now_s: float, aggregation: Aggregation
+    samples: Sequence[tuple[float, float]], now_s: float, aggregation: Aggregation
 ) -> float | None:
     """Ongoing requests over the look-back samples (oldest first), or None with none.
 
@@ -167,6 +167,11 @@ def apply_scaling_factors(
     return scaled
 
 
+def _ongoing(obs: Observation) -> float | None:
+    """Ray's ongoing requests: in service plus queued (`concurrency`; missing if either is)."""
+    return sample(obs, "concurrency")
+
+
 class RayServePolicy(PerComponentPolicy):
     """Ray Serve's default (request-based) autoscaler per component, one deployment each."""
 
@@ -187,8 +192,8 @@ class RayServePolicy(PerComponentPolicy):
         now_s = ctx.now_s
         state = self._states.setdefault(component, _State())
         obs = ctx.observations[component]
-        self._remember(state, obs, now_s)
-        total = window_total(state.samples, now_s, p.aggregation_function)
+        samples = window_samples(ctx.history, component, _ongoing, now_s, p.look_back_period_s)
+        total = window_total(samples, now_s, p.aggregation_function)
         if total is None:
             state.reset_run()
             return Proposal.none(
@@ -228,7 +233,7 @@ class RayServePolicy(PerComponentPolicy):
 
         details: dict[str, Detail] = {
             "ongoing": total,
-            "samples": len(state.samples),
+            "samples": len(samples),
             "target_ongoing_requests": target,
             "running": running,
             "current": current,
@@ -239,7 +244,7 @@ class RayServePolicy(PerComponentPolicy):
         }
         reason = (
             f"ongoing {total:.4g} ({p.aggregation_function} over {p.look_back_period_s:g} s, "
-            f"{len(state.samples)} samples) vs {target:.4g}/replica"
+            f"{len(samples)} samples) vs {target:.4g}/replica"
         )
         if wanted is not None:
             reason += f" wants {wanted:.4g}"
@@ -249,17 +254,6 @@ class RayServePolicy(PerComponentPolicy):
         return Proposal(self.name, bounded, reason, details)
 
     # ----------------------------------------------------------------------------------------
-
-    def _remember(self, state: _State, obs: Observation, now_s: float) -> None:
-        """Add this tick's sample (once per observation time) and drop those older than the
-        look-back: the window is (now - look_back_period_s, now]."""
-        got = sample(obs, "concurrency")
-        samples = state.samples
-        if got is not None and obs.at_s <= now_s and (not samples or obs.at_s > samples[-1][0]):
-            samples.append((obs.at_s, got))
-        cutoff_s = now_s - self.params.look_back_period_s
-        while samples and samples[0][0] <= cutoff_s:
-            samples.popleft()
 
     def _target_ongoing(self, ctx: TickContext, component: str) -> float | None:
         """The explicit target, else concurrency at capacity x the target utilization."""
