@@ -96,7 +96,7 @@ def test_app_spec_follows_the_pipeline_in_wall_units(tmp_path: Path) -> None:
 
 def test_figures_of_a_live_run() -> None:
     """Three requests (one too slow, one failed), replicas sampled at 0, 1 and 3 s of a 4 s run."""
-    config = Scenario().wall_config()
+    config = Scenario().wall_config
     requests = RequestLog(
         sent_s=np.array([0.0, 0.5, 1.0]),
         latency_s=np.array([1.0, 5.0, np.nan]),

@@ -70,7 +70,7 @@ def table(results: dict[str, Any]) -> str:
 
 def plots(series: dict[str, Any], scenario: Scenario, out: Path) -> list[Path]:
     """Demand and replicas per deployment over time (one column per run), and latency."""
-    config = scenario.wall_config()
+    config = scenario.wall_config
     names = list(config.pipeline.components)
     runs = list(series)
     if not runs:

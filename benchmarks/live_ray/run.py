@@ -79,7 +79,7 @@ QUERIES = {
 
 def application(scenario: Scenario, run: str, registry_dir: Path) -> dict[str, Any]:
     """The Serve application of one run (`import_path` resolves in app.py)."""
-    config = scenario.wall_config()
+    config = scenario.wall_config
     app: dict[str, Any] = {
         "name": APP,
         "route_prefix": "/",
@@ -244,7 +244,7 @@ def live_run(
         daemon = Daemon(path, port, workdir / "daemon.log")
         wait_until("the elastiscale daemon", daemon.ready, timeout_s=60)
     deploy_s = time.monotonic() - began
-    config = scenario.wall_config()
+    config = scenario.wall_config
     start_unix = time.time()
     try:
         live = replay(
@@ -269,7 +269,7 @@ def live_run(
 def simulate(scenario: Scenario, workdir: Path, fidelity: str) -> dict[str, Any]:
     """Both policies in one backtest on the replayed arrivals, in wall units."""
     trace = scenario.write_replay(workdir / "replay.csv")
-    config = scenario.wall_config()
+    config = scenario.wall_config
     report = elastiscale.backtest(
         config,
         trace,
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"live run: {run}", flush=True)
             live, extra = live_run(run, scenario, cluster, scraper, workdir / run, memory)
             results["runs"][run] = live_figures(
-                live, scenario.wall_config(), scored_from_s=scenario.warmup_wall_s
+                live, scenario.wall_config, scored_from_s=scenario.warmup_wall_s
             )
             results["runs"][run]["deploy_s"] = extra["deploy_s"]
             series[run] = {"live": live, **extra["series"]}

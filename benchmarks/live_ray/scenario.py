@@ -20,6 +20,7 @@ import copy
 import csv
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,12 @@ class Scenario:
         return doc
 
     def wall_doc(self) -> dict[str, Any]:
-        """The pipeline in wall units, with every component's initial replica count set."""
+        """The pipeline in wall units, with every component's initial replica count set (a
+        copy: callers add their own sections)."""
+        return copy.deepcopy(self._wall_doc)
+
+    @cached_property
+    def _wall_doc(self) -> dict[str, Any]:
         doc: dict[str, Any] = wall_units(self.trace_doc(), self.time_scale)
         config = validate_mapping(doc)
         start = initial_replicas(config, self.replay(), window_s=300.0 / self.time_scale)
@@ -135,8 +141,9 @@ class Scenario:
             comp["replicas"]["initial"] = start[name]
         return doc
 
+    @cached_property
     def wall_config(self) -> Config:
-        return validate_mapping(self.wall_doc())
+        return validate_mapping(self._wall_doc)
 
     # ---- the load ----------------------------------------------------------------------------
 
@@ -151,7 +158,11 @@ class Scenario:
 
     def arrivals(self) -> np.ndarray:
         """Send times of the replayed requests (warm-up included), wall seconds from the
-        start, ascending."""
+        start, ascending (a copy)."""
+        return self._arrivals.copy()
+
+    @cached_property
+    def _arrivals(self) -> np.ndarray:
         trace = load_trace(self.trace_path)
         mask = (trace.t_s >= self.first_s) & (trace.t_s < self.start_s + self.duration_s)
         t_s, counts = trace.t_s[mask], trace.requests[mask]
@@ -163,7 +174,7 @@ class Scenario:
 
     def replay(self) -> Trace:
         """The arrivals as a trace of 1 s wall bins: what the simulator replays."""
-        times = self.arrivals()
+        times = self._arrivals
         n_bins = math.ceil((self.warmup_s + self.duration_s) / self.time_scale)
         counts = np.bincount(np.minimum(times.astype(np.int64), n_bins - 1), minlength=n_bins)
         return Trace(
@@ -215,7 +226,7 @@ class Scenario:
     def ray_serve_autoscaling(self) -> dict[str, dict[str, Any]]:
         """Each deployment's `autoscaling_config` for the `ray-serve` run: Ray's defaults scaled
         in time, `target_ongoing_requests` at the pipeline's target utilization of the slots."""
-        config = self.wall_config()
+        config = self.wall_config
         out: dict[str, dict[str, Any]] = {}
         for name, comp in config.pipeline.components.items():
             n_slots = slots(comp.capacity_per_replica, comp.service_time_s)
