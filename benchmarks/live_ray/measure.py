@@ -66,7 +66,7 @@ def simulated_figures(report: BacktestReport, label: str) -> dict[str, Any]:
     replica_seconds = {
         name: comp.replica_hours * 3600.0 for name, comp in score.per_component.items()
     }
-    gpus = {name: comp.gpu_hours * 3600.0 for name, comp in score.per_component.items()}
+    gpu_seconds = {name: comp.gpu_hours * 3600.0 for name, comp in score.per_component.items()}
     return {
         "slo_attainment": score.slo_attainment,
         "p50_latency_s": score.p50_latency_s,
@@ -76,7 +76,7 @@ def simulated_figures(report: BacktestReport, label: str) -> dict[str, Any]:
         "failed_requests": score.dropped_requests,
         "gpu_seconds": score.gpu_hours * 3600.0,
         "replica_seconds": replica_seconds,
-        "gpu_seconds_per_deployment": gpus,
+        "gpu_seconds_per_deployment": gpu_seconds,
         "scaling_actions": score.scaling_actions,
     }
 
