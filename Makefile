@@ -18,7 +18,7 @@ $(BASE): pyproject.toml
 	touch $@
 
 $(FULL): $(BASE)
-	$(BIN)/pip install --quiet -e ".[test,ray,sagemaker]"
+	$(BIN)/pip install --quiet -e ".[test,ray,sagemaker,keda]"
 	touch $@
 
 demo: $(BASE)

@@ -56,6 +56,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="log line format (default: daemon.log_format)",
     )
     parser.add_argument(
+        "--keda-listen",
+        default=os.environ.get("ELASTISCALE_KEDA_LISTEN"),
+        metavar="HOST:PORT",
+        help="serve KEDA's external scaler gRPC here; KEDA then acts and `actuator:` is "
+        "optional and only read (needs the `keda` extra)",
+    )
+    parser.add_argument(
         "--identity",
         default=None,
         help="name in the leader-election Lease (default: daemon.leader_election.identity, "
@@ -75,7 +82,13 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(path)
     except ConfigError as exc:
         return _problems(path, exc.problems)
-    problems = check_runnable(config, args.dry_run)
+    keda_listen = getattr(args, "keda_listen", None)
+    problems = check_runnable(config, args.dry_run, keda=keda_listen is not None)
+    if keda_listen is not None:
+        try:
+            parse_listen(keda_listen)
+        except ValueError as exc:
+            problems.append(f"--keda-listen: {exc}")
     if args.listen is not None:
         try:
             parse_listen(args.listen)
@@ -97,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         identity=args.identity,
         log_format=args.log_format,
         log_level=level,
+        keda_listen=keda_listen,
     )
     daemon = Daemon(config, options)
     try:

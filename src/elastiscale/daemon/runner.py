@@ -38,6 +38,8 @@ from elastiscale.daemon.status import DaemonStatus, TickSnapshot
 from elastiscale.daemon.telemetry import DaemonMetrics
 from elastiscale.decision import DecisionRecord
 from elastiscale.errors import ConfigError
+from elastiscale.keda.board import DesiredReplicas
+from elastiscale.keda.server import KedaServer
 
 log = logging.getLogger("elastiscale.daemon")
 
@@ -60,6 +62,8 @@ class RunOptions:
     identity: str | None = None
     log_format: str | None = None
     log_level: int = logging.INFO
+    #: KEDA mode: serve KEDA's external scaler on this host:port; KEDA acts (see elastiscale.keda)
+    keda_listen: str | None = None
 
 
 class Daemon:
@@ -90,6 +94,10 @@ class Daemon:
             self.status.leader = False
         self.runtime: Runtime | None = None
         self.http: StatusServer | None = None
+        self.keda_board: DesiredReplicas | None = None
+        self.keda_server: KedaServer | None = None
+        if options.keda_listen is not None:
+            self.keda_board = DesiredReplicas(config.pipeline.components)
         self.ticks = 0
         self._build_failures = 0
         self._next_build_s = float("-inf")
@@ -133,6 +141,11 @@ class Daemon:
             self.http = StatusServer(host, port, self.status, self.metrics)
             self.http.start()
             log.info("serving /healthz /readyz /metrics /decisions on %s", self.http.url)
+        if self.keda_board is not None and self.options.keda_listen and not self.options.once:
+            self.keda_server = KedaServer(
+                self.options.keda_listen, self.keda_board, self.config.pipeline.name
+            )
+            self.keda_server.start()
         self._ensure_runtime(self.clock.now_s())
         if self.leader_loop is not None:
             self.leader_loop.attempt_now()
@@ -150,6 +163,8 @@ class Daemon:
         except OSError as exc:
             log.error("journal: %s", exc)
         self.journal.close()
+        if self.keda_server is not None:
+            self.keda_server.stop()
         if self.http is not None:
             self.http.stop()
         log.info("stopped (%s)", self.stop_reason)
@@ -228,6 +243,9 @@ class Daemon:
             self.metrics.error("tick")
         duration_s = time.perf_counter() - started
         self._journal_decisions(records, now_s, leader)
+        if self.keda_board is not None and not runtime.engine.dry_run:
+            # every count, changed or not: KEDA reads the current decision of each component
+            self.keda_board.publish({r.component: r.desired_replicas for r in records})
         pipeline = runtime.engine.pipeline
         snapshot = TickSnapshot(
             tick=self.ticks,
@@ -290,7 +308,11 @@ class Daemon:
 
     def _build(self, config: Config) -> Runtime:
         return build_runtime(
-            config, dry_run=self.options.dry_run, journal=self.journal, on_error=self.metrics.error
+            config,
+            dry_run=self.options.dry_run,
+            journal=self.journal,
+            on_error=self.metrics.error,
+            keda_board=self.keda_board,
         )
 
     def _describe(self, runtime: Runtime) -> None:
@@ -343,6 +365,8 @@ class Daemon:
             if spec is not None:
                 register_secrets_in(spec.options())
         self._apply_daemon_changes(self.config, new)
+        if self.keda_board is not None:
+            self.keda_board.set_components(new.pipeline.components)
         self.runtime, self.config = runtime, new
         self.status.runtime_error = None
         if old is not None:

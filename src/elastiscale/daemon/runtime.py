@@ -22,6 +22,8 @@ from elastiscale.daemon.guards import ErrorSink, GuardedSource, JournaledActuato
 from elastiscale.daemon.journal import Journal
 from elastiscale.engine import Engine
 from elastiscale.errors import ActuatorError, ConfigError, MetricSourceError
+from elastiscale.keda.actuator import KedaActuator
+from elastiscale.keda.board import DesiredReplicas
 
 #: Exceptions of a build that may succeed on a later try.
 TRANSIENT: Final = (ActuatorError, MetricSourceError, OSError)
@@ -45,15 +47,16 @@ class Runtime:
             close_adapter(policy)  # a policy's `close()`, if any (e.g. its refit worker)
 
 
-def check_runnable(config: Config, dry_run: bool) -> list[str]:
-    """Problems that keep `config` from running as a daemon (it validated as a file)."""
+def check_runnable(config: Config, dry_run: bool, keda: bool = False) -> list[str]:
+    """Problems that keep `config` from running as a daemon (it validated as a file). In KEDA
+    mode (`keda`) KEDA acts, so an `actuator:` is optional (read only when given)."""
     problems = []
     if config.metrics is None:
         problems.append(
             "metrics: required by `elastiscale run` (e.g. {type: prometheus, url: ...} or "
             "{type: trace, path: ..., loop: true})"
         )
-    if config.actuator is None and not dry_run:
+    if config.actuator is None and not dry_run and not keda:
         problems.append("actuator: required by `elastiscale run` (or pass --dry-run)")
     return problems
 
@@ -65,11 +68,14 @@ def build_runtime(
     journal: Journal | None,
     on_error: ErrorSink,
     build: Callable[[str, str, Config, dict[str, Any]], Any] = registry.build,
+    keda_board: DesiredReplicas | None = None,
 ) -> Runtime:
     """Build the adapters of `config` and an engine over them. With `dry_run` the actuator
     only reads (`DryRunActuator`) and the engine decides without acting; without an
-    `actuator:` section a dry run starts from each component's initial (else min) count."""
-    problems = check_runnable(config, dry_run)
+    `actuator:` section a dry run starts from each component's initial (else min) count.
+    With `keda_board` (KEDA mode) the actuator publishes to it (`KedaActuator`) and the
+    configured one, if any, is only read."""
+    problems = check_runnable(config, dry_run, keda=keda_board is not None)
     if problems:
         raise ConfigError(problems)
     assert config.metrics is not None
@@ -89,6 +95,9 @@ def build_runtime(
         if dry_run:
             start = None if raw_actuator else RecordingActuator.for_config(config).replicas
             actuator = DryRunActuator(inner=raw_actuator, initial=start)
+        elif keda_board is not None:
+            start = RecordingActuator.for_config(config).replicas
+            actuator = KedaActuator(keda_board, raw_actuator, start)
         else:
             assert raw_actuator is not None
             actuator = raw_actuator
