@@ -152,6 +152,14 @@ def test_the_base_file_is_valid() -> None:
         (edit(f"{LLM}.replicas", {"min": 1}), f"{LLM}.replicas.max: required field is missing"),
         (edit("pipeline.slo", {}), "pipeline.slo.latency_p95_s: required field is missing"),
         (
+            edit("pipeline.slo.attainment_target", 1.5),
+            "pipeline.slo.attainment_target: Input should be less than or equal to 1 (got 1.5)",
+        ),
+        (
+            edit("pipeline.slo.attainment_target", 0),
+            "pipeline.slo.attainment_target: Input should be greater than 0 (got 0)",
+        ),
+        (
             edit("pipeline.components", {}),
             "pipeline.components: Dictionary should have at least 1 item after validation, not 0",
         ),
@@ -484,3 +492,10 @@ def test_defaults_of_per_component_settings() -> None:
     assert spec.utilization_target("router") == 0.7
     assert spec.queue_timeout("llm") == 7
     assert spec.queue_timeout("router") == 40  # 2 x the SLO of 20 s
+
+
+def test_the_attainment_target_defaults_to_99_percent_and_can_be_set() -> None:
+    assert validate_mapping(valid()).pipeline.slo.attainment_target == 0.99
+    raw = valid()
+    raw["pipeline"]["slo"]["attainment_target"] = 0.95
+    assert validate_mapping(raw).pipeline.slo.attainment_target == 0.95

@@ -211,9 +211,15 @@ class EdgeConfig(StrictModel):
 
 
 class SLOConfig(StrictModel):
-    """The end-to-end latency objective of one ingress request."""
+    """The end-to-end latency objective: `latency_p95_s` is the latency one ingress request
+    must complete within; `attainment_target` the share of requests that must (0.99: at most
+    one request in a hundred late or dropped). Policies aim at the target, and
+    `elastiscale capacity` finds the highest load at which it still holds."""
 
     latency_p95_s: PositiveFloat
+    attainment_target: Fraction = Field(
+        0.99, description="share of ingress requests that must meet latency_p95_s"
+    )
 
 
 class PipelineSpec(StrictModel):

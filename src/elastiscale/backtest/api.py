@@ -65,12 +65,15 @@ def backtest(
     rate_window_s: float = DEFAULT_RATE_WINDOW_S,
     seed: int = 0,
     progress: bool = False,
+    ceiling: bool = True,
 ) -> BacktestReport:
     """Replay `trace` into the pipeline of `config` under each policy and score them.
 
     `start_s`/`end_s` select trace bins in the file's own seconds; then `time_scale` stretches
     (above 1) or compresses time and `rate_scale` multiplies arrivals. The first `warmup_s`
     seconds of the (scaled) replay are simulated for every policy and scored for none.
+    `ceiling` (default on) also simulates every component at its max replicas, ready from the
+    start, for the report's `ceiling_attainment` (`backtest.ceiling`): one more simulation.
     Raises `ConfigError`, `TraceError`, `RegistryError` or `BacktestError` on bad input.
     """
     began = time.perf_counter()
@@ -139,6 +142,12 @@ def backtest(
             elapsed_s=time.perf_counter() - policy_began,
             interval_s=_ticked_interval(cfg, policy, interval_s),
         )
+    if ceiling:
+        from elastiscale.backtest.ceiling import ceiling_score
+
+        report.ceiling_attainment = ceiling_score(
+            cfg, replay, fidelity=fidelity, seed=seed, start_s=scored_from_s, end_s=replay.end_s
+        ).slo_attainment
     report.elapsed_s = time.perf_counter() - began
     return report
 

@@ -118,6 +118,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed of the simulation (0)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument(
+        "--no-ceiling",
+        action="store_true",
+        help="skip the ceiling run (every component at max replicas): no avoidable misses",
+    )
+    parser.add_argument(
         "--no-progress",
         action="store_true",
         help="no progress bar (it shows only when stderr is a terminal)",
@@ -190,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
             rate_window_s=args.rate_window,
             seed=args.seed,
             progress=progress,
+            ceiling=not args.no_ceiling,
         )
     except ConfigError as exc:
         for problem in exc.problems:
@@ -203,6 +209,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"elastiscale backtest: {exc}", code=1)
     written = report.write(args.out, plots=not args.no_plots)
     print(report.summary())
+    print()
+    print(report.ceiling_line())
     print()
     print(report.table())
     print()

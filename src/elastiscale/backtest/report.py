@@ -10,11 +10,16 @@
       "warmup_s": the simulated but unscored start, seconds,
       "settings": {"fidelity", "interval_s", "metrics_delay_s", "rate_window_s", "seed",
                    "initial_replicas", "scored_from_s", "scored_to_s"},
-      "policies": {name: {"slo_attainment", "p50_latency_s", "p95_latency_s",
-                          "p99_latency_s", "gpu_hours", "cost", "dropped_requests",
-                          "scaling_actions", "scored_requests", "elapsed_s", "interval_s",
-                          "per_component": {component: {...}}}}
+      "ceiling_attainment": attainment with every component at its max replicas, ready from
+                            the start (`backtest.ceiling`); null when not computed,
+      "policies": {name: {"slo_attainment", "avoidable_misses", "p50_latency_s",
+                          "p95_latency_s", "p99_latency_s", "gpu_hours", "cost",
+                          "dropped_requests", "scaling_actions", "scored_requests",
+                          "elapsed_s", "interval_s", "per_component": {component: {...}}}}
     }
+
+`avoidable_misses` is `ceiling_attainment - slo_attainment`: the share of requests late under
+the policy that the ceiling serves in time (null without a ceiling).
 
 Missing values (no request scored, a component that never had capacity) are `null`, never 0.
 The simulation results themselves stay in memory (`results`) for plots and further analysis.
@@ -30,12 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from elastiscale.backtest.ceiling import avoidable_misses
 from elastiscale.backtest.model import Array, SimulationResult
 from elastiscale.backtest.scoring import PolicyScore
 
 #: Columns of the comparison table: (heading, report.json key, format).
 TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("SLO attainment", "slo_attainment", "{:.2%}"),
+    ("avoidable misses", "avoidable_misses", "{:.2%}"),
     ("p50 s", "p50_latency_s", "{:.2f}"),
     ("p95 s", "p95_latency_s", "{:.2f}"),
     ("p99 s", "p99_latency_s", "{:.2f}"),
@@ -70,6 +77,8 @@ class BacktestReport:
     #: Demand of each component as (t_s, work per second) through the configured fan-outs: the
     #: same for every policy, drawn in the plots; not part of report.json.
     demand: dict[str, tuple[Array, Array]] = field(default_factory=dict, repr=False)
+    #: Attainment with every component at its max replicas, ready from the start.
+    ceiling_attainment: float | None = None
 
     @property
     def policies(self) -> dict[str, PolicyScore]:
@@ -83,7 +92,7 @@ class BacktestReport:
         """The content of `report.json` (JSON types only; missing values are None)."""
         policies: dict[str, Any] = {}
         for name, run in self.runs.items():
-            entry = run.score.to_dict()
+            entry = self._entry(run)
             entry["elapsed_s"] = run.elapsed_s
             entry["interval_s"] = run.interval_s
             policies[name] = entry
@@ -93,10 +102,19 @@ class BacktestReport:
             "elapsed_s": self.elapsed_s,
             "warmup_s": self.warmup_s,
             "settings": self.settings,
+            "ceiling_attainment": self.ceiling_attainment,
             "policies": policies,
         }
         cleaned: dict[str, Any] = _json_safe(out)
         return cleaned
+
+    def _entry(self, run: PolicyRun) -> dict[str, Any]:
+        """One policy's score with its avoidable misses, as report.json and the table show."""
+        entry = run.score.to_dict()
+        entry["avoidable_misses"] = avoidable_misses(
+            self.ceiling_attainment, run.score.slo_attainment
+        )
+        return entry
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
@@ -106,7 +124,7 @@ class BacktestReport:
         head = ["policy", *(c[0] for c in TABLE_COLUMNS)]
         rows = [head, ["---"] + ["---:"] * len(TABLE_COLUMNS)]
         for name, run in self.runs.items():
-            values = run.score.to_dict()
+            values = self._entry(run)
             rows.append([name, *(_cell(values[key], fmt) for _, key, fmt in TABLE_COLUMNS)])
         widths = [max(len(r[i]) for r in rows if r[i].strip("-:")) for i in range(len(head))]
         lines = []
@@ -134,6 +152,15 @@ class BacktestReport:
             f" {s['metrics_delay_s']:g} s, warm-up {self.warmup_s:g} s (simulated, not scored)."
         )
 
+    def ceiling_line(self) -> str:
+        """One line saying where the ceiling is and what "avoidable misses" means."""
+        if self.ceiling_attainment is None:
+            return "Ceiling attainment: not computed (avoidable misses: n/a)."
+        return (
+            f"Ceiling attainment: {self.ceiling_attainment:.2%} (every component at its max"
+            " replicas, ready from the start); avoidable misses = ceiling - SLO attainment."
+        )
+
     def _own_intervals(self) -> str:
         own = [
             f"{name} {run.interval_s:g} s"
@@ -148,6 +175,8 @@ class BacktestReport:
             f"# Backtest: {self.pipeline['name']}",
             "",
             self.summary(),
+            "",
+            self.ceiling_line(),
             "",
             self.table(),
             "",
