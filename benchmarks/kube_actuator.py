@@ -24,8 +24,8 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from elastiscale import load_config
-from elastiscale.adapters.kube_fake import FakeKubeAPI
-from elastiscale.adapters.kubernetes import KubernetesActuator
+from elastiscale.adapters.kubernetes.actuator import KubernetesActuator
+from elastiscale.testing.kubernetes import FakeKubeAPI
 
 
 def timed_ms(action: Callable[[], object], calls: int) -> tuple[float, float]:

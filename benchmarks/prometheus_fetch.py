@@ -21,17 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
-from elastiscale.adapters.prometheus import PrometheusMetricSource
-from elastiscale.adapters.prometheus_history import fetch_trace
-from elastiscale.adapters.prometheus_local import (
+from elastiscale.adapters.prometheus.history import fetch_trace
+from elastiscale.adapters.prometheus.source import PrometheusMetricSource
+from elastiscale.config import Config, load_config
+from elastiscale.observations import Observation
+from elastiscale.testing.prometheus import (
     Family,
     LocalPrometheus,
     MetricsEndpoint,
     Series,
     write_openmetrics,
 )
-from elastiscale.config import Config, load_config
-from elastiscale.observations import Observation
 
 HISTORY_START_S = 1_700_000_000.0
 STEP_S = 10.0

@@ -27,10 +27,10 @@ from types import SimpleNamespace
 from typing import Any
 
 from elastiscale import Proposal, TickContext, registry
-from elastiscale.adapters.ray_policy import ElastiscaleApplicationPolicy
-from elastiscale.adapters.sagemaker import SageMakerActuator
-from elastiscale.adapters.sagemaker_fake import FakeSageMaker
+from elastiscale.adapters.ray.policy import ElastiscaleApplicationPolicy
+from elastiscale.adapters.sagemaker.actuator import SageMakerActuator
 from elastiscale.config import validate_mapping
+from elastiscale.testing.sagemaker import FakeSageMaker
 
 PIPELINE: dict[str, Any] = {
     "name": "rag",
@@ -164,7 +164,7 @@ def bench_ray(calls: int) -> None:
     import urllib.request
     from pathlib import Path
 
-    from elastiscale.adapters.ray_serve import RayServeActuator
+    from elastiscale.adapters.ray.actuator import RayServeActuator
 
     token_file = Path(tempfile.mkdtemp()) / "token"
     token_file.write_text(secrets.token_hex(16))

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from prometheus_client import Counter, Gauge, Histogram
 
-from elastiscale.adapters.prometheus_local import (
+from elastiscale.testing.prometheus import (
     Family,
     LocalPrometheus,
     MetricsEndpoint,

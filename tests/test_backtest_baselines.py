@@ -15,17 +15,15 @@ from elastiscale import RegistryError, load_config, registry
 from elastiscale.backtest.baselines import (
     OraclePolicy,
     StaticPeakPolicy,
-    _erlang_c,
     build_policy,
     initial_replicas,
-    latency_budgets,
-    max_rate_within_budget,
     replicas_at_utilization,
 )
 from elastiscale.config import Config
 from elastiscale.controllers.base import TickContext
 from elastiscale.history import MetricHistory
 from elastiscale.pipeline import Pipeline
+from elastiscale.pipeline_model import _erlang_c, latency_budgets, max_rate_within_budget
 from elastiscale.trace import Trace
 
 

@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from elastiscale.adapters.kube_calls import KubeCallError
-from elastiscale.adapters.kube_fake import LEASES, FakeKubeAPI
+from elastiscale.adapters.kubernetes.calls import KubeCallError
 from elastiscale.config import load_config
 from elastiscale.daemon.leader import (
     LeaderLoop,
@@ -24,6 +23,7 @@ from elastiscale.daemon.leader import (
     resolve_settings,
     wants_election,
 )
+from elastiscale.testing.kubernetes import LEASES, FakeKubeAPI
 
 LEASE_PATH = "/apis/coordination.k8s.io/v1/namespaces/default/leases/elastiscale-test"
 WALL_S = 1_700_000_000.0

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from elastiscale.config import load_config
-from elastiscale.daemon.settings import parse_listen
+from elastiscale.config.daemon import parse_listen
 from elastiscale.daemon.status import DaemonStatus, TickSnapshot
 from elastiscale.daemon.telemetry import DaemonMetrics
 from elastiscale.decision import DecisionRecord, Proposal

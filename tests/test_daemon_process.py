@@ -31,9 +31,9 @@ import yaml
 from prometheus_client import Gauge
 
 from conftest import REPO, wait_for
-from elastiscale.adapters.kube_fake import DEPLOYMENTS, LEASES, FakeKubeAPI
-from elastiscale.adapters.prometheus_local import LocalPrometheus, MetricsEndpoint, free_port
 from elastiscale.daemon.journal import Journal
+from elastiscale.testing.kubernetes import DEPLOYMENTS, LEASES, FakeKubeAPI
+from elastiscale.testing.prometheus import LocalPrometheus, MetricsEndpoint, free_port
 
 pytestmark = pytest.mark.integration
 

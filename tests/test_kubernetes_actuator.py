@@ -26,16 +26,16 @@ from elastiscale import (
     registry,
 )
 from elastiscale.adapters.contract import OtherAutoscalerError
-from elastiscale.adapters.kube_fake import (
+from elastiscale.adapters.kubernetes.actuator import KubernetesActuator
+from elastiscale.config import Config
+from elastiscale.errors import ActuatorError, ConfigError
+from elastiscale.testing.kubernetes import (
     DEPLOYMENTS,
     INFERENCE_SERVICES,
     LEADER_WORKER_SETS,
     STATEFULSETS,
     FakeKubeAPI,
 )
-from elastiscale.adapters.kubernetes import KubernetesActuator
-from elastiscale.config import Config
-from elastiscale.errors import ActuatorError, ConfigError
 
 NS = "serving"
 ROUTER_SCALE = f"/apis/apps/v1/namespaces/{NS}/deployments/router/scale"

@@ -9,14 +9,14 @@ from typing import Any
 import yaml
 
 from elastiscale import load_config
-from elastiscale.adapters.kube_fake import (
+from elastiscale.adapters.kubernetes.actuator import KubernetesActuator
+from elastiscale.adapters.kubernetes.options import KubernetesTarget, resolve_target
+from elastiscale.testing.kubernetes import (
     DEPLOYMENTS,
     LEADER_WORKER_SETS,
     STATEFULSETS,
     FakeKubeAPI,
 )
-from elastiscale.adapters.kube_options import KubernetesTarget, resolve_target
-from elastiscale.adapters.kubernetes import KubernetesActuator
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "kubernetes"
 

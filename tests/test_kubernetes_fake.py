@@ -16,7 +16,7 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from elastiscale.adapters.kube_fake import (
+from elastiscale.testing.kubernetes import (
     DEPLOYMENTS,
     LEADER_WORKER_SETS,
     FakeKubeAPI,
@@ -24,7 +24,7 @@ from elastiscale.adapters.kube_fake import (
     _Handler,
     _Server,
 )
-from elastiscale.adapters.kube_fake_store import json_patch, merge_patch
+from elastiscale.testing.kubernetes_store import json_patch, merge_patch
 
 LWS = ("leaderworkerset.x-k8s.io", "v1", "default", "leaderworkersets")
 

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from elastiscale.adapters.prometheus_http import ConnectionParams, PrometheusHTTP
-from elastiscale.adapters.prometheus_local import LocalPrometheus
+from elastiscale.adapters.prometheus.http import ConnectionParams, PrometheusHTTP
 from elastiscale.errors import MetricSourceError
+from elastiscale.testing.prometheus import LocalPrometheus
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ import pytest
 
 from conftest import PromHistory
 from elastiscale import Engine, MetricSourceError, Proposal, RecordingActuator, TickContext
-from elastiscale.adapters.prometheus import PrometheusMetricSource
-from elastiscale.adapters.prometheus_local import Family, LocalPrometheus, Series, write_openmetrics
+from elastiscale.adapters.prometheus.source import PrometheusMetricSource
 from elastiscale.config import Config, load_config
+from elastiscale.testing.prometheus import Family, LocalPrometheus, Series, write_openmetrics
 
 pytestmark = pytest.mark.integration
 

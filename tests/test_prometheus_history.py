@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from conftest import AZURE_TRACE, PromHistory
-from elastiscale.adapters.prometheus import PrometheusMetricSource
-from elastiscale.adapters.prometheus_history import fetch_trace, iso
-from elastiscale.adapters.prometheus_http import PromQLError
-from elastiscale.adapters.prometheus_local import LocalPrometheus
+from elastiscale.adapters.prometheus.history import fetch_trace, iso
+from elastiscale.adapters.prometheus.http import PromQLError
+from elastiscale.adapters.prometheus.source import PrometheusMetricSource
 from elastiscale.cli import build_parser, main
 from elastiscale.config import load_config
 from elastiscale.errors import TraceError
+from elastiscale.testing.prometheus import LocalPrometheus
 from elastiscale.trace import Trace, load_trace
 
 pytestmark = pytest.mark.integration

@@ -14,13 +14,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import Exporter, wait_for
-from elastiscale.adapters.prometheus import PrometheusMetricSource
-from elastiscale.adapters.prometheus_http import ConnectionParams, PrometheusHTTP
-from elastiscale.adapters.prometheus_local import LocalPrometheus, free_port
-from elastiscale.adapters.promql import quote, regex_alternation
+from elastiscale.adapters.prometheus.http import ConnectionParams, PrometheusHTTP
+from elastiscale.adapters.prometheus.promql import quote, regex_alternation
+from elastiscale.adapters.prometheus.source import PrometheusMetricSource
 from elastiscale.cli import main
 from elastiscale.config import Config, load_config
 from elastiscale.observations import Observation
+from elastiscale.testing.prometheus import LocalPrometheus, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -15,16 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from elastiscale.adapters.prometheus import (
-    PrometheusParams,
-    Reading,
-    observation_from_readings,
-    readings_from_answer,
-)
-from elastiscale.adapters.prometheus_cli import parse_time_s
-from elastiscale.adapters.prometheus_history import bin_count, chunk_ranges, write_trace
-from elastiscale.adapters.prometheus_presets import PRESETS
-from elastiscale.adapters.promql import (
+from elastiscale.adapters.prometheus.cli import parse_time_s
+from elastiscale.adapters.prometheus.history import bin_count, chunk_ranges, write_trace
+from elastiscale.adapters.prometheus.presets import PRESETS
+from elastiscale.adapters.prometheus.promql import (
     SAMPLE_TIME_LABEL,
     PlannedQuery,
     SignalQuery,
@@ -35,6 +29,12 @@ from elastiscale.adapters.promql import (
     quote,
     regex_alternation,
     template_problem,
+)
+from elastiscale.adapters.prometheus.source import (
+    PrometheusParams,
+    Reading,
+    observation_from_readings,
+    readings_from_answer,
 )
 from elastiscale.cli import main
 from elastiscale.config import validate_mapping
@@ -492,7 +492,7 @@ def test_export_trace_refuses_bad_arguments(
 def test_export_trace_unreachable_server_is_exit_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from elastiscale.adapters.prometheus_local import free_port
+    from elastiscale.testing.prometheus import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     argv = ["export-trace", "--prometheus", url, "--query", "up", "--start", "now-1h"]

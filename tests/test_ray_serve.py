@@ -40,8 +40,7 @@ from hypothesis import strategies as st
 
 from elastiscale import Failure, FakeClock, Proposal, ReplicaState, TickContext
 from elastiscale.adapters.contract import OtherAutoscalerError
-from elastiscale.adapters.ray_policy import ElastiscaleApplicationPolicy, observe_context
-from elastiscale.adapters.ray_serve import (
+from elastiscale.adapters.ray.actuator import (
     RayServeActuator,
     RayServeParams,
     converged,
@@ -49,9 +48,10 @@ from elastiscale.adapters.ray_serve import (
     failure_for_status,
     read_token,
 )
-from elastiscale.adapters.ray_serve_fake import FakeServeDashboard
+from elastiscale.adapters.ray.policy import ElastiscaleApplicationPolicy, observe_context
 from elastiscale.config import Config, validate_mapping
 from elastiscale.errors import ActuatorError, ConfigError
+from elastiscale.testing.ray_serve import FakeServeDashboard
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "backends"
@@ -198,7 +198,7 @@ def test_declarative_config_changes_one_deployment_and_keeps_the_rest() -> None:
 
 
 def test_declarative_config_refuses_to_delete_imperative_apps() -> None:
-    from elastiscale.adapters.ray_serve import ServeRequestError
+    from elastiscale.adapters.ray.actuator import ServeRequestError
 
     instance = {"applications": {"a": {"deployed_app_config": None}}}
     with pytest.raises(ServeRequestError, match="would delete it") as info:

@@ -1,6 +1,6 @@
 """The SageMaker actuator through real boto3: endpoints, variants and Application Auto Scaling
 against a moto server process; inference components, `Updating`, throttling and other faults
-against the wire-level fake (`elastiscale.adapters.sagemaker_fake`).
+against the wire-level fake (`elastiscale.testing.sagemaker`).
 
 The moto tests skip when moto's server cannot be started, unless ELASTISCALE_REQUIRE_INTEGRATION
 is set (as in CI): then they fail.
@@ -34,16 +34,16 @@ from elastiscale import (
     TickContext,
 )
 from elastiscale.adapters.contract import InProgressGuard, OtherAutoscalerError
-from elastiscale.adapters.sagemaker import (
+from elastiscale.adapters.sagemaker.actuator import (
     INFERENCE_COMPONENT_DIMENSION,
     VARIANT_DIMENSION,
     SageMakerActuator,
     SageMakerTarget,
     failure_for_error,
 )
-from elastiscale.adapters.sagemaker_fake import FakeSageMaker
 from elastiscale.config import Config, validate_mapping
 from elastiscale.errors import ActuatorError, ConfigError
+from elastiscale.testing.sagemaker import FakeSageMaker
 
 boto3 = pytest.importorskip("boto3")
 from botocore.config import Config as BotoConfig  # noqa: E402 (after the skip)

@@ -17,11 +17,11 @@ import pytest
 import yaml
 
 from elastiscale import Engine, SeriesMetricSource
-from elastiscale.adapters.kube_fake import DEPLOYMENTS, LEADER_WORKER_SETS, FakeKubeAPI
-from elastiscale.adapters.kubernetes import KubernetesActuator
-from elastiscale.adapters.ray_serve import RayServeActuator
-from elastiscale.adapters.sagemaker import SageMakerActuator
+from elastiscale.adapters.kubernetes.actuator import KubernetesActuator
+from elastiscale.adapters.ray.actuator import RayServeActuator
+from elastiscale.adapters.sagemaker.actuator import SageMakerActuator
 from elastiscale.config import Config, validate_mapping
+from elastiscale.testing.kubernetes import DEPLOYMENTS, LEADER_WORKER_SETS, FakeKubeAPI
 from test_ray_serve import DemandPolicy, ServeCluster, serve_cluster
 from test_sagemaker import REGION, boto_client, create_endpoint, moto_process, reset_moto
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from elastiscale.adapters.prometheus_local import LocalPrometheus, free_port
+from elastiscale.testing.prometheus import LocalPrometheus, free_port
 
 HERE = Path(__file__).resolve().parent
 

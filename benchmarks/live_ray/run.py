@@ -20,7 +20,7 @@ starts from the same replica counts:
   `elastiscale run` (the sidecar daemon) through the ray-serve actuator's external-scaler REST
   path, reading the replicas' metrics from Prometheus as in production;
 - `elastiscale-in-ray`: elastiscale inside Serve's controller as the application's autoscaling
-  policy (`elastiscale.adapters.ray_policy`), reading what Serve gives it: ongoing requests and
+  policy (`elastiscale.adapters.ray.policy`), reading what Serve gives it: ongoing requests and
   each replica's reported arrival rate.
 See docs/results.md for the figures and docs/simulator.md for what the simulator assumes.
 """
@@ -52,7 +52,7 @@ from memory import PeakMemory  # noqa: E402
 from scenario import Scenario  # noqa: E402
 
 import elastiscale  # noqa: E402
-from elastiscale.adapters.prometheus_local import free_port  # noqa: E402
+from elastiscale.testing.prometheus import free_port  # noqa: E402
 
 APP = "live"
 RUNS = ("ray-serve", "elastiscale", "elastiscale-in-ray")
@@ -118,7 +118,7 @@ def application(scenario: Scenario, run: str, registry_dir: Path) -> dict[str, A
         doc = scenario.wall_doc()
         doc["policies"] = [{"name": "elastiscale", "params": scenario.elastiscale_params()}]
         app["autoscaling_policy"] = {
-            "policy_function": "elastiscale.adapters.ray_policy:ElastiscaleApplicationPolicy",
+            "policy_function": "elastiscale.adapters.ray.policy:ElastiscaleApplicationPolicy",
             "policy_kwargs": {"config": doc, "demand_metric": "demand_rps"},
         }
     return app

@@ -4,7 +4,7 @@
 
 Each stage is a deployment that counts its arrivals and reports them to Ray Serve's autoscaler as
 the custom metric `demand_rps` (arrivals per second over the last `window_s`), which is what
-`elastiscale.adapters.ray_policy` reads. The models are stand-ins that sleep for their service
+`elastiscale.adapters.ray.policy` reads. The models are stand-ins that sleep for their service
 time, so the example runs on a laptop; `ray_actor_options={"num_cpus": 0.1}` lets many replicas
 share two cores.
 

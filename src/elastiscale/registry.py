@@ -54,14 +54,14 @@ _BUILTINS: Final[dict[str, dict[str, str]]] = {
     },
     "metric_source": {
         "trace": "elastiscale.adapters.memory:trace_metric_source",
-        "prometheus": "elastiscale.adapters.prometheus:PrometheusMetricSource",
+        "prometheus": "elastiscale.adapters.prometheus.source:PrometheusMetricSource",
     },
     "actuator": {
         "recording": "elastiscale.adapters.memory:recording_actuator",
         "dry-run": "elastiscale.adapters.memory:dry_run_actuator",
-        "kubernetes": "elastiscale.adapters.kubernetes:KubernetesActuator",
-        "ray-serve": "elastiscale.adapters.ray_serve:RayServeActuator",
-        "sagemaker": "elastiscale.adapters.sagemaker:SageMakerActuator",
+        "kubernetes": "elastiscale.adapters.kubernetes.actuator:KubernetesActuator",
+        "ray-serve": "elastiscale.adapters.ray.actuator:RayServeActuator",
+        "sagemaker": "elastiscale.adapters.sagemaker.actuator:SageMakerActuator",
     },
 }
 

@@ -271,7 +271,7 @@ def _labelled(specs: list[PolicySpec]) -> list[tuple[str, PolicySpec]]:
 
 def describe_pipeline(config: Config, initial: Mapping[str, int]) -> dict[str, Any]:
     """The `pipeline` section of report.json."""
-    from elastiscale.backtest.baselines import latency_budgets
+    from elastiscale.pipeline_model import latency_budgets
 
     spec = config.pipeline
     budgets = latency_budgets(config)

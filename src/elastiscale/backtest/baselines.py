@@ -53,13 +53,8 @@ oracle: the reference lower bound
     act at once, so the window also starts at `now_s`. Keeping a replica through a dip shorter
     than the lead costs no more than releasing it and starting it again (a starting replica is
     billed), which is why the window is a maximum rather than two points.
-    Latency budgets: a component's `latency_budget_s`, else its share of the end-to-end SLO in
-    proportion to its service time: every call may take SLO / E[path service time] times its
-    service time, where E[path service time] sums, over components, the expected calls per ingress
-    request times `service_time_s` (minus what components with explicit budgets use). Worked
-    numbers: router (0.05 s, 1 call) -> llm (4 s, 3 calls), SLO 30 s: the path takes
-    0.05 + 12 = 12.05 s, so each call may take 30 / 12.05 = 2.49 times its service time: 0.12 s at
-    the router, 9.96 s per llm call.
+    Latency budgets and the Erlang-C sizing are `elastiscale.pipeline_model`'s (shared with the
+    `elastiscale` policy).
 """
 
 from __future__ import annotations
@@ -71,7 +66,6 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
-from scipy.special import gammaincc, gammaln
 
 from elastiscale import registry
 from elastiscale.config import Config
@@ -79,6 +73,7 @@ from elastiscale.controllers.base import Policy, TickContext
 from elastiscale.decision import Proposal
 from elastiscale.errors import RegistryError
 from elastiscale.pipeline import Pipeline
+from elastiscale.pipeline_model import OracleParams, latency_budgets, max_rate_within_budget
 from elastiscale.trace import Trace
 
 Array = npt.NDArray[np.float64]
@@ -163,89 +158,6 @@ def initial_replicas(
     return out
 
 
-def latency_budgets(config: Config) -> dict[str, float]:
-    """Each component's per-call latency budget, seconds (see the module docstring)."""
-    spec = config.pipeline
-    pipeline = Pipeline(spec)
-    slo_s = spec.slo.latency_p95_s
-    budgets: dict[str, float] = {}
-    factor = math.inf
-    for ingress in pipeline.ingress:
-        calls = pipeline.propagate({ingress: 1.0})
-        fixed_s = sum(
-            calls[n] * c.latency_budget_s
-            for n, c in spec.components.items()
-            if c.latency_budget_s is not None
-        )
-        shared_s = sum(
-            calls[n] * c.service_time_s
-            for n, c in spec.components.items()
-            if c.latency_budget_s is None
-        )
-        if shared_s > 0:
-            factor = min(factor, max(slo_s - fixed_s, 0.0) / shared_s)
-    for name, comp in spec.components.items():
-        if comp.latency_budget_s is not None:
-            budgets[name] = comp.latency_budget_s
-        else:
-            budgets[name] = comp.service_time_s * (factor if math.isfinite(factor) else 1.0)
-    return budgets
-
-
-# --------------------------------------------------------------------------------------------
-# The Erlang-C sizing used by the oracle
-
-
-def _erlang_c(servers: Array, offered_load: Array) -> Array:
-    """Probability that an arrival waits in an M/M/c queue (Erlang C), elementwise.
-
-    Erlang B is the Poisson ratio pmf(c; a) / cdf(c; a), computed in log space so that hundreds
-    of servers do not overflow; Erlang C = B / (1 - rho (1 - B)) with rho = a / c.
-    """
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        log_pmf = servers * np.log(offered_load) - offered_load - gammaln(servers + 1.0)
-        blocking = np.exp(log_pmf) / gammaincc(servers + 1.0, offered_load)
-        blocking = np.where(offered_load > 0, blocking, 0.0)
-        rho = offered_load / servers
-        waiting: Array = np.where(rho < 1.0, blocking / (1.0 - rho * (1.0 - blocking)), 1.0)
-    return np.clip(waiting, 0.0, 1.0)
-
-
-def max_rate_within_budget(
-    max_replicas: int,
-    capacity_rps: float,
-    service_time_s: float,
-    budget_s: float,
-    quantile: float = 0.95,
-) -> Array:
-    """rate_max[n]: the highest request rate n replicas serve within `budget_s` at `quantile`.
-
-    Entry 0 is 0 (no replica serves nothing). Found by bisection on the rate, for every n at
-    once; the result is made non-decreasing in n so that `searchsorted` inverts it.
-    """
-    n = np.arange(1, max_replicas + 1, dtype=float)
-    per_replica_slots = capacity_rps * service_time_s
-    servers = np.maximum(n, np.round(n * per_replica_slots))
-    server_rate = n * capacity_rps / servers
-    slack_s = max(budget_s - service_time_s, 0.0)
-    miss = 1.0 - quantile
-    low = np.zeros_like(n)
-    high = n * capacity_rps
-    for _ in range(60):
-        rate = (low + high) / 2.0
-        waits = _erlang_c(servers, rate / server_rate)
-        headroom = servers * server_rate - rate
-        with np.errstate(divide="ignore", invalid="ignore"):
-            wait_q_s = np.where(
-                waits <= miss, 0.0, np.log(waits / miss) / np.maximum(headroom, 1e-300)
-            )
-        ok = (headroom > 0) & (wait_q_s <= slack_s)
-        low = np.where(ok, rate, low)
-        high = np.where(ok, high, rate)
-    rates: Array = np.maximum.accumulate(np.concatenate([[0.0], low]))
-    return rates
-
-
 # --------------------------------------------------------------------------------------------
 # Policies
 
@@ -305,18 +217,6 @@ class StaticPeakPolicy:
             )
             for name, count in self.replicas.items()
         }
-
-
-class OracleParams(BaseModel):
-    """Parameters of `oracle`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    quantile: float = Field(0.95, gt=0.0, lt=1.0, description="latency quantile to meet")
-    burst_share: float = Field(
-        0.75, ge=0.0, le=1.0, description="share of the queueing slack left to demand swings"
-    )
-    rate_window_s: PositiveFloat = Field(20.0, description="future demand averaged over this")
 
 
 class OraclePolicy:

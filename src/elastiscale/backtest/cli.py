@@ -127,7 +127,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no progress bar (it shows only when stderr is a terminal)",
     )
-    from elastiscale.adapters.prometheus_cli import add_connection_arguments
+    from elastiscale.adapters.prometheus.cli import add_connection_arguments
 
     add_connection_arguments(parser, required=False)
 
@@ -154,9 +154,9 @@ def _history(args: argparse.Namespace) -> Trace:
     Bad flags and refused queries raise `BacktestError`; an unreachable server raises
     `MetricSourceError`.
     """
-    from elastiscale.adapters.prometheus_cli import trace_from_args
-    from elastiscale.adapters.prometheus_history import MAX_POINTS_PER_QUERY
-    from elastiscale.adapters.prometheus_http import PromQLError
+    from elastiscale.adapters.prometheus.cli import trace_from_args
+    from elastiscale.adapters.prometheus.history import MAX_POINTS_PER_QUERY
+    from elastiscale.adapters.prometheus.http import PromQLError
 
     if not args.ingress_query:
         raise BacktestError("--prometheus needs --ingress-query PROMQL (ingress requests/s)")

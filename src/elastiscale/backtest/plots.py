@@ -14,17 +14,16 @@ steps still draws in a second.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from elastiscale.backtest.model import Array, weighted_quantile
-
-if TYPE_CHECKING:
-    from elastiscale.backtest.report import BacktestReport
+from elastiscale.backtest.model import Array, SimulationResult, weighted_quantile
+from elastiscale.backtest.scoring import PolicyScore
 
 #: Most points drawn per line.
 MAX_POINTS = 1500
@@ -33,7 +32,25 @@ _LATENCY_BINS = 200
 _DPI = 110
 
 
-def write_plots(report: BacktestReport, out_dir: Path) -> list[Path]:
+class PlottedReport(Protocol):
+    """What the plots read of a report (`elastiscale.backtest.report.BacktestReport`, which
+    writes them, so this module does not import it back)."""
+
+    @property
+    def pipeline(self) -> Mapping[str, Any]: ...
+    @property
+    def trace(self) -> Mapping[str, Any]: ...
+    @property
+    def warmup_s(self) -> float: ...
+    @property
+    def demand(self) -> Mapping[str, tuple[Array, Array]]: ...
+    @property
+    def results(self) -> Mapping[str, SimulationResult]: ...
+    @property
+    def policies(self) -> Mapping[str, PolicyScore]: ...
+
+
+def write_plots(report: PlottedReport, out_dir: Path) -> list[Path]:
     """Draw every plot of `report` into `out_dir`; return the files written."""
     written = [
         plot_component(report, name, out_dir / f"replicas_{_slug(name)}.png")
@@ -74,7 +91,7 @@ def _hours_axis(t_s: Array, start_s: float) -> tuple[Array, str]:
     return (t_s - start_s) / 60.0, "time since start (min)"
 
 
-def plot_component(report: BacktestReport, component: str, path: Path) -> Path:
+def plot_component(report: PlottedReport, component: str, path: Path) -> Path:
     """Demand (as replicas needed at the target utilization) vs ready replicas per policy."""
     figure = _figure()
     axes = figure.add_subplot()
@@ -125,7 +142,7 @@ def _latency_series(
     return centers, p95
 
 
-def plot_latency(report: BacktestReport, path: Path) -> Path:
+def plot_latency(report: PlottedReport, path: Path) -> Path:
     """End-to-end p95 latency over time per policy, with the SLO line."""
     figure = _figure()
     axes = figure.add_subplot()
@@ -155,7 +172,7 @@ def plot_latency(report: BacktestReport, path: Path) -> Path:
     return path
 
 
-def plot_tradeoff(report: BacktestReport, path: Path) -> Path:
+def plot_tradeoff(report: PlottedReport, path: Path) -> Path:
     """SLO attainment against GPU-hours (or cost), one labelled point per policy."""
     figure = _figure(6.5, 4.5)
     axes = figure.add_subplot()

@@ -19,7 +19,7 @@ lead time. One tick, for every component c (in topological order):
    component shrinks only after the upstream demand feeding it has fallen, and never while an
    upstream backlog is still on its way.
 4. Sizing: a queueing model against c's share of the end-to-end SLO (queueing.py; shares as
-   the oracle computes them, `backtest.baselines.latency_budgets`).
+   the oracle computes them, `pipeline_model.latency_budgets`).
 5. Scale-down waits for `startup_s + interval` (the count proposed is the highest need of that
    window): a replica released and needed again within its start-up time costs as much as
    keeping it, and the requests that wait for it are late. A CPU router (10 s start) follows
@@ -50,7 +50,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from elastiscale.backtest.baselines import OracleParams, latency_budgets
 from elastiscale.controllers.base import TickContext
 from elastiscale.controllers.budget import Allocation, Claim, allocate, shared_pool
 from elastiscale.controllers.constraints import WindowExtreme
@@ -66,6 +65,7 @@ from elastiscale.decision import Detail, Proposal
 from elastiscale.forecasting.refits import RefitScheduler
 from elastiscale.observations import Observation
 from elastiscale.pipeline import Pipeline
+from elastiscale.pipeline_model import OracleParams, latency_budgets
 
 if TYPE_CHECKING:
     from elastiscale.config import Config

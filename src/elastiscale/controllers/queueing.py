@@ -5,7 +5,7 @@ Two models, one interface (`served_rps(n)`, `replicas_for(rate_rps)`):
 - `QueueingSizer`: n replicas are an M/M/c queue (c = n x concurrency slots per replica) and
   must keep the `quantile` (p95) of the Erlang-C wait within a share of the component's queueing
   slack (latency budget - service time). The table of the highest rate n replicas serve within
-  the budget is the oracle's own (`backtest.baselines.max_rate_within_budget`), so the policy
+  the budget is the oracle's own (`pipeline_model.max_rate_within_budget`), so the policy
   and the reference size with the same arithmetic. Small pools get the headroom they need and
   large ones run hot. Worked numbers, the agent example's writer (8 s calls, 1.2 calls/s per
   replica, 29.8 s budget, so 21.8 s of slack and 5.45 s of it for random waiting): one replica
@@ -31,8 +31,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from elastiscale.backtest.baselines import max_rate_within_budget
 from elastiscale.controllers.reactive import ceil_count
+from elastiscale.pipeline_model import max_rate_within_budget
 
 Array = npt.NDArray[np.float64]
 

@@ -10,5 +10,4 @@ status.py     state shared with the HTTP threads: readiness, liveness, decisions
 telemetry.py  Prometheus metrics in the daemon's own registry
 http.py       /healthz, /readyz, /metrics, /decisions
 logs.py       text or JSON logs, secrets redacted
-settings.py   the `daemon:` section of a config file
 """

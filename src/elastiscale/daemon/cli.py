@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 from elastiscale.config import load_config
+from elastiscale.config.daemon import parse_listen
 from elastiscale.daemon.logs import setup_logging
 from elastiscale.daemon.runner import Daemon, RunOptions
 from elastiscale.daemon.runtime import check_runnable
-from elastiscale.daemon.settings import parse_listen
 from elastiscale.daemon.status import TickSnapshot
 from elastiscale.daemon.telemetry import decision_reason
 from elastiscale.errors import ConfigError, ElastiscaleError

@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from elastiscale.adapters.base import Failure
-from elastiscale.adapters.kube_calls import KubeCallError, call
+from elastiscale.adapters.kubernetes.calls import KubeCallError, call
 from elastiscale.config import Config
-from elastiscale.daemon.settings import LeaderElectionConfig
+from elastiscale.config.daemon import LeaderElectionConfig
 from elastiscale.errors import ActuatorError
 
 log = logging.getLogger("elastiscale.daemon.leader")
@@ -121,8 +121,8 @@ def connect_coordination(settings: LeaseSettings) -> tuple[Any, str]:
     configuration can be loaded."""
     from kubernetes import client as k8s
 
-    from elastiscale.adapters.kube_options import KubernetesOptions
-    from elastiscale.adapters.kubernetes import connect
+    from elastiscale.adapters.kubernetes.actuator import connect
+    from elastiscale.adapters.kubernetes.options import KubernetesOptions
 
     # Only the connection fields are read; the actuator's targets do not matter here.
     options = KubernetesOptions.model_construct(

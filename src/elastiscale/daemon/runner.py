@@ -28,12 +28,12 @@ from typing import Any
 
 from elastiscale.clock import Clock, SystemClock
 from elastiscale.config import Config, load_config
+from elastiscale.config.daemon import parse_listen
 from elastiscale.daemon.http import StatusServer
 from elastiscale.daemon.journal import Journal
 from elastiscale.daemon.leader import LeaderLoop, resolve_settings, wants_election
 from elastiscale.daemon.logs import register_secrets_in, setup_logging
 from elastiscale.daemon.runtime import TRANSIENT, Runtime, build_runtime
-from elastiscale.daemon.settings import parse_listen
 from elastiscale.daemon.status import DaemonStatus, TickSnapshot
 from elastiscale.daemon.telemetry import DaemonMetrics
 from elastiscale.decision import DecisionRecord

@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
+from elastiscale.forecasting.ewma import EwmaModel
 from elastiscale.forecasting.grid import (
     DAY_S,
     WEEK_S,
@@ -184,8 +185,6 @@ class Forecaster:
     def _new_fallback(self) -> GridModel | None:
         if not self.uses_fallback:
             return None
-        from elastiscale.forecasting.smoothing import EwmaModel
-
         return EwmaModel(half_life_s=None)
 
     # -- state ------------------------------------------------------------------------------

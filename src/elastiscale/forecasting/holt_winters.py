@@ -36,6 +36,7 @@ from pydantic import Field, NonNegativeFloat, PositiveFloat
 
 from elastiscale.decision import Detail
 from elastiscale.forecasting.base import Forecaster, ForecasterParams
+from elastiscale.forecasting.ewma import HALF_LIFE_GRID_BINS, forward_fill, horizon_mae, tuning_bins
 from elastiscale.forecasting.grid import (
     DAY_S,
     WEEK_S,
@@ -50,16 +51,7 @@ from elastiscale.forecasting.grid import (
 )
 from elastiscale.forecasting.naive import PeriodChoice
 from elastiscale.forecasting.seasonality import CYCLES, detect_periods
-from elastiscale.forecasting.smoothing import (
-    HALF_LIFE_GRID_BINS,
-    damped_sum,
-    damped_sums,
-    forward_fill,
-    holt_filter,
-    horizon_mae,
-    search_holt,
-    tuning_bins,
-)
+from elastiscale.forecasting.smoothing import damped_sum, damped_sums, holt_filter, search_holt
 
 
 def circular_smooth(profile: Array, width: int) -> Array:

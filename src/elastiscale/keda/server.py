@@ -11,7 +11,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
-from elastiscale.daemon.settings import parse_listen
+from elastiscale.config.daemon import parse_listen
 from elastiscale.extras import require
 from elastiscale.keda.board import DesiredReplicas
 

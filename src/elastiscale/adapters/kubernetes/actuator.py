@@ -36,9 +36,9 @@ from kubernetes.config.incluster_config import SERVICE_HOST_ENV_NAME, InClusterC
 
 from elastiscale.adapters.base import ActuationResult, Failure
 from elastiscale.adapters.contract import InProgressGuard, check_targets, retry_on_conflict
-from elastiscale.adapters.kube_autoscalers import find_other_autoscalers
-from elastiscale.adapters.kube_calls import KubeCallError, call
-from elastiscale.adapters.kube_options import (
+from elastiscale.adapters.kubernetes.autoscalers import find_other_autoscalers
+from elastiscale.adapters.kubernetes.calls import KubeCallError, call
+from elastiscale.adapters.kubernetes.options import (
     KubernetesOptions,
     KubernetesTarget,
     ResolvedTarget,

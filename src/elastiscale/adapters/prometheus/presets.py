@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
-from elastiscale.adapters.promql import SignalQuery
+from elastiscale.adapters.prometheus.promql import SignalQuery
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,19 +27,19 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from elastiscale.adapters.prometheus_history import (
+from elastiscale.adapters.prometheus.history import (
     MAX_POINTS_PER_QUERY,
     fetch_trace,
     iso,
     write_trace,
 )
-from elastiscale.adapters.prometheus_http import (
+from elastiscale.adapters.prometheus.http import (
     AuthParams,
     ConnectionParams,
     PromQLError,
     TLSParams,
 )
-from elastiscale.adapters.promql import parse_duration_s
+from elastiscale.adapters.prometheus.promql import parse_duration_s
 from elastiscale.errors import MetricSourceError, TraceError
 from elastiscale.trace import Trace
 

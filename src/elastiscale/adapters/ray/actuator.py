@@ -33,7 +33,7 @@ After a write, further changes to that deployment are held (IN_PROGRESS) until S
 converged (every replica RUNNING and as many as the target) or `settle_timeout_s` has passed,
 except a larger count on top of a scale-up, which goes ahead (Serve only starts more).
 This module needs no Ray installation: it only speaks HTTP. Its in-package twin for tests is
-`elastiscale.adapters.ray_serve_fake.FakeServeDashboard`.
+`elastiscale.testing.ray_serve.FakeServeDashboard`.
 """
 
 from __future__ import annotations

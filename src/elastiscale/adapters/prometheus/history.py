@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from elastiscale.adapters.prometheus_http import ConnectionParams, PrometheusHTTP
+from elastiscale.adapters.prometheus.http import ConnectionParams, PrometheusHTTP
 from elastiscale.errors import TraceError
 from elastiscale.trace import Trace
 

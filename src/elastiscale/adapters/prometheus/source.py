@@ -24,9 +24,9 @@ Configured in the `metrics:` section of a config file:
 
 A component is found by one label (`label`, by default the preset's: `model_name` for vLLM,
 `deployment` for Ray Serve, `model` for Triton) equal to `label_value` (by default the
-component's name), plus the `selector` matchers. Queries are templates (see
-`elastiscale.adapters.promql`); `queries` at the top level or per component replace or add to
-the preset's, and `null` turns one off.
+component's name), plus the `selector` matchers. Queries are templates (see `promql.py`);
+`queries` at the top level or per component replace or add to the preset's, and `null` turns
+one off.
 
 Each tick costs one instant query per signal and distinct template: components that share a
 template are read together, `sum by (model_name) (...{model_name=~"a|b|c"})`, and the answer
@@ -63,15 +63,15 @@ from pydantic import (
     model_validator,
 )
 
-from elastiscale.adapters.prometheus_http import (
+from elastiscale.adapters.prometheus.http import (
     AuthParams,
     ConnectionParams,
     PrometheusHTTP,
     PromQLError,
     TLSParams,
 )
-from elastiscale.adapters.prometheus_presets import PRESETS
-from elastiscale.adapters.promql import (
+from elastiscale.adapters.prometheus.presets import PRESETS
+from elastiscale.adapters.prometheus.promql import (
     SAMPLE_TIME_LABEL,
     ComponentQueries,
     PlannedQuery,

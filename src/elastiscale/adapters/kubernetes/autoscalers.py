@@ -19,8 +19,8 @@ from typing import Any
 
 from elastiscale.adapters.base import Failure
 from elastiscale.adapters.contract import OtherAutoscalerError
-from elastiscale.adapters.kube_calls import KubeCallError
-from elastiscale.adapters.kube_options import ResolvedTarget
+from elastiscale.adapters.kubernetes.calls import KubeCallError
+from elastiscale.adapters.kubernetes.options import ResolvedTarget
 from elastiscale.errors import ActuatorError
 
 log = logging.getLogger("elastiscale.adapters.kubernetes")

@@ -16,7 +16,7 @@ default) and every constraint, with no sidecar. In the Serve config:
       - name: rag
         import_path: ray_serve_app:app
         autoscaling_policy:
-          policy_function: elastiscale.adapters.ray_policy:ElastiscaleApplicationPolicy
+          policy_function: elastiscale.adapters.ray.policy:ElastiscaleApplicationPolicy
           policy_kwargs:
             config: /etc/elastiscale/pipeline.yaml     # or the same content inline
             deployments: {llm: vllm}                   # component -> deployment, if they differ

@@ -12,8 +12,8 @@ elects a leader. Every field has a default, so a pipeline file without the secti
         duration_s: 15
         renew_s: 2
 
-The models live here, beside the code that reads them; `elastiscale.config.Config` holds one
-as its `daemon` field, so `elastiscale validate` checks this section like any other.
+`elastiscale.config.Config` holds one as its `daemon` field, so `elastiscale validate` checks
+this section like any other; the daemon (`elastiscale.daemon`) reads it.
 """
 
 from __future__ import annotations

@@ -1,38 +1,27 @@
-"""The configuration file: pydantic models, YAML loading, and validation with clear messages.
-
-A file is accepted whole or refused whole. Refusal raises `ConfigError` whose `problems` are
-lines of the form `path.to.field: message`, one per problem, e.g.
-
-    pipeline.components.llm.replicas: min = 5 is greater than max = 3
-    pipeline.edges[1].to: unknown component 'retriver' (components: router, retriever, llm)
-    pipeline.edges: cycle planner -> tools -> planner
+"""The configuration file's pydantic models: the pipeline, its policies, control and constraints.
 
 Unknown keys are refused (a typo must not pass silently). Durations are seconds, rates are per
-second, money is per hour.
+second, money is per hour. Loading a file and reporting every problem with it is
+`elastiscale.config.loading`; the `daemon:` section is `elastiscale.config.daemon`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     NonNegativeFloat,
     PositiveFloat,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from elastiscale.daemon.settings import DaemonConfig
-from elastiscale.errors import ConfigError
+from elastiscale.config.daemon import DaemonConfig
 
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
 
@@ -313,208 +302,3 @@ class Config(StrictModel):
             return self.constraints
         update = {name: getattr(own, name) for name in own.model_fields_set}
         return self.constraints.model_copy(update=update)
-
-
-# --------------------------------------------------------------------------------------------
-# Loading and validation
-
-
-def load_config(source: str | Path | Mapping[str, Any]) -> Config:
-    """Load and validate a config from a YAML file path or an already-parsed mapping.
-
-    Raises `ConfigError` listing every problem found; nothing is half-loaded.
-    """
-    label = ""
-    if isinstance(source, str | Path):
-        label = str(source)
-        raw = _read_yaml(Path(source))
-    else:
-        raw = dict(source)
-    return validate_mapping(raw, label=label)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """The safe loader, refusing a key given twice in one mapping (last-wins hides typos)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while reading a mapping",
-                    node.start_mark,
-                    f"duplicate key {key!r}",
-                    key_node.start_mark,
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"cannot read file: {exc.strerror or exc}"], source=str(path)) from None
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        # The problem is often found a line after the mistake (a key missing its colon is
-        # noticed on the next line), so say where the construct being read began.
-        context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-        if context and start is not None and (mark is None or start.line != mark.line):
-            problem = f"{problem} ({context} at line {start.line + 1})"
-        raise ConfigError([f"{where}invalid YAML: {problem}"], source=str(path)) from None
-
-
-def validate_mapping(raw: Any, label: str = "") -> Config:
-    """Validate parsed YAML; raise `ConfigError` with every problem, or return the `Config`."""
-    if not isinstance(raw, Mapping):
-        raise ConfigError(["(top level): expected a mapping with a 'pipeline' key"], source=label)
-    problems: list[str] = []
-    config: Config | None = None
-    try:
-        config = Config.model_validate(raw)
-    except ValidationError as exc:
-        problems.extend(_pydantic_problems(exc))
-    pipeline_raw = raw.get("pipeline")
-    if isinstance(pipeline_raw, Mapping):
-        problems.extend(graph_problems(pipeline_raw))
-    problems.extend(_plugin_problems(raw))
-    if problems:
-        raise ConfigError(_dedupe(problems), source=label)
-    assert config is not None
-    return config
-
-
-def _dedupe(lines: list[str]) -> list[str]:
-    return list(dict.fromkeys(lines))
-
-
-def _loc_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part.startswith(("function-", "union[", "list[", "tuple[")):
-            continue
-        else:
-            out += ("." if out else "") + part
-    return out or "(top level)"
-
-
-def _pydantic_problems(exc: ValidationError) -> list[str]:
-    lines = []
-    for err in exc.errors(include_url=False):
-        path = _loc_path(tuple(err["loc"]))
-        if err["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling)"
-        elif err["type"] == "missing":
-            message = "required field is missing"
-        else:
-            message = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-            given = err.get("input")
-            if isinstance(given, int | float | str) and err["type"] not in ("value_error",):
-                message = f"{message} (got {given!r})"
-        lines.append(f"{path}: {message}")
-    return lines
-
-
-def graph_problems(pipeline: Mapping[str, Any]) -> list[str]:
-    """Problems of the dependency graph, checked on the raw mapping so that they are reported
-    together with field errors: unknown endpoints, self-edges, duplicates, cycles, no ingress."""
-    components = pipeline.get("components")
-    if not isinstance(components, Mapping) or not components:
-        return []
-    names = [str(n) for n in components]
-    problems: list[str] = []
-    ingress = [n for n, c in components.items() if isinstance(c, Mapping) and c.get("ingress")]
-    if not ingress:
-        problems.append("pipeline.components: no component has ingress: true")
-    edges = pipeline.get("edges") or []
-    if not isinstance(edges, list | tuple):
-        return problems
-    adjacency: dict[str, list[str]] = {n: [] for n in names}
-    seen: set[tuple[str, str]] = set()
-    for i, edge in enumerate(edges):
-        if not isinstance(edge, Mapping):
-            continue
-        src, dst = edge.get("from"), edge.get("to")
-        ok = True
-        for key, end in (("from", src), ("to", dst)):
-            if isinstance(end, str) and end not in components:
-                problems.append(
-                    f"pipeline.edges[{i}].{key}: unknown component {end!r} "
-                    f"(components: {', '.join(names)})"
-                )
-                ok = False
-        if not (isinstance(src, str) and isinstance(dst, str)) or not ok:
-            continue
-        if src == dst:
-            problems.append(f"pipeline.edges[{i}]: self-edge {src} -> {dst}")
-            continue
-        if (src, dst) in seen:
-            problems.append(f"pipeline.edges[{i}]: duplicate edge {src} -> {dst}")
-            continue
-        seen.add((src, dst))
-        adjacency[src].append(dst)
-    cycle = find_cycle(adjacency)
-    if cycle:
-        problems.append("pipeline.edges: cycle " + " -> ".join(cycle))
-    return problems
-
-
-def find_cycle(adjacency: Mapping[str, list[str]]) -> list[str]:
-    """A cycle as a list of names whose first and last are equal, or [] when there is none."""
-    white, grey, black = 0, 1, 2
-    color = dict.fromkeys(adjacency, white)
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str]:
-        color[node] = grey
-        stack.append(node)
-        for nxt in adjacency.get(node, []):
-            if color.get(nxt, white) == grey:
-                return [*stack[stack.index(nxt) :], nxt]
-            if color.get(nxt, white) == white:
-                found = visit(nxt)
-                if found:
-                    return found
-        stack.pop()
-        color[node] = black
-        return []
-
-    for start in adjacency:
-        if color[start] == white:
-            found = visit(start)
-            if found:
-                return found
-    return []
-
-
-def _plugin_problems(raw: Mapping[str, Any]) -> list[str]:
-    """Policy, metric-source and actuator names that do not resolve, and their bad parameters."""
-    from elastiscale import registry
-
-    problems: list[str] = []
-    policies = _policy_list(raw.get("policies", []))
-    if isinstance(policies, list):
-        for i, spec in enumerate(policies):
-            if isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
-                params = spec.get("params") or {}
-                problems.extend(
-                    registry.check("policy", spec["name"], params, path=f"policies[{i}]")
-                )
-    pipeline = raw.get("pipeline")
-    components = pipeline.get("components") if isinstance(pipeline, Mapping) else None
-    names = [str(n) for n in components] if isinstance(components, Mapping) else None
-    context = {"components": names} if names is not None else {}
-    for section, kind in (("metrics", "metric_source"), ("actuator", "actuator")):
-        spec = raw.get(section)
-        if isinstance(spec, Mapping) and isinstance(spec.get("type"), str):
-            options = {k: v for k, v in spec.items() if k != "type"}
-            problems.extend(registry.check(kind, spec["type"], options, section, context))
-    return problems

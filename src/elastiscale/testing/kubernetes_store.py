@@ -1,4 +1,4 @@
-"""The object store behind the fake Kubernetes API server (`elastiscale.adapters.kube_fake`).
+"""The object store behind the fake Kubernetes API server (`elastiscale.testing.kubernetes`).
 
 It keeps objects as the JSON the real API server returns and applies the rules a scaling
 client meets: one resourceVersion counter for every write (as etcd's revision), a

@@ -40,7 +40,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from elastiscale.adapters.kube_fake_store import (
+from elastiscale.testing.kubernetes_store import (
     DEPLOYMENTS,
     HORIZONTAL_POD_AUTOSCALERS,
     INFERENCE_SERVICES,
