@@ -19,7 +19,7 @@ EXTRAS: Final = {
     "kubernetes": "the Kubernetes actuator, leader election and the Kubernetes autoscalers",
     "forecast": "statsmodels forecasters (Holt-Winters, ARIMA, STL)",
     "plots": "matplotlib plots in backtest and sweep reports",
-    "ray": "the Ray Serve actuator and policy",
+    "ray": "the Ray Serve actuator and policy; `elastiscale sweep --ray`",
     "sagemaker": "the SageMaker actuator (boto3)",
     "keda": "the KEDA external scaler (`elastiscale run --keda-listen`)",
 }
