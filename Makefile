@@ -28,6 +28,7 @@ demo: $(BASE)
 lint: $(FULL)
 	$(BIN)/ruff check src tests examples benchmarks
 	$(BIN)/ruff format --check src tests examples benchmarks
+	$(BIN)/lint-imports
 
 typecheck: $(FULL)
 	$(BIN)/mypy
@@ -47,4 +48,4 @@ bench-live: $(FULL)
 	$(BIN)/python benchmarks/live_ray/run.py --out benchmarks/live_ray/out
 
 clean:
-	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
