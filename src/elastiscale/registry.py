@@ -139,7 +139,9 @@ def check(
     """Problems with a config reference to a plugin, as `path.field: message` lines.
 
     `context` is passed to the `Params` model's validation (e.g. the pipeline's component
-    names, so an actuator can check that its targets name real components)."""
+    names, so an actuator can check that its targets name real components). A per-component
+    policy's `params.components.<name>` overrides are checked too (see
+    `elastiscale.controllers.overrides`), naming unknown components when `context` lists them."""
     key = "name" if kind == "policy" else "type"
     try:
         factory = resolve(kind, name)
@@ -148,10 +150,21 @@ def check(
     model = params_model(factory)
     if model is None:
         return []
+    sub = "params." if kind == "policy" else ""
+    if kind == "policy" and isinstance(params, Mapping):
+        from elastiscale.controllers import overrides
+
+        if overrides.supports_overrides(factory, model):
+            return _override_problems(model, params, f"{path}.{sub}", context)
+    return _model_problems(model, params, path, sub, context)
+
+
+def _model_problems(
+    model: type[BaseModel], params: Any, path: str, sub: str, context: Mapping[str, Any] | None
+) -> list[str]:
     try:
         model.model_validate(params, context=context)
     except ValidationError as exc:
-        sub = "params." if kind == "policy" else ""
         lines = []
         for err in exc.errors(include_url=False):
             field = ".".join(str(p) for p in err["loc"])
@@ -166,10 +179,44 @@ def check(
     return []
 
 
+def _override_problems(
+    model: type[BaseModel],
+    params: Mapping[str, Any],
+    prefix: str,
+    context: Mapping[str, Any] | None,
+) -> list[str]:
+    """The shared parameters' problems, then each component's own (a problem the shared set
+    already has is not repeated under every component)."""
+    from elastiscale.controllers import overrides
+
+    try:
+        shared, merged = overrides.split(params)
+    except ValueError as exc:
+        return [f"{prefix}{overrides.OVERRIDES_KEY}: {exc}"]
+    lines = _model_problems(model, shared, prefix.removesuffix("."), "", context)
+    seen = {line.removeprefix(prefix) for line in lines}
+    known = (context or {}).get("components")
+    for name, own in merged.items():
+        where = f"{prefix}{overrides.OVERRIDES_KEY}.{name}"
+        if known is not None and name not in known:
+            lines.append(f"{where}: unknown component {name!r} (components: {', '.join(known)})")
+            continue
+        for line in _model_problems(model, own, prefix.removesuffix("."), "", context):
+            rest = line.removeprefix(prefix)
+            if rest not in seen:
+                lines.append(f"{where}.{rest}")
+    return lines
+
+
 def build(kind: str, name: str, config: Any, params: Mapping[str, Any] | None = None) -> Any:
     """Resolve `name` and call its factory with `config` and (validated) `params`."""
     factory: Callable[..., Any] = resolve(kind, name)
     raw = dict(params or {})
     model = params_model(factory)
+    if kind == "policy" and model is not None:
+        from elastiscale.controllers import overrides
+
+        if overrides.supports_overrides(factory, model):
+            return overrides.build(factory, model, raw, lambda p: factory(config, p))
     validated: Any = model.model_validate(raw) if model is not None else raw
     return factory(config, validated)

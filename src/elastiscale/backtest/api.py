@@ -222,6 +222,17 @@ def _spec(ref: PolicyRef) -> PolicySpec:
     return PolicySpec.model_validate(dict(ref))
 
 
+def _from_file(config: Config, ref: PolicyRef) -> PolicySpec:
+    """A bare name the pipeline file configures (`policies: [{name: hpa, params: ...}]`) runs
+    with the file's parameters, e.g. the autoscaler `elastiscale import` carried over; any
+    other reference as given."""
+    if isinstance(ref, str) and "policies" in config.model_fields_set:
+        for spec in config.policies:
+            if spec.name == ref:
+                return spec
+    return _spec(ref)
+
+
 def buildable_builtins() -> list[str]:
     """Built-in policy names whose code is present in this installation, baselines first."""
     builtins = registry.builtin_names("policy")
@@ -244,7 +255,7 @@ def policy_specs(config: Config, policies: Sequence[PolicyRef] | None) -> list[P
     Every given name must resolve; a name that does not raises `RegistryError` naming it.
     """
     if policies is not None:
-        specs = [_spec(p) for p in policies]
+        specs = [_from_file(config, p) for p in policies]
         if not specs:
             raise BacktestError("no policy to run")
         for spec in specs:

@@ -69,6 +69,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
 from elastiscale import registry
 from elastiscale.config import Config
+from elastiscale.controllers import overrides
 from elastiscale.controllers.base import Policy, TickContext
 from elastiscale.decision import Proposal
 from elastiscale.errors import RegistryError
@@ -320,7 +321,16 @@ def build_policy(
     factory = registry.resolve("policy", name)
     raw = {**dict(params or {}), **getattr(factory, "backtest_params", {})}
     model = registry.params_model(factory)
+    if model is not None and overrides.supports_overrides(factory, model):
+        built: Policy = overrides.build(
+            factory, model, raw, lambda p: _make(factory, config, p, trace)
+        )
+        return built
     validated: Any = model.model_validate(raw) if model is not None else raw
+    return _make(factory, config, validated, trace)
+
+
+def _make(factory: Any, config: Config, validated: Any, trace: Trace | None = None) -> Policy:
     if getattr(factory, "needs_trace", False):
         policy: Policy = factory(config, validated, trace=trace)
     else:

@@ -66,7 +66,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         dest="policies",
         metavar="NAME",
         help="policy to run (repeatable; default: every built-in policy available, plus the "
-        "pipeline file's own)",
+        "pipeline file's own); a name the file's `policies:` configures runs with its params",
     )
     parser.add_argument(
         "--out", default=DEFAULT_OUT, metavar="DIR", help=f"output directory ({DEFAULT_OUT})"

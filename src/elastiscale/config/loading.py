@@ -206,18 +206,18 @@ def _plugin_problems(raw: Mapping[str, Any]) -> list[str]:
     from elastiscale import registry
 
     problems: list[str] = []
+    pipeline = raw.get("pipeline")
+    components = pipeline.get("components") if isinstance(pipeline, Mapping) else None
+    names = [str(n) for n in components] if isinstance(components, Mapping) else None
+    context = {"components": names} if names is not None else {}
     policies = _policy_list(raw.get("policies", []))
     if isinstance(policies, list):
         for i, spec in enumerate(policies):
             if isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
                 params = spec.get("params") or {}
                 problems.extend(
-                    registry.check("policy", spec["name"], params, path=f"policies[{i}]")
+                    registry.check("policy", spec["name"], params, f"policies[{i}]", context)
                 )
-    pipeline = raw.get("pipeline")
-    components = pipeline.get("components") if isinstance(pipeline, Mapping) else None
-    names = [str(n) for n in components] if isinstance(components, Mapping) else None
-    context = {"components": names} if names is not None else {}
     for section, kind in (("metrics", "metric_source"), ("actuator", "actuator")):
         spec = raw.get(section)
         if isinstance(spec, Mapping) and isinstance(spec.get("type"), str):
