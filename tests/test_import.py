@@ -15,11 +15,11 @@ from elastiscale.backtest.api import backtest
 from elastiscale.cli import main
 from elastiscale.config import Config, load_config
 from elastiscale.controllers.hpa import HPAParams
-from elastiscale.controllers.overrides import ByComponent
 from elastiscale.controllers.ray_serve_policy import RayServeParams
 from elastiscale.engine import Engine
 from elastiscale.importer.model import ImportRefusedError
 from elastiscale.importer.writer import build, gather
+from elastiscale.overrides import ByComponent
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "import"

@@ -9,9 +9,9 @@ import pytest
 from elastiscale.adapters.memory import RecordingActuator, SeriesMetricSource
 from elastiscale.config import Config, load_config
 from elastiscale.controllers.hpa import HPAPolicy
-from elastiscale.controllers.overrides import ByComponent, deep_merge
 from elastiscale.engine import Engine
 from elastiscale.errors import ConfigError
+from elastiscale.overrides import ByComponent, deep_merge
 
 
 def raw(params: dict[str, Any], name: str = "hpa") -> dict[str, Any]:

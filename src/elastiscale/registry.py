@@ -141,7 +141,7 @@ def check(
     `context` is passed to the `Params` model's validation (e.g. the pipeline's component
     names, so an actuator can check that its targets name real components). A per-component
     policy's `params.components.<name>` overrides are checked too (see
-    `elastiscale.controllers.overrides`), naming unknown components when `context` lists them."""
+    `elastiscale.overrides`), naming unknown components when `context` lists them."""
     key = "name" if kind == "policy" else "type"
     try:
         factory = resolve(kind, name)
@@ -152,7 +152,7 @@ def check(
         return []
     sub = "params." if kind == "policy" else ""
     if kind == "policy" and isinstance(params, Mapping):
-        from elastiscale.controllers import overrides
+        from elastiscale import overrides
 
         if overrides.supports_overrides(factory, model):
             return _override_problems(model, params, f"{path}.{sub}", context)
@@ -187,7 +187,7 @@ def _override_problems(
 ) -> list[str]:
     """The shared parameters' problems, then each component's own (a problem the shared set
     already has is not repeated under every component)."""
-    from elastiscale.controllers import overrides
+    from elastiscale import overrides
 
     try:
         shared, merged = overrides.split(params)
@@ -214,7 +214,7 @@ def build(kind: str, name: str, config: Any, params: Mapping[str, Any] | None = 
     raw = dict(params or {})
     model = params_model(factory)
     if kind == "policy" and model is not None:
-        from elastiscale.controllers import overrides
+        from elastiscale import overrides
 
         if overrides.supports_overrides(factory, model):
             return overrides.build(factory, model, raw, lambda p: factory(config, p))

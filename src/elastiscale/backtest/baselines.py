@@ -67,9 +67,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
-from elastiscale import registry
+from elastiscale import overrides, registry
 from elastiscale.config import Config
-from elastiscale.controllers import overrides
 from elastiscale.controllers.base import Policy, TickContext
 from elastiscale.decision import Proposal
 from elastiscale.errors import RegistryError

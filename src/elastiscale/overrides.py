@@ -21,22 +21,29 @@ distinct set builds its own instance; `ByComponent` routes every component to it
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from pydantic import BaseModel
-
-from elastiscale.controllers.base import PerComponentPolicy, TickContext
-from elastiscale.decision import Proposal
 
 #: The parameter that holds per-component overrides.
 OVERRIDES_KEY: Final = "components"
 
 
+class PerComponent(Protocol):
+    """What this module needs of a per-component policy (`controllers.base.PerComponentPolicy`;
+    named structurally so that the registry, below the policies, need not import them)."""
+
+    name: str
+
+    def propose_component(self, ctx: Any, component: str) -> Any: ...
+
+
 def supports_overrides(factory: Any, model: type[BaseModel] | None) -> bool:
-    """Whether `factory` takes `params.components` through this module."""
+    """Whether `factory` takes `params.components` through this module: a class deciding each
+    component alone (`propose_component`) whose `Params` has no field of that name."""
     return (
         isinstance(factory, type)
-        and issubclass(factory, PerComponentPolicy)
+        and callable(getattr(factory, "propose_component", None))
         and model is not None
         and OVERRIDES_KEY not in model.model_fields
     )
@@ -72,15 +79,16 @@ def split(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str
 class ByComponent:
     """One policy name over several instances: `own[component]`, else `default`."""
 
-    def __init__(self, default: PerComponentPolicy, own: Mapping[str, PerComponentPolicy]) -> None:
+    def __init__(self, default: PerComponent, own: Mapping[str, PerComponent]) -> None:
         self.default = default
         self.own = dict(own)
         self.name = default.name
 
-    def instance_for(self, component: str) -> PerComponentPolicy:
+    def instance_for(self, component: str) -> PerComponent:
         return self.own.get(component, self.default)
 
-    def propose(self, ctx: TickContext) -> dict[str, Proposal]:
+    def propose(self, ctx: Any) -> dict[str, Any]:
+        """One proposal per component of `ctx` (a `TickContext`), from its own instance."""
         return {n: self.instance_for(n).propose_component(ctx, n) for n in ctx.pipeline.order}
 
     def close(self) -> None:
