@@ -63,6 +63,7 @@ ABLATIONS = {
     "no-measured-fanout": {"measured_fanout": False},
     "no-gating": {"gating": False},
     "no-queueing": {"queueing": False},
+    "no-burst-reserve": {"burst_reserve": False},
 }
 #: The ablation runs on the agent pipeline (the longest chain, fan-out, two GPU stages).
 ABLATION_PIPELINE = "agent"

@@ -45,6 +45,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from elastiscale import registry
+from elastiscale.controllers.bursts import level_reserves, window_peaks
 from elastiscale.decision import Detail
 from elastiscale.errors import RegistryError
 from elastiscale.forecasting import Forecast, Forecaster, ForecastResult, build_forecaster
@@ -166,6 +167,7 @@ class DemandForecast:
         rate_window_s: float,
         gating: bool = True,
         refits: RefitScheduler | None = None,
+        attainment_target: float | None = None,
     ) -> None:
         self.forecaster = forecaster
         # Without a scheduler, refits run inline (blocking), as a plain `Forecaster.refit()`.
@@ -174,17 +176,24 @@ class DemandForecast:
         self.quantile = quantile
         self.rate_window_s = rate_window_s
         self.gating = gating
+        self.attainment_target = attainment_target
         self.window_bins = max(1, math.ceil(forecaster.params.window_s / self.step_s - 1e-9))
         self._latest: tuple[float, float] | None = None
         self._persistence_at: int | None = None  # last closed bin the figures below are for
         self._persistence_q: tuple[Array, Array] = (np.zeros(0), np.zeros(0))
         self._persistence_err: Array = np.zeros(0)
+        self._reserve: Array | None = None  # relative burst reserve per (level, bins ahead)
         self._floor = 0.0
         self._levels: Array = np.zeros(0)
 
     @classmethod
     def from_params(
-        cls, params: ForecastParams, *, gating: bool, refits: RefitScheduler
+        cls,
+        params: ForecastParams,
+        *,
+        gating: bool,
+        refits: RefitScheduler,
+        attainment_target: float | None = None,
     ) -> DemandForecast:
         """The forecast a policy's `ForecastParams` describe (the forecaster's `step_s` half
         the rate window unless given)."""
@@ -195,6 +204,7 @@ class DemandForecast:
             rate_window_s=params.rate_window_s,
             gating=gating,
             refits=refits,
+            attainment_target=attainment_target,
         )
 
     @classmethod
@@ -207,6 +217,7 @@ class DemandForecast:
         rate_window_s: float,
         gating: bool = True,
         refits: RefitScheduler | None = None,
+        attainment_target: float | None = None,
     ) -> DemandForecast:
         """A forecast on a forecaster from the registry (`name`, `params`)."""
         forecaster = build_forecaster(name, dict(params))
@@ -216,6 +227,7 @@ class DemandForecast:
             rate_window_s=rate_window_s,
             gating=gating,
             refits=refits,
+            attainment_target=attainment_target,
         )
 
     # ----------------------------------------------------------------------------------------
@@ -253,12 +265,16 @@ class DemandForecast:
         row = self._level_row(latest)
         p90_rel, p99_rel = self._persistence_q[0][row], self._persistence_q[1][row]
         scale = max(latest, self._floor)
-        persistence = quantile_between(
-            np.full(bins, latest),
-            latest + p90_rel[:bins] * scale,
-            latest + p99_rel[:bins] * scale,
-            self.quantile,
-        )
+        if self._reserve is not None:
+            # The burst reserve (bursts.py) in place of a fixed quantile of the changes.
+            persistence = latest + self._reserve[row, :bins] * scale
+        else:
+            persistence = quantile_between(
+                np.full(bins, latest),
+                latest + p90_rel[:bins] * scale,
+                latest + p99_rel[:bins] * scale,
+                self.quantile,
+            )
         persistence_error = self._persistence_err[:bins]
         nan = np.full(bins, math.nan)
         if not isinstance(result, Forecast):
@@ -352,7 +368,36 @@ class DemandForecast:
             err[i] = math.nan if got is None else got
         self._persistence_q = (p90, p99)
         self._persistence_err = err
+        self._reserve = self._reserves(y, bins)
         self._persistence_at = key
+
+    def _reserves(self, y: Array, bins: int) -> Array | None:
+        """Burst reserves per (level, bins ahead), relative to the level; None without an
+        attainment target, or while any horizon has too few pairs (the quantiles serve)."""
+        if self.attainment_target is None:
+            return None
+        allowance = 1.0 - self.attainment_target
+        out = np.zeros((LEVEL_GRID.size, bins))
+        peaks = window_peaks(y, bins)
+        if len(peaks) < bins:
+            return None
+        for i, peak in enumerate(peaks):
+            got = level_reserves(
+                y[: peak.size], peak, self._levels, self._floor, allowance, MIN_CALIBRATION
+            )
+            if got is None:
+                return None
+            out[:, i] = got
+        # A longer window never needs a smaller reserve.
+        result: Array = np.maximum.accumulate(out, axis=1)
+        return result
+
+    def reserve(self, outlook: DemandOutlook, index: int) -> float | None:
+        """The burst reserve (requests/s above the latest rate) at bin `index`, or None."""
+        if self._reserve is None or index < 0:
+            return None
+        row = self._level_row(outlook.latest)
+        return float(self._reserve[row, index]) * max(outlook.latest, self._floor)
 
     def _level_row(self, level: float) -> int:
         """Index of the grid level nearest to `level` (in ratio)."""
@@ -372,6 +417,7 @@ class DemandForecast:
         err_m = float(outlook.model_error[index])
         err_p = float(outlook.persistence_error[index])
         horizon_s = outlook.origin_s + (index + 1) * self.step_s - outlook.at_s
+        reserve = self.reserve(outlook, index)
         return {
             f"{prefix}_latest": round(outlook.latest, 6),
             f"{prefix}_model": outlook.model_name,
@@ -381,4 +427,5 @@ class DemandForecast:
             f"{prefix}_trust": round(float(outlook.trust[index]), 4),
             f"{prefix}_error": None if math.isnan(err_m) else round(err_m, 4),
             f"{prefix}_persistence_error": None if math.isnan(err_p) else round(err_p, 4),
+            f"{prefix}_reserve": None if reserve is None else round(reserve, 6),
         }

@@ -45,71 +45,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
-
-from pydantic import Field
 
 from elastiscale.controllers.base import TickContext
 from elastiscale.controllers.budget import Allocation, Claim, allocate, shared_pool
-from elastiscale.controllers.constraints import WindowExtreme
-from elastiscale.controllers.demand import DemandForecast, DemandOutlook, ForecastParams
-from elastiscale.controllers.fanout import FanoutEstimator, RatioEstimator
-from elastiscale.controllers.queueing import (
-    QueueingSizer,
-    Sizer,
-    TokenSizerCache,
-    UtilizationSizer,
+from elastiscale.controllers.demand import DemandForecast, DemandOutlook
+from elastiscale.controllers.fanout import FanoutEstimator
+from elastiscale.controllers.feedforward_state import (
+    ComponentState,
+    ElastiscaleParams,
+    build_component,
 )
+from elastiscale.controllers.queueing import Sizer
 from elastiscale.decision import Detail, Proposal
 from elastiscale.forecasting.refits import RefitScheduler
 from elastiscale.observations import Observation
 from elastiscale.pipeline import Pipeline
-from elastiscale.pipeline_model import OracleParams, latency_budgets
+from elastiscale.pipeline_model import latency_budgets
 
 if TYPE_CHECKING:
     from elastiscale.config import Config
-
-
-class ElastiscaleParams(ForecastParams):
-    """Parameters of `elastiscale`. Defaults follow from principles, not from any one trace."""
-
-    burst_share: float = Field(
-        OracleParams.model_fields["burst_share"].default,
-        ge=0.0,
-        lt=1.0,
-        description="share of each component's queueing slack left to swings inside a window",
-    )
-    scale_down_delay_s: float | None = Field(
-        None, ge=0, description="scale-down window; default: each component's startup + interval"
-    )
-    fanout_half_life_s: float = Field(120.0, gt=0, description="memory of the fan-out estimate")
-    fanout_prior_requests: float = Field(
-        100.0, gt=0, description="the configured fan-out counts as this many upstream requests"
-    )
-    gpu_pool: str | None = Field(
-        None, description="name of a GPU pool shared with other pipelines (size: max_gpus)"
-    )
-    feedforward: bool = Field(True, description="forecast ingress and propagate down the graph")
-    measured_fanout: bool = Field(True, description="measure fan-out online (else: the priors)")
-    gating: bool = Field(True, description="blend towards reactive where the forecast is poor")
-    queueing: bool = Field(True, description="Erlang-C sizing (else: target utilization)")
-
-
-@dataclass(slots=True)
-class _Component:
-    """What the policy keeps about one component."""
-
-    name: str
-    lead_s: float
-    drain_s: float  # a backlog is cleared over this long: startup + queueing slack
-    sizer: Sizer | None  # None for token-sized components (sized per call size)
-    token_sizers: TokenSizerCache | None
-    down: WindowExtreme
-    tokens_per_request: RatioEstimator | None = None
-    token_factor: RatioEstimator | None = None
-    seeded: bool = False
-    details: dict[str, Detail] = field(default_factory=dict)
 
 
 class ElastiscalePolicy:
@@ -134,7 +89,7 @@ class ElastiscalePolicy:
         self.budgets_s = latency_budgets(config)
         self.refits = RefitScheduler(p.refit)
         self._forecasts: dict[tuple[str, str], DemandForecast] = {}
-        self._components: dict[str, _Component] = {}
+        self._components: dict[str, ComponentState] = {}
         self._token_units = any(
             c.capacity_unit != "requests" for c in config.pipeline.components.values()
         )
@@ -142,71 +97,23 @@ class ElastiscalePolicy:
     # ----------------------------------------------------------------------------------------
     # Set-up
 
-    def _component(self, ctx: TickContext, name: str) -> _Component:
+    def _component(self, ctx: TickContext, name: str) -> ComponentState:
         known = self._components.get(name)
-        if known is not None:
-            return known
-        comp = ctx.pipeline.components[name]
-        p = self.params
-        budget_s = self.budgets_s[name]
-        slack_s = max(budget_s - comp.service_time_s, comp.service_time_s)
-        path_s = max(
-            sum(ctx.pipeline.components[u].service_time_s for u in path[:-1])
-            for path in ctx.pipeline.paths_from_ingress(name)
-        )
-        lead_s = ctx.lead_time_s(name) + path_s
-        delay_s = p.scale_down_delay_s
-        if delay_s is None:
-            delay_s = comp.startup_s + ctx.interval_s
-        utilization = ctx.config.pipeline.utilization_target(name)
-        sizer: Sizer | None = None
-        tokens: TokenSizerCache | None = None
-        if comp.capacity_unit == "requests":
-            if p.queueing:
-                sizer = QueueingSizer(
-                    capacity_rps=comp.capacity_per_replica,
-                    service_time_s=comp.service_time_s,
-                    budget_s=budget_s,
-                    max_replicas=comp.replicas.max,
-                    burst_share=p.burst_share,
-                )
-            else:
-                sizer = UtilizationSizer(
-                    capacity_rps=comp.capacity_per_replica,
-                    utilization=utilization,
-                    max_replicas=comp.replicas.max,
-                )
-        else:
-            tokens = TokenSizerCache(
-                capacity_tokens_per_s=comp.capacity_per_replica,
-                service_time_s=comp.service_time_s,
-                budget_s=budget_s,
-                max_replicas=comp.replicas.max,
-                burst_share=p.burst_share,
-                queueing=p.queueing,
-                utilization=utilization,
-            )
-        made = _Component(
-            name=name,
-            lead_s=lead_s,
-            drain_s=comp.startup_s + slack_s,
-            sizer=sizer,
-            token_sizers=tokens,
-            down=WindowExtreme(delay_s, lowest=False),
-        )
-        if tokens is not None:
-            half_life_s = p.fanout_half_life_s
-            made.tokens_per_request = RatioEstimator(None, 0.0, half_life_s)
-            made.token_factor = RatioEstimator(1.0, p.fanout_prior_requests, half_life_s)
-        self._components[name] = made
-        return made
+        if known is None:
+            known = build_component(ctx, name, self.params, self.budgets_s[name])
+            self._components[name] = known
+        return known
 
     def _forecast(self, ingress: str, signal: str) -> DemandForecast:
         key = (ingress, signal)
         known = self._forecasts.get(key)
         if known is None:
+            target = self.config.pipeline.slo.attainment_target
             known = DemandForecast.from_params(
-                self.params, gating=self.params.gating, refits=self.refits
+                self.params,
+                gating=self.params.gating,
+                refits=self.refits,
+                attainment_target=target if self.params.burst_reserve else None,
             )
             self._forecasts[key] = known
         return known
@@ -301,7 +208,7 @@ class ElastiscalePolicy:
     def _size(
         self,
         ctx: TickContext,
-        state: _Component,
+        state: ComponentState,
         fresh: Mapping[str, Observation | None],
         rates: Mapping[str, float | None],
         fanouts: Mapping[tuple[str, str], float],
@@ -320,8 +227,11 @@ class ElastiscalePolicy:
 
         # Feed-forward: the peak gated forecast over the lead time, carried down the graph.
         ff_rps: float | None = None
+        ff_base_rps: float | None = None  # the same without the burst reserve
         if outlooks:
-            ff_rps = self._feedforward_rps(ctx, state, gains, fanouts, outlooks, details)
+            got = self._feedforward_rps(ctx, state, gains, fanouts, outlooks, details)
+            if got is not None:
+                ff_rps, ff_base_rps = got
         # Reactive floor: own load and backlog drained within the slack.
         own_rps: float | None = None
         if obs is not None and obs.demand_rps is not None:
@@ -362,7 +272,13 @@ class ElastiscalePolicy:
             # not shrink the service before a whole window has shown that it can.
             state.down.push(now_s, ctx.replicas[name].desired)
             state.seeded = True
-        held = state.down.push(now_s, need)
+        # Scale-down looks ahead through `need` itself (forecast and burst reserve over the
+        # lead time) and back over the window at what demand needed without the reserve (a
+        # replica released and needed again within its start-up time costs as much as keeping
+        # it; the reserve already covers rises within the lead time, and holding it too would
+        # count it twice).
+        looked_back = state.down.push(now_s, self._hold(state, sizer, proposals, ff_base_rps))
+        held = max(need, looked_back)
         details["need"] = need
         details["stabilized"] = held
         if short:
@@ -375,7 +291,23 @@ class ElastiscalePolicy:
         details["reason"] = reason
         return held, demand, sizer, details
 
-    def _replicas(self, state: _Component, sizer: Sizer, rate_rps: float, minimum: int) -> int:
+    def _hold(
+        self,
+        state: ComponentState,
+        sizer: Sizer,
+        proposals: Mapping[str, int],
+        ff_base_rps: float | None,
+    ) -> int:
+        """What the scale-down window remembers of this tick (see `scale_down_lookback`)."""
+        mode = self.params.scale_down_lookback
+        if mode == "need":
+            return max(proposals.values())
+        seen = [proposals[k] for k in ("reactive", "upstream") if k in proposals]
+        if mode == "forecast" and ff_base_rps is not None:
+            seen.append(self._replicas(state, sizer, ff_base_rps, 0))
+        return max(seen, default=max(proposals.values()))
+
+    def _replicas(self, state: ComponentState, sizer: Sizer, rate_rps: float, minimum: int) -> int:
         """Replicas for `rate_rps`; zero only when no request is likely within the lead time."""
         count = sizer.replicas_for(rate_rps)
         if count == 0 and rate_rps > 0.0:
@@ -386,14 +318,14 @@ class ElastiscalePolicy:
                 return 0
         return count
 
-    def _tokens_per_request(self, state: _Component) -> float | None:
+    def _tokens_per_request(self, state: ComponentState) -> float | None:
         assert state.tokens_per_request is not None
         return state.tokens_per_request.value
 
     def _sizer(
         self,
         ctx: TickContext,
-        state: _Component,
+        state: ComponentState,
         obs: Observation | None,
         fresh: Mapping[str, Observation | None],
         gains: Mapping[str, Mapping[str, float]],
@@ -428,19 +360,21 @@ class ElastiscalePolicy:
     def _feedforward_rps(
         self,
         ctx: TickContext,
-        state: _Component,
+        state: ComponentState,
         gains: Mapping[str, Mapping[str, float]],
         fanouts: Mapping[tuple[str, str], float],
         outlooks: Mapping[tuple[str, str], DemandOutlook],
         details: dict[str, Detail],
-    ) -> float | None:
+    ) -> tuple[float, float] | None:
         """Peak forecast demand at the component over its lead time, in requests/s of its
-        current call size; per-edge shares and the forecast behind it go into `details`."""
+        current call size, with and without the burst reserve; per-edge shares and the
+        forecast behind it go into `details`."""
         name = state.name
         comp = ctx.pipeline.components[name]
         tokens = comp.capacity_unit != "requests"
         end_s = ctx.now_s + state.lead_s
         total = 0.0
+        base = 0.0
         by_source: dict[str, float] = {}
         for ingress, gain in gains.items():
             if gain[name] <= 0.0:
@@ -452,15 +386,21 @@ class ElastiscalePolicy:
             peak, index = outlook.peak(ctx.now_s, end_s)
             forecast = self._forecasts[(ingress, signal or "demand_rps")]
             details.update(forecast.details(outlook, index, f"forecast_{ingress}"))
+            reserve = forecast.reserve(outlook, index) or 0.0
+            share = 1.0 - float(outlook.trust[index]) if index >= 0 else 0.0
+            unreserved = max(peak - share * reserve, outlook.latest)
             if tokens:
                 size = self._tokens_per_request(state)
                 if size is None or size <= 0:
                     return None
                 if signal is not None:
                     assert state.token_factor is not None
-                    peak = peak * (state.token_factor.value or 1.0) / size
+                    factor = (state.token_factor.value or 1.0) / size
+                    peak *= factor
+                    unreserved *= factor
             ingress_rps = peak  # in requests/s at the ingress (tokens converted above)
             total += ingress_rps * gain[name]
+            base += unreserved * gain[name]
             by_source[ingress] = ingress_rps
         # The demand through each incoming edge: upstream demand x measured fan-out.
         for edge in ctx.pipeline.incoming(name):
@@ -470,7 +410,7 @@ class ElastiscalePolicy:
             )
             details[f"edge_{edge.source}_rps"] = round(through, 6)
         details.update(self.fanout.details(name))
-        return total
+        return total, base
 
     # ----------------------------------------------------------------------------------------
     # The GPU budget

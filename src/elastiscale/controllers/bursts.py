@@ -1,0 +1,104 @@
+"""Burst reserve: capacity for the increase demand can make within a component's lead time,
+learned from the history's own increases and sized to the pipeline's attainment target.
+
+A component that decides now gets its new replicas one lead time later, so what it must hold on
+top of today's rate is the rise demand may make before then. The history says how large such
+rises are: for every past sample y[t], the increase to the highest rate of the k bins that
+followed, max(y[t+1..t+k]) - y[t]. A fixed quantile of those rises is the wrong size for both
+kinds of traffic: on bursty traffic the p90 rise from a quiet level is many times that level
+(and buys capacity most of whose hours go unused), while on traffic with rare flash spikes the
+p90 rise is small and the spikes, which carry many requests, are missed.
+
+So the reserve r is sized by what the requests need: the smallest r such that the demand left
+above "level + r" over the history's windows is at most `1 - attainment_target` of the demand,
+
+    sum_t (rise_t - r * s_t)^+  <=  (1 - target) * sum_t max(y[t+1..t+k])
+
+with s_t the level the rise started from (floored at a tenth of the mean, as the forecasting
+module's bands are). Worked numbers: rises 0, 0, 0, 10 from level 10 (relative 0, 0, 0, 1.0),
+window peaks 10, 10, 10, 20, target 0.99: the budget is 0.01 x 50 = 0.5 requests/s of
+shortfall; r = 0.95 (10 x (1.0 - 0.95) = 0.5), where a p90 of the rises would give 0.7.
+Calm traffic gives small rises and a small reserve; flash spikes that carry more than the
+allowance raise it.
+
+As persistence's quantiles in demand.py, the rises are conditioned on the level they start
+from (pairs within a factor 2 of it, then 4, then all), because bursty traffic at the top of a
+burst mostly falls back and from a quiet minute can jump many times over.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+Array = npt.NDArray[np.float64]
+
+
+def shortfall_reserve(rise: Array, weight: Array, budget: float) -> float:
+    """The smallest r >= 0 with sum(weight * max(rise - r, 0)) <= budget.
+
+    `rise` is relative (per unit of `weight`); the left side falls piecewise linearly in r,
+    so r is found exactly between two sorted rises. Worked numbers: rise [1.0, 0, 0],
+    weight [10, 10, 10], budget 0.5: 10 x (1.0 - r) = 0.5 gives r = 0.95.
+    """
+    if rise.size == 0:
+        return 0.0
+    order = np.argsort(-rise, kind="stable")
+    x = rise[order]
+    w = weight[order]
+    s = np.cumsum(w * x)
+    wsum = np.cumsum(w)
+    # Shortfall with r at each sorted rise: the rises above it each miss by (x_i - x_j).
+    at = s - x * wsum
+    over = np.nonzero(at > budget)[0]
+    # With none over, even r = the smallest rise leaves budget unspent: go below it.
+    j = x.size if over.size == 0 else int(over[0])
+    if j == 0:
+        return max(float(x[0]), 0.0)
+    r = (float(s[j - 1]) - budget) / float(wsum[j - 1])
+    return max(r, 0.0)
+
+
+def level_reserves(
+    before: Array,
+    peak_after: Array,
+    levels: Array,
+    floor: float,
+    allowance: float,
+    min_pairs: int,
+) -> Array | None:
+    """Relative reserve per level of `levels` (see the module docstring), or None with fewer
+    than `min_pairs` pairs. `before` is each sample's rate, `peak_after` the highest rate of
+    the window after it; `allowance` is 1 - attainment target."""
+    ok = ~np.isnan(before) & ~np.isnan(peak_after)
+    if np.count_nonzero(ok) < min_pairs:
+        return None
+    before, peak_after = before[ok], peak_after[ok]
+    scale = np.maximum(before, max(floor, 1e-12))
+    rise = (peak_after - before) / scale
+    demand = np.maximum(peak_after, 0.0)
+    out = np.zeros(levels.size)
+    for g, level in enumerate(levels):
+        chosen = np.ones(before.size, dtype=bool)
+        for factor in (2.0, 4.0):
+            near = (before >= level / factor) & (before <= level * factor)
+            if np.count_nonzero(near) >= min_pairs:
+                chosen = near
+                break
+        budget = allowance * float(demand[chosen].sum())
+        out[g] = shortfall_reserve(rise[chosen], scale[chosen], budget)
+    return out
+
+
+def window_peaks(y: Array, bins: int) -> list[Array]:
+    """For k = 1..bins: max(y[t+1..t+k]) for every t with k bins after it (NaN-ignoring)."""
+    peaks: list[Array] = []
+    running: Array | None = None
+    n = y.size
+    for k in range(1, bins + 1):
+        if n <= k:
+            break
+        nxt = y[k:]
+        running = nxt.copy() if running is None else np.fmax(running[: n - k], nxt)
+        peaks.append(running)
+    return peaks

@@ -1,0 +1,133 @@
+"""The parameters of `elastiscale` and the state it keeps per component (lead time, sizer,
+scale-down window), built once at the component's first tick."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import Field
+
+from elastiscale.controllers.base import TickContext
+from elastiscale.controllers.constraints import WindowExtreme
+from elastiscale.controllers.demand import ForecastParams
+from elastiscale.controllers.fanout import RatioEstimator
+from elastiscale.controllers.queueing import (
+    QueueingSizer,
+    Sizer,
+    TokenSizerCache,
+    UtilizationSizer,
+)
+from elastiscale.decision import Detail
+from elastiscale.pipeline_model import OracleParams
+
+
+class ElastiscaleParams(ForecastParams):
+    """Parameters of `elastiscale`. Defaults follow from principles, not from any one trace."""
+
+    burst_share: float = Field(
+        OracleParams.model_fields["burst_share"].default,
+        ge=0.0,
+        lt=1.0,
+        description="share of each component's queueing slack left to swings inside a window",
+    )
+    scale_down_delay_s: float | None = Field(
+        None, ge=0, description="scale-down window; default: each component's startup + interval"
+    )
+    fanout_half_life_s: float = Field(120.0, gt=0, description="memory of the fan-out estimate")
+    fanout_prior_requests: float = Field(
+        100.0, gt=0, description="the configured fan-out counts as this many upstream requests"
+    )
+    gpu_pool: str | None = Field(
+        None, description="name of a GPU pool shared with other pipelines (size: max_gpus)"
+    )
+    feedforward: bool = Field(True, description="forecast ingress and propagate down the graph")
+    measured_fanout: bool = Field(True, description="measure fan-out online (else: the priors)")
+    gating: bool = Field(True, description="blend towards reactive where the forecast is poor")
+    queueing: bool = Field(True, description="Erlang-C sizing (else: target utilization)")
+    scale_down_lookback: Literal["need", "forecast", "observed"] = Field(
+        "forecast",
+        description="what the scale-down window holds: the whole need, the need without the "
+        "burst reserve, or only what observed load needed",
+    )
+    burst_reserve: bool = Field(
+        True,
+        description="headroom over persistence sized to slo.attainment_target from the "
+        "history's rises within each lead time (else: the quantile of its changes)",
+    )
+
+
+@dataclass(slots=True)
+class ComponentState:
+    """What the policy keeps about one component."""
+
+    name: str
+    lead_s: float
+    drain_s: float  # a backlog is cleared over this long: startup + queueing slack
+    sizer: Sizer | None  # None for token-sized components (sized per call size)
+    token_sizers: TokenSizerCache | None
+    down: WindowExtreme
+    tokens_per_request: RatioEstimator | None = None
+    token_factor: RatioEstimator | None = None
+    seeded: bool = False
+    details: dict[str, Detail] = field(default_factory=dict)
+
+
+def build_component(
+    ctx: TickContext, name: str, params: ElastiscaleParams, budget_s: float
+) -> ComponentState:
+    """The state `elastiscale` keeps about component `name`: its lead time (start-up, interval,
+    actuation delay and the service times on the slowest path to it), backlog drain time,
+    sizer and scale-down window."""
+    comp = ctx.pipeline.components[name]
+    p = params
+    slack_s = max(budget_s - comp.service_time_s, comp.service_time_s)
+    path_s = max(
+        sum(ctx.pipeline.components[u].service_time_s for u in path[:-1])
+        for path in ctx.pipeline.paths_from_ingress(name)
+    )
+    lead_s = ctx.lead_time_s(name) + path_s
+    delay_s = p.scale_down_delay_s
+    if delay_s is None:
+        delay_s = comp.startup_s + ctx.interval_s
+    utilization = ctx.config.pipeline.utilization_target(name)
+    sizer: Sizer | None = None
+    tokens: TokenSizerCache | None = None
+    if comp.capacity_unit == "requests":
+        if p.queueing:
+            sizer = QueueingSizer(
+                capacity_rps=comp.capacity_per_replica,
+                service_time_s=comp.service_time_s,
+                budget_s=budget_s,
+                max_replicas=comp.replicas.max,
+                burst_share=p.burst_share,
+            )
+        else:
+            sizer = UtilizationSizer(
+                capacity_rps=comp.capacity_per_replica,
+                utilization=utilization,
+                max_replicas=comp.replicas.max,
+            )
+    else:
+        tokens = TokenSizerCache(
+            capacity_tokens_per_s=comp.capacity_per_replica,
+            service_time_s=comp.service_time_s,
+            budget_s=budget_s,
+            max_replicas=comp.replicas.max,
+            burst_share=p.burst_share,
+            queueing=p.queueing,
+            utilization=utilization,
+        )
+    made = ComponentState(
+        name=name,
+        lead_s=lead_s,
+        drain_s=comp.startup_s + slack_s,
+        sizer=sizer,
+        token_sizers=tokens,
+        down=WindowExtreme(delay_s, lowest=False),
+    )
+    if tokens is not None:
+        half_life_s = p.fanout_half_life_s
+        made.tokens_per_request = RatioEstimator(None, 0.0, half_life_s)
+        made.token_factor = RatioEstimator(1.0, p.fanout_prior_requests, half_life_s)
+    return made
