@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_feedforward import TICK_S, Driver, make_config
 
 from elastiscale.controllers.bursts import level_reserves, shortfall_reserve, window_peaks
 from elastiscale.controllers.demand import DemandForecast
 from elastiscale.errors import ConfigError
+from test_feedforward import TICK_S, Driver, make_config
 
 
 def test_shortfall_reserve_worked_numbers() -> None:
@@ -51,9 +51,7 @@ def test_window_peaks() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.lists(
-        st.tuples(st.floats(-2.0, 20.0), st.floats(0.01, 50.0)), min_size=1, max_size=40
-    ),
+    st.lists(st.tuples(st.floats(-2.0, 20.0), st.floats(0.01, 50.0)), min_size=1, max_size=40),
     st.floats(0.0, 100.0),
 )
 def test_shortfall_reserve_is_the_smallest_that_fits_the_budget(
@@ -120,7 +118,9 @@ def test_a_higher_attainment_target_never_buys_a_smaller_reserve() -> None:
 
 
 def test_without_a_target_the_quantile_of_changes_serves() -> None:
-    forecast = DemandForecast.build("last-value", {"step_s": 30.0}, quantile=0.9, rate_window_s=60.0)
+    forecast = DemandForecast.build(
+        "last-value", {"step_s": 30.0}, quantile=0.9, rate_window_s=60.0
+    )
     for i in range(200):
         forecast.observe(30.0 + 30.0 * i, 10.0 + (i % 7))
     outlook = forecast.outlook(8)

@@ -11,8 +11,12 @@ lead time. One tick, for every component c (in topological order):
    240 + 15 + 0 + 2.07 = 257 s.
 2. Feed-forward demand: each ingress's gated upper-quantile forecast (demand.py) over the bins
    from now to now + H_c, its peak carried to c through the fan-outs measured online
-   (fanout.py). A token-sized component takes the ingress's token forecast the same way, times
-   a measured factor (its tokens per propagated ingress token, prior 1).
+   (fanout.py). Where the model has not beaten persistence, the forecast is persistence: the
+   latest rate plus the burst reserve (bursts.py), the headroom for the rise demand can make
+   within the lead time, sized to `slo.attainment_target` from the history's own rises (the
+   cost guard: such a forecast never buys more). A token-sized component takes the ingress's
+   token forecast the same way, times a measured factor (its tokens per propagated ingress
+   token, prior 1).
 3. Reactive floors, always kept (the max of the valid proposals): c's own load plus its queue
    drained within its slack, and what its direct upstreams' current demand (and their queues,
    drained within their slack) will send it. The second is the ordering rule: a downstream
@@ -20,10 +24,13 @@ lead time. One tick, for every component c (in topological order):
    upstream backlog is still on its way.
 4. Sizing: a queueing model against c's share of the end-to-end SLO (queueing.py; shares as
    the oracle computes them, `pipeline_model.latency_budgets`).
-5. Scale-down waits for `startup_s + interval` (the count proposed is the highest need of that
-   window): a replica released and needed again within its start-up time costs as much as
-   keeping it, and the requests that wait for it are late. A CPU router (10 s start) follows
-   demand within 25 s; an LLM (240 s start) holds for 255 s.
+5. Scale-down looks ahead and back. Ahead: the count proposed is the need over the lead time
+   (forecast and burst reserve). Back (`scale_down_lookback`): for `startup_s + interval` it
+   keeps the highest need of that window (`need`, the default), or the highest need without
+   the burst reserve (`forecast`: the reserve already covers rises within the lead time), or
+   only what observed load needed (`observed`). A replica released and needed again within its
+   start-up time costs as much as keeping it, and the requests that wait for it are late. A
+   CPU router (10 s start) follows demand within 25 s; an LLM (240 s start) holds for 255 s.
 6. Scale to zero (components with `min: 0`): zero when no request is likely within the lead
    time, i.e. P(no arrival in H_c) = exp(-demand x H_c) >= `quantile`; a forecast of demand
    within the lead time starts the first replica ahead of it (pre-warming).
@@ -35,10 +42,11 @@ background worker by default (`refit: background`); backtests build the policy w
 inline` (`backtest_params`), so their results stay reproducible (forecasting/refits.py). The
 daemon stops the worker through `close()`.
 
-Every part can be switched off (`feedforward`, `measured_fanout`, `gating`, `queueing`) for
-the ablation that measures what each contributes. Decision records carry, per component, the
-forecast and its quality, the demand through each incoming edge, measured fan-out vs prior, the
-budget share, each proposal and the clamp the policy applied.
+Every part can be switched off (`feedforward`, `measured_fanout`, `gating`, `queueing`,
+`burst_reserve`) for the ablation that measures what each contributes. Decision records carry,
+per component, the forecast and its quality (with the burst reserve), the demand through each
+incoming edge, measured fan-out vs prior, the budget share, each proposal and the clamp the
+policy applied.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ class ElastiscaleParams(ForecastParams):
     gating: bool = Field(True, description="blend towards reactive where the forecast is poor")
     queueing: bool = Field(True, description="Erlang-C sizing (else: target utilization)")
     scale_down_lookback: Literal["need", "forecast", "observed"] = Field(
-        "forecast",
+        "need",
         description="what the scale-down window holds: the whole need, the need without the "
         "burst reserve, or only what observed load needed",
     )
