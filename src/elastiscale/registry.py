@@ -38,6 +38,7 @@ _BUILTINS: Final[dict[str, dict[str, str]]] = {
         "target-tracking": "elastiscale.controllers.target_tracking:TargetTrackingPolicy",
         "ray-serve": "elastiscale.controllers.ray_serve_policy:RayServePolicy",
         "static-peak": "elastiscale.backtest.baselines:StaticPeakPolicy",
+        "static-budget": "elastiscale.backtest.static_budget:StaticBudgetPolicy",
         "oracle": "elastiscale.backtest.baselines:OraclePolicy",
         "predictive": "elastiscale.controllers.predictive:PredictivePolicy",
         "elastiscale": "elastiscale.controllers.feedforward:ElastiscalePolicy",

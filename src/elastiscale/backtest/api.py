@@ -15,6 +15,7 @@ lists. A named policy that cannot be built is an error (`RegistryError`), never 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import logging
@@ -27,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from elastiscale import registry
-from elastiscale.backtest.report import BacktestReport, PolicyRun
+from elastiscale.backtest.report import BacktestReport
 from elastiscale.config import Config, PolicySpec, load_config
 from elastiscale.errors import ElastiscaleError, RegistryError
 from elastiscale.trace import Trace, load_trace
@@ -38,7 +39,15 @@ Fidelity = Literal["fast", "discrete-event"]
 PolicyRef = str | PolicySpec | Mapping[str, Any]
 
 #: The order of the comparison: these first, then any other built-in policy.
-BUILTIN_ORDER = ("static-peak", "oracle", "hpa", "kpa", "predictive", "elastiscale")
+BUILTIN_ORDER = (
+    "static-peak",
+    "oracle",
+    "hpa",
+    "kpa",
+    "predictive",
+    "elastiscale",
+    "static-budget",
+)
 #: Reporting delay of the simulated metrics: one common Prometheus scrape interval.
 DEFAULT_METRICS_DELAY_S = 15.0
 #: Window of the simulated rates, like `rate(x[1m])`.
@@ -116,32 +125,24 @@ def backtest(
     report.demand = {
         name: (end_of_bins, rate) for name, rate in baselines.component_demand(cfg, replay).items()
     }
-    from elastiscale.backtest.runner import simulate
-    from elastiscale.backtest.scoring import score
+    from elastiscale.backtest.context import RunContext
 
+    context = RunContext(
+        config=cfg,
+        trace=replay,
+        initial_replicas=initial,
+        fidelity=fidelity,
+        interval_s=interval_s,
+        metrics_delay_s=metrics_delay_s,
+        rate_window_s=rate_window_s,
+        seed=seed,
+        scored_from_s=scored_from_s,
+        specs=specs,
+        progress=progress,
+    )
     for label, spec in _labelled(specs):
-        policy_began = time.perf_counter()
-        policy = baselines.build_policy(spec.name, cfg, spec.params, trace=replay)
         log.info("backtest: running %s", label)
-        result = simulate(
-            cfg,
-            replay,
-            policy,
-            fidelity=fidelity,
-            initial_replicas=initial,
-            interval_s=interval_s,
-            metrics_delay_s=metrics_delay_s,
-            rate_window_s=rate_window_s,
-            seed=seed,
-            progress=progress,
-        )
-        report.runs[label] = PolicyRun(
-            name=label,
-            score=score(result, cfg, start_s=scored_from_s, end_s=replay.end_s),
-            result=result,
-            elapsed_s=time.perf_counter() - policy_began,
-            interval_s=_ticked_interval(cfg, policy, interval_s),
-        )
+        report.runs[label] = dataclasses.replace(context.run_of(spec), name=label)
     if ceiling:
         from elastiscale.backtest.ceiling import ceiling_score
 
@@ -177,15 +178,6 @@ class CallablePackage:
 
 #: Exported as `elastiscale.backtest`.
 backtest_entry = CallablePackage()
-
-
-def _ticked_interval(config: Config, policy: Any, interval_s: float | None) -> float:
-    """The interval the runner ticks `policy` at: the given one, else the policy's own
-    `interval_s` (Knative's 2 s tick, say), else the file's `control.interval_s`."""
-    if interval_s is not None:
-        return interval_s
-    own = getattr(policy, "interval_s", None)
-    return float(own) if own is not None else config.control.interval_s
 
 
 def prepare_trace(

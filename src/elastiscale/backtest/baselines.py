@@ -311,27 +311,39 @@ def build_policy(
     params: Mapping[str, Any] | None = None,
     *,
     trace: Trace,
+    backtest: Any = None,
 ) -> Policy:
     """Build policy `name` like `registry.build`, handing the replayed trace to policies that
     declare `needs_trace = True` (the baselines above, or a user's own), and applying the params
     a policy declares in `backtest_params` over the given ones (`predictive` and `elastiscale`
     declare `refit: inline`: a fit finished off the simulated clock would land at a tick that
-    depends on the machine's speed)."""
+    depends on the machine's speed). A policy whose `needs_backtest` is true is also given
+    the backtest's `RunContext` (`backtest.context`) as `backtest=`."""
     factory = registry.resolve("policy", name)
     raw = {**dict(params or {}), **getattr(factory, "backtest_params", {})}
     model = registry.params_model(factory)
     if model is not None and overrides.supports_overrides(factory, model):
         built: Policy = overrides.build(
-            factory, model, raw, lambda p: _make(factory, config, p, trace)
+            factory, model, raw, lambda p: _make(factory, config, p, trace, backtest)
         )
         return built
     validated: Any = model.model_validate(raw) if model is not None else raw
-    return _make(factory, config, validated, trace)
+    return _make(factory, config, validated, trace, backtest)
 
 
-def _make(factory: Any, config: Config, validated: Any, trace: Trace | None = None) -> Policy:
-    if getattr(factory, "needs_trace", False):
-        policy: Policy = factory(config, validated, trace=trace)
+def _make(
+    factory: Any,
+    config: Config,
+    validated: Any,
+    trace: Trace | None = None,
+    backtest: Any = None,
+) -> Policy:
+    if getattr(factory, "needs_backtest", False):
+        if backtest is None:
+            raise _needs_backtest(getattr(factory, "name", str(factory)))
+        policy: Policy = factory(config, validated, trace=trace, backtest=backtest)
+    elif getattr(factory, "needs_trace", False):
+        policy = factory(config, validated, trace=trace)
     else:
         policy = factory(config, validated)
     return policy
