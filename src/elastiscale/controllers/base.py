@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from pydantic import BaseModel, ConfigDict
+
 from elastiscale.decision import Proposal
 from elastiscale.history import MetricHistory
 from elastiscale.observations import Observation, ReplicaState
@@ -52,6 +54,12 @@ class TickContext:
         the actuation delay."""
         comp = self.pipeline.components[component]
         return comp.startup_s + self.interval_s + self.config.control.actuation_delay_s
+
+
+class ParamsModel(BaseModel):
+    """Base of the policies' `Params` models: unknown keys are errors, instances immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @runtime_checkable

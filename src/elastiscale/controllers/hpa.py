@@ -35,9 +35,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from elastiscale.controllers.base import PerComponentPolicy, TickContext
+from elastiscale.controllers.base import ParamsModel, PerComponentPolicy, TickContext
 from elastiscale.controllers.reactive import (
     ReplicaChanges,
     ceil_count,
@@ -53,11 +53,7 @@ if TYPE_CHECKING:
 HPAMetric = Literal["demand_rps", "utilization", "concurrency"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HPAScalingPolicy(_Model):
+class HPAScalingPolicy(ParamsModel):
     """At most `value` pods, or `value` percent of the count at the start of the period, per
     `period_s` (HPAScalingPolicy: periodSeconds is in (0, 1800])."""
 
@@ -66,7 +62,7 @@ class HPAScalingPolicy(_Model):
     period_s: float = Field(..., gt=0, le=1800)
 
 
-class HPAScalingRules(_Model):
+class HPAScalingRules(ParamsModel):
     """One direction of HPA behavior (HPAScalingRules).
 
     stabilization_window_s: recommendations considered (0..3600 s, as the API allows).
@@ -106,14 +102,14 @@ class HPAScaleDownRules(HPAScalingRules):
     )
 
 
-class HPABehavior(_Model):
+class HPABehavior(ParamsModel):
     """The `behavior` section of an HPA; a direction left out keeps its defaults."""
 
     scale_up: HPAScaleUpRules = HPAScaleUpRules()
     scale_down: HPAScaleDownRules = HPAScaleDownRules()
 
 
-class HPAParams(_Model):
+class HPAParams(ParamsModel):
     """Parameters of `hpa` (defaults: Kubernetes' own)."""
 
     metrics: tuple[HPAMetric, ...] = ("demand_rps",)
@@ -384,11 +380,7 @@ class HPAPolicy(PerComponentPolicy):
             return current
         proposals = []
         for policy in rules.policies:
-            start = (
-                current
-                - changes.added_within(now_s, policy.period_s)
-                + changes.removed_within(now_s, policy.period_s)
-            )
+            start = changes.count_before(now_s, policy.period_s, current)
             if policy.type == "pods":
                 proposals.append(start + policy.value)
             else:
@@ -404,11 +396,7 @@ class HPAPolicy(PerComponentPolicy):
             return current
         proposals = []
         for policy in rules.policies:
-            start = (
-                current
-                - changes.added_within(now_s, policy.period_s)
-                + changes.removed_within(now_s, policy.period_s)
-            )
+            start = changes.count_before(now_s, policy.period_s, current)
             if policy.type == "pods":
                 proposals.append(start - policy.value)
             else:

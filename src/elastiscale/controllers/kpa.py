@@ -38,9 +38,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from elastiscale.controllers.base import PerComponentPolicy, TickContext
+from elastiscale.controllers.base import ParamsModel, PerComponentPolicy, TickContext
 from elastiscale.controllers.reactive import (
     ceil_count,
     concurrency_at_capacity,
@@ -57,10 +57,8 @@ if TYPE_CHECKING:
     from elastiscale.config import Config
 
 
-class KPAParams(BaseModel):
+class KPAParams(ParamsModel):
     """Parameters of `kpa` (defaults: Knative's config-autoscaler defaults)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     metric: Literal["concurrency", "rps"] = "concurrency"
     target_per_replica: float | None = Field(

@@ -45,9 +45,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from elastiscale.controllers.base import PerComponentPolicy, TickContext
+from elastiscale.controllers.base import ParamsModel, PerComponentPolicy, TickContext
 from elastiscale.controllers.reactive import (
     ceil_count,
     concurrency_at_capacity,
@@ -73,10 +73,8 @@ DELAY_SLACK_S: Final = 1e-6
 MIN_LAST_HOLD_S: Final = 1e-3
 
 
-class RayServeParams(BaseModel):
+class RayServeParams(ParamsModel):
     """Parameters of `ray-serve` (defaults: Ray Serve's `AutoscalingConfig`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     target_ongoing_requests: float | None = Field(
         None,

@@ -301,6 +301,11 @@ class ReplicaChanges:
         """Replicas removed by events in (now - period, now], as a positive number."""
         return -sum(e.change for e in self.events if e.change < 0 and e.at_s > now_s - period_s)
 
+    def count_before(self, now_s: float, period_s: float, current: int) -> int:
+        """The count at the start of (now - period, now]: `current` without what events in it
+        added and with what they removed."""
+        return current - self.added_within(now_s, period_s) + self.removed_within(now_s, period_s)
+
     def last(self, direction: Literal["up", "down"]) -> ScaleEvent | None:
         """The newest event in `direction`, if one is still kept."""
         for event in reversed(self.events):

@@ -35,31 +35,26 @@ from itertools import pairwise
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from elastiscale.controllers.base import PerComponentPolicy, TickContext
+from elastiscale.controllers.aws_alarms import (
+    AlarmMetricParams,
+    AlarmPolicy,
+    missing_target_problem,
+    scale_in_cooldown,
+)
+from elastiscale.controllers.base import ParamsModel, TickContext
 from elastiscale.controllers.reactive import (
     AlarmEvaluation,
     Comparison,
-    PeriodicMetric,
     ReplicaChanges,
-    ScaleOutCooldown,
-    Statistic,
-    check_metric,
-    default_per_replica,
     evaluate_alarm,
     floor_count,
-    history_problem,
-    last_period_end_s,
     metric_target,
-    natural_target_problem,
-    resolve_metric,
 )
 from elastiscale.decision import Detail, Proposal
 
@@ -69,11 +64,7 @@ if TYPE_CHECKING:
 AdjustmentType = Literal["change_in_capacity", "percent_change_in_capacity", "exact_capacity"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class StepAdjustment(_Model):
+class StepAdjustment(ParamsModel):
     """One step: applies when threshold + lower <= metric < threshold + upper (above the
     threshold; below it, lower < delta <= upper). None is an infinite bound."""
 
@@ -90,7 +81,7 @@ class StepAdjustment(_Model):
         return self
 
 
-class StepAlarmPolicy(_Model):
+class StepAlarmPolicy(ParamsModel):
     """An alarm and the step scaling policy it triggers."""
 
     threshold: float
@@ -187,13 +178,9 @@ def _default_scale_in() -> StepAlarmPolicy:
     )
 
 
-class StepScalingParams(_Model):
+class StepScalingParams(AlarmMetricParams):
     """Parameters of `step-scaling`."""
 
-    metric: str = "load"
-    per_replica: bool | None = Field(None, description="default: yes for totals (load, queue)")
-    statistic: Statistic = "average"
-    period_s: float = Field(60.0, gt=0)
     relative_to_target: bool = Field(
         True, description="thresholds and step bounds in units of the per-replica target"
     )
@@ -206,22 +193,13 @@ class StepScalingParams(_Model):
         default_factory=_default_scale_in, validate_default=True
     )
 
-    @field_validator("metric")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        return check_metric(value)
-
     @field_validator("target_value")
     @classmethod
     def _target_known(cls, value: float | None, info: ValidationInfo) -> float | None:
-        metric = info.data.get("metric")
         needs_target = value is None and info.data.get("relative_to_target") is True
-        if needs_target and isinstance(metric, str) and "per_replica" in info.data:
-            per_replica = info.data["per_replica"]
-            divides = default_per_replica(metric) if per_replica is None else per_replica
-            problem = natural_target_problem(metric, divides)
-            if problem:
-                raise ValueError(f"{problem} (or relative_to_target: false)")
+        problem = missing_target_problem(info) if needs_target else ""
+        if problem:
+            raise ValueError(f"{problem} (or relative_to_target: false)")
         return value
 
     @field_validator("scale_in")
@@ -233,10 +211,6 @@ class StepScalingParams(_Model):
             raise ValueError("set scale_out, scale_in or both")
         return value
 
-    @property
-    def divides_by_replicas(self) -> bool:
-        return default_per_replica(self.metric) if self.per_replica is None else self.per_replica
-
 
 @dataclass(frozen=True, slots=True)
 class _Outcome:
@@ -244,46 +218,24 @@ class _Outcome:
     note: str
 
 
-class StepScalingPolicy(PerComponentPolicy):
+class StepScalingPolicy(AlarmPolicy):
     """AWS step scaling per component: one scale-out and one scale-in alarm."""
 
     name = "step-scaling"
-    interval_s: float = 60.0
     Params: ClassVar[type[StepScalingParams]] = StepScalingParams
+    params: StepScalingParams
 
     def __init__(self, config: Config, params: StepScalingParams | None = None) -> None:
         self.config = config
         self.params = p = params if params is not None else StepScalingParams()
         alarms = [a for a in (p.scale_out, p.scale_in) if a is not None]
-        longest_s = max(a.evaluation_periods for a in alarms) * p.period_s + p.period_s
-        problem = history_problem(self.name, config.control.history_s, longest_s)
-        if problem:
-            raise ValueError(problem)
-        cooldown_s = max(a.cooldown_s for a in alarms)
-        self._metric = PeriodicMetric(
-            p.metric, p.divides_by_replicas, p.period_s, p.statistic, keep_s=longest_s
+        out_cooldown_s = p.scale_out.cooldown_s if p.scale_out is not None else 0.0
+        self._start(
+            config,
+            max(a.evaluation_periods for a in alarms),
+            max(a.cooldown_s for a in alarms),
+            out_cooldown_s,
         )
-        self._changes: dict[str, ReplicaChanges] = {}
-        self._keep_s = max(cooldown_s, p.period_s)
-        self._out_cooldown_s = p.scale_out.cooldown_s if p.scale_out is not None else 0.0
-        self._cooldowns: dict[str, ScaleOutCooldown] = {}
-        self._last: dict[str, tuple[float, Proposal]] = {}
-
-    def propose_component(self, ctx: TickContext, component: str) -> Proposal:
-        p = self.params
-        state = ctx.replicas[component]
-        current = state.desired
-        changes = self._changes.setdefault(component, ReplicaChanges(self._keep_s))
-        cooldown = self._cooldowns.setdefault(component, ScaleOutCooldown(self._out_cooldown_s))
-        cooldown.observe(changes.observe(ctx.now_s, current))
-        self._metric.record(component, ctx.now_s, state.ready)
-        period_end_s = last_period_end_s(ctx.now_s, p.period_s)
-        last = self._last.get(component)
-        if last is not None and last[0] == period_end_s:
-            return last[1]
-        proposal = self._evaluate(ctx, component, current, changes)
-        self._last[component] = (period_end_s, proposal)
-        return proposal
 
     # ----------------------------------------------------------------------------------------
 
@@ -314,8 +266,7 @@ class StepScalingPolicy(PerComponentPolicy):
             details[f"{label}_value"] = evaluation.latest
             evaluations.append((label, alarm, evaluation))
         if all(e.state == "INSUFFICIENT_DATA" for _, _, e in evaluations):
-            signal = resolve_metric(p.metric, ctx, component)
-            return Proposal.none(self.name, f"insufficient data: no {signal} datapoint", **details)
+            return self._insufficient(ctx, component, details)
         for label, alarm, evaluation in evaluations:
             if evaluation.state != "ALARM" or evaluation.latest is None:
                 continue
@@ -368,7 +319,8 @@ class StepScalingPolicy(PerComponentPolicy):
         if wanted > current and may_add:
             return _Outcome(wanted, step_text + (" (in scale-out cooldown)" if in_cooldown else ""))
         if wanted < current and may_remove:
-            blocked = self._scale_in_blocked(now_s, changes)
+            in_cooldown_s = self.params.scale_in.cooldown_s if self.params.scale_in else 0.0
+            blocked = scale_in_cooldown(now_s, changes, in_cooldown_s)
             if blocked:
                 return _Outcome(current, f"{step_text} blocked: {blocked}")
             return _Outcome(wanted, step_text)
@@ -379,22 +331,8 @@ class StepScalingPolicy(PerComponentPolicy):
     def _base(self, component: str, now_s: float, current: int) -> tuple[int, bool]:
         """The capacity a positive step applies to: during a scale-out cooldown the capacity
         before the scale-out that opened it; otherwise the current one."""
-        cooldown = self._cooldowns.get(component)
-        base = None if cooldown is None else cooldown.base(now_s)
+        base = self._cooldown_base(component, now_s)
         return (current, False) if base is None else (base, True)
-
-    def _scale_in_blocked(self, now_s: float, changes: ReplicaChanges) -> str:
-        """Why a scale-in must wait ('' when it may go): the scale-in cooldown, unless a
-        scale-out has happened since."""
-        cooldown_s = self.params.scale_in.cooldown_s if self.params.scale_in else 0.0
-        down = changes.last("down")
-        up = changes.last("up")
-        if down is None or now_s - down.at_s >= cooldown_s:
-            return ""
-        if up is not None and up.at_s > down.at_s:
-            return ""
-        left_s = cooldown_s - (now_s - down.at_s)
-        return f"scale-in cooldown, {left_s:g} s left"
 
 
 def _find_step(

@@ -29,23 +29,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from elastiscale.controllers.base import PerComponentPolicy, TickContext
+from elastiscale.controllers.aws_alarms import (
+    AlarmMetricParams,
+    AlarmPolicy,
+    missing_target_problem,
+    scale_in_cooldown,
+)
+from elastiscale.controllers.base import TickContext
 from elastiscale.controllers.reactive import (
-    PeriodicMetric,
     ReplicaChanges,
-    ScaleOutCooldown,
-    Statistic,
     ceil_count,
-    check_metric,
-    default_per_replica,
     evaluate_alarm,
-    history_problem,
-    last_period_end_s,
     metric_target,
-    natural_target_problem,
-    resolve_metric,
 )
 from elastiscale.decision import Detail, Proposal
 
@@ -53,19 +50,13 @@ if TYPE_CHECKING:
     from elastiscale.config import Config
 
 
-class TargetTrackingParams(BaseModel):
+class TargetTrackingParams(AlarmMetricParams):
     """Parameters of `target-tracking` (defaults: AWS's)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    metric: str = "load"
-    per_replica: bool | None = Field(None, description="default: yes for totals (load, queue)")
     target_value: float | None = Field(
         None, gt=0, validate_default=True, description="default: from the component"
     )
     target_utilization: float | None = Field(None, gt=0, le=1)
-    statistic: Statistic = "average"
-    period_s: float = Field(60.0, gt=0)
     scale_out_datapoints: int = Field(3, ge=1, le=60)
     scale_in_datapoints: int = Field(15, ge=1, le=60)
     scale_in_threshold_ratio: float = Field(0.9, gt=0, le=1)
@@ -73,66 +64,28 @@ class TargetTrackingParams(BaseModel):
     scale_in_cooldown_s: float = Field(300.0, ge=0)
     disable_scale_in: bool = False
 
-    @field_validator("metric")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        return check_metric(value)
-
     @field_validator("target_value")
     @classmethod
     def _target_known(cls, value: float | None, info: ValidationInfo) -> float | None:
-        metric = info.data.get("metric")
-        if value is None and metric is not None and "per_replica" in info.data:
-            per_replica = info.data["per_replica"]
-            divides = default_per_replica(metric) if per_replica is None else per_replica
-            problem = natural_target_problem(metric, divides)
-            if problem:
-                raise ValueError(problem)
+        problem = missing_target_problem(info) if value is None else ""
+        if problem:
+            raise ValueError(problem)
         return value
 
-    @property
-    def divides_by_replicas(self) -> bool:
-        return default_per_replica(self.metric) if self.per_replica is None else self.per_replica
 
-
-class TargetTrackingPolicy(PerComponentPolicy):
+class TargetTrackingPolicy(AlarmPolicy):
     """AWS target tracking per component."""
 
     name = "target-tracking"
-    interval_s: float = 60.0
     Params: ClassVar[type[TargetTrackingParams]] = TargetTrackingParams
+    params: TargetTrackingParams
 
     def __init__(self, config: Config, params: TargetTrackingParams | None = None) -> None:
         self.config = config
         self.params = p = params if params is not None else TargetTrackingParams()
-        longest_s = max(p.scale_out_datapoints, p.scale_in_datapoints) * p.period_s + p.period_s
-        problem = history_problem(self.name, config.control.history_s, longest_s)
-        if problem:
-            raise ValueError(problem)
-        self._metric = PeriodicMetric(
-            p.metric, p.divides_by_replicas, p.period_s, p.statistic, keep_s=longest_s
-        )
-        keep_s = max(p.scale_out_cooldown_s, p.scale_in_cooldown_s, p.period_s)
-        self._keep_s = keep_s
-        self._changes: dict[str, ReplicaChanges] = {}
-        self._cooldowns: dict[str, ScaleOutCooldown] = {}
-        self._last: dict[str, tuple[float, Proposal]] = {}
-
-    def propose_component(self, ctx: TickContext, component: str) -> Proposal:
-        state = ctx.replicas[component]
-        changes = self._changes.setdefault(component, ReplicaChanges(self._keep_s))
-        cooldown = self._cooldowns.setdefault(
-            component, ScaleOutCooldown(self.params.scale_out_cooldown_s)
-        )
-        cooldown.observe(changes.observe(ctx.now_s, state.desired))
-        self._metric.record(component, ctx.now_s, state.ready)
-        period_end_s = last_period_end_s(ctx.now_s, self.params.period_s)
-        last = self._last.get(component)
-        if last is not None and last[0] == period_end_s:
-            return last[1]
-        proposal = self._evaluate(ctx, component, state.desired, changes)
-        self._last[component] = (period_end_s, proposal)
-        return proposal
+        periods = max(p.scale_out_datapoints, p.scale_in_datapoints)
+        cooldown_s = max(p.scale_out_cooldown_s, p.scale_in_cooldown_s)
+        self._start(config, periods, cooldown_s, p.scale_out_cooldown_s)
 
     # ----------------------------------------------------------------------------------------
 
@@ -162,8 +115,7 @@ class TargetTrackingPolicy(PerComponentPolicy):
             "metric_value": high.latest,
         }
         if high.state == "INSUFFICIENT_DATA" and low.state == "INSUFFICIENT_DATA":
-            signal = resolve_metric(p.metric, ctx, component)
-            return Proposal.none(self.name, f"insufficient data: no {signal} datapoint", **details)
+            return self._insufficient(ctx, component, details)
         if high.state == "ALARM" and high.latest is not None:
             return self._scale_out(component, ctx.now_s, current, high.latest, target, details)
         if low.state == "ALARM" and low.latest is not None:
@@ -191,7 +143,7 @@ class TargetTrackingPolicy(PerComponentPolicy):
         details: dict[str, Detail],
     ) -> Proposal:
         base, note = current, ""
-        cooldown_base = self._cooldowns[component].base(now_s)
+        cooldown_base = self._cooldown_base(component, now_s)
         if cooldown_base is not None:
             base = cooldown_base
             note = f" (in scale-out cooldown: sized over the {base} before it)"
@@ -219,16 +171,9 @@ class TargetTrackingPolicy(PerComponentPolicy):
             return Proposal(self.name, current, f"{head}: scale-in disabled", details)
         if wanted >= current:
             return Proposal(self.name, current, f"{head} -> {wanted}: hold", details)
-        down, up = changes.last("down"), changes.last("up")
-        cooling = down is not None and now_s - down.at_s < p.scale_in_cooldown_s
-        if cooling and down is not None and not (up is not None and up.at_s > down.at_s):
-            left_s = p.scale_in_cooldown_s - (now_s - down.at_s)
-            return Proposal(
-                self.name,
-                current,
-                f"{head} -> {wanted}: scale-in cooldown, {left_s:g} s left",
-                details,
-            )
+        blocked = scale_in_cooldown(now_s, changes, p.scale_in_cooldown_s)
+        if blocked:
+            return Proposal(self.name, current, f"{head} -> {wanted}: {blocked}", details)
         return Proposal(
             self.name,
             wanted,
