@@ -78,6 +78,11 @@ class Engine:
             rules = config.constraints_for(name)
             self.constraints[name] = build_constraints(component, rules)
             self._staleness_s[name] = rules.missing_data.staleness_s
+        #: The load signal of each component (fixed by its capacity unit), looked up once.
+        self._load_signal = {
+            name: "demand_rps" if c.capacity_unit == "requests" else "tokens_per_s"
+            for name, c in config.pipeline.components.items()
+        }
         self._retry = {name: _Retry() for name in self.pipeline.order}
         self._known_replicas: dict[str, ReplicaState] = {}
         self._rng = random.Random(config.control.seed)
@@ -172,10 +177,8 @@ class Engine:
         return by_component
 
     def _data_ok(self, name: str, obs: Observation, now_s: float) -> bool:
-        unit = self.pipeline.components[name].capacity_unit
-        signal = "demand_rps" if unit == "requests" else "tokens_per_s"
-        fresh = obs.age_s(now_s) <= self._staleness_s[name]
-        return fresh and obs.value(signal) is not None
+        fresh = now_s - obs.at_s <= self._staleness_s[name]
+        return fresh and getattr(obs, self._load_signal[name]) is not None
 
     def _decide(
         self,
