@@ -20,6 +20,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from elastiscale import formula as formulas
 from elastiscale import registry
 from elastiscale.adapters.base import ActuationResult, Actuator, Failure, MetricSource
 from elastiscale.config import Config
@@ -176,6 +177,17 @@ class Engine:
                 bucket.append(got.get(name) or Proposal.none(policy.name, missing))
         return by_component
 
+    def _combine(self, proposals: list[Proposal]) -> int | None:
+        """`control.combine`: the max of the valid proposals, or the formula with fallbacks
+        (None when a term has neither: the component holds)."""
+        how = self.config.control.combine
+        if isinstance(how, str):  # "max"
+            valid = [p.replicas for p in proposals if p.replicas is not None]
+            return max(valid) if valid else None
+        by_term = {formulas.term_name(p.policy): p.replicas for p in proposals}
+        combined, _ = formulas.combine(how.parsed(), by_term, how.fallback)
+        return combined
+
     def _data_ok(self, name: str, obs: Observation, now_s: float) -> bool:
         fresh = now_s - obs.at_s <= self._staleness_s[name]
         return fresh and getattr(obs, self._load_signal[name]) is not None
@@ -189,8 +201,7 @@ class Engine:
         proposals: list[Proposal],
     ) -> DecisionRecord:
         current = state.desired
-        valid = [p.replicas for p in proposals if p.replicas is not None]
-        combined = max(valid) if valid else None
+        combined = self._combine(proposals)
         inp = ConstraintInput(
             component=name,
             now_s=now_s,

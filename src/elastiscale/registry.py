@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
+from elastiscale import spellings
 from elastiscale.errors import RegistryError
 
 #: Entry-point group of each kind.
@@ -169,11 +170,10 @@ def _model_problems(
         lines = []
         for err in exc.errors(include_url=False):
             field = ".".join(str(p) for p in err["loc"])
-            msg = (
-                "unknown key (check the spelling)"
-                if err["type"] == "extra_forbidden"
-                else err["msg"]
-            )
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                hint = spellings.hint_for(err["loc"][-1] if err["loc"] else None)
+                msg = f"unknown key; {hint}" if hint else "unknown key (check the spelling)"
             where = f"{path}.{sub}{field}" if field else f"{path}{'.params' if sub else ''}"
             lines.append(f"{where}: {msg.removeprefix('Value error, ')}")
         return lines

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from elastiscale import spellings
 from elastiscale.config.models import Config, _policy_list
 from elastiscale.errors import ConfigError
 
@@ -117,7 +118,8 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
     for err in exc.errors(include_url=False):
         path = _loc_path(tuple(err["loc"]))
         if err["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling)"
+            hint = spellings.hint_for(err["loc"][-1] if err["loc"] else None)
+            message = f"unknown key; {hint}" if hint else "unknown key (check the spelling)"
         elif err["type"] == "missing":
             message = "required field is missing"
         else:
@@ -125,8 +127,15 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
             given = err.get("input")
             if isinstance(given, int | float | str) and err["type"] not in ("value_error",):
                 message = f"{message} (got {given!r})"
-        lines.append(f"{path}: {message}")
+        if path == "(top level)" and message.startswith(_CROSS_FIELD):
+            lines.append(message)  # a whole-file check that names its own field
+        else:
+            lines.append(f"{path}: {message}")
     return lines
+
+
+#: Fields whose checks run on the whole file (they name the field in their message).
+_CROSS_FIELD = ("control.combine",)
 
 
 def graph_problems(pipeline: Mapping[str, Any]) -> list[str]:

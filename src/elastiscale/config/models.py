@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     NonNegativeFloat,
@@ -21,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from elastiscale import formula as formulas
+from elastiscale import spellings
 from elastiscale.config.daemon import DaemonConfig
 
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
@@ -55,26 +58,30 @@ class ReplicaBounds(StrictModel):
 
 
 class RateLimit(StrictModel):
-    """At most `value` pods, or `value` percent of the current count, per `period_s` (HPA style)."""
+    """At most `value` pods, or `value` percent of the current count, per `period_s` (HPA style;
+    HPA's `Pods`/`Percent` and `periodSeconds` are accepted)."""
 
-    type: Literal["pods", "percent"]
+    type: Annotated[Literal["pods", "percent"], BeforeValidator(spellings.lower)]
     value: PositiveFloat
-    period_s: PositiveFloat
+    period_s: PositiveFloat = Field(..., validation_alias=spellings.PERIOD)
 
 
 class ScalingRules(StrictModel):
-    """Rules for one direction of change.
+    """Rules for one direction of change (an HPA `behavior.scaleUp`/`scaleDown` block pasted
+    here is read with its own spellings; see `elastiscale.spellings`).
 
-    stabilization_s: a change in this direction must be wanted for the whole window (for scale
-    down, the highest recommendation over the window is used, as the HPA does).
-    rate_limits / select: how far one change may go; `max` picks the limit allowing the most
-    change, `min` the least, `disabled` forbids changes in this direction.
+    stabilization_window_s: a change in this direction must be wanted for the whole window (for
+    scale down, the highest recommendation over the window is used, as the HPA does).
+    rate_limits / select_policy: how far one change may go; `max` picks the limit allowing the
+    most change, `min` the least, `disabled` forbids changes in this direction.
     cooldown_s: after a change in this direction, no further change in it for this long.
     """
 
-    stabilization_s: NonNegativeFloat = 0.0
-    rate_limits: tuple[RateLimit, ...] = ()
-    select: Literal["max", "min", "disabled"] = "max"
+    stabilization_s: NonNegativeFloat = Field(0.0, validation_alias=spellings.STABILIZATION)
+    rate_limits: tuple[RateLimit, ...] = Field((), validation_alias=spellings.RATE_LIMITS)
+    select: Annotated[Literal["max", "min", "disabled"], BeforeValidator(spellings.lower)] = Field(
+        "max", validation_alias=spellings.SELECT_POLICY
+    )
     cooldown_s: NonNegativeFloat = 0.0
 
 
@@ -145,8 +152,8 @@ class ConstraintsConfig(StrictModel):
     """Constraints applied after policies propose. A component's own section replaces the
     pipeline-level section of the same name (scale_up, scale_down, schedules, missing_data)."""
 
-    scale_up: ScalingRules = ScalingRules()
-    scale_down: ScalingRules = ScalingRules()
+    scale_up: ScalingRules = Field(ScalingRules(), validation_alias=spellings.SCALE_UP)
+    scale_down: ScalingRules = Field(ScalingRules(), validation_alias=spellings.SCALE_DOWN)
     schedules: tuple[ScheduledBounds, ...] = ()
     missing_data: MissingDataRules = MissingDataRules()
 
@@ -248,6 +255,34 @@ class PolicySpec(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class CombineFormula(StrictModel):
+    """`control.combine` as a formula over the policies' proposals, with a fallback value per
+    term (KEDA's scalingModifiers; see `elastiscale.formula`)."""
+
+    formula: str = Field(..., min_length=1)
+    fallback: dict[str, NonNegativeFloat] = Field(default_factory=dict)
+
+    @field_validator("formula")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        formulas.parse(value)
+        return value
+
+    @model_validator(mode="after")
+    def _fallbacks_are_terms(self) -> CombineFormula:
+        names = formulas.parse(self.formula).names
+        extra = sorted(set(self.fallback) - names)
+        if extra:
+            raise ValueError(
+                f"fallback.{extra[0]}: not a term of the formula "
+                f"(terms: {', '.join(sorted(names))})"
+            )
+        return self
+
+    def parsed(self) -> formulas.Formula:
+        return formulas.parse(self.formula)
+
+
 class ControlConfig(StrictModel):
     """The control loop. `interval_s` is the tick period; `actuation_delay_s` the time from a
     decision to the platform acting on it (part of every component's lead time)."""
@@ -255,7 +290,9 @@ class ControlConfig(StrictModel):
     interval_s: PositiveFloat = 15.0
     actuation_delay_s: NonNegativeFloat = 0.0
     history_s: PositiveFloat = Field(3600.0, description="how much observation history to keep")
-    combine: Literal["max"] = "max"
+    combine: Literal["max"] | CombineFormula = Field(
+        "max", description="max of the valid proposals, or a formula with fallbacks"
+    )
     seed: int = 0
 
 
@@ -294,6 +331,23 @@ class Config(StrictModel):
     @classmethod
     def _normalize_policies(cls, value: Any) -> Any:
         return _policy_list(value)
+
+    @model_validator(mode="after")
+    def _formula_names_policies(self) -> Config:
+        combine = self.control.combine
+        if isinstance(combine, CombineFormula):
+            terms = [formulas.term_name(p.name) for p in self.policies]
+            repeated = sorted({t for t in terms if terms.count(t) > 1})
+            unknown = sorted(combine.parsed().names - set(terms))
+            if unknown:
+                raise ValueError(
+                    f"control.combine.formula: {unknown[0]!r} is not a policy of this file "
+                    f"(policies: {', '.join(terms)})"
+                )
+            used = sorted(combine.parsed().names & set(repeated))
+            if used:
+                raise ValueError(f"control.combine.formula: {used[0]!r} names more than one policy")
+        return self
 
     def constraints_for(self, component: str) -> ConstraintsConfig:
         """The pipeline-level constraints with the component's own sections laid over them."""

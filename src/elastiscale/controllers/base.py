@@ -57,9 +57,10 @@ class TickContext:
 
 
 class ParamsModel(BaseModel):
-    """Base of the policies' `Params` models: unknown keys are errors, instances immutable."""
+    """Base of the policies' `Params` models: unknown keys are errors, instances immutable; a
+    field with other accepted spellings (`elastiscale.spellings`) is also set by its name."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 @runtime_checkable

@@ -33,10 +33,11 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 
+from elastiscale import spellings
 from elastiscale.controllers.base import ParamsModel, PerComponentPolicy, TickContext
 from elastiscale.controllers.reactive import (
     ReplicaChanges,
@@ -57,13 +58,15 @@ class HPAScalingPolicy(ParamsModel):
     """At most `value` pods, or `value` percent of the count at the start of the period, per
     `period_s` (HPAScalingPolicy: periodSeconds is in (0, 1800])."""
 
-    type: Literal["pods", "percent"]
+    type: Annotated[Literal["pods", "percent"], BeforeValidator(spellings.lower)]
     value: int = Field(..., gt=0)
-    period_s: float = Field(..., gt=0, le=1800)
+    period_s: float = Field(..., gt=0, le=1800, validation_alias=spellings.PERIOD)
 
 
 class HPAScalingRules(ParamsModel):
-    """One direction of HPA behavior (HPAScalingRules).
+    """One direction of HPA behavior (HPAScalingRules), in elastiscale's names or HPA's
+    (`stabilizationWindowSeconds`, `selectPolicy: Max`, `policies`, `periodSeconds`: a pasted
+    HPA `behavior` block works as it stands; see `elastiscale.spellings`).
 
     stabilization_window_s: recommendations considered (0..3600 s, as the API allows).
     select_policy: `max` takes the policy allowing the most change, `min` the least,
@@ -72,22 +75,31 @@ class HPAScalingRules(ParamsModel):
     uses the policy-wide `tolerance`.
     """
 
-    stabilization_window_s: float = Field(0.0, ge=0, le=3600)
-    select_policy: Literal["max", "min", "disabled"] = "max"
-    policies: tuple[HPAScalingPolicy, ...] = Field(..., min_length=1)
+    stabilization_window_s: float = Field(
+        0.0, ge=0, le=3600, validation_alias=spellings.STABILIZATION
+    )
+    select_policy: Annotated[
+        Literal["max", "min", "disabled"], BeforeValidator(spellings.lower)
+    ] = Field("max", validation_alias=spellings.SELECT_POLICY)
+    policies: tuple[HPAScalingPolicy, ...] = Field(
+        ..., min_length=1, validation_alias=spellings.RATE_LIMITS
+    )
     tolerance: float | None = Field(None, ge=0)
 
 
 class HPAScaleUpRules(HPAScalingRules):
     """Scale-up defaults of pkg/apis/autoscaling/v2/defaults.go."""
 
-    stabilization_window_s: float = Field(0.0, ge=0, le=3600)
+    stabilization_window_s: float = Field(
+        0.0, ge=0, le=3600, validation_alias=spellings.STABILIZATION
+    )
     policies: tuple[HPAScalingPolicy, ...] = Field(
         default=(
             HPAScalingPolicy(type="percent", value=100, period_s=15),
             HPAScalingPolicy(type="pods", value=4, period_s=15),
         ),
         min_length=1,
+        validation_alias=spellings.RATE_LIMITS,
     )
 
 
@@ -95,18 +107,23 @@ class HPAScaleDownRules(HPAScalingRules):
     """Scale-down defaults: 300 s stabilization (the controller's
     --horizontal-pod-autoscaler-downscale-stabilization), 100 % per 15 s."""
 
-    stabilization_window_s: float = Field(300.0, ge=0, le=3600)
+    stabilization_window_s: float = Field(
+        300.0, ge=0, le=3600, validation_alias=spellings.STABILIZATION
+    )
     policies: tuple[HPAScalingPolicy, ...] = Field(
         default=(HPAScalingPolicy(type="percent", value=100, period_s=15),),
         min_length=1,
+        validation_alias=spellings.RATE_LIMITS,
     )
 
 
 class HPABehavior(ParamsModel):
     """The `behavior` section of an HPA; a direction left out keeps its defaults."""
 
-    scale_up: HPAScaleUpRules = HPAScaleUpRules()
-    scale_down: HPAScaleDownRules = HPAScaleDownRules()
+    scale_up: HPAScaleUpRules = Field(HPAScaleUpRules(), validation_alias=spellings.SCALE_UP)
+    scale_down: HPAScaleDownRules = Field(
+        HPAScaleDownRules(), validation_alias=spellings.SCALE_DOWN
+    )
 
 
 class HPAParams(ParamsModel):

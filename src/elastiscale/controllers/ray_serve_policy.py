@@ -42,10 +42,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Final, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import AliasChoices, Field, model_validator
 
 from elastiscale.controllers.base import ParamsModel, PerComponentPolicy, TickContext
 from elastiscale.controllers.reactive import (
@@ -74,10 +74,32 @@ MIN_LAST_HOLD_S: Final = 1e-3
 
 
 class RayServeParams(ParamsModel):
-    """Parameters of `ray-serve` (defaults: Ray Serve's `AutoscalingConfig`)."""
+    """Parameters of `ray-serve` (defaults: Ray Serve's `AutoscalingConfig`), in Ray's own names:
+    a pasted `autoscaling_config` works, with Ray's older names
+    (`target_num_ongoing_requests_per_replica`, `upscale_smoothing_factor`,
+    `downscale_smoothing_factor`) and `smoothing_factor` as the default of both factors; its
+    bounds (`min_replicas`...) are refused with a hint naming the component's `replicas`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _smoothing_factor(cls, data: Any) -> Any:
+        """Ray: `upscaling_factor` and `downscaling_factor` default to `smoothing_factor`."""
+        if isinstance(data, dict) and "smoothing_factor" in data:
+            data = dict(data)
+            factor = data.pop("smoothing_factor")
+            for ours, older in (
+                ("upscaling_factor", "upscale_smoothing_factor"),
+                ("downscaling_factor", "downscale_smoothing_factor"),
+            ):
+                if ours not in data and older not in data:
+                    data[ours] = factor
+        return data
 
     target_ongoing_requests: float | None = Field(
         None,
+        validation_alias=AliasChoices(
+            "target_ongoing_requests", "target_num_ongoing_requests_per_replica"
+        ),
         gt=0,
         description="ongoing requests per replica; default: the component's concurrency at "
         "capacity x the target utilization",
@@ -95,8 +117,14 @@ class RayServeParams(ParamsModel):
     downscale_to_zero_delay_s: float | None = Field(
         None, ge=0, description="delay of 1 -> 0; default: downscale_delay_s"
     )
-    upscaling_factor: float = Field(1.0, gt=0)
-    downscaling_factor: float = Field(1.0, gt=0)
+    upscaling_factor: float = Field(
+        1.0, gt=0, validation_alias=AliasChoices("upscaling_factor", "upscale_smoothing_factor")
+    )
+    downscaling_factor: float = Field(
+        1.0,
+        gt=0,
+        validation_alias=AliasChoices("downscaling_factor", "downscale_smoothing_factor"),
+    )
     interval_s: float | None = Field(
         None, gt=0, description="backtest tick; default: the pipeline's control.interval_s"
     )

@@ -63,7 +63,7 @@ def behavior(raw: Any, where: str, comp: ImportedComponent) -> dict[str, Any]:
             policies = rules["policies"]
             if not isinstance(policies, list):
                 raise ImportRefusedError(f"{at}.policies: expected a list")
-            rule["policies"] = [_rate(p, f"{at}.policies[{i}]") for i, p in enumerate(policies)]
+            rule["rate_limits"] = [_rate(p, f"{at}.policies[{i}]") for i, p in enumerate(policies)]
         if "tolerance" in rules:
             rule["tolerance"] = quantity(rules["tolerance"], f"{at}.tolerance")
         out[ours] = rule
