@@ -1,9 +1,10 @@
 """The live Ray Serve benchmark (benchmarks/live_ray): its pure parts, and a smoke run.
 
-The smoke run (`run.py --smoke`: six seconds of load per run on a Ray cluster of its own, a
-Prometheus, the elastiscale daemon) checks that the harness works end to end and writes
-`results.json` in the promised shape. It skips without Ray or Prometheus, unless
-ELASTISCALE_REQUIRE_INTEGRATION is set (as in CI): then it fails.
+The smoke run (`run.py --smoke`: seven seconds of load per run of the chain on a Ray cluster
+of its own, a Prometheus, the elastiscale daemon, the ceiling run) checks that the harness works
+end to end and writes `results.json` in the promised shape, with the host's lag recorded. It
+skips without Ray or Prometheus, unless ELASTISCALE_REQUIRE_INTEGRATION is set (as in CI):
+then it fails.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ REPO = Path(__file__).resolve().parent.parent
 LIVE = REPO / "benchmarks" / "live_ray"
 sys.path.insert(0, str(LIVE))
 
-from calls import call_count  # noqa: E402
+from calls import call_count, plan_calls  # noqa: E402
 from load import LiveRun, ReplicaSample, RequestLog, snapshot  # noqa: E402
 from measure import live_figures, relative_error  # noqa: E402
-from scenario import Scenario, slots, wall_units  # noqa: E402
+from scenario import SLICES, Scenario, slots, wall_units  # noqa: E402
+from stats import avoidable_misses, comparisons, interval, misses, separated, summarize  # noqa: E402
 
 REQUIRE_INTEGRATION = bool(os.environ.get("ELASTISCALE_REQUIRE_INTEGRATION"))
 REQUIRED_FIELDS = ("slo_attainment", "p95_latency_s", "gpu_seconds", "scaling_actions")
@@ -62,11 +64,14 @@ def test_slots_as_the_simulator_counts_them(
 
 
 def test_arrivals_are_the_same_for_a_seed_and_thinned_by_the_rate_scale() -> None:
-    full = Scenario(duration_s=600.0, rate_scale=1.0)
-    fifth = Scenario(duration_s=600.0, rate_scale=0.2)
-    a, b = fifth.arrivals(), Scenario(duration_s=600.0, rate_scale=0.2).arrivals()
+    def scenario(**kw: float) -> Scenario:
+        return Scenario(**{"duration_s": 600.0, "time_scale": 10.0, "rate_scale": 0.2, **kw})
+
+    full = scenario(rate_scale=1.0)
+    fifth = scenario()
+    a, b = fifth.arrivals(), scenario().arrivals()
     assert np.array_equal(a, b)
-    assert not np.array_equal(a, Scenario(duration_s=600.0, rate_scale=0.2, seed=1).arrivals())
+    assert not np.array_equal(a, scenario(seed=1).arrivals())
     # 120 s of warm-up then 600 s of trace, 10x faster: 72 wall seconds.
     assert np.all(np.diff(a) >= 0) and a[0] >= 0 and a[-1] < 72.0
     # Binomial thinning: within 4 standard deviations of a fifth of the whole.
@@ -74,18 +79,28 @@ def test_arrivals_are_the_same_for_a_seed_and_thinned_by_the_rate_scale() -> Non
     assert abs(a.size - n * p) < 4 * np.sqrt(n * p * (1 - p))
     replay = fifth.replay()
     assert replay.requests.sum() == a.size and replay.t_s.size == 72
-    no_warmup = Scenario(duration_s=600.0, rate_scale=0.2, warmup_s=0.0).arrivals()
+    no_warmup = scenario(warmup_s=0.0).arrivals()
     assert no_warmup.size < a.size and no_warmup[-1] < 60.0
 
 
-def test_app_spec_follows_the_pipeline_in_wall_units(tmp_path: Path) -> None:
-    spec = Scenario().app_components(tmp_path)
-    comps = spec["components"]
+def test_slices_name_their_traces() -> None:
+    for name, sl in SLICES.items():
+        scenario = Scenario.of(name)
+        assert scenario.trace_path == sl.trace_path and scenario.trace_path.exists()
+        assert scenario.slice_name == name and scenario.arrivals().size > 0
+    assert Scenario.of("bursty", seed=2, rate_scale=0.1).rate_scale == 0.1
+
+
+def test_star_spec_follows_the_pipeline_in_wall_units(tmp_path: Path) -> None:
+    star = Scenario(shape="star", time_scale=10.0)
+    comps = star.app_components(tmp_path)["components"]
     assert next(iter(comps)) == "router"  # the ingress first
-    assert comps["planner"] == {"startup_s": 12.0, "hold_s": 0.4, "slots": 4, "edges": []}
+    planner = {"startup_s": 12.0, "hold_s": 0.4, "slots": 4, "max_ongoing": 4, "edges": []}
+    assert comps["planner"] == planner
     assert [e["to"] for e in comps["router"]["edges"]] == ["planner", "retriever", "writer"]
     assert comps["router"]["edges"][0]["distribution"] == "poisson"
-    auto = Scenario().ray_serve_autoscaling()["writer"]
+    assert not any("via" in e for e in comps["router"]["edges"])
+    auto = star.ray_serve_autoscaling()["writer"]
     assert auto["target_ongoing_requests"] == pytest.approx(0.7 * 4)
     assert (auto["upscale_delay_s"], auto["downscale_delay_s"], auto["look_back_period_s"]) == (
         3.0,
@@ -94,9 +109,132 @@ def test_app_spec_follows_the_pipeline_in_wall_units(tmp_path: Path) -> None:
     )
 
 
+def test_chain_spec_hands_the_writer_to_the_planner(tmp_path: Path) -> None:
+    comps = Scenario().app_components(tmp_path)["components"]
+    assert list(comps) == ["router", "planner", "tools", "writer"]
+    assert comps["router"]["edges"] == [
+        {"to": "planner", "fanout": 3.0, "distribution": "poisson"},
+        {"to": "writer", "fanout": 1.0, "distribution": "fixed", "via": "planner"},
+    ]
+    assert comps["planner"]["edges"] == [{"to": "tools", "fanout": 1.0, "distribution": "fixed"}]
+    # Callers get room for their requests awaiting downstream calls; the others queue at them.
+    assert (comps["planner"]["slots"], comps["planner"]["max_ongoing"]) == (4, 16)
+    assert (comps["writer"]["slots"], comps["writer"]["max_ongoing"]) == (4, 4)
+
+
+CHAIN_ROUTER = [
+    {"to": "planner", "fanout": 3.0, "distribution": "poisson"},
+    {"to": "writer", "fanout": 1.0, "distribution": "fixed", "via": "planner"},
+]
+
+
+def test_the_last_planner_call_makes_the_writer_call() -> None:
+    """Per request the writer is called once: by the last planner call, or by the router when
+    the request made no planner call; the planner's own tools call comes first."""
+    seen_zero = seen_some = False
+    for i in range(200):
+        seed = f"0-{i}"
+        calls = plan_calls(seed, "router", CHAIN_ROUTER, [])
+        planners = [p for t, p in calls if t == "planner"]
+        n = call_count(f"{seed}/router>planner", 3.0, "poisson")
+        assert len(planners) == n
+        if n == 0:
+            seen_zero = True
+            assert calls == [("writer", {"seed": f"{seed}/writer.0"})]
+            continue
+        seen_some = True
+        assert [t for t, _ in calls] == ["planner"] * n  # the router calls no writer itself
+        assert all("then" not in p for p in planners[:-1])
+        then = planners[-1]["then"]
+        assert then == [{"to": "writer", "seeds": [f"{seed}/writer.0"]}]
+        tools = [{"to": "tools", "fanout": 1.0, "distribution": "fixed"}]
+        last = plan_calls(planners[-1]["seed"], "planner", tools, then)
+        assert [t for t, _ in last] == ["tools", "writer"]
+    assert seen_zero and seen_some  # Poisson(3) is 0 for 5% of requests
+
+
+def test_star_router_makes_every_call() -> None:
+    edges = [{k: v for k, v in e.items() if k != "via"} for e in CHAIN_ROUTER]
+    calls = plan_calls("s", "router", edges, [])
+    assert [t for t, _ in calls][-1] == "writer" and all("then" not in p for _, p in calls)
+
+
+@pytest.mark.parametrize(
+    ("values", "mean", "half"),
+    [
+        # t(0.975, 2) = 4.303, sd 1, n 3: half-width 4.303 / sqrt(3).
+        ([1.0, 2.0, 3.0], 2.0, 4.302653 / np.sqrt(3)),
+        ([5.0, 5.0], 5.0, 0.0),
+        # A missing figure is left out: 2 and 4, sd sqrt(2), t(0.975, 1) = 12.706.
+        ([2.0, None, 4.0], 3.0, 12.7062),
+    ],
+)
+def test_interval_is_a_t_interval_on_the_mean(
+    values: list[float | None], mean: float, half: float
+) -> None:
+    got = interval(values)
+    assert got["mean"] == pytest.approx(mean)
+    assert got["high"] - got["mean"] == pytest.approx(half, rel=1e-4)
+    assert got["mean"] - got["low"] == pytest.approx(half, rel=1e-4)
+
+
+def test_interval_of_one_seed_or_none() -> None:
+    assert interval([0.5]) == {"n": 1, "mean": 0.5, "low": None, "high": None}
+    assert interval([None]) == {"n": 0, "mean": None, "low": None, "high": None}
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ((0.0, 1.0), (2.0, 3.0), True),
+        ((2.0, 3.0), (0.0, 1.0), True),
+        ((0.0, 2.0), (1.0, 3.0), False),
+        ((None, None), (1.0, 3.0), None),
+    ],
+)
+def test_separated_intervals(
+    a: tuple[float | None, float | None], b: tuple[float, float], expected: bool | None
+) -> None:
+    got = separated({"low": a[0], "high": a[1]}, {"low": b[0], "high": b[1]})
+    assert got is expected
+
+
+def test_avoidable_misses_are_beyond_the_ceilings() -> None:
+    ceiling = {"slo_attainment": 0.99, "requests": 1000}
+    assert misses(ceiling) == 10
+    assert avoidable_misses({"slo_attainment": 0.95, "requests": 1000}, ceiling) == 40
+    assert avoidable_misses({"slo_attainment": 0.995, "requests": 1000}, ceiling) == -5
+    assert avoidable_misses({"slo_attainment": 0.95, "requests": 1000}, None) is None
+    assert avoidable_misses({"slo_attainment": None, "requests": 10}, ceiling) is None
+
+
+def test_summary_and_comparison_over_seeds() -> None:
+    def figs(attainment: float, gpu_s: float) -> dict[str, float]:
+        return {
+            "slo_attainment": attainment,
+            "avoidable_misses": 0.0,
+            "p95_latency_s": 1.0,
+            "gpu_seconds": gpu_s,
+        }
+
+    seeds = {
+        "0": {"ray-serve": figs(0.90, 100.0), "elastiscale": figs(0.99, 101.0)},
+        "1": {"ray-serve": figs(0.91, 110.0), "elastiscale": figs(0.98, 109.0)},
+        "2": {"ray-serve": figs(0.92, 120.0), "elastiscale": figs(0.99, 121.0), "ceiling": {}},
+    }
+    summary = summarize(seeds)
+    assert list(summary) == ["ray-serve", "elastiscale", "ceiling"]
+    assert summary["ray-serve"]["slo_attainment"]["mean"] == pytest.approx(0.91)
+    assert summary["ceiling"]["gpu_seconds"]["n"] == 0
+    verdicts = comparisons(summary, "ray-serve")
+    assert list(verdicts) == ["elastiscale"]  # neither the baseline nor the ceiling
+    assert verdicts["elastiscale"]["slo_attainment"] is True
+    assert verdicts["elastiscale"]["gpu_seconds"] is False
+
+
 def test_figures_of_a_live_run() -> None:
     """Three requests (one too slow, one failed), replicas sampled at 0, 1 and 3 s of a 4 s run."""
-    config = Scenario().wall_config
+    config = Scenario(shape="star", time_scale=10.0).wall_config
     requests = RequestLog(
         sent_s=np.array([0.0, 0.5, 1.0]),
         latency_s=np.array([1.0, 5.0, np.nan]),
@@ -171,7 +309,7 @@ def test_the_harness_imports_without_ray() -> None:
     breaks their cluster: the pure parts of the harness must not import it."""
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); "
-        "import calls, load, measure, memory, scenario; "
+        "import calls, deploy, host, load, measure, memory, report, scenario, series, stats; "
         "assert 'ray' not in sys.modules, 'ray imported'"
     )
     done = subprocess.run(
@@ -200,15 +338,27 @@ def test_smoke_run_writes_results_in_the_promised_shape(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
-    assert set(results["runs"]) == {"ray-serve", "elastiscale", "elastiscale-in-ray"}
-    assert set(results["simulated"]) == {"ray-serve", "elastiscale"}
+    assert results["scenario"]["shape"] == "chain"
+    assert results["scenario"]["host_check"] == "record"
+    assert set(results["slices"]) == {"smooth"}
+    smooth = results["slices"]["smooth"]
+    seed = smooth["seeds"]["0"]
+    assert set(seed["runs"]) == {"ray-serve", "elastiscale", "elastiscale-in-ray", "ceiling"}
+    assert set(seed["simulated"]) == {"ray-serve", "elastiscale"}
     for kind in ("runs", "simulated"):
-        for figures in results[kind].values():
+        for figures in seed[kind].values():
             for field in REQUIRED_FIELDS:
                 assert figures[field] is not None, (kind, field)
-    for run in results["runs"].values():
-        assert run["requests"] == results["scenario"]["requests"] > 0
+    for run in seed["runs"].values():
+        assert run["requests"] == seed["requests"] > 0
         assert run["failed_requests"] == 0
         assert run["gpu_seconds"] > 0
-    assert (tmp_path / "replicas.png").stat().st_size > 0
-    assert (tmp_path / "latency.png").stat().st_size > 0
+        assert run["avoidable_misses"] is not None
+        assert {"send_error_s", "loop_lag_s"} <= set(run["host"])  # the host was measured
+    assert seed["ceiling_attainment"] is not None
+    assert seed["runs"]["ceiling"]["avoidable_misses"] == 0
+    assert set(seed["fidelity"]["ray-serve"]["gpu_seconds_per_deployment"]) >= {"writer"}
+    assert smooth["summary"]["ray-serve"]["slo_attainment"]["n"] == 1
+    assert (tmp_path / "smooth_replicas.png").stat().st_size > 0
+    assert (tmp_path / "smooth_latency.png").stat().st_size > 0
+    assert "## Slice `smooth`" in (tmp_path / "results.md").read_text(encoding="utf-8")

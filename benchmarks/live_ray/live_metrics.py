@@ -16,6 +16,13 @@ CALLS = Counter("live_calls", "calls made to a component", ["component"])
 OUTSTANDING = Gauge("live_outstanding", "calls made and not yet answered", ["component"])
 BUSY = Gauge("live_busy", "calls holding a slot at this replica", ["component"])
 READY = Gauge("live_ready", "1 once this replica serves", ["component"])
+DOWNSTREAM = Gauge(
+    "live_downstream", "calls past their hold, awaiting their own downstream calls", ["component"]
+)
+HELD = Counter("live_hold_seconds", "seconds slots were held, as measured", ["component"])
+NOMINAL = Counter(
+    "live_hold_nominal_seconds", "seconds slots were to be held (hold_s per call)", ["component"]
+)
 
 _EXPORTER_PORT: int | None = None
 

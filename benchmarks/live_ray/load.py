@@ -6,6 +6,12 @@ every run makes the same downstream calls, and records its end-to-end latency an
 Requests still unanswered after `timeout_s` count as failed (`status` 0). While it runs, every
 `sample_s` it records each deployment's target and replica states from the dashboard, and
 calls `tick()` (the benchmark keeps Prometheus's targets fresh with it).
+
+With a `HostMonitor` (host.py) it also measures the host while the load runs: each request's
+send-time error, the overrun of a 50 ms sleep of this event loop, the host's CPU steal and load
+from /proc, and (through `read_holds`) the stand-ins' hold times. When a measure passes its
+limit and `enforce` is set, the requests still to send are cancelled and `replay` raises
+`HostOverloadedError`: the run is not scored.
 """
 
 from __future__ import annotations
@@ -13,12 +19,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import numpy as np
+from host import HostMonitor, HostOverloadedError, read_proc
+
+#: How often the event-loop lag probe sleeps, in seconds.
+LAG_PROBE_S = 0.05
 
 
 @dataclass
@@ -44,6 +54,21 @@ class LiveRun:
     requests: RequestLog
     samples: list[ReplicaSample] = field(default_factory=list)
     duration_s: float = 0.0
+    #: Each measure's worst windowed value (host.py), when a monitor watched the run.
+    host: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Watch:
+    """What the watcher does besides sampling replicas: keep the scraper fresh (`tick`), read
+    the stand-ins' hold windows (`read_holds`) and judge the host (`monitor`)."""
+
+    read_app: Callable[[], dict[str, Any]]
+    tick: Callable[[], None] = lambda: None
+    monitor: HostMonitor | None = None
+    read_holds: Callable[[], Mapping[str, tuple[float, float]]] | None = None
+    enforce: bool = True
+    refused: HostOverloadedError | None = None
 
 
 def snapshot(app: dict[str, Any]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
@@ -68,12 +93,15 @@ async def _send(
     index: int,
     log: RequestLog,
     timeout_s: float,
+    monitor: HostMonitor | None,
 ) -> None:
     delay = began + at_s - time.monotonic()
     if delay > 0:
         await asyncio.sleep(delay)
     sent = time.monotonic()
     log.sent_s[index] = sent - began
+    if monitor is not None:
+        monitor.sent(sent - began, sent - began - at_s)
     try:
         async with session.post(
             url, json={"seed": seed}, timeout=aiohttp.ClientTimeout(total=timeout_s)
@@ -86,24 +114,55 @@ async def _send(
     log.latency_s[index] = time.monotonic() - sent
 
 
+async def _probe_loop_lag(monitor: HostMonitor, began: float, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        before = time.monotonic()
+        await asyncio.sleep(LAG_PROBE_S)
+        after = time.monotonic()
+        monitor.loop_lag(after - began, after - before - LAG_PROBE_S)
+
+
+def _judge(watch: Watch, at_s: float) -> None:
+    """Feed the monitor what the watcher reads (in a thread: /proc and Prometheus)."""
+    monitor = watch.monitor
+    if monitor is None:
+        return
+    proc = read_proc()
+    if proc is not None:
+        monitor.host(at_s, *proc)
+    if watch.read_holds is not None:
+        try:
+            monitor.holds(watch.read_holds())
+        except Exception:  # a slow Prometheus: this window's holds are missing, not zero
+            monitor.holds({})
+
+
 async def _watch(
-    read_app: Callable[[], dict[str, Any]],
-    tick: Callable[[], None],
+    watch: Watch,
     began: float,
     sample_s: float,
     samples: list[ReplicaSample],
     stop: asyncio.Event,
+    senders: asyncio.Future[Any],
 ) -> None:
     while not stop.is_set():
         at = time.monotonic() - began
         try:
-            app = await asyncio.to_thread(read_app)
+            app = await asyncio.to_thread(watch.read_app)
         except Exception:  # a slow dashboard: this sample is missing, not zero
             app = None
         if app is not None:
             target, states = snapshot(app)
             samples.append(ReplicaSample(at, target, states))
-        await asyncio.to_thread(tick)
+        await asyncio.to_thread(watch.tick)
+        await asyncio.to_thread(_judge, watch, at)
+        if watch.monitor is not None:
+            now = time.monotonic() - began
+            past = watch.monitor.check(now)
+            if past and watch.enforce and watch.refused is None:
+                watch.refused = HostOverloadedError(past, now)
+                senders.cancel()
+                return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
                 stop.wait(), timeout=max(0.0, sample_s - (time.monotonic() - began - at))
@@ -115,8 +174,7 @@ async def _replay(
     arrivals: np.ndarray,
     seed: int,
     timeout_s: float,
-    read_app: Callable[[], dict[str, Any]],
-    tick: Callable[[], None],
+    watch: Watch,
     sample_s: float,
     tail_s: float,
 ) -> LiveRun:
@@ -125,22 +183,35 @@ async def _replay(
     run = LiveRun(log)
     stop = asyncio.Event()
     connector = aiohttp.TCPConnector(limit=0)
+    monitor = watch.monitor
     async with aiohttp.ClientSession(connector=connector) as session:
         began = time.monotonic()
-        watcher = asyncio.create_task(_watch(read_app, tick, began, sample_s, run.samples, stop))
-        await asyncio.gather(
+        senders = asyncio.gather(
             *(
-                _send(session, url, f"{seed}-{i}", float(at), began, i, log, timeout_s)
+                _send(session, url, f"{seed}-{i}", float(at), began, i, log, timeout_s, monitor)
                 for i, at in enumerate(arrivals)
             )
         )
-        end = float(arrivals[-1]) + tail_s if n else tail_s
-        rest = began + end - time.monotonic()
-        if rest > 0:
-            await asyncio.sleep(rest)
+        watcher = asyncio.create_task(_watch(watch, began, sample_s, run.samples, stop, senders))
+        probe = None
+        if monitor is not None:
+            probe = asyncio.create_task(_probe_loop_lag(monitor, began, stop))
+        with contextlib.suppress(asyncio.CancelledError):
+            await senders
+        if watch.refused is None:
+            end = float(arrivals[-1]) + tail_s if n else tail_s
+            rest = began + end - time.monotonic()
+            if rest > 0:
+                await asyncio.sleep(rest)
         stop.set()
         await watcher
+        if probe is not None:
+            await probe
         run.duration_s = time.monotonic() - began
+    if monitor is not None:
+        run.host = dict(monitor.worst)
+    if watch.refused is not None:
+        raise watch.refused
     return run
 
 
@@ -150,11 +221,10 @@ def replay(
     *,
     seed: int,
     timeout_s: float,
-    read_app: Callable[[], dict[str, Any]],
-    tick: Callable[[], None] = lambda: None,
+    watch: Watch,
     sample_s: float = 0.5,
     tail_s: float = 0.0,
 ) -> LiveRun:
     """Send the requests and watch the replicas until the last answer (and `tail_s` after the
-    last arrival); see the module docstring."""
-    return asyncio.run(_replay(url, arrivals, seed, timeout_s, read_app, tick, sample_s, tail_s))
+    last arrival); see the module docstring. Raises `HostOverloadedError` (see `Watch.enforce`)."""
+    return asyncio.run(_replay(url, arrivals, seed, timeout_s, watch, sample_s, tail_s))

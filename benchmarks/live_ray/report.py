@@ -29,46 +29,126 @@ def _rel(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:+.0f}%"
 
 
-def table(results: dict[str, Any]) -> str:
+def _ci(figure: dict[str, Any], fmt: Any) -> str:
+    if figure.get("mean") is None:
+        return "-"
+    if figure.get("low") is None:
+        return fmt(figure["mean"])
+    return f"{fmt(figure['mean'])} [{fmt(figure['low'])}, {fmt(figure['high'])}]"
+
+
+def _n(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _separated(value: bool | None) -> str:
+    return {True: "outside", False: "inside", None: "-"}[value]
+
+
+FORMATS = {
+    "slo_attainment": _pct,
+    "avoidable_misses": _n,
+    "p95_latency_s": _s,
+    "gpu_seconds": lambda v: f"{v:.0f}",
+}
+
+
+def summary_table(per_slice: dict[str, Any]) -> list[str]:
+    """One row per run: each figure's mean over the seeds and its 95% interval."""
     rows = [
-        "| run | SLO attainment | p50 s | p95 s | p99 s | GPU-s | replica-s | scaling actions"
-        " | failed |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | SLO attainment | avoidable misses | p95 s | GPU-s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for run, figs in per_slice["summary"].items():
+        cells = " | ".join(_ci(figs[key], fmt) for key, fmt in FORMATS.items())
+        rows.append(f"| {run} | {cells} |")
+    if per_slice.get("comparisons"):
+        rows += [
+            "",
+            "Against `ray-serve`, whether the 95% intervals separate (outside) or overlap:",
+            "",
+            "| run | SLO attainment | avoidable misses | p95 | GPU-s |",
+            "|---|---|---|---|---|",
+        ]
+        for run, verdicts in per_slice["comparisons"].items():
+            cells = " | ".join(_separated(verdicts[key]) for key in FORMATS)
+            rows.append(f"| {run} | {cells} |")
+    return rows
+
+
+def seed_table(seed: str, done: dict[str, Any]) -> list[str]:
+    rows = [
+        f"Seed {seed} ({done['requests']} scored requests, ceiling attainment"
+        f" {_pct(done['ceiling_attainment'])}):",
+        "",
+        "| run | SLO attainment | avoidable misses | p50 s | p95 s | p99 s | GPU-s | replica-s"
+        " | scaling actions | failed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for kind in ("runs", "simulated"):
-        for name, m in results[kind].items():
+        for name, m in done[kind].items():
             label = name if kind == "runs" else f"{name} (simulated)"
+            avoidable = m.get("avoidable_misses")
             rows.append(
-                f"| {label} | {_pct(m['slo_attainment'])} | {_s(m['p50_latency_s'])}"
-                f" | {_s(m['p95_latency_s'])} | {_s(m['p99_latency_s'])}"
+                f"| {label} | {_pct(m['slo_attainment'])}"
+                f" | {'-' if avoidable is None else avoidable}"
+                f" | {_s(m['p50_latency_s'])} | {_s(m['p95_latency_s'])} | {_s(m['p99_latency_s'])}"
                 f" | {m['gpu_seconds']:.0f} | {sum(m['replica_seconds'].values()):.0f}"
                 f" | {m['scaling_actions']} | {m['failed_requests']:g} |"
             )
-    fidelity = [
+    rows += [
         "",
-        "Simulated minus measured, relative to measured:",
+        "Simulated minus measured, relative to measured (GPU-seconds also per deployment):",
         "",
-        "| run | p95 latency | GPU-seconds | SLO attainment |",
-        "|---|---:|---:|---:|",
+        "| run | p95 latency | GPU-seconds | SLO attainment | GPU-seconds per deployment |",
+        "|---|---:|---:|---:|---|",
     ]
-    for name, errors in results.get("fidelity", {}).items():
-        fidelity.append(
+    for name, errors in done["fidelity"].items():
+        per = ", ".join(f"{d} {_rel(v)}" for d, v in errors["gpu_seconds_per_deployment"].items())
+        rows.append(
             f"| {name} | {_rel(errors['p95_latency_s'])} | {_rel(errors['gpu_seconds'])}"
-            f" | {_rel(errors['slo_attainment'])} |"
+            f" | {_rel(errors['slo_attainment'])} | {per} |"
         )
+    host = [
+        "",
+        "Host lag, each measure's worst 5 s window (host.py; limits: send error and loop lag"
+        " p95 0.05 s, hold overrun 0.10, steal 0.10, load per CPU 3):",
+        "",
+        "| run | measures |",
+        "|---|---|",
+    ]
+    for name, m in done["runs"].items():
+        worst = ", ".join(f"{k} {v:.3g}" for k, v in sorted(m.get("host", {}).items()))
+        host.append(f"| {name} | {worst or '-'} |")
+    return rows + host
+
+
+def table(results: dict[str, Any]) -> str:
     sc = results["scenario"]
-    head = (
-        f"Live: `{sc['pipeline']}` on `{sc['trace']}` seconds {sc['start_s']:g} to"
-        f" {sc['start_s'] + sc['duration_s']:g} (after {sc['warmup_s']:g} s of unscored warm-up),"
-        f" {sc['time_scale']:g}x faster, rate x"
-        f" {sc['rate_scale']:g}: {sc['requests']} requests; seed {sc['seed']}; whole command"
-        f" {sc['elapsed_s'] / 60:.1f} min, peak memory {_gib(sc.get('peak_memory_gib'))}."
-        f" Times are wall seconds (trace seconds / {sc['time_scale']:g}).\n\n"
-    )
-    return head + "\n".join(rows + fidelity) + "\n"
+    lines = [
+        f"Live, the {sc['shape']} shape (`{sc['pipeline']}`), {sc['seeds']} seed(s) per slice;"
+        f" whole command {sc['elapsed_s'] / 60:.1f} min, peak memory"
+        f" {_gib(sc.get('peak_memory_gib'))}; host check: {sc['host_check']}."
+        " Times are wall seconds. Intervals: mean [95% t-interval] over the seeds; avoidable"
+        " misses: misses beyond the ceiling run's on the same requests.",
+        "",
+    ]
+    for name, per_slice in results["slices"].items():
+        d = per_slice["scenario"]
+        lines += [
+            f"## Slice `{name}`: `{d['trace']}` seconds {d['start_s']:g} to"
+            f" {d['start_s'] + d['duration_s']:g} (after {d['warmup_s']:g} s of unscored"
+            f" warm-up), {d['time_scale']:g}x faster, rate x {d['rate_scale']:g}",
+            "",
+            *summary_table(per_slice),
+            "",
+        ]
+        for seed, done in per_slice["seeds"].items():
+            lines += [*seed_table(seed, done), ""]
+    return "\n".join(lines)
 
 
-def plots(series: dict[str, Any], scenario: Scenario, out: Path) -> list[Path]:
+def plots(series: dict[str, Any], scenario: Scenario, out: Path, prefix: str = "") -> list[Path]:
     """Demand and replicas per deployment over time (one column per run), and latency."""
     config = scenario.wall_config
     names = list(config.pipeline.components)
@@ -108,7 +188,7 @@ def plots(series: dict[str, Any], scenario: Scenario, out: Path) -> list[Path]:
                 ax.legend(loc="upper left", fontsize=7)
         axes[-1][col].set_xlabel("wall seconds")
     fig.tight_layout()
-    replicas_png = out / "replicas.png"
+    replicas_png = out / f"{prefix}replicas.png"
     fig.savefig(replicas_png, dpi=110)
     plt.close(fig)
 
@@ -125,7 +205,7 @@ def plots(series: dict[str, Any], scenario: Scenario, out: Path) -> list[Path]:
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    latency_png = out / "latency.png"
+    latency_png = out / f"{prefix}latency.png"
     fig.savefig(latency_png, dpi=110)
     plt.close(fig)
 
@@ -139,14 +219,16 @@ def plots(series: dict[str, Any], scenario: Scenario, out: Path) -> list[Path]:
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("calls queued at the caller")
     fig.tight_layout()
-    queues_png = out / "queues.png"
+    queues_png = out / f"{prefix}queues.png"
     fig.savefig(queues_png, dpi=110)
     plt.close(fig)
     return [replicas_png, latency_png, queues_png]
 
 
 def write_report(
-    results: dict[str, Any], series: dict[str, Any], scenario: Scenario, out: Path
+    results: dict[str, Any], plotted: dict[str, tuple[dict[str, Any], Scenario]], out: Path
 ) -> None:
+    """results.md, and the plots of each slice's first seed (`<slice>_replicas.png`, ...)."""
     (out / "results.md").write_text(table(results), encoding="utf-8")
-    plots(series, scenario, out)
+    for name, (series, scenario) in plotted.items():
+        plots(series, scenario, out, prefix=f"{name}_")

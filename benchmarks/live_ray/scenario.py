@@ -12,6 +12,10 @@ Every live run and every simulated one uses the same wall-unit pipeline, the sam
 within their trace second) and the same initial replica counts. The first `warmup_s` of trace
 is replayed and not scored, so that every policy starts with metrics to read (a rate needs a
 window of data) and the comparison is not about the first seconds after a deploy.
+
+Two shapes (`PIPELINES`): the chain (default), where deployments call each other through the
+handles they hold (`HANDOFFS`), and the star, where the ingress makes every call. Two slices
+of trace (`SLICES`): a smooth one and a bursty one; a seed is one thinning of a slice.
 """
 
 from __future__ import annotations
@@ -33,6 +37,39 @@ from elastiscale.trace import Trace, load_trace
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+
+#: The pipeline file of each shape.
+PIPELINES = {"chain": HERE / "pipeline_chain.yaml", "star": HERE / "pipeline.yaml"}
+#: Calls that a deployment other than the file's caller makes live: (caller, target) -> the
+#: upstream whose last call makes them instead (app.py: edges with `via`).
+HANDOFFS: dict[str, dict[tuple[str, str], str]] = {
+    "chain": {("router", "writer"): "planner"},
+    "star": {},
+}
+#: Room in Serve's `max_ongoing_requests` for a deployment's requests awaiting its own
+#: downstream calls, as a multiple of its slots (a request past its hold keeps its Serve slot).
+CALLER_HEADROOM = 4
+
+
+@dataclass(frozen=True)
+class Slice:
+    """A stretch of trace and how much of it is replayed."""
+
+    trace_path: Path
+    start_s: float
+    duration_s: float
+    rate_scale: float
+
+
+#: The smooth slice: the Azure conversation trace's 10 minutes from second 1,500 (around its
+#: busiest minute, at 1,844 s), a fifth of its requests: 1.0 to 1.7 requests/s over a minute.
+#: The bursty one: NASA's HTTP log (July 1995, from second 1,087,800 of the month: the 20
+#: minutes copied into nasa_http_1995_07_burst_1s.csv), whose minute rate drops from 2.8 to
+#: 0.2 requests/s and back to 3.5 within ten minutes; 0.45 of its requests: 0.1 to 1.6/s.
+SLICES = {
+    "smooth": Slice(REPO / "examples/traces/azure_llm_2023_conv_1s.csv", 1500.0, 600.0, 0.2),
+    "bursty": Slice(HERE / "nasa_http_1995_07_burst_1s.csv", 180.0, 600.0, 0.45),
+}
 
 #: Ray Serve's documented autoscaling defaults (`ray.serve.config.AutoscalingConfig`, Ray
 #: 2.60), in seconds of real time; the benchmark divides them by the time scale.
@@ -109,14 +146,31 @@ def slots(capacity_rps: float, service_time_s: float) -> int:
 class Scenario:
     """One benchmark setting: the pipeline, the slice of trace and how it is replayed."""
 
-    pipeline_path: Path = HERE / "pipeline.yaml"
-    trace_path: Path = REPO / "examples" / "traces" / "azure_llm_2023_conv_1s.csv"
-    start_s: float = 1500.0
-    duration_s: float = 1200.0
+    shape: str = "chain"
+    trace_path: Path = SLICES["smooth"].trace_path
+    start_s: float = SLICES["smooth"].start_s
+    duration_s: float = SLICES["smooth"].duration_s
     warmup_s: float = 120.0  # replayed before `start_s`, scored for no run
-    time_scale: float = 10.0
-    rate_scale: float = 0.2
+    time_scale: float = 20.0
+    rate_scale: float = SLICES["smooth"].rate_scale
     seed: int = 0
+    slice_name: str = "smooth"
+
+    @classmethod
+    def of(cls, slice_name: str, **settings: Any) -> Scenario:
+        """The scenario of one named slice (`SLICES`), with other settings as given."""
+        sl = SLICES[slice_name]
+        base = {
+            "trace_path": sl.trace_path,
+            "start_s": sl.start_s,
+            "duration_s": sl.duration_s,
+            "rate_scale": sl.rate_scale,
+        }
+        return cls(slice_name=slice_name, **{**base, **settings})
+
+    @property
+    def pipeline_path(self) -> Path:
+        return PIPELINES[self.shape]
 
     # ---- the pipeline ------------------------------------------------------------------------
 
@@ -196,26 +250,36 @@ class Scenario:
     # ---- what each run deploys ---------------------------------------------------------------
 
     def app_components(self, registry_dir: Path) -> dict[str, dict[str, Any]]:
-        """`app.build`'s spec of every deployment, ingress first."""
+        """`app.build`'s spec of every deployment, ingress first (edges handed over to another
+        deployment, `HANDOFFS`, carry `via`)."""
         doc = self.wall_doc()["pipeline"]
         comps = doc["components"]
+        handoffs = HANDOFFS[self.shape]
         order = sorted(comps, key=lambda n: not comps[n].get("ingress", False))
+        callers = {e["from"] for e in doc["edges"]} | set(handoffs.values())
         spec: dict[str, dict[str, Any]] = {}
         for name in order:
             comp = comps[name]
+            n_slots = slots(comp["capacity_per_replica"], comp["service_time_s"])
+            edges = []
+            for e in doc["edges"]:
+                if e["from"] != name:
+                    continue
+                edge = {
+                    "to": e["to"],
+                    "fanout": e.get("fanout", 1.0),
+                    "distribution": e.get("fanout_distribution", "fixed"),
+                }
+                via = handoffs.get((name, e["to"]))
+                if via is not None:
+                    edge["via"] = via
+                edges.append(edge)
             spec[name] = {
                 "startup_s": comp.get("startup_s", 0.0),
                 "hold_s": comp["service_time_s"],
-                "slots": slots(comp["capacity_per_replica"], comp["service_time_s"]),
-                "edges": [
-                    {
-                        "to": e["to"],
-                        "fanout": e.get("fanout", 1.0),
-                        "distribution": e.get("fanout_distribution", "fixed"),
-                    }
-                    for e in doc["edges"]
-                    if e["from"] == name
-                ],
+                "slots": n_slots,
+                "max_ongoing": n_slots * CALLER_HEADROOM if name in callers else n_slots,
+                "edges": edges,
             }
         return {
             "components": spec,

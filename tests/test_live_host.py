@@ -1,0 +1,230 @@
+"""The live benchmark's host monitor (benchmarks/live_ray/host.py): its pure bookkeeping on
+given timestamps, and the refusal when a CPU hog runs beside the load generator.
+
+The hog test drives the benchmark's own load generator (`load.replay`) against a small local
+HTTP stand-in (a 20 ms hold per request, aiohttp in a thread) with four busy-looping processes
+per CPU beside it, and expects `HostOverloadedError`: the harness must refuse to score a run on a
+host that cannot keep up. It asserts nothing about speed, only that the refusal happens and
+names a measure past its limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks" / "live_ray"))
+
+from host import (  # noqa: E402
+    CpuTimes,
+    HostMonitor,
+    HostOverloadedError,
+    Reading,
+    Thresholds,
+    hold_windows,
+    parse_loadavg,
+    parse_proc_stat,
+    read_proc,
+    refusal,
+    refusal_markdown,
+)
+from load import Watch, replay  # noqa: E402
+
+STAT = """cpu  100 5 50 800 10 1 2 32 0 0
+cpu0 50 2 25 400 5 1 1 16 0 0
+intr 12345
+"""
+
+
+def test_proc_stat_aggregate_line() -> None:
+    assert parse_proc_stat(STAT) == CpuTimes(total=1000.0, steal=32.0)
+    # An old kernel without the steal column: none stolen.
+    assert parse_proc_stat("cpu 1 2 3 4\n") == CpuTimes(total=10.0, steal=0.0)
+    with pytest.raises(ValueError, match="no aggregate 'cpu' line"):
+        parse_proc_stat("cpu0 1 2 3\n")
+
+
+def test_loadavg_first_field() -> None:
+    assert parse_loadavg("2.50 1.00 0.50 3/200 999\n") == 2.5
+    with pytest.raises(ValueError, match="empty"):
+        parse_loadavg("")
+
+
+def test_read_proc_is_missing_where_proc_is(tmp_path: Path) -> None:
+    assert read_proc(tmp_path) is None
+    (tmp_path / "stat").write_text(STAT)
+    (tmp_path / "loadavg").write_text("1.5 1 1 1/1 1\n")
+    assert read_proc(tmp_path) == (CpuTimes(1000.0, 32.0), 1.5)
+
+
+def _fed(kind: str, values: list[float], spacing_s: float = 0.1) -> HostMonitor:
+    monitor = HostMonitor(cpus=2)
+    for i, v in enumerate(values):
+        getattr(monitor, kind)(i * spacing_s, v)
+    return monitor
+
+
+@pytest.mark.parametrize(
+    ("kind", "values", "refused"),
+    [
+        # 40 sends in 4 s, p95 of the lateness against 50 ms.
+        ("sent", [0.001] * 40, False),
+        ("sent", [0.001] * 30 + [0.2] * 10, True),
+        ("sent", [0.001] * 38 + [0.2] * 2, False),  # 5% late: the p95 is not
+        ("sent", [0.3] * 19, False),  # too few sends to judge
+        ("sent", [-0.01] * 40, False),  # early is not late
+        ("loop_lag", [0.002] * 40, False),
+        ("loop_lag", [0.08] * 40, True),
+    ],
+)
+def test_send_error_and_loop_lag_against_their_p95_limits(
+    kind: str, values: list[float], refused: bool
+) -> None:
+    monitor = _fed(kind, values)
+    past = monitor.check(4.0)
+    assert bool(past) == refused
+    if refused:
+        assert past[0].measure == {"sent": "send_error_s", "loop_lag": "loop_lag_s"}[kind]
+
+
+def test_windows_slide() -> None:
+    """Late sends more than a window ago no longer count."""
+    monitor = _fed("sent", [0.5] * 40)  # at 0 to 3.9 s
+    assert monitor.check(4.0)
+    for i in range(40):
+        monitor.sent(10.0 + 0.1 * i, 0.0)
+    assert monitor.check(14.0) == []
+    assert monitor.worst["send_error_s"] == pytest.approx(0.5)  # the worst is kept
+
+
+@pytest.mark.parametrize(
+    ("holds", "refused_at"),
+    [
+        ({"planner": (11.5, 10.0)}, ["planner"]),  # 15% over
+        ({"planner": (10.5, 10.0)}, []),
+        ({"planner": (0.9, 0.5)}, []),  # too little held in the window to judge
+        ({"planner": (10.0, 10.0), "writer": (13.0, 10.0)}, ["writer"]),
+    ],
+)
+def test_hold_overrun_per_deployment(
+    holds: dict[str, tuple[float, float]], refused_at: list[str]
+) -> None:
+    monitor = HostMonitor(cpus=2)
+    monitor.holds(holds)
+    assert [r.where for r in monitor.check(1.0)] == refused_at
+
+
+def test_hold_windows_leave_out_short_and_missing_holds() -> None:
+    got = hold_windows(
+        {"router": 1.0, "planner": 11.0, "writer": 5.0},
+        {"router": 0.5, "planner": 10.0},
+        {"router": 0.001, "planner": 0.2, "writer": 0.4},
+    )
+    assert got == {"planner": (11.0, 10.0)}  # router too short; writer has no nominal figure
+
+
+@pytest.mark.parametrize(
+    ("steal_ticks", "load1", "refused"),
+    [
+        (0.0, 1.0, []),
+        (20.0, 1.0, ["cpu_steal"]),  # 20 of 100 ticks stolen
+        (5.0, 7.0, ["load_per_cpu"]),  # 3.5 per CPU
+        (20.0, 8.0, ["cpu_steal", "load_per_cpu"]),
+    ],
+)
+def test_steal_and_load(steal_ticks: float, load1: float, refused: list[str]) -> None:
+    monitor = HostMonitor(cpus=2)
+    monitor.host(0.0, CpuTimes(total=1000.0, steal=10.0), load1)
+    monitor.host(1.0, CpuTimes(total=1100.0, steal=10.0 + steal_ticks), load1)
+    assert [r.measure for r in monitor.check(1.0)] == refused
+
+
+def test_thresholds_can_be_set() -> None:
+    monitor = HostMonitor(Thresholds(send_error_p95_s=0.5), cpus=2)
+    for i in range(40):
+        monitor.sent(0.1 * i, 0.2)
+    assert monitor.check(4.0) == []
+
+
+def test_refusal_documents_say_why() -> None:
+    error = HostOverloadedError([Reading("hold_overrun", 0.25, 0.1, "writer")], at_s=3.0)
+    error.run = "ray-serve"
+    doc = refusal(error, {"slice": "smooth", "seed": 0})
+    assert doc["refused"] is True and doc["run"] == "ray-serve" and doc["seed"] == 0
+    assert "hold_overrun at writer = 0.25" in doc["reason"]
+    text = refusal_markdown(doc)
+    assert "| hold_overrun | writer | 0.25 | 0.1 |" in text and "slice smooth" in text
+
+
+# ---- the refusal with a CPU hog beside the load generator ------------------------------------
+
+
+@pytest.fixture
+def stand_in() -> Iterator[str]:
+    """A local HTTP stand-in holding each request 20 ms, in a thread of its own."""
+    from aiohttp import web
+
+    box: list[int] = []
+    ready = threading.Event()
+    stop: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        await asyncio.sleep(0.02)
+        return web.json_response({"calls": 0})
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        box.append(runner.addresses[0][1])
+        done = asyncio.Event()
+        stop.append((asyncio.get_running_loop(), done))
+        ready.set()
+        await done.wait()
+        await runner.cleanup()
+
+    thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
+    thread.start()
+    assert ready.wait(10), "the stand-in did not start"
+    yield f"http://127.0.0.1:{box[0]}/"
+    loop, done = stop[0]
+    loop.call_soon_threadsafe(done.set)
+    thread.join(5)
+
+
+@pytest.fixture
+def cpu_hog() -> Iterator[None]:
+    """Four busy-looping processes per CPU, for the length of the test."""
+    n = 4 * (os.cpu_count() or 1)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    time.sleep(1.0)  # let them take the CPUs
+    yield
+    for hog in hogs:
+        hog.kill()
+    for hog in hogs:
+        hog.wait()
+
+
+@pytest.mark.slow
+def test_a_cpu_hog_beside_the_load_generator_is_refused(stand_in: str, cpu_hog: None) -> None:
+    arrivals = np.sort(np.random.default_rng(0).uniform(0.0, 10.0, 2000))  # 200 requests/s
+    watch = Watch(read_app=dict, monitor=HostMonitor())
+    with pytest.raises(HostOverloadedError) as refused:
+        replay(stand_in, arrivals, seed=0, timeout_s=5.0, watch=watch)
+    assert refused.value.readings
+    for reading in refused.value.readings:
+        assert reading.value > reading.limit
