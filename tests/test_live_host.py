@@ -29,10 +29,13 @@ from host import (  # noqa: E402
     CpuTimes,
     HostMonitor,
     HostOverloadedError,
+    HostSample,
     Reading,
     Thresholds,
+    foreign_runnable,
     hold_windows,
     parse_loadavg,
+    parse_pid_stat,
     parse_proc_stat,
     read_proc,
     refusal,
@@ -60,11 +63,33 @@ def test_loadavg_first_field() -> None:
         parse_loadavg("")
 
 
+def test_pid_stat_with_spaces_in_the_command() -> None:
+    assert parse_pid_stat("42 (ray::Serve Replica) R 7 42 42 0 -1") == (7, "R")
+
+
+def test_foreign_runnable_leaves_out_the_benchmarks_own_tree() -> None:
+    processes = {
+        1: (0, "S"),  # init
+        10: (1, "S"),  # the benchmark
+        11: (10, "R"),  # its raylet
+        12: (11, "R"),  # a replica under the raylet
+        20: (1, "R"),  # someone's test run
+        21: (20, "R"),  # its worker
+        22: (20, "S"),  # asleep
+    }
+    assert foreign_runnable(processes, own_root=10) == 2
+
+
 def test_read_proc_is_missing_where_proc_is(tmp_path: Path) -> None:
     assert read_proc(tmp_path) is None
     (tmp_path / "stat").write_text(STAT)
     (tmp_path / "loadavg").write_text("1.5 1 1 1/1 1\n")
-    assert read_proc(tmp_path) == (CpuTimes(1000.0, 32.0), 1.5)
+    (tmp_path / "10").mkdir()
+    (tmp_path / "10" / "stat").write_text("10 (bench) S 1 0")
+    (tmp_path / "20").mkdir()
+    (tmp_path / "20" / "stat").write_text("20 (hog) R 1 0")
+    (tmp_path / "21").mkdir()  # a process that has gone: no stat
+    assert read_proc(tmp_path, own_root=10) == HostSample(CpuTimes(1000.0, 32.0), 1.5, 1)
 
 
 def _fed(kind: str, values: list[float], spacing_s: float = 0.1) -> HostMonitor:
@@ -134,19 +159,23 @@ def test_hold_windows_leave_out_short_and_missing_holds() -> None:
 
 
 @pytest.mark.parametrize(
-    ("steal_ticks", "load1", "refused"),
+    ("steal_ticks", "foreign", "refused"),
     [
-        (0.0, 1.0, []),
-        (20.0, 1.0, ["cpu_steal"]),  # 20 of 100 ticks stolen
-        (5.0, 7.0, ["load_per_cpu"]),  # 3.5 per CPU
-        (20.0, 8.0, ["cpu_steal", "load_per_cpu"]),
+        (0.0, (0, 1), []),
+        (20.0, (0, 1), ["cpu_steal"]),  # 20 of 100 ticks stolen
+        (5.0, (2, 3), ["foreign_load_per_cpu"]),  # 2.5 other runnable processes on 2 CPUs
+        (5.0, (1, 3), []),  # 2 on average: one per CPU is the limit, not past it
+        (20.0, (4, 4), ["cpu_steal", "foreign_load_per_cpu"]),
     ],
 )
-def test_steal_and_load(steal_ticks: float, load1: float, refused: list[str]) -> None:
+def test_steal_and_other_work(
+    steal_ticks: float, foreign: tuple[int, int], refused: list[str]
+) -> None:
     monitor = HostMonitor(cpus=2)
-    monitor.host(0.0, CpuTimes(total=1000.0, steal=10.0), load1)
-    monitor.host(1.0, CpuTimes(total=1100.0, steal=10.0 + steal_ticks), load1)
+    monitor.host(0.0, HostSample(CpuTimes(total=1000.0, steal=10.0), 9.0, foreign[0]))
+    monitor.host(1.0, HostSample(CpuTimes(1100.0, 10.0 + steal_ticks), 9.0, foreign[1]))
     assert [r.measure for r in monitor.check(1.0)] == refused
+    assert monitor.worst["load_per_cpu"] == 4.5  # recorded, never judged
 
 
 def test_thresholds_can_be_set() -> None:

@@ -8,10 +8,10 @@ Requests still unanswered after `timeout_s` count as failed (`status` 0). While 
 calls `tick()` (the benchmark keeps Prometheus's targets fresh with it).
 
 With a `HostMonitor` (host.py) it also measures the host while the load runs: each request's
-send-time error, the overrun of a 50 ms sleep of this event loop, the host's CPU steal and load
-from /proc, and (through `read_holds`) the stand-ins' hold times. When a measure passes its
-limit and `enforce` is set, the requests still to send are cancelled and `replay` raises
-`HostOverloadedError`: the run is not scored.
+send-time error, the overrun of a 50 ms sleep of this event loop, the host's CPU steal and the
+other work runnable beside the benchmark from /proc, and (through `read_holds`) the stand-ins'
+hold times. When a measure passes its limit and `enforce` is set, the requests still to send
+are cancelled and `replay` raises `HostOverloadedError`: the run is not scored.
 """
 
 from __future__ import annotations
@@ -127,9 +127,9 @@ def _judge(watch: Watch, at_s: float) -> None:
     monitor = watch.monitor
     if monitor is None:
         return
-    proc = read_proc()
-    if proc is not None:
-        monitor.host(at_s, *proc)
+    sample = read_proc()
+    if sample is not None:
+        monitor.host(at_s, sample)
     if watch.read_holds is not None:
         try:
             monitor.holds(watch.read_holds())

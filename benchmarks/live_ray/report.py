@@ -112,7 +112,8 @@ def seed_table(seed: str, done: dict[str, Any]) -> list[str]:
     host = [
         "",
         "Host lag, each measure's worst 5 s window (host.py; limits: send error and loop lag"
-        " p95 0.05 s, hold overrun 0.10, steal 0.10, load per CPU 3):",
+        " p95 0.05 s, hold overrun 0.10, steal 0.10, foreign runnable processes per CPU 1;"
+        " the load average is recorded only):",
         "",
         "| run | measures |",
         "|---|---|",
