@@ -10,6 +10,7 @@ ray_serve.py         `FakeServeDashboard`: the Ray dashboard's Serve REST API
 sagemaker.py         `FakeSageMaker`: the SageMaker and Application Auto Scaling calls
 prometheus.py        `LocalPrometheus`: a throwaway real Prometheus (needs the `prometheus`
                      binary), and `MetricsEndpoint` for it to scrape
+server.py            what the HTTP fakes share: `LocalServer`, `QuietHandler`, `FakeServer`
 
 For in-memory twins of a metric source or an actuator, see `elastiscale.adapters.memory`.
 """

@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -54,6 +52,7 @@ from elastiscale.testing.kubernetes_store import (
     StatusError,
     put_path,
 )
+from elastiscale.testing.server import FakeServer, LocalServer, QuietHandler
 
 __all__ = [
     "DEPLOYMENTS",
@@ -107,45 +106,16 @@ class RecordedRequest:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(LocalServer):
     block_on_close = False
     api: FakeKubeAPI
-    tcp_nodelay = True
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, addr = super().get_request()
-        if self.tcp_nodelay:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock, addr
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(QuietHandler):
     server: _Server
 
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
-
-    def do_PATCH(self) -> None:
-        self._serve("PATCH")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: the fake keeps its own record of requests."""
-
     def _serve(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
+        raw, headers = self.read_body(), self.lower_headers()
         code, body, extra = self.server.api.handle(method, self.path, headers, raw)
         payload = json.dumps(body).encode()
         try:
@@ -160,7 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client gave up (a timeout test); nothing to answer
 
 
-class FakeKubeAPI:
+class FakeKubeAPI(FakeServer):
     """The fake API server. Start it with `start()` or as a context manager.
 
     `token`: when set, requests must carry `Authorization: Bearer <token>` (else 401).
@@ -187,12 +157,12 @@ class FakeKubeAPI:
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> FakeKubeAPI:
+    _poll_interval_s = 0.05
+
+    def _make_server(self) -> _Server:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.api = self
         server.tcp_nodelay = self.tcp_nodelay
@@ -200,33 +170,11 @@ class FakeKubeAPI:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*self._tls)
             server.socket = context.wrap_socket(server.socket, server_side=True)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
+        return server
 
     def stop(self) -> None:
         self._stopping.set()  # wakes handlers sleeping on injected latency
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeKubeAPI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the fake API server is not running; call start() first")
-        return int(self._server.server_address[1])
+        super().stop()
 
     @property
     def url(self) -> str:

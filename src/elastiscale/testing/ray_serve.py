@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from elastiscale.testing.server import FakeServer, LocalServer, QuietHandler
 
 JSON = dict[str, Any]
 
@@ -125,7 +125,7 @@ class _Fault:
     path_prefix: str = ""
 
 
-class FakeServeDashboard:
+class FakeServeDashboard(FakeServer):
     """State and HTTP server of the fake; thread-safe; a context manager."""
 
     def __init__(self, token: str | None = None, settle_at_once: bool = False) -> None:
@@ -137,7 +137,6 @@ class FakeServeDashboard:
         self._faults: dict[str, deque[_Fault]] = {}
         self._delay_s = 0.0
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
 
     # --- set-up and inspection ------------------------------------------------------------------
 
@@ -208,33 +207,10 @@ class FakeServeDashboard:
 
     # --- server -------------------------------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the fake is not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> FakeServeDashboard:
+    def _make_server(self) -> _Server:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.fake = self
-        self._server = server
-        thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeServeDashboard:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return server
 
     # --- requests -----------------------------------------------------------------------------
 
@@ -339,36 +315,18 @@ class FakeServeDashboard:
         return 200, ""
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(LocalServer):
     fake: FakeServeDashboard
 
-    def get_request(self) -> tuple[socket.socket, Any]:
-        conn, addr = super().get_request()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn, addr
 
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(QuietHandler):
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
     def _serve(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
+        if method not in ("GET", "PUT", "POST"):
+            super()._serve(method)
+            return
+        raw, headers = self.read_body(), self.lower_headers()
         status, text = self.server.fake.handle(method, self.path, headers, raw)
         data = text.encode()
         self.send_response(status)

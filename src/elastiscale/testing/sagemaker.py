@@ -31,14 +31,14 @@ than a delayed-ACK wait of about 40 ms.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from elastiscale.testing.server import FakeServer, LocalServer, QuietHandler
 
 JSON = dict[str, Any]
 
@@ -91,7 +91,7 @@ class _Fault:
     remaining: int
 
 
-class FakeSageMaker:
+class FakeSageMaker(FakeServer):
     """The fake's state and HTTP server. Thread-safe; use as a context manager or call
     `start()` and `stop()`."""
 
@@ -116,8 +116,6 @@ class FakeSageMaker:
         self._faults: dict[str, deque[_Fault]] = {}
         self._delays_s: dict[str, float] = {}
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ----------------------------------------------------------------------------------------
     # Set-up and inspection
@@ -196,34 +194,10 @@ class FakeSageMaker:
     # ----------------------------------------------------------------------------------------
     # Server
 
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the fake is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> FakeSageMaker:
+    def _make_server(self) -> _Server:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.fake = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeSageMaker:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return server
 
     # ----------------------------------------------------------------------------------------
     # Dispatch
@@ -432,26 +406,18 @@ _AUTOSCALING: dict[str, Callable[[FakeSageMaker, JSON], JSON]] = {
 }
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(LocalServer):
     fake: FakeSageMaker
 
-    def get_request(self) -> tuple[socket.socket, Any]:
-        conn, addr = super().get_request()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn, addr
 
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as botocore's connection pool expects
+class _Handler(QuietHandler):
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+    def _serve(self, method: str) -> None:
+        if method != "POST":
+            super()._serve(method)
+            return
+        raw = self.read_body()
         fake = self.server.fake
         try:
             if fake.require_signature and not self.headers.get("Authorization", "").startswith(
