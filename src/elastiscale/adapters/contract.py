@@ -25,7 +25,7 @@ import email.utils
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -46,6 +46,18 @@ if TYPE_CHECKING:
 #: Key of the pydantic validation context holding the pipeline's component names; when it is
 #: given, `targets` must map exactly those components.
 COMPONENTS_CONTEXT = "components"
+
+
+def context_components(info: ValidationInfo) -> Collection[str] | None:
+    """The pipeline's component names this validation runs with (`registry.check` passes them
+    in the context), or None when it runs without."""
+    components: Collection[str] | None = (info.context or {}).get(COMPONENTS_CONTEXT)
+    return components
+
+
+def unknown_component(name: str, components: Collection[str]) -> str:
+    """The message for a component the pipeline does not have."""
+    return f"unknown component {name!r} (components: {', '.join(components)})"
 
 
 class TargetSpec(BaseModel):
@@ -73,12 +85,20 @@ class ActuatorOptions(BaseModel, Generic[TargetT]):
     timeout_s: PositiveFloat = 10.0
     allow_other_autoscalers: bool = False
 
+    @classmethod
+    def for_config(cls, options: Self | Mapping[str, Any], config: Config) -> Self:
+        """`options` (as the config file gives them, or already built) validated and checked
+        to map exactly the components of `config`."""
+        params = options if isinstance(options, cls) else cls.model_validate(dict(options))
+        check_targets(params, config)
+        return params
+
     @field_validator("targets")
     @classmethod
     def _targets_cover_components(
         cls, targets: dict[str, TargetT], info: ValidationInfo
     ) -> dict[str, TargetT]:
-        components = (info.context or {}).get(COMPONENTS_CONTEXT)
+        components = context_components(info)
         if components is not None:
             problems = target_problems(targets, components)
             if problems:
@@ -88,12 +108,7 @@ class ActuatorOptions(BaseModel, Generic[TargetT]):
 
 def target_problems(targets: Mapping[str, Any], components: Collection[str]) -> list[str]:
     """Mismatches between the `targets` keys and the pipeline's components, as messages."""
-    names = ", ".join(components)
-    problems = [
-        f"unknown component {name!r} (components: {names})"
-        for name in targets
-        if name not in components
-    ]
+    problems = [unknown_component(name, components) for name in targets if name not in components]
     problems += [f"no target for component {name!r}" for name in components if name not in targets]
     return problems
 

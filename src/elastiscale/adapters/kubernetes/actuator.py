@@ -35,7 +35,7 @@ from kubernetes.config.config_exception import ConfigException
 from kubernetes.config.incluster_config import SERVICE_HOST_ENV_NAME, InClusterConfigLoader
 
 from elastiscale.adapters.base import ActuationResult, Failure
-from elastiscale.adapters.contract import InProgressGuard, check_targets, retry_on_conflict
+from elastiscale.adapters.contract import InProgressGuard, retry_on_conflict
 from elastiscale.adapters.kubernetes.autoscalers import find_other_autoscalers
 from elastiscale.adapters.kubernetes.calls import KubeCallError, call
 from elastiscale.adapters.kubernetes.options import (
@@ -156,12 +156,7 @@ class KubernetesActuator:
         namespace: str | None = None,
         clock: Clock | None = None,
     ) -> None:
-        self.options = (
-            options
-            if isinstance(options, KubernetesOptions)
-            else KubernetesOptions.model_validate(dict(options))
-        )
-        check_targets(self.options, config)
+        self.options = KubernetesOptions.for_config(options, config)
         if api_client is None:
             api_client, found_namespace = connect(self.options)
             namespace = namespace or found_namespace

@@ -52,6 +52,16 @@ def _rate_sum(metric: str) -> str:
     return f"sum by ($by) (rate({metric}{{$selector}}[$window]))"
 
 
+def _counter(metric: str) -> SignalQuery:
+    """A counter's rate summed per component, dated by the counter's samples."""
+    return SignalQuery(_rate_sum(metric), f"{metric}{{$selector}}")
+
+
+def _gauge(metric: str, by: str = "sum") -> SignalQuery:
+    """A gauge aggregated per component (`by`: sum, count...), dated by the gauge's samples."""
+    return SignalQuery(f"{by} by ($by) ({metric}{{$selector}})", f"{metric}{{$selector}}")
+
+
 def _p95(bucket_metric: str, divide_by: float | None = None) -> str:
     expr = (
         f"histogram_quantile(0.95, sum by (le, $by) (rate({bucket_metric}{{$selector}}[$window])))"
@@ -65,23 +75,15 @@ _VLLM: Final = Preset(
     description="vLLM OpenAI-compatible server",
     queries=MappingProxyType(
         {
-            "demand_rps": SignalQuery(
-                _rate_sum("vllm:request_success_total"), "vllm:request_success_total{$selector}"
-            ),
+            "demand_rps": _counter("vllm:request_success_total"),
             "tokens_per_s": SignalQuery(
                 _rate_sum("vllm:prompt_tokens_total")
                 + " + "
                 + _rate_sum("vllm:generation_tokens_total"),
                 "vllm:generation_tokens_total{$selector}",
             ),
-            "in_flight": SignalQuery(
-                "sum by ($by) (vllm:num_requests_running{$selector})",
-                "vllm:num_requests_running{$selector}",
-            ),
-            "queue_length": SignalQuery(
-                "sum by ($by) (vllm:num_requests_waiting{$selector})",
-                "vllm:num_requests_waiting{$selector}",
-            ),
+            "in_flight": _gauge("vllm:num_requests_running"),
+            "queue_length": _gauge("vllm:num_requests_waiting"),
             "utilization": SignalQuery(
                 'avg by ($by) ({__name__=~"vllm:gpu_cache_usage_perc|vllm:kv_cache_usage_perc",'
                 "$selector})",
@@ -91,10 +93,7 @@ _VLLM: Final = Preset(
                 _p95("vllm:e2e_request_latency_seconds_bucket"),
                 "vllm:e2e_request_latency_seconds_count{$selector}",
             ),
-            "ready_replicas": SignalQuery(
-                "count by ($by) (vllm:num_requests_running{$selector})",
-                "vllm:num_requests_running{$selector}",
-            ),
+            "ready_replicas": _gauge("vllm:num_requests_running", by="count"),
         }
     ),
 )
@@ -105,26 +104,14 @@ _RAY_SERVE: Final = Preset(
     description="Ray Serve deployments",
     queries=MappingProxyType(
         {
-            "demand_rps": SignalQuery(
-                _rate_sum("ray_serve_handle_request_counter_total"),
-                "ray_serve_handle_request_counter_total{$selector}",
-            ),
-            "in_flight": SignalQuery(
-                "sum by ($by) (ray_serve_replica_processing_queries{$selector})",
-                "ray_serve_replica_processing_queries{$selector}",
-            ),
-            "queue_length": SignalQuery(
-                "sum by ($by) (ray_serve_deployment_queued_queries{$selector})",
-                "ray_serve_deployment_queued_queries{$selector}",
-            ),
+            "demand_rps": _counter("ray_serve_handle_request_counter_total"),
+            "in_flight": _gauge("ray_serve_replica_processing_queries"),
+            "queue_length": _gauge("ray_serve_deployment_queued_queries"),
             "latency_p95_s": SignalQuery(
                 _p95("ray_serve_deployment_processing_latency_ms_bucket", divide_by=1000),
                 "ray_serve_deployment_processing_latency_ms_count{$selector}",
             ),
-            "ready_replicas": SignalQuery(
-                "sum by ($by) (ray_serve_deployment_replica_healthy{$selector})",
-                "ray_serve_deployment_replica_healthy{$selector}",
-            ),
+            "ready_replicas": _gauge("ray_serve_deployment_replica_healthy"),
         }
     ),
 )
@@ -146,18 +133,12 @@ _TRITON: Final = Preset(
                 " / 1e6",
                 "nv_inference_compute_infer_duration_us{$selector}",
             ),
-            "queue_length": SignalQuery(
-                "sum by ($by) (nv_inference_pending_request_count{$selector})",
-                "nv_inference_pending_request_count{$selector}",
-            ),
+            "queue_length": _gauge("nv_inference_pending_request_count"),
             "latency_p95_s": SignalQuery(
                 'max by ($by) (nv_inference_request_summary_us{quantile="0.95",$selector}) / 1e6',
                 'nv_inference_request_summary_us{quantile="0.95",$selector}',
             ),
-            "ready_replicas": SignalQuery(
-                "count by ($by) (nv_inference_request_success{$selector})",
-                "nv_inference_request_success{$selector}",
-            ),
+            "ready_replicas": _gauge("nv_inference_request_success", by="count"),
         }
     ),
 )

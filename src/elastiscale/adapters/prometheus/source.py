@@ -63,6 +63,7 @@ from pydantic import (
     model_validator,
 )
 
+from elastiscale.adapters.contract import context_components, unknown_component
 from elastiscale.adapters.prometheus.http import (
     AuthParams,
     ConnectionParams,
@@ -89,7 +90,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("elastiscale.adapters.prometheus")
 
 _INT_SIGNALS: Final = ("ready_replicas", "desired_replicas")
-_COMPONENTS_CONTEXT: Final = "components"
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,12 +149,12 @@ def _check_selector(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
-class ComponentParams(_Strict):
-    """Per-component overrides; every field left out is inherited from the source level."""
+class _Matching(_Strict):
+    """How a component's series are found and queried: set for the whole source, and again
+    per component."""
 
     preset: str | None = None
     label: str | None = None
-    label_value: str | None = None
     selector: dict[str, str] = Field(default_factory=dict)
     queries: Queries = Field(default_factory=dict)
 
@@ -169,7 +169,13 @@ class ComponentParams(_Strict):
         return None if value is None else check_label_name(value)
 
 
-class PrometheusParams(ConnectionParams):
+class ComponentParams(_Matching):
+    """Per-component overrides; every field left out is inherited from the source level."""
+
+    label_value: str | None = None
+
+
+class PrometheusParams(ConnectionParams, _Matching):
     """The `metrics:` section for `type: prometheus` (its keys other than `type`).
 
     staleness_s: a value whose newest sample is older than this is missing ("stale"); by
@@ -177,35 +183,20 @@ class PrometheusParams(ConnectionParams):
     batch: read components that share a template in one query (off only to compare costs).
     """
 
-    preset: str | None = None
-    label: str | None = None
-    selector: dict[str, str] = Field(default_factory=dict)
-    queries: Queries = Field(default_factory=dict)
     rate_window_s: PositiveFloat = 60.0
     staleness_s: PositiveFloat | None = None
     batch: bool = True
     components: dict[str, ComponentParams] = Field(default_factory=dict)
-
-    _queries = field_validator("queries", mode="before")(_normalize_queries)
-    _signals = field_validator("queries")(_check_signals)
-    _preset = field_validator("preset")(_check_preset)
-    _selector = field_validator("selector")(_check_selector)
-
-    @field_validator("label")
-    @classmethod
-    def _label_ok(cls, value: str | None) -> str | None:
-        return None if value is None else check_label_name(value)
 
     @field_validator("components")
     @classmethod
     def _known_components(
         cls, value: dict[str, ComponentParams], info: ValidationInfo
     ) -> dict[str, ComponentParams]:
-        known = (info.context or {}).get(_COMPONENTS_CONTEXT)
-        if known is not None:
-            for name in value:
-                if name not in known:
-                    raise ValueError(f"unknown component {name!r} (components: {', '.join(known)})")
+        known = context_components(info)
+        unknown = [] if known is None else [n for n in value if n not in known]
+        if known is not None and unknown:
+            raise ValueError(unknown_component(unknown[0], known))
         return value
 
     @model_validator(mode="after")
@@ -346,12 +337,7 @@ class PrometheusMetricSource:
         names = list(config.pipeline.components) if config is not None else list(params.components)
         unknown = [n for n in params.components if n not in names]
         if unknown:
-            raise ConfigError(
-                [
-                    f"metrics.components: unknown component {unknown[0]!r} (components: "
-                    f"{', '.join(names)})"
-                ]
-            )
+            raise ConfigError([f"metrics.components: {unknown_component(unknown[0], names)}"])
         self._specs = {name: params.component_queries(name) for name in names}
         self._staleness_s = {
             name: (

@@ -56,7 +56,6 @@ from elastiscale.adapters.contract import (
     InProgressGuard,
     OtherAutoscalerError,
     TargetSpec,
-    check_targets,
     failure_for_http_status,
     parse_retry_after,
 )
@@ -327,12 +326,7 @@ class RayServeActuator:
         options: RayServeParams | Mapping[str, Any],
         clock: Clock | None = None,
     ) -> None:
-        params = (
-            options
-            if isinstance(options, RayServeParams)
-            else RayServeParams.model_validate(dict(options))
-        )
-        check_targets(params, config)
+        params = RayServeParams.for_config(options, config)
         self.params = params
         self.client = ServeClient(params.address, read_token(params), params.timeout_s)
         self.guard = InProgressGuard(params.settle_timeout_s, clock, raise_while_scaling_up=True)

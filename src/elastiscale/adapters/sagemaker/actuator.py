@@ -50,7 +50,6 @@ from elastiscale.adapters.contract import (
     InProgressGuard,
     OtherAutoscalerError,
     TargetSpec,
-    check_targets,
 )
 from elastiscale.errors import ActuatorError
 from elastiscale.observations import ReplicaState
@@ -239,12 +238,7 @@ class SageMakerActuator:
         options: SageMakerParams | Mapping[str, Any],
         clock: Clock | None = None,
     ) -> None:
-        params = (
-            options
-            if isinstance(options, SageMakerParams)
-            else SageMakerParams.model_validate(dict(options))
-        )
-        check_targets(params, config)
+        params = SageMakerParams.for_config(options, config)
         self.params = params
         self.sagemaker, self.autoscaling = _clients(params)
         self.guard = InProgressGuard(params.settle_timeout_s, clock)
