@@ -29,18 +29,14 @@ from typing import Any
 
 import numpy as np
 
-from elastiscale.backtest.fluid import per_step
 from elastiscale.backtest.model import (
-    ComponentSeries,
     ServiceModel,
     SimulationResult,
-    StepLog,
-    service_models,
     work_per_request,
 )
+from elastiscale.backtest.simbase import ComponentFrame, SimulatorFrame
 from elastiscale.config import Config
 from elastiscale.observations import ReplicaState
-from elastiscale.pipeline import Pipeline
 from elastiscale.trace import Trace
 
 _EPS = 1e-9
@@ -83,7 +79,7 @@ class _Replica:
         self.cancelled = False
 
 
-class _Station:
+class _Station(ComponentFrame):
     """One component: replicas, its queue, and what it accumulates during the current step."""
 
     __slots__ = (
@@ -98,32 +94,18 @@ class _Station:
         "draining",
         "dropped",
         "free",
-        "hold_per_work",
-        "index",
         "latencies",
-        "log",
-        "model",
         "n_arrivals",
-        "name",
         "parallel",
         "queue",
         "sequential",
-        "slots",
         "starting",
-        "timeout",
         "tokens",
-        "unit",
         "work",
     )
 
     def __init__(self, index: int, model: ServiceModel, replicas: int, t0_s: float, step_s: float):
-        self.index = index
-        self.name = model.name
-        self.model = model
-        self.unit = model.unit
-        self.slots = model.slots
-        self.hold_per_work = model.hold_per_work_s
-        self.timeout = model.timeout_s
+        super().__init__(index, model, t0_s, step_s)
         self.active: list[_Replica] = [_Replica(True) for _ in range(replicas)]
         self.starting: list[_Replica] = []
         self.draining: list[_Replica] = []
@@ -132,7 +114,6 @@ class _Station:
         self.queue: deque[_Call] = deque()
         self.parallel: list[tuple[_Station, float, str]] = []
         self.sequential: list[tuple[_Station, float, str]] = []
-        self.log = StepLog(t0_s, step_s)
         self.acc_t = t0_s
         self.acc_ready = self.acc_starting = self.acc_draining = self.acc_busy = 0.0
         self.n_arrivals = 0
@@ -173,7 +154,7 @@ def _draw(rng: random.Random, mean: float, distribution: str) -> int:
     return math.floor(math.log(1.0 - rng.random()) / math.log(q))
 
 
-class DiscreteEventSimulator:
+class DiscreteEventSimulator(SimulatorFrame):
     """The per-request reference fidelity. Implements `backtest.model.Simulator`."""
 
     fidelity = "discrete-event"
@@ -187,49 +168,28 @@ class DiscreteEventSimulator:
         step_s: float | None = None,
         seed: int = 0,
     ) -> None:
-        self.config = config
-        self.pipeline = Pipeline(config.pipeline)
-        self.models = service_models(config, trace)
-        self.step_s = float(step_s if step_s is not None else trace.bin_s)
-        if not self.step_s > 0:
-            raise ValueError(f"step_s = {self.step_s}, must be > 0")
-        self.start_s = trace.start_s
-        self.end_s = trace.end_s
-        self.n_steps = max(1, math.ceil(trace.duration_s / self.step_s - 1e-9))
+        super().__init__(config, trace, step_s)
         self._rng = random.Random(seed)
-        order = self.pipeline.order
-        self._index = {name: i for i, name in enumerate(order)}
-        self._stations: list[_Station] = []
-        for i, name in enumerate(order):
-            start = initial_replicas.get(name)
-            if start is None:
-                raise ValueError(f"initial_replicas: no count for component {name!r}")
-            if start < 0:
-                raise ValueError(f"initial_replicas[{name!r}] = {start}, must be >= 0")
-            self._stations.append(
-                _Station(i, self.models[name], int(start), self.start_s, self.step_s)
+        self._stations = [
+            _Station(i, self.models[name], start, self.start_s, self.step_s)
+            for i, (name, start) in enumerate(
+                zip(self.pipeline.order, self.initial_counts(initial_replicas), strict=True)
             )
+        ]
+        self._parts = self._stations
         for edge, spec in zip(self.pipeline.edges, config.pipeline.edges, strict=True):
             src = self._stations[self._index[edge.source]]
             dst = self._stations[self._index[edge.target]]
             bucket = src.parallel if edge.mode == "parallel" else src.sequential
             bucket.append((dst, edge.fanout, spec.fanout_distribution))
         self._ingress = [self._stations[self._index[n]] for n in self.pipeline.ingress]
-        n = self.n_steps
-        self._req = per_step(trace, trace.requests, self.start_s, self.step_s, n).tolist()
-        if trace.has_unit("tokens"):
-            self._tin = per_step(
-                trace, trace.columns["input_tokens"], self.start_s, self.step_s, n
-            ).tolist()
-            self._tout = per_step(
-                trace, trace.columns["output_tokens"], self.start_s, self.step_s, n
-            ).tolist()
-        else:
-            self._tin = self._tout = [0.0] * n
+        self._req, tin, tout = self.arrivals(trace)
+        zeros = [0.0] * self.n_steps
+        self._tin = tin if tin is not None else zeros
+        self._tout = tout if tout is not None else zeros
         self._carry = [0.0] * len(self._ingress)
         self._heap: list[tuple[float, int, int, Any, Any]] = []
         self._seq = 0
-        self._now_s = self.start_s
         self._step = 0  # closed steps
         self._opened = -1  # the step whose arrivals have been generated
         self._finished = False
@@ -242,13 +202,8 @@ class DiscreteEventSimulator:
     # ---------------------------------------------------------------------------------------
     # Simulator protocol
 
-    @property
-    def now_s(self) -> float:
-        return self._now_s
-
     def advance_to(self, t_s: float) -> None:
-        if t_s < self._now_s - _EPS:
-            raise ValueError(f"advance_to({t_s}): before the simulation's time {self._now_s}")
+        self.check_advance(t_s)
         while self._step < self.n_steps:
             j = self._step
             end_s = self.start_s + (j + 1) * self.step_s
@@ -296,12 +251,6 @@ class DiscreteEventSimulator:
     def state(self, component: str) -> ReplicaState:
         st = self._stations[self._index[component]]
         return ReplicaState(desired=len(st.active) + len(st.starting), ready=len(st.active))
-
-    def steps(self, component: str) -> StepLog:
-        return self._stations[self._index[component]].log
-
-    def series(self, component: str) -> ComponentSeries:
-        return self.steps(component).series()
 
     def result(self) -> SimulationResult:
         """Run to the end of the trace, let every request finish or time out, and report."""
