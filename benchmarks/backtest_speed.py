@@ -1,19 +1,24 @@
-"""Speed of the backtest simulators.
+"""Speed and memory of the backtest simulators.
 
-    .venv/bin/python benchmarks/backtest_speed.py [--days 30] [--des-hours 2] [--profile]
+    .venv/bin/python benchmarks/backtest_speed.py [--trace FILE] [--days 31] [--profile]
+        [--policies hpa elastiscale predictive] [--memory-trace FILE_1s] [--des-hours 2]
 
-1. Fast fidelity: a synthetic 30-day trace in 10 s bins (daily and weekly seasonality, Poisson
-   counts around 2 to 14 requests/s) through a 6-component pipeline (router -> embedder ->
-   retriever -> reranker -> llm -> guard), one policy (hpa, ticking every 15 s). Prints the
-   component-steps per second (steps x components / wall time; target >= 100,000 on one core)
-   and where the time goes: the simulator's steps, `Engine.step` (with the metric source and
-   actuator it calls), and the end-to-end latency sampling in `result()`. Times are CPU seconds
-   of this process (`time.process_time`), so that other work on a shared machine does not
-   count; wall time is printed too.
-2. Discrete-event fidelity: the first `--des-hours` of the same trace, same pipeline and policy.
-   Prints ingress requests and simulated calls per second of wall time.
+1. Rates, fast fidelity: a trace in 10 s bins (default: the NASA July 1995 trace of the shared
+   folder, 31 days, x 0.25 (about 2 to 14 requests/s); without it a synthetic 30-day trace of
+   daily and weekly seasonality, Poisson counts around 2 to 14 requests/s) through a
+   6-component pipeline (router -> embedder -> retriever -> reranker -> llm -> guard), each
+   policy of `--policies` in a fresh process of its own. Prints the component-steps per second
+   (steps x components / CPU time; targets on one core: hpa >= 100,000, elastiscale >= 25,000,
+   predictive within 3x of elastiscale) and the process's peak RSS. Times are CPU seconds of
+   the child (`time.process_time`), so other work on a shared machine does not count.
+2. Memory: `hpa` on `--memory-trace` (default: the NASA trace at 1 s bins, 2.7 million bins),
+   same pipeline, in a fresh process: peak RSS (target <= 2 GiB) and the rate.
+3. Where the time goes for hpa (`--breakdown`): the simulator's steps, `Engine.step` (with the
+   metric source and actuator it calls), the end-to-end latency sampling in `result()`.
+4. Discrete-event fidelity: the first `--des-hours` of the synthetic trace, same pipeline and
+   policy: ingress requests and simulated calls per second.
 
-`--profile` adds the top functions of a cProfile run of the fast case.
+`--profile` adds the top functions of a cProfile run of hpa on the first 3 days.
 """
 
 from __future__ import annotations
@@ -21,21 +26,34 @@ from __future__ import annotations
 import argparse
 import cProfile
 import itertools
+import multiprocessing
 import pstats
+import resource
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from elastiscale import Engine, registry
-from elastiscale.backtest import runner
+from elastiscale.backtest import baselines, runner
 from elastiscale.backtest.des import DiscreteEventSimulator
 from elastiscale.backtest.fluid import FluidSimulator
 from elastiscale.backtest.simmetrics import SimulatedMetricSource, SimulatorActuator
 from elastiscale.config import Config, validate_mapping
-from elastiscale.trace import Trace
+from elastiscale.trace import Trace, load_trace
 
 BIN_S = 10.0
+SHARED = Path("/work/shared/traces")
+NASA_10S = SHARED / "nasa_http_1995_07_10s.csv.gz"
+NASA_1S = SHARED / "nasa_http_1995_07_1s.csv.gz"
+#: NASA's July 1995 HTTP requests average 0.8/s; x 8 gives 6.4/s (p95 of 10 s bins: 16/s).
+NASA_RATE_SCALE = 8.0
+TARGETS = {
+    "hpa": ">= 100,000",
+    "elastiscale": ">= 25,000",
+    "predictive": "within 3x of elastiscale",
+}
 
 
 def pipeline() -> Config:
@@ -154,8 +172,9 @@ def fast_case(days: float, profile: bool) -> None:
     if profile:
         profiler = cProfile.Profile()
         policy = registry.build("policy", "hpa", config)
+        short = synthetic_trace(min(days, 3.0))
         profiler.enable()
-        runner.simulate(config, trace, policy, initial_replicas=initial_counts(config, trace))
+        runner.simulate(config, short, policy, initial_replicas=initial_counts(config, short))
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
 
@@ -190,14 +209,84 @@ def des_case(hours: float) -> None:
     print(f"  events                  {events['n']:10,d}  ({events['n'] / elapsed:,.0f}/s)")
 
 
+def load_case_trace(path: str | None, days: float) -> Trace:
+    """The rate cases' trace: `path` (x NASA_RATE_SCALE) cut to `days`, else synthetic."""
+    if path is None:
+        return synthetic_trace(days)
+    trace = load_trace(path).scaled(rate_scale=NASA_RATE_SCALE)
+    return trace.window(trace.start_s, trace.start_s + days * 86400.0)
+
+
+def rate_case(policy_name: str, path: str | None, days: float) -> dict[str, float]:
+    """One policy on the trace, in this (fresh) process: CPU seconds, steps, peak RSS."""
+    config = pipeline()
+    trace = load_case_trace(path, days)
+    policy = baselines.build_policy(policy_name, config, {}, trace=trace)
+    start = time.process_time()
+    runner.simulate(config, trace, policy, initial_replicas=initial_counts(config, trace))
+    cpu_s = time.process_time() - start
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return {"cpu_s": cpu_s, "steps": float(len(trace)), "days": trace.duration_s / 86400.0,
+            "bin_s": trace.bin_s, "rss_mib": rss_mib}  # fmt: skip
+
+
+def in_child(*args: Any) -> dict[str, float]:
+    """`rate_case(*args)` in a fresh process, so that each figure (and peak RSS) is its own."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        got: dict[str, float] = pool.apply(rate_case, args)
+    return got
+
+
+def rates(policies: list[str], path: str | None, days: float) -> None:
+    components = len(pipeline().pipeline.components)
+    where = Path(path).name if path else "synthetic"
+    print(f"fast fidelity, {where}, {components} components, one process per policy:")
+    got: dict[str, float] = {}
+    for name in policies:
+        r = in_child(name, path, days)
+        rate = r["steps"] * components / r["cpu_s"]
+        got[name] = rate
+        print(f"  {name:<12s} {r['days']:5.1f} days at {r['bin_s']:g} s: {r['cpu_s']:8.1f} s CPU, "
+              f"{rate:10,.0f} component-steps/s (target {TARGETS.get(name, '-')}), "
+              f"peak RSS {r['rss_mib']:,.0f} MiB")  # fmt: skip
+    if "predictive" in got and "elastiscale" in got:
+        print(f"  predictive / elastiscale time: {got['elastiscale'] / got['predictive']:.2f}x")
+
+
+def memory(path: str, days: float) -> None:
+    r = in_child("hpa", str(path), days)
+    components = len(pipeline().pipeline.components)
+    print(f"memory: hpa, {Path(path).name}, {r['days']:.1f} days at {r['bin_s']:g} s bins "
+          f"({r['steps']:,.0f} steps x {components} components)")  # fmt: skip
+    print(
+        f"  peak RSS {r['rss_mib']:,.0f} MiB (target <= 2,048), {r['cpu_s']:.1f} s CPU, "
+        f"{r['steps'] * components / r['cpu_s']:,.0f} component-steps/s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--days", type=float, default=30.0)
+    parser.add_argument(
+        "--trace",
+        default=str(NASA_10S) if NASA_10S.exists() else None,
+        help="trace of the rate cases (default: NASA 10 s, else synthetic)",
+    )
+    parser.add_argument("--days", type=float, default=31.0, help="days of it (31: all)")
+    parser.add_argument("--policies", nargs="*", default=["hpa", "elastiscale", "predictive"])
+    parser.add_argument("--memory-trace", default=str(NASA_1S) if NASA_1S.exists() else None)
+    parser.add_argument("--memory-days", type=float, default=31.0)
+    parser.add_argument("--breakdown", action="store_true", help="where hpa's time goes")
     parser.add_argument("--des-hours", type=float, default=2.0)
     parser.add_argument("--profile", action="store_true")
-    args = parser.parse_args()
-    fast_case(args.days, args.profile)
-    des_case(args.des_hours)
+    args = parser.parse_args()  # fmt: skip
+    if args.policies:
+        rates(args.policies, args.trace, args.days)
+    if args.memory_trace and args.memory_days > 0:
+        memory(args.memory_trace, args.memory_days)
+    if args.breakdown or args.profile:
+        fast_case(min(args.days, 30.0), args.profile)
+    if args.des_hours > 0:
+        des_case(args.des_hours)
 
 
 if __name__ == "__main__":
