@@ -163,8 +163,8 @@ def test_hold_windows_leave_out_short_and_missing_holds() -> None:
     [
         (0.0, (0, 1), []),
         (20.0, (0, 1), ["cpu_steal"]),  # 20 of 100 ticks stolen
-        (5.0, (2, 3), ["foreign_load_per_cpu"]),  # 2.5 other runnable processes on 2 CPUs
-        (5.0, (1, 3), []),  # 2 on average: one per CPU is the limit, not past it
+        (5.0, (3, 1), ["foreign_load_per_cpu"]),  # 2.5 other runnable processes on 2 CPUs
+        (5.0, (2, 2), []),  # one per CPU is the limit, not past it
         (20.0, (4, 4), ["cpu_steal", "foreign_load_per_cpu"]),
     ],
 )
@@ -172,9 +172,11 @@ def test_steal_and_other_work(
     steal_ticks: float, foreign: tuple[int, int], refused: list[str]
 ) -> None:
     monitor = HostMonitor(cpus=2)
-    monitor.host(0.0, HostSample(CpuTimes(total=1000.0, steal=10.0), 9.0, foreign[0]))
-    monitor.host(1.0, HostSample(CpuTimes(1100.0, 10.0 + steal_ticks), 9.0, foreign[1]))
-    assert [r.measure for r in monitor.check(1.0)] == refused
+    for i in range(3):
+        monitor.host(0.5 * i, HostSample(CpuTimes(1000.0 + i, 10.0), 9.0, foreign[0]))
+    assert monitor.check(1.0) == []  # three samples are too few to judge
+    monitor.host(1.5, HostSample(CpuTimes(1102.0, 10.0 + steal_ticks), 9.0, foreign[1]))
+    assert [r.measure for r in monitor.check(1.5)] == refused
     assert monitor.worst["load_per_cpu"] == 4.5  # recorded, never judged
 
 

@@ -59,6 +59,8 @@ class Thresholds:
     cpu_steal: float = 0.10
     foreign_load_per_cpu: float = 1.0
     min_samples: int = 20  # sends or lag samples a window needs before its p95 counts
+    min_host_samples: int = 4  # /proc samples (one per 0.5 s) a window needs to judge steal or
+    # other work: one count of runnable processes is an instant, not a load
 
 
 @dataclass(frozen=True)
@@ -226,12 +228,12 @@ class HostMonitor:
         for name, (measured, nominal) in sorted(self._holds.items()):
             if nominal >= th.min_nominal_hold_s and math.isfinite(measured):
                 out.append(Reading("hold_overrun", measured / nominal - 1.0, th.hold_overrun, name))
-        if len(self._cpu) >= 2:
+        if len(self._cpu) >= th.min_host_samples:
             first, last = self._cpu[0][1], self._cpu[-1][1]
             if last.total > first.total:
                 steal = (last.steal - first.steal) / (last.total - first.total)
                 out.append(Reading("cpu_steal", steal, th.cpu_steal))
-        if self._foreign:
+        if len(self._foreign) >= th.min_host_samples:
             mean = sum(v for _, v in self._foreign) / len(self._foreign)
             out.append(Reading("foreign_load_per_cpu", mean / self.cpus, th.foreign_load_per_cpu))
         if self._load is not None:  # recorded, never judged (see the module docstring)
@@ -267,7 +269,7 @@ def refusal(error: HostOverloadedError, context: Mapping[str, Any]) -> dict[str,
     return {
         "refused": True,
         "reason": str(error),
-        "at_s": error.at_s,
+        "at_s": round(error.at_s, 2),
         "run": error.run,
         "readings": [
             {"measure": r.measure, "value": r.value, "limit": r.limit, "where": r.where}
