@@ -41,9 +41,10 @@ test: lint typecheck unit
 bench: $(FULL)
 	$(BIN)/python benchmarks/engine_tick.py
 
-# Ray Serve's autoscaling against elastiscale on a local Ray Serve, and the simulator's
-# prediction of both (about 9 minutes; needs the `prometheus` binary). Not part of `make test`,
-# which runs its two-minute smoke version.
+# Ray Serve's autoscaling against elastiscale on a chain of deployments on a local Ray Serve,
+# two slices of trace x three seeds x four runs (ceiling included), and the simulator's
+# prediction (needs the `prometheus` binary; exits 3 without scoring when the host cannot keep
+# up, see benchmarks/live_ray/host.py). Not part of `make test`, which runs its smoke version.
 bench-live: $(FULL)
 	$(BIN)/python benchmarks/live_ray/run.py --out benchmarks/live_ray/out
 
