@@ -32,11 +32,16 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from elastiscale.controllers.base import TickContext
+    from elastiscale.controllers.queueing import Sizer
 
 Array = npt.NDArray[np.float64]
 
@@ -186,3 +191,46 @@ def shared_pool(name: str, max_gpus: float) -> GpuPool:
         elif max_gpus < pool.max_gpus:
             pool.max_gpus = max_gpus
         return pool
+
+
+def pipeline_allocation(
+    ctx: TickContext,
+    wanted: Mapping[str, int],
+    demand_rps: Mapping[str, float],
+    sizers: Mapping[str, Sizer],
+    gains: Mapping[str, Mapping[str, float]],
+    rates: Mapping[str, float | None],
+    gpu_pool: str | None = None,
+) -> Allocation | None:
+    """The GPU budget (`pipeline.max_gpus`) divided over one tick's wanted counts of the GPU
+    components (None without a budget): each claim carries its demand, what its sizer serves
+    per count, and its calls per ingress request; with `gpu_pool`, through that named pool
+    shared with other pipelines."""
+    max_gpus = ctx.config.pipeline.max_gpus
+    if max_gpus is None:
+        return None
+    ingress_rps = sum(rates.get(i) or 0.0 for i in ctx.pipeline.ingress)
+    claims = []
+    for name, count in wanted.items():
+        comp = ctx.pipeline.components[name]
+        if not comp.is_gpu:
+            continue
+        calls = sum(g[name] for g in gains.values())
+        claims.append(
+            Claim(
+                key=name,
+                gpus_per_replica=comp.gpus_per_replica,
+                min_replicas=comp.replicas.min,
+                wanted=count,
+                demand_rps=demand_rps[name],
+                served_rps=sizers[name].served_rps,
+                calls_per_request=calls,
+                ingress_rps=max(ingress_rps, demand_rps[name] / max(calls, 1e-9)),
+            )
+        )
+    if not claims:
+        return None
+    if gpu_pool is not None:
+        pool = shared_pool(gpu_pool, max_gpus)
+        return pool.request(ctx.config.pipeline.name, claims)
+    return allocate(claims, max_gpus)

@@ -232,6 +232,13 @@ class DemandForecast:
 
     # ----------------------------------------------------------------------------------------
 
+    def set_attainment_target(self, target: float | None) -> None:
+        """Size the burst reserve to `target` from now on (None: the quantile of changes)."""
+        if target != self.attainment_target:
+            self.attainment_target = target
+            self._persistence_at = None  # recomputed at the next outlook
+            self._reserve = None
+
     @property
     def latest(self) -> tuple[float, float] | None:
         """(data time, rate) of the newest observation, or None before the first."""

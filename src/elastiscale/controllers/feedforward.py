@@ -52,12 +52,13 @@ policy applied.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from elastiscale.controllers.base import TickContext
-from elastiscale.controllers.budget import Allocation, Claim, allocate, shared_pool
-from elastiscale.controllers.demand import DemandForecast, DemandOutlook
+from elastiscale.controllers.budget import pipeline_allocation
+from elastiscale.controllers.calibrating import Calibrator
+from elastiscale.controllers.demand import MAX_BINS_AHEAD, DemandForecast, DemandOutlook
 from elastiscale.controllers.fanout import FanoutEstimator
 from elastiscale.controllers.feedforward_state import (
     ComponentState,
@@ -101,6 +102,20 @@ class ElastiscalePolicy:
         self._token_units = any(
             c.capacity_unit != "requests" for c in config.pipeline.components.values()
         )
+        self.calibrator: Calibrator | None = None
+        if p.self_calibration and p.feedforward:
+            self.calibrator = Calibrator(config, p, self.refits)
+
+    def setting(self, key: str) -> Any:
+        """A calibrated parameter's value in force (`burst_reserve`, `scale_down_lookback`)."""
+        if self.calibrator is not None:
+            return self.calibrator.value(key)
+        return getattr(self.params, key)
+
+    def _reserve_target(self) -> float | None:
+        if not self.setting("burst_reserve"):
+            return None
+        return self.config.pipeline.slo.attainment_target
 
     # ----------------------------------------------------------------------------------------
     # Set-up
@@ -116,15 +131,55 @@ class ElastiscalePolicy:
         key = (ingress, signal)
         known = self._forecasts.get(key)
         if known is None:
-            target = self.config.pipeline.slo.attainment_target
             known = DemandForecast.from_params(
                 self.params,
                 gating=self.params.gating,
                 refits=self.refits,
-                attainment_target=target if self.params.burst_reserve else None,
+                attainment_target=self._reserve_target(),
             )
             self._forecasts[key] = known
         return known
+
+    def warm_start(self, history: Iterable[Mapping[str, Observation]]) -> None:
+        """Learn from metric history that exists already, oldest first: one mapping per past
+        tick (component -> observation), as a tick at that time would have seen it.
+
+        The fan-out estimates and the ingress forecasts (their models, gates and burst
+        statistics) are fed exactly as live ticks would have fed them, and a calibration due
+        at the end of the history runs then, so a policy started on a day of history decides
+        as one that watched that day. Replica-count windows are not replayed: they start from
+        the current counts at the first tick, as without history."""
+        last_s: float | None = None
+        for snapshot in history:
+            if not snapshot:
+                continue
+            at_s = max(o.at_s for o in snapshot.values())
+            rates = {
+                n: snapshot[n].demand_rps if n in snapshot else None for n in self.pipeline.order
+            }
+            self.fanout.update(at_s, rates)
+            if not self.params.feedforward:
+                continue
+            for ingress in self.pipeline.ingress:
+                obs = snapshot.get(ingress)
+                if obs is None:
+                    continue
+                signals = ["demand_rps"]
+                if self._token_units and obs.tokens_per_s is not None:
+                    signals.append("tokens_per_s")
+                for signal in signals:
+                    forecast = self._forecast(ingress, signal)
+                    forecast.observe(obs.at_s, obs.value(signal))
+                    forecast.outlook(MAX_BINS_AHEAD)  # as a tick would: same refresh times
+            last_s = at_s
+        if last_s is not None:
+            self._calibrate(last_s)
+
+    def _calibrate(self, now_s: float) -> None:
+        """Run the self-calibration's tick; a changed setting reaches the forecasts at once."""
+        if self.calibrator is not None and self.calibrator.tick(now_s, self._forecasts):
+            for forecast in self._forecasts.values():
+                forecast.set_attainment_target(self._reserve_target())
 
     def close(self) -> None:
         """Stop the refit worker (queued refits are dropped; the models in use stay)."""
@@ -145,6 +200,10 @@ class ElastiscalePolicy:
         outlooks: dict[tuple[str, str], DemandOutlook] = {}
         if self.params.feedforward:
             outlooks = self._outlooks(ctx, fresh)
+            setting = self.calibrator.state.setting if self.calibrator is not None else None
+            self._calibrate(now_s)
+            if self.calibrator is not None and self.calibrator.state.setting != setting:
+                outlooks = self._outlooks(ctx, fresh)
 
         wanted: dict[str, int] = {}
         demand_rps: dict[str, float] = {}
@@ -157,7 +216,9 @@ class ElastiscalePolicy:
                 continue
             wanted[name], demand_rps[name], sizers[name], notes[name] = got
 
-        allocation = self._apply_budget(ctx, wanted, demand_rps, sizers, gains, rates)
+        allocation = pipeline_allocation(
+            ctx, wanted, demand_rps, sizers, gains, rates, self.params.gpu_pool
+        )
         out: dict[str, Proposal] = {}
         for name in pipeline.order:
             if name not in wanted:
@@ -175,6 +236,8 @@ class ElastiscalePolicy:
                     reason += f"; GPU budget grants {granted} of {count}"
                     details["clamp"] = "gpu_budget"
                 count = granted
+            if self.calibrator is not None:
+                details.update(self.calibrator.state.details())
             out[name] = Proposal(self.name, count, reason, details)
         return out
 
@@ -307,7 +370,7 @@ class ElastiscalePolicy:
         ff_base_rps: float | None,
     ) -> int:
         """What the scale-down window remembers of this tick (see `scale_down_lookback`)."""
-        mode = self.params.scale_down_lookback
+        mode = self.setting("scale_down_lookback")
         if mode == "need":
             return max(proposals.values())
         seen = [proposals[k] for k in ("reactive", "upstream") if k in proposals]
@@ -419,44 +482,3 @@ class ElastiscalePolicy:
             details[f"edge_{edge.source}_rps"] = round(through, 6)
         details.update(self.fanout.details(name))
         return total, base
-
-    # ----------------------------------------------------------------------------------------
-    # The GPU budget
-
-    def _apply_budget(
-        self,
-        ctx: TickContext,
-        wanted: Mapping[str, int],
-        demand_rps: Mapping[str, float],
-        sizers: Mapping[str, Sizer],
-        gains: Mapping[str, Mapping[str, float]],
-        rates: Mapping[str, float | None],
-    ) -> Allocation | None:
-        max_gpus = ctx.config.pipeline.max_gpus
-        if max_gpus is None:
-            return None
-        ingress_rps = sum(rates.get(i) or 0.0 for i in ctx.pipeline.ingress)
-        claims = []
-        for name, count in wanted.items():
-            comp = ctx.pipeline.components[name]
-            if not comp.is_gpu:
-                continue
-            calls = sum(g[name] for g in gains.values())
-            claims.append(
-                Claim(
-                    key=name,
-                    gpus_per_replica=comp.gpus_per_replica,
-                    min_replicas=comp.replicas.min,
-                    wanted=count,
-                    demand_rps=demand_rps[name],
-                    served_rps=sizers[name].served_rps,
-                    calls_per_request=calls,
-                    ingress_rps=max(ingress_rps, demand_rps[name] / max(calls, 1e-9)),
-                )
-            )
-        if not claims:
-            return None
-        if self.params.gpu_pool is not None:
-            pool = shared_pool(self.params.gpu_pool, max_gpus)
-            return pool.request(ctx.config.pipeline.name, claims)
-        return allocate(claims, max_gpus)

@@ -50,6 +50,20 @@ class ElastiscaleParams(ForecastParams):
         description="what the scale-down window holds: the whole need, the need without the "
         "burst reserve, or only what observed load needed",
     )
+    self_calibration: bool = Field(
+        True,
+        description="replay the observed ingress under candidate settings and adopt the "
+        "cheapest that meets slo.attainment_target (calibration.py)",
+    )
+    calibration_min_history_s: float = Field(
+        4 * 3600.0, gt=0, description="observed ingress history before the first calibration"
+    )
+    calibration_every_s: float = Field(
+        86400.0, gt=0, description="calibrations at most this far apart once history is long"
+    )
+    calibration_window_s: float = Field(
+        86400.0, gt=0, description="how much of the observed history a calibration replays"
+    )
     burst_reserve: bool = Field(
         True,
         description="headroom over persistence sized to slo.attainment_target from the "

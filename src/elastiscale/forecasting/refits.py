@@ -38,14 +38,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from elastiscale.forecasting.base import Forecaster, RefitJob
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 RefitMode = Literal["inline", "background"]
 REFIT_MODES: tuple[RefitMode, ...] = ("inline", "background")
@@ -134,6 +137,25 @@ class RefitScheduler:
             self._run_inline(slot, now_s)
         else:
             self._submit(slot, now_s)
+
+    def submit(self, task: Callable[[], T]) -> Future[T]:
+        """Run `task` where refits run: inline, at once (the future is done on return); in
+        the background, on the same worker after the refits queued before it. For other work
+        off the tick (a policy's self-calibration); a closed scheduler runs nothing (the
+        future is cancelled)."""
+        future: Future[T] = Future()
+        if self.mode == "inline":
+            try:
+                future.set_result(task())
+            except Exception as exc:  # reported through the future, as on the worker
+                future.set_exception(exc)
+            return future
+        if self._closed:
+            future.cancel()
+            return future
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._thread_name)
+        return self._executor.submit(task)
 
     def collect(self, forecaster: Forecaster) -> bool:
         """Adopt `forecaster`'s refit if it has finished; True when a model was adopted."""

@@ -1,0 +1,111 @@
+"""The replay behind `elastiscale`'s self-calibration (controllers/calibration.py): the
+ingress traffic a policy observed, as a trace, replayed under every candidate setting.
+
+The first half of the observed window warms each candidate up (`warm_start`: its forecasts,
+gates and burst statistics learn from it as a live policy would have); the second half is
+simulated and scored, with the fair-comparison rules of a backtest (same start counts, same
+simulated metrics). So a candidate is judged as it would have run with the history the policy
+had, not as a policy that has seen nothing, and the replay costs half the window's ticks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from elastiscale.backtest import baselines
+from elastiscale.backtest.api import BacktestError
+from elastiscale.backtest.ceiling import ceiling_score
+from elastiscale.backtest.runner import simulate
+from elastiscale.backtest.scoring import score
+from elastiscale.config import Config
+from elastiscale.controllers.calibration import (
+    Evidence,
+    ObservedTraffic,
+    Replay,
+    traffic_trace_arrays,
+)
+from elastiscale.observations import Observation
+from elastiscale.trace import Trace
+
+#: The simulated metrics of a replay, as in a default backtest.
+METRICS_DELAY_S = 15.0
+
+
+def observed_trace(traffic: ObservedTraffic) -> Trace:
+    """The observed ingress as a dense trace (token rates as `input_tokens`)."""
+    t_s, requests, tokens = traffic_trace_arrays(traffic)
+    if t_s.size == 0:
+        raise BacktestError("calibration: no observed ingress rate to replay")
+    columns = {}
+    if tokens is not None:
+        columns = {"input_tokens": tokens, "output_tokens": np.zeros_like(tokens)}
+    return Trace(
+        name="observed ingress", t_s=t_s, requests=requests, bin_s=traffic.bin_s, columns=columns
+    )
+
+
+def history_snapshots(
+    trace: Trace, ingress: str, rate_window_s: float
+) -> Iterator[Mapping[str, Observation]]:
+    """The ingress observations a live policy would have read for each bin of `trace` (its
+    rate window centred on the bin's middle)."""
+    tokens = trace.work("tokens") if trace.has_unit("tokens") else None
+    for i, t_s in enumerate(trace.t_s):
+        at_s = float(t_s) + trace.bin_s / 2.0 + rate_window_s / 2.0
+        obs = Observation(
+            component=ingress,
+            at_s=at_s,
+            demand_rps=float(trace.requests[i]) / trace.bin_s,
+            tokens_per_s=None if tokens is None else float(tokens[i]) / trace.bin_s,
+        )
+        yield {ingress: obs}
+
+
+def replay_candidates(
+    config: Config,
+    traffic: ObservedTraffic,
+    params: Sequence[Mapping[str, Any]],
+    labels: Sequence[str],
+    rate_window_s: float,
+) -> Replay:
+    """Each parameter set as an `elastiscale`, warmed on the first half of the observed
+    traffic and scored on the second."""
+    whole = observed_trace(traffic)
+    half_s = whole.t_s[0] + (whole.t_s.size // 2) * whole.bin_s
+    warm = whole.window(None, half_s)
+    scored = whole.window(half_s, None)
+    if len(scored) == 0:
+        raise BacktestError("calibration: too little observed ingress to replay")
+    ingress = next(n for n, c in config.pipeline.components.items() if c.ingress)
+    initial = baselines.initial_replicas(config, scored)
+    evidence = []
+    for label, p in zip(labels, params, strict=True):
+        policy = baselines.build_policy("elastiscale", config, p, trace=scored)
+        warm_start = getattr(policy, "warm_start", None)
+        if warm_start is not None and len(warm) > 0:
+            warm_start(history_snapshots(warm, ingress, rate_window_s))
+        result = simulate(
+            config,
+            scored,
+            policy,
+            initial_replicas=initial,
+            metrics_delay_s=METRICS_DELAY_S,
+            rate_window_s=rate_window_s,
+        )
+        close = getattr(policy, "close", None)
+        if close is not None:
+            close()
+        got = score(result, config, start_s=scored.start_s, end_s=scored.end_s)
+        attainment = 0.0 if got.slo_attainment is None else float(got.slo_attainment)
+        evidence.append(Evidence(label, attainment, got.gpu_hours))
+    ceiling = ceiling_score(config, scored, start_s=scored.start_s, end_s=scored.end_s)
+    return Replay(
+        at_s=math.nan,
+        span_s=whole.duration_s,
+        evidence=tuple(evidence),
+        ceiling=math.nan if ceiling.slo_attainment is None else float(ceiling.slo_attainment),
+    )
