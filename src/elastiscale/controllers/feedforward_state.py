@@ -62,7 +62,7 @@ class ElastiscaleParams(ForecastParams):
         86400.0, gt=0, description="calibrations at most this far apart once history is long"
     )
     calibration_window_s: float = Field(
-        86400.0, gt=0, description="how much of the observed history a calibration replays"
+        12 * 3600.0, gt=0, description="how much of the observed history a calibration replays"
     )
     burst_reserve: bool = Field(
         True,
