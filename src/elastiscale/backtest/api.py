@@ -117,6 +117,11 @@ def backtest(
             "initial_replicas": initial,
             "scored_from_s": scored_from_s,
             "scored_to_s": replay.end_s,
+            **(
+                {"scenario": cfg.scenario.model_dump(exclude_none=True)}
+                if cfg.scenario is not None
+                else {}
+            ),
         },
         warmup_s=warmup_s,
         elapsed_s=0.0,

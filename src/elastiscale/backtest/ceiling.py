@@ -40,10 +40,12 @@ def ceiling_score(
 ) -> PolicyScore:
     """Score of the run with every component at its max replicas, ready from the start, scored
     over [start_s, end_s) like the policies of the same backtest."""
+    from elastiscale.backtest.drift import DriftSchedule
+    from elastiscale.backtest.model import service_models
     from elastiscale.backtest.runner import build_simulator
 
     sim = build_simulator(config, trace, max_replicas(config), fidelity=fidelity, seed=seed)
-    sim.advance_to(trace.end_s)
+    DriftSchedule(config, service_models(config, trace), trace.start_s).advance(sim, trace.end_s)
     return score(sim.result(), config, start_s=start_s, end_s=end_s)
 
 

@@ -29,6 +29,8 @@ from elastiscale.backtest.api import (
     BacktestError,
     backtest,
 )
+from elastiscale.config import Config
+from elastiscale.config.loading import load_with_scenario
 from elastiscale.errors import ConfigError, MetricSourceError, RegistryError, TraceError
 from elastiscale.trace import Trace
 
@@ -118,6 +120,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed of the simulation (0)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument(
+        "--scenario",
+        metavar="FILE",
+        help="YAML file with a scenario: section drifting the simulated truth (capacity, "
+        "service time, start-up of a component at a time); the policies see only metrics",
+    )
+    parser.add_argument(
         "--no-ceiling",
         action="store_true",
         help="skip the ceiling run (every component at max replicas): no avoidable misses",
@@ -180,8 +188,11 @@ def run(args: argparse.Namespace) -> int:
             start_s, end_s = _seconds("--start", args.start), _seconds("--end", args.end)
         else:
             trace, start_s, end_s = _history(args), None, None
+        pipeline: str | Config = args.pipeline
+        if args.scenario is not None:
+            pipeline = load_with_scenario(args.pipeline, args.scenario)
         report = backtest(
-            args.pipeline,
+            pipeline,
             trace,
             args.policies,
             fidelity=args.fidelity,

@@ -248,6 +248,11 @@ class DiscreteEventSimulator(SimulatorFrame):
                 st.draining.append(rep)
             cut -= 1
 
+    def retune(self, model: ServiceModel) -> None:
+        st = self._stations[self._index[model.name]]
+        st.model = model
+        st.hold_per_work = model.hold_per_work_s
+
     def state(self, component: str) -> ReplicaState:
         st = self._stations[self._index[component]]
         return ReplicaState(desired=len(st.active) + len(st.starting), ready=len(st.active))

@@ -31,6 +31,7 @@ from elastiscale.backtest.fluid_latency import (
 )
 from elastiscale.backtest.fluid_queue import serve
 from elastiscale.backtest.model import (
+    ServiceModel,
     SimulationResult,
     fanout_variance,
     first_call_probability,
@@ -140,6 +141,13 @@ class FluidSimulator(SimulatorFrame):
         comp = self._comps[self._index[component]]
         drain_s = comp.model.mean_hold_s if comp.last_util > 0 else 0.0
         comp.replicas.command(self._now_s, max(0, int(replicas)), drain_s)
+
+    def retune(self, model: ServiceModel) -> None:
+        comp = self._comps[self._index[model.name]]
+        comp.model = model
+        comp.cap = model.capacity
+        comp.hold_per_work = model.hold_per_work_s
+        comp.replicas.startup_s = model.startup_s
 
     def state(self, component: str) -> ReplicaState:
         book = self._comps[self._index[component]].replicas

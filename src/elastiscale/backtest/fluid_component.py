@@ -10,6 +10,7 @@ random fan-out counts give them.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from typing import Any
@@ -102,6 +103,10 @@ class ReplicaBook:
         if replicas > desired:
             if self.startup_s <= 0:
                 self.ready += replicas - desired
+            elif self.starting and now_s + self.startup_s < self.starting[-1]:
+                # A start-up shortened by a drift scenario: keep the ready times in order.
+                for _ in range(replicas - desired):
+                    bisect.insort(self.starting, now_s + self.startup_s)
             else:
                 self.starting.extend([now_s + self.startup_s] * (replicas - desired))
         elif replicas < desired:

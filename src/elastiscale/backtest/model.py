@@ -426,6 +426,11 @@ class Simulator(Protocol):
 
     def state(self, component: str) -> ReplicaState: ...
 
+    def retune(self, model: ServiceModel) -> None:
+        """Serve component `model.name` as `model` says from now on (a drift scenario,
+        `backtest.drift`); calls in service and replicas already starting keep their times."""
+        ...
+
     def series(self, component: str) -> ComponentSeries: ...
 
     def steps(self, component: str) -> StepLog:

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 
 from tqdm import tqdm
 
+from elastiscale.backtest.drift import DriftSchedule
 from elastiscale.backtest.fluid import FluidSimulator
-from elastiscale.backtest.model import SimulationResult, Simulator
+from elastiscale.backtest.model import SimulationResult, Simulator, service_models
 from elastiscale.backtest.simmetrics import SimulatedMetricSource, SimulatorActuator
 from elastiscale.clock import FakeClock
 from elastiscale.config import Config
@@ -66,7 +67,8 @@ def simulate(
     (default: the policy's own `interval_s` attribute, else `config.control.interval_s`) at
     trace.start_s, start + interval, ... before trace.end_s; the simulator runs to the end of
     the trace and then drains what is still queued. `step_s` is the simulator's step (default:
-    the trace's bin). `progress` shows a bar on stderr when it is a terminal.
+    the trace's bin). `progress` shows a bar on stderr when it is a terminal. A `scenario:`
+    in `config` drifts the simulated truth on the way (`backtest.drift`).
     """
     missing = [n for n in config.pipeline.components if n not in initial_replicas]
     if missing:
@@ -75,6 +77,7 @@ def simulate(
     sim = build_simulator(
         config, trace, initial_replicas, fidelity=fidelity, step_s=step_s, seed=seed
     )
+    drift = DriftSchedule(config, service_models(config, trace), trace.start_s)
     clock = FakeClock(trace.start_s)
     metrics = SimulatedMetricSource(
         sim,
@@ -94,7 +97,7 @@ def simulate(
     try:
         for k in range(ticks):
             now_s = trace.start_s + k * tick_s
-            sim.advance_to(now_s)
+            drift.advance(sim, now_s)
             clock.set(now_s)
             for record in engine.step(now_s):
                 if record.outcome == "scaled":
@@ -102,7 +105,7 @@ def simulate(
             bar.update(1)
     finally:
         bar.close()
-    sim.advance_to(trace.end_s)
+    drift.advance(sim, trace.end_s)
     clock.set(max(clock.now_s(), trace.end_s))
     result = sim.result()
     result.scaling_actions = sum(scaled.values())

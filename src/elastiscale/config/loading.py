@@ -40,6 +40,21 @@ def load_config(source: str | Path | Mapping[str, Any]) -> Config:
     return validate_mapping(raw, label=label)
 
 
+def load_with_scenario(source: str | Path, scenario: str | Path) -> Config:
+    """The config of file `source` with the `scenario:` section of file `scenario` (replacing
+    any the config has): a backtest's drift kept apart from the pipeline it drifts."""
+    raw = _read_yaml(Path(source))
+    extra = _read_yaml(Path(scenario))
+    if not isinstance(extra, Mapping) or "scenario" not in extra:
+        raise ConfigError(["(top level): expected a mapping with a 'scenario' key"], str(scenario))
+    unknown = sorted(str(k) for k in extra if k != "scenario")
+    if unknown:
+        raise ConfigError([f"{unknown[0]}: unknown key (only 'scenario')"], source=str(scenario))
+    if not isinstance(raw, Mapping):
+        raise ConfigError(["(top level): expected a mapping with a 'pipeline' key"], str(source))
+    return validate_mapping({**raw, "scenario": extra["scenario"]}, label=str(source))
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """The safe loader, refusing a key given twice in one mapping (last-wins hides typos)."""
 
@@ -90,6 +105,7 @@ def validate_mapping(raw: Any, label: str = "") -> Config:
     pipeline_raw = raw.get("pipeline")
     if isinstance(pipeline_raw, Mapping):
         problems.extend(graph_problems(pipeline_raw))
+        problems.extend(scenario_problems(raw.get("scenario"), pipeline_raw))
     problems.extend(_plugin_problems(raw))
     if problems:
         raise ConfigError(_dedupe(problems), source=label)
@@ -136,6 +152,25 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
 
 #: Fields whose checks run on the whole file (they name the field in their message).
 _CROSS_FIELD = ("control.combine",)
+
+
+def scenario_problems(scenario: Any, pipeline: Mapping[str, Any]) -> list[str]:
+    """Drift events naming a component the pipeline does not have."""
+    components = pipeline.get("components")
+    if not isinstance(scenario, Mapping) or not isinstance(components, Mapping):
+        return []
+    drift = scenario.get("drift") or []
+    if not isinstance(drift, list | tuple):
+        return []
+    names = ", ".join(str(n) for n in components)
+    return [
+        f"scenario.drift[{i}].component: unknown component {event['component']!r} "
+        f"(components: {names})"
+        for i, event in enumerate(drift)
+        if isinstance(event, Mapping)
+        and isinstance(event.get("component"), str)
+        and event["component"] not in components
+    ]
 
 
 def graph_problems(pipeline: Mapping[str, Any]) -> list[str]:

@@ -25,6 +25,7 @@ from pydantic import (
 from elastiscale import formula as formulas
 from elastiscale import spellings
 from elastiscale.config.daemon import DaemonConfig
+from elastiscale.config.scenario import Scenario
 
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
 
@@ -326,6 +327,8 @@ class Config(StrictModel):
     metrics: PluginSpec | None = None
     actuator: PluginSpec | None = None
     daemon: DaemonConfig = DaemonConfig()
+    #: Backtests only: drift of the simulated truth (`config.scenario`).
+    scenario: Scenario | None = None
 
     @field_validator("policies", mode="before")
     @classmethod
