@@ -23,6 +23,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from array import array
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -184,7 +185,7 @@ class DiscreteEventSimulator(SimulatorFrame):
             bucket.append((dst, edge.fanout, spec.fanout_distribution))
         self._ingress = [self._stations[self._index[n]] for n in self.pipeline.ingress]
         self._req, tin, tout = self.arrivals(trace)
-        zeros = [0.0] * self.n_steps
+        zeros = array("d", [0.0]) * self.n_steps
         self._tin = tin if tin is not None else zeros
         self._tout = tout if tout is not None else zeros
         self._carry = [0.0] * len(self._ingress)

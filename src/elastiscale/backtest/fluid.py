@@ -16,6 +16,7 @@ model, its assumptions, and worked numbers.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Mapping
 
 import numpy as np
@@ -114,8 +115,8 @@ class FluidSimulator(SimulatorFrame):
         self._ingress = [self._index[n] for n in self.pipeline.ingress]
         self._req, tin, tout = self.arrivals(trace)
         self._has_tokens = tin is not None
-        self._tin = tin or []
-        self._tout = tout or []
+        self._tin = tin if tin is not None else array("d")
+        self._tout = tout if tout is not None else array("d")
         self._step = 0  # steps simulated so far
         self._finished = False
 

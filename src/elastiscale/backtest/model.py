@@ -434,7 +434,8 @@ class Simulator(Protocol):
     def series(self, component: str) -> ComponentSeries: ...
 
     def steps(self, component: str) -> StepLog:
-        """The component's per-step log so far (what the simulated metric source reads)."""
+        """The component's per-step log so far (what the simulated metric source reads): one
+        `StepLog` for the whole run, appended to as steps close (the source keeps it)."""
         ...
 
     def result(self) -> SimulationResult: ...

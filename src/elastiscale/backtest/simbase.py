@@ -10,6 +10,7 @@ reads. Each fidelity adds its own model of what happens inside a step.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -31,6 +32,14 @@ def per_step(trace: Trace, values: Array, t0_s: float, step_s: float, n: int) ->
     cumulative = np.concatenate([[0.0], np.cumsum(values)])
     at = t0_s + step_s * np.arange(n + 1, dtype=float)
     return np.diff(np.interp(at, edges, cumulative))
+
+
+def _floats(values: Array) -> array[float]:
+    """A float64 numpy array as an `array('d')` (the same doubles, indexed without numpy's
+    per-item cost in the simulators' inner loops)."""
+    out = array("d")
+    out.frombytes(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+    return out
 
 
 class ComponentFrame:
@@ -82,16 +91,19 @@ class SimulatorFrame:
             counts.append(int(start))
         return counts
 
-    def arrivals(self, trace: Trace) -> tuple[list[float], list[float] | None, list[float] | None]:
+    def arrivals(
+        self, trace: Trace
+    ) -> tuple[array[float], array[float] | None, array[float] | None]:
         """Ingress requests per step, and input and output tokens per step (None without
-        token columns)."""
+        token columns), as flat float arrays (a list of 2.7 million floats costs 86 MB, the
+        array 22 MB)."""
         n = self.n_steps
-        req = per_step(trace, trace.requests, self.start_s, self.step_s, n).tolist()
+        req = _floats(per_step(trace, trace.requests, self.start_s, self.step_s, n))
         if not trace.has_unit("tokens"):
             return req, None, None
         tin = per_step(trace, trace.columns["input_tokens"], self.start_s, self.step_s, n)
         tout = per_step(trace, trace.columns["output_tokens"], self.start_s, self.step_s, n)
-        return req, tin.tolist(), tout.tolist()
+        return req, _floats(tin), _floats(tout)
 
     @property
     def now_s(self) -> float:

@@ -66,6 +66,7 @@ class SimulatedMetricSource:
         self._window_steps = max(1, round(rate_window_s / simulator.step_s))
         self._units = {n: c.capacity_unit for n, c in config.pipeline.components.items()}
         self._has_tokens = has_tokens
+        self._logs: dict[str, StepLog] = {}
 
     def _check_time(self, t_s: float) -> None:
         now_s = self.clock.now_s()
@@ -89,13 +90,16 @@ class SimulatedMetricSource:
         return {name: self._observe_one(name, cutoff_s) for name in components}
 
     def _observe_one(self, name: str, cutoff_s: float) -> Observation:
-        log = self.simulator.steps(name)
+        log = self._logs.get(name)
+        if log is None:  # a simulator's step log is one object for the whole run
+            log = self._logs[name] = self.simulator.steps(name)
+        data, width = log.data, StepLog.WIDTH
         i = math.floor((cutoff_s - log.t0_s) / self.step_s + 1e-9)
-        if i > len(log):
-            i = len(log)
+        rows = len(data) // width
+        if i > rows:
+            i = rows
         if i <= 0:
             return Observation.unavailable(name, cutoff_s, "no data")
-        data, width = log.data, StepLog.WIDTH
         end = (i - 1) * width  # the last step's row
         lo = i - self._window_steps
         # The step before the window (none when the window reaches back before the start: then
