@@ -1,5 +1,6 @@
 """`elastiscale.backtest()`: the fair-comparison rules (same start, same window, warm-up scored
-for none), which policies run by default, bad arguments, and the oracle as the lower bound."""
+for none), which policies run by default, and bad arguments (the oracle as the lower bound:
+test_oracle_bound.py)."""
 
 from __future__ import annotations
 
@@ -97,43 +98,6 @@ class SpyPolicy:
 def _spy() -> None:
     registry.register("policy", "spy", SpyPolicy)
     SpyPolicy.first_seen = None
-
-
-@pytest.mark.parametrize("case", list(CASES))
-def test_no_policy_reaches_the_oracles_attainment_with_fewer_gpu_hours(case: str) -> None:
-    rates, options = CASES[case]
-    config = small_config()
-    if "initial" in options:
-        llm = {"replicas": {"min": 1, "max": 40, "initial": options["initial"]}}
-        raw = config.model_dump(by_alias=True, exclude_unset=True)
-        raw["pipeline"]["components"]["llm"].update(llm)
-        config = load_config(raw)
-    report = elastiscale.backtest(config, synthetic(rates))
-    assert {"static-peak", "oracle", "hpa", "kpa"} <= set(report.policies)
-    oracle = report.policies["oracle"]
-    assert oracle.slo_attainment is not None
-    for name, got in report.policies.items():
-        if name == "oracle" or got.slo_attainment is None:
-            continue
-        dominates = got.slo_attainment >= oracle.slo_attainment and (
-            got.gpu_hours < oracle.gpu_hours - 1e-9
-        )
-        assert not dominates, (
-            f"{case}: {name} attains {got.slo_attainment:.4f} with {got.gpu_hours:.2f} "
-            f"GPU-hours; the oracle {oracle.slo_attainment:.4f} with {oracle.gpu_hours:.2f}"
-        )
-
-
-def test_the_oracle_is_not_dominated_on_the_demo_pipeline_and_trace() -> None:
-    # The first 20 minutes of the demo: the agent pipeline on the Azure trace x 4.
-    report = elastiscale.backtest(
-        ROOT / "examples" / "pipelines" / "agent.yaml", AZURE, rate_scale=4, end_s=1200
-    )
-    oracle = report.policies["oracle"]
-    assert oracle.slo_attainment is not None
-    for name, got in report.policies.items():
-        if name != "oracle" and got.slo_attainment is not None:
-            assert got.slo_attainment < oracle.slo_attainment or got.gpu_hours >= oracle.gpu_hours
 
 
 def test_every_policy_starts_from_the_same_counts_sized_from_the_first_minutes() -> None:

@@ -18,6 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("elastiscale.validate_cmd", "check a config file; exit 2 naming every problem"),
     "backtest": ("elastiscale.backtest.cli", "replay a trace through policies and compare them"),
     "sweep": ("elastiscale.sweep.cli", "run many backtests (local pool or Ray); frontiers"),
+    "capacity": (
+        "elastiscale.backtest.capacity_cli",
+        "the highest load each policy holds on N GPUs (bisection on the rate scale)",
+    ),
     "forecast-eval": ("elastiscale.forecasting.cli", "rolling-origin evaluation of forecasters"),
     "export-trace": ("elastiscale.adapters.prometheus.cli", "write Prometheus history as a trace"),
     "run": ("elastiscale.daemon.cli", "run the sidecar daemon"),

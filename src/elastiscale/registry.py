@@ -40,7 +40,7 @@ _BUILTINS: Final[dict[str, dict[str, str]]] = {
         "ray-serve": "elastiscale.controllers.ray_serve_policy:RayServePolicy",
         "static-peak": "elastiscale.backtest.baselines:StaticPeakPolicy",
         "static-budget": "elastiscale.backtest.static_budget:StaticBudgetPolicy",
-        "oracle": "elastiscale.backtest.baselines:OraclePolicy",
+        "oracle": "elastiscale.backtest.oracle:BoundOraclePolicy",
         "predictive": "elastiscale.controllers.predictive:PredictivePolicy",
         "elastiscale": "elastiscale.controllers.feedforward:ElastiscalePolicy",
     },

@@ -20,7 +20,7 @@ static-peak: the prior static deployment
     30 req/s peak on an LLM of 1.5 req/s per replica at 0.7 needs 30 / 1.05 = 28.6, so 29
     replicas, all the time.
 
-oracle: the reference lower bound
+oracle: the construction the bound-seeking `oracle` (`backtest/oracle.py`) starts from
     It reads the true future demand (the trace, never the metrics) and computes, for every trace
     bin, the minimum replica count `need(t)` that meets the component's latency budget. The
     budget leaves a queueing slack = budget - service_time_s (at least 0), shared in two:
@@ -59,6 +59,7 @@ oracle: the reference lower bound
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from typing import Any, ClassVar, TypeVar
@@ -244,22 +245,19 @@ class OraclePolicy:
         self.short: dict[str, npt.NDArray[np.bool_]] = {}
         self.window_s: dict[str, float] = {}
         for name, comp in config.pipeline.components.items():
-            slack_s = max(self.budget_s[name] - comp.service_time_s, 0.0)
-            burst_s = self.params.burst_share * slack_s
             bins = max(1, round(self.params.rate_window_s / trace.bin_s))
             self.window_s[name] = bins * trace.bin_s
-            rate_rps = leading_mean(demand[name], bins) / _work_per_request(trace, comp)
-            capacity_rps = comp.capacity_per_replica / _work_per_request(trace, comp)
-            limits = max_rate_within_budget(
-                comp.replicas.max,
-                capacity_rps,
-                comp.service_time_s,
-                self.budget_s[name] - burst_s,
-                self.params.quantile,
-            )
-            need = np.searchsorted(limits, rate_rps * (1 - 1e-9), side="left")
+            need = raw_need(config, trace, demand[name], name, bins, self.params, self.budget_s)
             self.short[name] = need > comp.replicas.max
             self.need[name] = np.clip(need, comp.replicas.min, comp.replicas.max).astype(np.int64)
+
+    def with_need(
+        self, need: Mapping[str, IntArray], short: Mapping[str, npt.NDArray[np.bool_]]
+    ) -> OraclePolicy:
+        """A copy proposing from other need series (the candidates of `backtest.oracle`)."""
+        out = copy.copy(self)
+        out.need, out.short = dict(need), dict(short)
+        return out
 
     def _bin(self, t_s: float, size: int) -> int:
         return min(max(math.floor((t_s - self._start_s) / self._bin_s), 0), size - 1)
@@ -282,6 +280,34 @@ class OraclePolicy:
                 details={"lead_time_s": lead_s, "latency_budget_s": self.budget_s[name]},
             )
         return out
+
+
+def raw_need(
+    config: Config,
+    trace: Trace,
+    demand: Array,
+    name: str,
+    window_bins: int,
+    params: OracleParams,
+    budgets: Mapping[str, float],
+) -> IntArray:
+    """need(t) of component `name` for every trace bin, before the replica bounds: the fewest
+    replicas meeting its latency budget at its demand averaged over `window_bins` bins ahead
+    (steps 1 to 4 of the module docstring; more than max replicas where none suffices)."""
+    comp = config.pipeline.components[name]
+    slack_s = max(budgets[name] - comp.service_time_s, 0.0)
+    burst_s = params.burst_share * slack_s
+    rate_rps = leading_mean(demand, window_bins) / _work_per_request(trace, comp)
+    capacity_rps = comp.capacity_per_replica / _work_per_request(trace, comp)
+    limits = max_rate_within_budget(
+        comp.replicas.max,
+        capacity_rps,
+        comp.service_time_s,
+        budgets[name] - burst_s,
+        params.quantile,
+    )
+    need: IntArray = np.searchsorted(limits, rate_rps * (1 - 1e-9), side="left").astype(np.int64)
+    return need
 
 
 def _work_per_request(trace: Trace, comp: Any) -> float:
