@@ -36,6 +36,8 @@ lead time. One tick, for every component c (in topological order):
    within the lead time starts the first replica ahead of it (pre-warming).
 7. A shared GPU budget (`pipeline.max_gpus`, or a named pool shared by several pipelines) is
    divided by effect on end-to-end SLO attainment (budget.py).
+8. `learn: true` plans with measured start-up, capacity and service time, the file's values
+   their priors (controllers/learned.py; `feedforward_state.replan`).
 
 Forecaster refits (statsmodels fits, up to about a second each) run off the tick on a
 background worker by default (`refit: background`); backtests build the policy with `refit:
@@ -64,7 +66,9 @@ from elastiscale.controllers.feedforward_state import (
     ComponentState,
     ElastiscaleParams,
     build_component,
+    replan,
 )
+from elastiscale.controllers.learned import Effective, LearnedParameters
 from elastiscale.controllers.queueing import Sizer
 from elastiscale.decision import Detail, Proposal
 from elastiscale.forecasting.refits import RefitScheduler
@@ -102,6 +106,8 @@ class ElastiscalePolicy:
         self._token_units = any(
             c.capacity_unit != "requests" for c in config.pipeline.components.values()
         )
+        self.learned = LearnedParameters(p.learning) if p.learn else None
+        self._effective: dict[str, Effective] = {}
         self.calibrator: Calibrator | None = None
         if p.self_calibration and p.feedforward:
             self.calibrator = Calibrator(config, p, self.refits)
@@ -122,7 +128,13 @@ class ElastiscalePolicy:
 
     def _component(self, ctx: TickContext, name: str) -> ComponentState:
         known = self._components.get(name)
-        if known is None:
+        if self.learned is not None:
+            effective = self.learned.effective(ctx, name)
+            known = replan(ctx, name, self.params, self.budgets_s[name], known, self._effective,
+                           effective)  # fmt: skip
+            known.details = dict(effective.details)
+            self._components[name] = known
+        elif known is None:
             known = build_component(ctx, name, self.params, self.budgets_s[name])
             self._components[name] = known
         return known
@@ -193,6 +205,8 @@ class ElastiscalePolicy:
         pipeline = ctx.pipeline
         fresh = {n: self._fresh(ctx, n) for n in pipeline.order}
         rates = {n: (o.demand_rps if o is not None else None) for n, o in fresh.items()}
+        if self.learned is not None:
+            self.learned.update(ctx)
         self.fanout.update(now_s, rates)
         fanouts = self.fanout.fanouts()
         gains = {i: pipeline.propagate({i: 1.0}, fanouts) for i in pipeline.ingress}
@@ -238,6 +252,8 @@ class ElastiscalePolicy:
                 count = granted
             if self.calibrator is not None:
                 details.update(self.calibrator.state.details())
+            if self.learned is not None:
+                details.update(self._components[name].details)
             out[name] = Proposal(self.name, count, reason, details)
         return out
 

@@ -12,6 +12,7 @@ from elastiscale.controllers.base import TickContext
 from elastiscale.controllers.constraints import WindowExtreme
 from elastiscale.controllers.demand import ForecastParams
 from elastiscale.controllers.fanout import RatioEstimator
+from elastiscale.controllers.learned import Effective, LearningParams
 from elastiscale.controllers.queueing import (
     QueueingSizer,
     Sizer,
@@ -69,6 +70,14 @@ class ElastiscaleParams(ForecastParams):
         description="headroom over persistence sized to slo.attainment_target from the "
         "history's rises within each lead time (else: the quantile of its changes)",
     )
+    learn: bool = Field(
+        False,
+        description="plan with start-up, capacity and service time measured online "
+        "(controllers/learned.py; the file's values are the priors)",
+    )
+    learning: LearningParams = Field(
+        default_factory=LearningParams, description="how the online estimates are made"
+    )
 
 
 @dataclass(slots=True)
@@ -88,12 +97,25 @@ class ComponentState:
 
 
 def build_component(
-    ctx: TickContext, name: str, params: ElastiscaleParams, budget_s: float
+    ctx: TickContext,
+    name: str,
+    params: ElastiscaleParams,
+    budget_s: float,
+    learned: Effective | None = None,
 ) -> ComponentState:
     """The state `elastiscale` keeps about component `name`: its lead time (start-up, interval,
     actuation delay and the service times on the slowest path to it), backlog drain time,
-    sizer and scale-down window."""
+    sizer and scale-down window; with `learned`, its start-up, capacity and service time are
+    the measured ones in use instead of the file's."""
     comp = ctx.pipeline.components[name]
+    if learned is not None:
+        comp = comp.model_copy(
+            update={
+                "startup_s": learned.startup_s,
+                "capacity_per_replica": learned.capacity_per_replica,
+                "service_time_s": learned.service_time_s,
+            }
+        )
     p = params
     slack_s = max(budget_s - comp.service_time_s, comp.service_time_s)
     path_s = max(
@@ -101,6 +123,8 @@ def build_component(
         for path in ctx.pipeline.paths_from_ingress(name)
     )
     lead_s = ctx.lead_time_s(name) + path_s
+    if learned is not None:
+        lead_s += comp.startup_s - ctx.pipeline.components[name].startup_s
     delay_s = p.scale_down_delay_s
     if delay_s is None:
         delay_s = comp.startup_s + ctx.interval_s
@@ -144,4 +168,34 @@ def build_component(
         half_life_s = p.fanout_half_life_s
         made.tokens_per_request = RatioEstimator(None, 0.0, half_life_s)
         made.token_factor = RatioEstimator(1.0, p.fanout_prior_requests, half_life_s)
+    return made
+
+
+def replan(
+    ctx: TickContext,
+    name: str,
+    params: ElastiscaleParams,
+    budget_s: float,
+    known: ComponentState | None,
+    used: dict[str, Effective],
+    effective: Effective,
+) -> ComponentState:
+    """The component's state planned with the learned numbers `effective`: `known` while
+    they are within `learning.min_change` of those it was built with (`used[name]`), else
+    rebuilt, its scale-down window and token estimators carried over."""
+    last = used.get(name)
+    if (
+        known is not None
+        and last is not None
+        and not effective.differs(last, params.learning.min_change)
+    ):
+        return known
+    made = build_component(ctx, name, params, budget_s, effective)
+    if known is not None:
+        known.down.window_s = made.down.window_s
+        made.down = known.down
+        made.seeded = known.seeded
+        made.tokens_per_request = known.tokens_per_request
+        made.token_factor = known.token_factor
+    used[name] = effective
     return made
