@@ -10,8 +10,7 @@ and scored by its mean absolute error at those horizons. Tuning for the horizons
 rather than for one step ahead, is what keeps a 1-minute series with noisy bins from being
 chased bin by bin when the question is the demand in 5 or 15 minutes.
 
-Half-lives are given in seconds and converted per step: alpha = 1 - 2 ** (-step_s / half_life_s).
-With 60 s bins, a 300 s half-life gives alpha = 1 - 2 ** -0.2 = 0.129.
+Half-lives are given in seconds and converted per step as `ewma.py` says.
 """
 
 from __future__ import annotations
