@@ -8,10 +8,14 @@
 # ConfigMap mounted at /etc/elastiscale.
 
 FROM python:3.12-slim AS build
+# What the sidecar runs: the Kubernetes actuator and leader election, and the statsmodels
+# forecasters of the default policy; no plots, Ray or boto3. KEDA mode (deploy/overlays/keda):
+#   docker build --build-arg EXTRAS=kubernetes,forecast,keda .
+ARG EXTRAS=kubernetes,forecast
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
-RUN pip install --no-cache-dir --prefix=/install .
+RUN pip install --no-cache-dir --prefix=/install ".[${EXTRAS}]"
 
 FROM python:3.12-slim
 COPY --from=build /install /usr/local

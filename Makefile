@@ -4,8 +4,9 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# The demo needs only the package; the tests also need the test tools and the optional
-# integrations (Ray Serve, boto3 and a moto server) that their integration tests drive.
+# The demo needs the package with its forecasting and plotting extras (the results in
+# docs/results.md are made with them); the tests also need the test tools and every optional
+# integration (Kubernetes, Ray Serve, boto3 and a moto server, KEDA's gRPC) their tests drive.
 BASE   := $(VENV)/.installed-base
 FULL   := $(VENV)/.installed-test
 
@@ -14,11 +15,11 @@ FULL   := $(VENV)/.installed-test
 $(BASE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e ".[forecast,plots]"
 	touch $@
 
 $(FULL): $(BASE)
-	$(BIN)/pip install --quiet -e ".[test,ray,sagemaker,keda]"
+	$(BIN)/pip install --quiet -e ".[test,all]"
 	touch $@
 
 demo: $(BASE)

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "forecast-eval": ("elastiscale.forecasting.cli", "rolling-origin evaluation of forecasters"),
     "export-trace": ("elastiscale.adapters.prometheus.cli", "write Prometheus history as a trace"),
     "run": ("elastiscale.daemon.cli", "run the sidecar daemon"),
+    "demo": ("elastiscale.demo", "backtest the bundled agent pipeline on a bundled real trace"),
     "import": (
         "elastiscale.importer.cli",
         "an HPA, KEDA ScaledObject or Ray Serve config as a pipeline",

@@ -25,6 +25,25 @@ EXTRAS: Final = {
 }
 
 
+#: Top-level module -> the extra that installs it.
+MODULE_EXTRAS: Final = {
+    "kubernetes": "kubernetes",
+    "statsmodels": "forecast",
+    "matplotlib": "plots",
+    "ray": "ray",
+    "boto3": "sagemaker",
+    "botocore": "sagemaker",
+    "grpc": "keda",
+}
+
+
+def extra_for(exc: ModuleNotFoundError) -> str | None:
+    """The extra that would have provided the module `exc` says is missing, if one does."""
+    if exc.name is None:
+        return None
+    return MODULE_EXTRAS.get(exc.name.split(".")[0])
+
+
 class MissingExtraError(ElastiscaleError):
     """A feature needs an optional dependency that is not installed."""
 

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
-from elastiscale import spellings
+from elastiscale import extras, spellings
 from elastiscale.errors import RegistryError
 
 #: Entry-point group of each kind.
@@ -115,6 +115,13 @@ def resolve(kind: str, name: str) -> Any:
     if target is not None:
         try:
             return _import(target)
+        except ModuleNotFoundError as exc:
+            extra = extras.extra_for(exc)
+            if extra is not None:
+                raise RegistryError(
+                    str(extras.MissingExtraError(extra, f"{kind} {name!r}", str(exc.name)))
+                ) from None
+            raise RegistryError(f"{kind} {name!r} cannot be loaded: {exc}") from None
         except (ImportError, AttributeError) as exc:
             raise RegistryError(f"{kind} {name!r} cannot be loaded: {exc}") from None
     for ep in entry_points(group=GROUPS[kind]):

@@ -32,6 +32,7 @@ from elastiscale.backtest.api import (
 from elastiscale.config import Config
 from elastiscale.config.loading import load_with_scenario
 from elastiscale.errors import ConfigError, MetricSourceError, RegistryError, TraceError
+from elastiscale.extras import MissingExtraError, require
 from elastiscale.trace import Trace
 
 DEFAULT_OUT = "out/backtest"
@@ -181,6 +182,8 @@ def _history(args: argparse.Namespace) -> Trace:
 def run(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty() and not args.no_progress
     try:
+        if not args.no_plots:  # before the run, not after it: say which extra draws them
+            require("matplotlib", "plots", "backtest plots (or pass --no-plots)")
         if (args.trace is None) == (args.prometheus is None):
             raise BacktestError("give the ingress history as --trace FILE or --prometheus URL")
         if args.trace is not None:
@@ -215,6 +218,8 @@ def run(args: argparse.Namespace) -> int:
     except (TraceError, RegistryError) as exc:
         return _fail(str(exc))
     except BacktestError as exc:
+        return _fail(f"elastiscale backtest: {exc}")
+    except MissingExtraError as exc:
         return _fail(f"elastiscale backtest: {exc}")
     except MetricSourceError as exc:
         return _fail(f"elastiscale backtest: {exc}", code=1)

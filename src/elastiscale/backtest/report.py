@@ -38,6 +38,7 @@ from typing import Any
 from elastiscale.backtest.ceiling import avoidable_misses
 from elastiscale.backtest.model import Array, SimulationResult
 from elastiscale.backtest.scoring import PolicyScore
+from elastiscale.extras import require
 
 #: Columns of the comparison table: (heading, report.json key, format).
 TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -212,6 +213,7 @@ class BacktestReport:
         out.mkdir(parents=True, exist_ok=True)
         written: list[Path] = []
         if plots:
+            require("matplotlib", "plots", "backtest plots (or write with plots=False)")
             from elastiscale.backtest.plots import write_plots
 
             written += write_plots(self, out)

@@ -42,6 +42,7 @@ from elastiscale.adapters.kubernetes.calls import KubeCallError, call
 from elastiscale.config import Config
 from elastiscale.config.daemon import LeaderElectionConfig
 from elastiscale.errors import ActuatorError
+from elastiscale.extras import require
 
 log = logging.getLogger("elastiscale.daemon.leader")
 
@@ -119,6 +120,7 @@ def resolve_settings(config: Config, identity: str | None = None) -> LeaseSettin
 def connect_coordination(settings: LeaseSettings) -> tuple[Any, str]:
     """A CoordinationV1Api client and the Lease's namespace; ActuatorError when no Kubernetes
     configuration can be loaded."""
+    require("kubernetes", "kubernetes", "leader election (a Kubernetes Lease)")
     from kubernetes import client as k8s
 
     from elastiscale.adapters.kubernetes.actuator import connect

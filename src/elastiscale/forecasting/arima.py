@@ -26,6 +26,7 @@ import numpy as np
 from pydantic import Field, NonNegativeInt, model_validator
 
 from elastiscale.decision import Detail
+from elastiscale.extras import require
 from elastiscale.forecasting.base import Forecaster, ForecasterParams
 from elastiscale.forecasting.grid import (
     DAY_S,
@@ -93,6 +94,7 @@ class ArimaModel(GridModel):
         else:
             self.coef = np.array([float(np.mean(y[seen]))])
         resid = y - self._shape(bins)
+        require("statsmodels", "forecast", "forecaster 'arima'")
         from statsmodels.tsa.arima.model import ARIMA
 
         with warnings.catch_warnings():

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from elastiscale import registry
 from elastiscale.errors import RegistryError, TraceError
+from elastiscale.extras import MissingExtraError, require
 from elastiscale.forecasting.base import Forecaster
 from elastiscale.forecasting.grid import DAY_S
 
@@ -117,6 +118,11 @@ def run(args: argparse.Namespace) -> int:
     from elastiscale.trace import load_trace
 
     began = time.perf_counter()
+    if not args.no_plot:
+        try:
+            require("matplotlib", "plots", "forecast-eval plots (or pass --no-plot)")
+        except MissingExtraError as exc:
+            return _fail(str(exc))
     horizons = [float(h) for h in args.horizon_s]
     if any(not h > 0 for h in horizons):
         return _fail(f"--horizon-s {' '.join(f'{h:g}' for h in horizons)}: horizons must be > 0")

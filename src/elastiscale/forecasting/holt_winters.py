@@ -35,6 +35,7 @@ import numpy as np
 from pydantic import Field, NonNegativeFloat, PositiveFloat
 
 from elastiscale.decision import Detail
+from elastiscale.extras import require
 from elastiscale.forecasting.base import Forecaster, ForecasterParams
 from elastiscale.forecasting.ewma import HALF_LIFE_GRID_BINS, forward_fill, horizon_mae, tuning_bins
 from elastiscale.forecasting.grid import (
@@ -114,6 +115,7 @@ class HoltWintersModel(GridModel):
             raise NotEnoughHistoryError(
                 f"holt-winters (period {m} bins)", observed(y), 2 * m + 2, ctx.step_s
             )
+        require("statsmodels", "forecast", "forecaster 'holt-winters'")
         from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
         filled = fill_missing(y)

@@ -26,6 +26,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from elastiscale.extras import require
 from elastiscale.sweep.spec import DEFAULT_ATTAINMENT_TARGET, SweepSpec
 
 Point = tuple[float, float]  # (gpu_hours, slo_attainment)
@@ -184,8 +185,7 @@ def _section(
 def _plot(
     path: Path, trace: str, pipeline: str, policies: dict[str, list[Point]], target: float
 ) -> None:
-    import matplotlib
-
+    matplotlib = require("matplotlib", "plots", "sweep frontier plots")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import urllib3
-from kubernetes import client as k8s
+
+if TYPE_CHECKING:  # imported where used: the client is the optional extra `kubernetes`
+    from kubernetes import client as k8s
 
 from elastiscale.adapters.base import Failure
 from elastiscale.adapters.contract import failure_for_http_status, parse_retry_after
@@ -33,9 +35,11 @@ class KubeCallError(Exception):
 
 def call(method: Callable[..., T], *args: Any, timeout_s: float) -> T:
     """`method(*args)` with `timeout_s` as the request timeout; raises `KubeCallError`."""
+    from kubernetes.client import ApiException
+
     try:
         return method(*args, _request_timeout=timeout_s)
-    except k8s.ApiException as exc:
+    except ApiException as exc:
         status = int(exc.status or 0)
         headers = exc.headers or {}
         retry_after = parse_retry_after(headers.get("Retry-After"))
