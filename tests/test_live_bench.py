@@ -32,6 +32,7 @@ from stats import avoidable_misses, comparisons, interval, misses, separated, su
 
 REQUIRE_INTEGRATION = bool(os.environ.get("ELASTISCALE_REQUIRE_INTEGRATION"))
 REQUIRED_FIELDS = ("slo_attainment", "p95_latency_s", "gpu_seconds", "scaling_actions")
+HOG = [sys.executable, "-c", "while True: pass"]  # one busy-looping process
 
 
 @pytest.mark.parametrize(
@@ -157,6 +158,42 @@ def test_star_router_makes_every_call() -> None:
     edges = [{k: v for k, v in e.items() if k != "via"} for e in CHAIN_ROUTER]
     calls = plan_calls("s", "router", edges, [])
     assert [t for t, _ in calls][-1] == "writer" and all("then" not in p for _, p in calls)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], {"seeds": 3, "slices": "smooth,bursty", "duration": 600.0, "host_check": "enforce"}),
+        (["--smoke"], {"seeds": 1, "slices": "smooth", "duration": 120.0, "host_check": "record"}),
+        (["--smoke", "--duration", "380", "--host-check", "enforce"], {"duration": 380.0}),
+        (["--smoke", "--host-check", "enforce"], {"host_check": "enforce", "warmup": 20.0}),
+        (["--seeds", "5", "--shape", "star"], {"seeds": 5, "shape": "star", "time_scale": 20.0}),
+        (["--smoke", "--slices", "bursty"], {"seeds": 1, "slices": "bursty"}),
+    ],
+)
+def test_command_line_defaults(argv: list[str], expected: dict[str, object]) -> None:
+    import run
+
+    args = vars(run.parse(argv))
+    assert {k: args[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--runs", "ray-serve,knative"], "--runs: unknown name 'knative'"),
+        (["--slices", "spiky"], "--slices: unknown name 'spiky'"),
+        (["--seeds", "0"], "--seeds: must be at least 1, got 0"),
+    ],
+)
+def test_command_line_errors_name_the_flag(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import run
+
+    with pytest.raises(SystemExit):
+        run.parse(argv)
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -309,7 +346,7 @@ def test_the_harness_imports_without_ray() -> None:
     breaks their cluster: the pure parts of the harness must not import it."""
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); "
-        "import calls, deploy, host, load, measure, memory, report, scenario, series, stats; "
+        "import calls, deploy, host, load, measure, memory, report, run, scenario, series, stats; "
         "assert 'ray' not in sys.modules, 'ray imported'"
     )
     done = subprocess.run(
@@ -318,9 +355,7 @@ def test_the_harness_imports_without_ray() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-@pytest.mark.integration
-@pytest.mark.slow
-def test_smoke_run_writes_results_in_the_promised_shape(tmp_path: Path) -> None:
+def _needs_ray_and_prometheus() -> None:
     missing = [b for b in ("prometheus", "promtool") if shutil.which(b) is None]
     if importlib.util.find_spec("ray") is None:
         missing.append("ray[serve]")
@@ -329,6 +364,50 @@ def test_smoke_run_writes_results_in_the_promised_shape(tmp_path: Path) -> None:
         if REQUIRE_INTEGRATION:
             pytest.fail(reason + "; ELASTISCALE_REQUIRE_INTEGRATION is set")
         pytest.skip(reason)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_harness_refuses_to_score_beside_a_cpu_hog(tmp_path: Path) -> None:
+    """The smoke's first run, with 20 s of load and the host check enforced, and four
+    busy-looping processes per CPU started beside it once its load begins: exit 3,
+    refused.json names the run and the measures past their limits, and nothing is scored."""
+    _needs_ray_and_prometheus()
+    command = [sys.executable, str(LIVE / "run.py"), "--smoke", "--host-check", "enforce"]
+    command += ["--runs", "ray-serve", "--duration", "380", "--out", str(tmp_path)]
+    bench = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    hogs: list[subprocess.Popen[bytes]] = []
+    output: list[str] = []
+    try:
+        assert bench.stdout is not None
+        for line in bench.stdout:
+            output.append(line)
+            if "ray-serve: load" in line and not hogs:
+                n = 4 * (os.cpu_count() or 1)
+                hogs = [
+                    subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)
+                ]
+        status = bench.wait(timeout=600)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+        if bench.poll() is None:
+            bench.kill()
+    assert hogs, "the run never started: " + "".join(output)[-3000:]
+    assert status == 3, "".join(output)[-3000:]
+    refused = json.loads((tmp_path / "refused.json").read_text(encoding="utf-8"))
+    assert refused["refused"] is True and refused["run"] == "ray-serve"
+    assert refused["readings"]
+    assert all(r["value"] > r["limit"] for r in refused["readings"])
+    assert "Not scored" in (tmp_path / "refused.md").read_text(encoding="utf-8")
+    assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_smoke_run_writes_results_in_the_promised_shape(tmp_path: Path) -> None:
+    _needs_ray_and_prometheus()
     done = subprocess.run(
         [sys.executable, str(LIVE / "run.py"), "--smoke", "--out", str(tmp_path)],
         capture_output=True,
@@ -362,3 +441,4 @@ def test_smoke_run_writes_results_in_the_promised_shape(tmp_path: Path) -> None:
     assert (tmp_path / "smooth_replicas.png").stat().st_size > 0
     assert (tmp_path / "smooth_latency.png").stat().st_size > 0
     assert "## Slice `smooth`" in (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert not (tmp_path / "partial.json").exists()  # the run completed

@@ -32,6 +32,7 @@ from host import (  # noqa: E402
     HostSample,
     Reading,
     Thresholds,
+    cpu_weight,
     foreign_runnable,
     hold_windows,
     parse_loadavg,
@@ -63,21 +64,34 @@ def test_loadavg_first_field() -> None:
         parse_loadavg("")
 
 
+def _stat(pid: int, name: str, state: str, ppid: int, nice: int) -> str:
+    # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime
+    # stime cutime cstime priority nice ...
+    return f"{pid} ({name}) {state} {ppid} 1 1 0 -1 0 0 0 0 0 5 3 0 0 20 {nice} 1 0"
+
+
 def test_pid_stat_with_spaces_in_the_command() -> None:
-    assert parse_pid_stat("42 (ray::Serve Replica) R 7 42 42 0 -1") == (7, "R")
+    assert parse_pid_stat(_stat(42, "ray::Serve Replica", "R", 7, 10)) == (7, "R", 10)
+
+
+@pytest.mark.parametrize(("nice", "weight"), [(0, 1.0), (10, 0.107), (-5, 3.05), (19, 0.0144)])
+def test_cpu_weight_follows_the_schedulers_table(nice: int, weight: float) -> None:
+    # Linux's sched_prio_to_weight: 1024 at 0, 110 at 10, 3121 at -5, 15 at 19.
+    assert cpu_weight(nice) == pytest.approx(weight, rel=0.05)
 
 
 def test_foreign_runnable_leaves_out_the_benchmarks_own_tree() -> None:
     processes = {
-        1: (0, "S"),  # init
-        10: (1, "S"),  # the benchmark
-        11: (10, "R"),  # its raylet
-        12: (11, "R"),  # a replica under the raylet
-        20: (1, "R"),  # someone's test run
-        21: (20, "R"),  # its worker
-        22: (20, "S"),  # asleep
+        1: (0, "S", 0),  # init
+        10: (1, "S", 0),  # the benchmark
+        11: (10, "R", 0),  # its raylet
+        12: (11, "R", 0),  # a replica under the raylet
+        20: (1, "R", 0),  # someone's test run
+        21: (20, "R", 0),  # its worker
+        22: (20, "S", 0),  # asleep
+        30: (1, "R", 10),  # a niced job: about a tenth of a CPU against nice 0
     }
-    assert foreign_runnable(processes, own_root=10) == 2
+    assert foreign_runnable(processes, own_root=10) == pytest.approx(2.0 + 1.25**-10)
 
 
 def test_read_proc_is_missing_where_proc_is(tmp_path: Path) -> None:
@@ -85,9 +99,9 @@ def test_read_proc_is_missing_where_proc_is(tmp_path: Path) -> None:
     (tmp_path / "stat").write_text(STAT)
     (tmp_path / "loadavg").write_text("1.5 1 1 1/1 1\n")
     (tmp_path / "10").mkdir()
-    (tmp_path / "10" / "stat").write_text("10 (bench) S 1 0")
+    (tmp_path / "10" / "stat").write_text(_stat(10, "bench", "S", 1, 0))
     (tmp_path / "20").mkdir()
-    (tmp_path / "20" / "stat").write_text("20 (hog) R 1 0")
+    (tmp_path / "20" / "stat").write_text(_stat(20, "hog", "R", 1, 0))
     (tmp_path / "21").mkdir()  # a process that has gone: no stat
     assert read_proc(tmp_path, own_root=10) == HostSample(CpuTimes(1000.0, 32.0), 1.5, 1)
 

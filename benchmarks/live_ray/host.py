@@ -16,8 +16,9 @@ Each measure, and when it refuses, over the last `window_s` (5 s):
   deployment whose hold is at least 20 ms (from their counters, through Prometheus); > 0.10;
 - `cpu_steal`: CPU time stolen by the hypervisor, of all CPU time (/proc/stat); > 0.10;
 - `foreign_load_per_cpu`: runnable processes outside the benchmark's own process tree (Ray's
-  processes and replicas, Prometheus and the daemon are its descendants), per CPU, averaged
-  over the window's samples (/proc/<pid>/stat); > 1.0;
+  processes and replicas, Prometheus and the daemon are its descendants), each weighed by its
+  scheduler weight against nice 0 (a nice-10 process counts 0.11), per CPU, averaged over the
+  window's samples (/proc/<pid>/stat); > 1.0;
 - `load_per_cpu`: the 1-minute load average per CPU (/proc/loadavg), recorded, not judged: it
   counts the benchmark's own processes, whose starts (22 replicas for the ceiling run) push it
   past 4 on a host that keeps up, and it trails by a minute.
@@ -117,28 +118,40 @@ def parse_loadavg(text: str) -> float:
     return float(fields[0])
 
 
-def parse_pid_stat(text: str) -> tuple[int, str]:
-    """(parent pid, state letter) of one /proc/<pid>/stat line (the command name, in
+def parse_pid_stat(text: str) -> tuple[int, str, int]:
+    """(parent pid, state letter, nice) of one /proc/<pid>/stat line (the command name, in
     parentheses, may hold spaces: split after the last one)."""
     fields = text.rsplit(")", 1)[1].split()
-    return int(fields[1]), fields[0]
+    return int(fields[1]), fields[0], int(fields[16])
 
 
-def foreign_runnable(processes: Mapping[int, tuple[int, str]], own_root: int) -> int:
-    """Runnable (state R) processes that are neither `own_root` nor its descendants."""
+def cpu_weight(nice: int) -> float:
+    """A process's share of a contended CPU against one at nice 0: Linux's scheduler weighs
+    each nice level 1.25x the next (1024 at nice 0, 110 at nice 10)."""
+    return float(1.25 ** (-nice))
+
+
+def foreign_runnable(processes: Mapping[int, tuple[int, str, int]], own_root: int) -> float:
+    """Runnable (state R) processes that are neither `own_root` nor its descendants, each
+    weighed by `cpu_weight` of its nice level: what other work takes from the benchmark's
+    processes (which run at nice 0) when all want a CPU."""
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in processes.items():
+    for pid, (ppid, _, _) in processes.items():
         children.setdefault(ppid, []).append(pid)
     own, stack = set(), [own_root]
     while stack:
         pid = stack.pop()
         own.add(pid)
         stack.extend(children.get(pid, []))
-    return sum(1 for pid, (_, state) in processes.items() if state == "R" and pid not in own)
+    return sum(
+        cpu_weight(nice)
+        for pid, (_, state, nice) in processes.items()
+        if state == "R" and pid not in own
+    )
 
 
-def _processes(root: Path) -> dict[int, tuple[int, str]]:
-    out: dict[int, tuple[int, str]] = {}
+def _processes(root: Path) -> dict[int, tuple[int, str, int]]:
+    out: dict[int, tuple[int, str, int]] = {}
     for entry in root.iterdir():
         if entry.name.isdigit():
             try:
@@ -154,7 +167,7 @@ class HostSample:
 
     cpu: CpuTimes
     load1: float
-    foreign_runnable: int
+    foreign_runnable: float
 
 
 def read_proc(root: Path = Path("/proc"), own_root: int | None = None) -> HostSample | None:
@@ -205,7 +218,7 @@ class HostMonitor:
 
     def host(self, t_s: float, sample: HostSample) -> None:
         self._cpu.append((t_s, sample.cpu))
-        self._foreign.append((t_s, float(sample.foreign_runnable)))
+        self._foreign.append((t_s, sample.foreign_runnable))
         self._load = sample.load1
 
     def _trim(self, now_s: float) -> None:

@@ -27,8 +27,9 @@ import aiohttp
 import numpy as np
 from host import HostMonitor, HostOverloadedError, read_proc
 
-#: How often the event-loop lag probe sleeps, in seconds.
+#: How often the event-loop lag probe sleeps, and how often the host is judged, in seconds.
 LAG_PROBE_S = 0.05
+GUARD_S = 0.5
 
 
 @dataclass
@@ -122,19 +123,38 @@ async def _probe_loop_lag(monitor: HostMonitor, began: float, stop: asyncio.Even
         monitor.loop_lag(after - began, after - before - LAG_PROBE_S)
 
 
-def _judge(watch: Watch, at_s: float) -> None:
-    """Feed the monitor what the watcher reads (in a thread: /proc and Prometheus)."""
-    monitor = watch.monitor
-    if monitor is None:
-        return
-    sample = read_proc()
-    if sample is not None:
-        monitor.host(at_s, sample)
-    if watch.read_holds is not None:
+async def _guard(
+    watch: Watch, monitor: HostMonitor, began: float, stop: asyncio.Event, senders: Any
+) -> None:
+    """Sample /proc and judge the host every `GUARD_S`, apart from the replica sampling (whose
+    dashboard reads slow down first on a busy host); refuse by cancelling the senders."""
+    while not stop.is_set():
+        at = time.monotonic() - began
+        sample = read_proc()  # a few milliseconds: in the loop, not behind busy threads
+        if sample is not None:
+            monitor.host(at, sample)
+        past = monitor.check(at)
+        if past and watch.enforce:
+            watch.refused = HostOverloadedError(past, at)
+            senders.cancel()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=GUARD_S)
+
+
+async def _read_holds(
+    read: Callable[[], Mapping[str, tuple[float, float]]],
+    monitor: HostMonitor,
+    stop: asyncio.Event,
+) -> None:
+    """The stand-ins' hold windows, every `GUARD_S` at most (Prometheus, in a thread)."""
+    while not stop.is_set():
         try:
-            monitor.holds(watch.read_holds())
+            monitor.holds(await asyncio.to_thread(read))
         except Exception:  # a slow Prometheus: this window's holds are missing, not zero
             monitor.holds({})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=GUARD_S)
 
 
 async def _watch(
@@ -143,7 +163,6 @@ async def _watch(
     sample_s: float,
     samples: list[ReplicaSample],
     stop: asyncio.Event,
-    senders: asyncio.Future[Any],
 ) -> None:
     while not stop.is_set():
         at = time.monotonic() - began
@@ -155,14 +174,6 @@ async def _watch(
             target, states = snapshot(app)
             samples.append(ReplicaSample(at, target, states))
         await asyncio.to_thread(watch.tick)
-        await asyncio.to_thread(_judge, watch, at)
-        if watch.monitor is not None:
-            now = time.monotonic() - began
-            past = watch.monitor.check(now)
-            if past and watch.enforce and watch.refused is None:
-                watch.refused = HostOverloadedError(past, now)
-                senders.cancel()
-                return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
                 stop.wait(), timeout=max(0.0, sample_s - (time.monotonic() - began - at))
@@ -192,10 +203,13 @@ async def _replay(
                 for i, at in enumerate(arrivals)
             )
         )
-        watcher = asyncio.create_task(_watch(watch, began, sample_s, run.samples, stop, senders))
-        probe = None
+        watcher = asyncio.create_task(_watch(watch, began, sample_s, run.samples, stop))
+        probes = []
         if monitor is not None:
-            probe = asyncio.create_task(_probe_loop_lag(monitor, began, stop))
+            probes.append(asyncio.create_task(_probe_loop_lag(monitor, began, stop)))
+            probes.append(asyncio.create_task(_guard(watch, monitor, began, stop, senders)))
+            if watch.read_holds is not None:
+                probes.append(asyncio.create_task(_read_holds(watch.read_holds, monitor, stop)))
         with contextlib.suppress(asyncio.CancelledError):
             await senders
         if watch.refused is None:
@@ -204,9 +218,7 @@ async def _replay(
             if rest > 0:
                 await asyncio.sleep(rest)
         stop.set()
-        await watcher
-        if probe is not None:
-            await probe
+        await asyncio.gather(watcher, *probes)
         run.duration_s = time.monotonic() - began
     if monitor is not None:
         run.host = dict(monitor.worst)

@@ -126,12 +126,13 @@ def seed_table(seed: str, done: dict[str, Any]) -> list[str]:
 
 def table(results: dict[str, Any]) -> str:
     sc = results["scenario"]
+    partial = "" if sc.get("complete", True) else " **Partial: the seeds done so far.**"
     lines = [
         f"Live, the {sc['shape']} shape (`{sc['pipeline']}`), {sc['seeds']} seed(s) per slice;"
         f" whole command {sc['elapsed_s'] / 60:.1f} min, peak memory"
         f" {_gib(sc.get('peak_memory_gib'))}; host check: {sc['host_check']}."
         " Times are wall seconds. Intervals: mean [95% t-interval] over the seeds; avoidable"
-        " misses: misses beyond the ceiling run's on the same requests.",
+        " misses: misses beyond the ceiling run's on the same requests." + partial,
         "",
     ]
     for name, per_slice in results["slices"].items():
@@ -226,10 +227,7 @@ def plots(series: dict[str, Any], scenario: Scenario, out: Path, prefix: str = "
     return [replicas_png, latency_png, queues_png]
 
 
-def write_report(
-    results: dict[str, Any], plotted: dict[str, tuple[dict[str, Any], Scenario]], out: Path
-) -> None:
-    """results.md, and the plots of each slice's first seed (`<slice>_replicas.png`, ...)."""
-    (out / "results.md").write_text(table(results), encoding="utf-8")
+def write_plots(plotted: dict[str, tuple[dict[str, Any], Scenario]], out: Path) -> None:
+    """The plots of each slice's first seed (`<slice>_replicas.png`, ...)."""
     for name, (series, scenario) in plotted.items():
         plots(series, scenario, out, prefix=f"{name}_")

@@ -14,9 +14,10 @@ Writes DIR/results.json (default benchmarks/live_ray/out):
                         "comparisons": {RUN: {FIGURE: separated-from-ray-serve}}}},
      "scenario": {...}}
 and DIR/results.md with the tables, DIR/<slice>_*.png with the plots of each slice's first
-seed. `--smoke` checks that the harness works end to end in about two minutes: one seed of two
-minutes of the smooth slice, 20x faster, at a quarter of its rate, with the host check
-recording instead of refusing.
+seed; after each seed, DIR/partial.json and DIR/partial.md hold the seeds done so far (removed
+once the run completes). `--smoke` checks that the harness works end to end in about two
+minutes: one seed of two minutes of the smooth slice, 20x faster, at a quarter of its rate,
+with the host check recording instead of refusing.
 
 The runs (deploy.py), on one Ray cluster, one after another, each on a freshly deployed
 application that starts from the same replica counts. While each run's load runs, the host
@@ -109,6 +110,7 @@ def live_run(
     deploy_s = time.monotonic() - began
     config = scenario.wall_config
     start_unix = time.time()
+    print(f"{scenario.slice_name} seed {scenario.seed}: {run}: load", flush=True)
     watch = Watch(
         read_app=lambda: cluster.applications().get(APP, {}),
         tick=lambda: (scraper.refresh(), memory.sample(time.monotonic())),
@@ -218,9 +220,9 @@ def scenarios(args: argparse.Namespace) -> list[list[Scenario]]:
         base = SLICES[name]
         settings = {
             "shape": args.shape,
-            "duration_s": SMOKE["duration_s"] if args.smoke else args.duration,
-            "time_scale": SMOKE["time_scale"] if args.smoke else args.time_scale,
-            "warmup_s": SMOKE["warmup_s"] if args.smoke else args.warmup,
+            "duration_s": args.duration,
+            "time_scale": args.time_scale,
+            "warmup_s": args.warmup,
             "rate_scale": base.rate_scale * (SMOKE_RATE if args.smoke else 1.0),
         }
         seeds = range(args.seed, args.seed + args.seeds)
@@ -234,25 +236,38 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="a two-minute check of the harness")
     parser.add_argument("--shape", default="chain", choices=sorted(PIPELINES))
     parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated live runs")
-    parser.add_argument("--slices", default=",".join(SLICES), help="comma-separated slices")
-    parser.add_argument("--seeds", type=int, default=3, help="thinnings of each slice")
-    parser.add_argument("--seed", type=int, default=Scenario.seed, help="the first seed")
-    parser.add_argument("--duration", type=float, default=Scenario.duration_s, help="trace s")
     parser.add_argument(
-        "--warmup", type=float, default=Scenario.warmup_s, help="trace s before each slice"
+        "--slices", help=f"comma-separated slices (default {','.join(SLICES)}; smoke: smooth)"
     )
-    parser.add_argument("--time-scale", type=float, default=Scenario.time_scale)
+    parser.add_argument("--seeds", type=int, help="thinnings of each slice (default 3; smoke: 1)")
+    parser.add_argument("--seed", type=int, default=Scenario.seed, help="the first seed")
+    parser.add_argument("--duration", type=float, help=f"trace s (default {Scenario.duration_s:g})")
+    parser.add_argument(
+        "--warmup", type=float, help=f"trace s before each slice (default {Scenario.warmup_s:g})"
+    )
+    parser.add_argument("--time-scale", type=float, help=f"default {Scenario.time_scale:g}")
     parser.add_argument("--fidelity", default="discrete-event", choices=["fast", "discrete-event"])
     parser.add_argument(
         "--host-check",
-        default="enforce",
         choices=["enforce", "record"],
-        help="refuse to score an overloaded host (enforce), or only record its lag",
+        help="refuse to score an overloaded host (enforce, the default), or only record its lag"
+        " (the default of --smoke)",
     )
     args = parser.parse_args(argv)
-    if args.smoke:
-        args.seeds, args.slices = 1, "smooth"
-        args.host_check = "record" if args.host_check == "enforce" else args.host_check
+    if args.seeds is None:
+        args.seeds = 1 if args.smoke else 3
+    if args.slices is None:
+        args.slices = "smooth" if args.smoke else ",".join(SLICES)
+    # The smoke's settings, where not given explicitly; else the scenario's defaults.
+    for key, flag in (
+        ("duration_s", "duration"),
+        ("time_scale", "time_scale"),
+        ("warmup_s", "warmup"),
+    ):
+        if getattr(args, flag) is None:
+            setattr(args, flag, SMOKE[key] if args.smoke else getattr(Scenario, key))
+    if args.host_check is None:
+        args.host_check = "record" if args.smoke else "enforce"
     for flag, given, known in (("--runs", args.runs, RUNS), ("--slices", args.slices, SLICES)):
         unknown = [r for r in given.split(",") if r not in known]
         if unknown or not given:
@@ -262,13 +277,29 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _summarize(per_slice: dict[str, Any], first: Scenario, fidelity: str) -> None:
+    by_seed = {s: d["runs"] for s, d in per_slice["seeds"].items()}
+    per_slice["summary"] = summarize(by_seed)
+    per_slice["comparisons"] = comparisons(per_slice["summary"], "ray-serve")
+    per_slice["scenario"] = describe(first, fidelity)
+
+
+def _write(out: Path, name: str, results: dict[str, Any]) -> None:
+    """`name`.json and `name`.md (the tables) in `out`."""
+    from report import table
+
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    (out / f"{name}.md").write_text(table(results), encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     runs = args.runs.split(",")
     plan = scenarios(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "refused.json").unlink(missing_ok=True)
-    (args.out / "refused.md").unlink(missing_ok=True)
+    for stale in ("refused", "partial"):
+        for ext in ("json", "md"):
+            (args.out / f"{stale}.{ext}").unlink(missing_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="elastiscale-live-"))
     began = time.monotonic()
     first = plan[0][0]
@@ -278,6 +309,20 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"slices": {}}
     plotted: dict[str, tuple[dict[str, Any], Scenario]] = {}
     at: dict[str, Any] = {}  # where the benchmark is, for a refusal's report
+
+    def scenario_doc(complete: bool) -> dict[str, Any]:
+        peak = memory.peak_bytes
+        return {
+            "shape": args.shape,
+            "pipeline": str(first.pipeline_path.relative_to(HERE.parent.parent)),
+            "seeds": args.seeds,
+            "runs": runs,
+            "host_check": args.host_check,
+            "complete": complete,
+            "elapsed_s": time.monotonic() - began,
+            "peak_memory_gib": None if peak is None else peak / 2**30,
+        }
+
     try:
         scraper.start()
         cluster.start()
@@ -290,10 +335,10 @@ def main(argv: list[str] | None = None) -> int:
                 done, series = one_seed(scenario, runs, (cluster, scraper), where, memory, args)
                 per_slice["seeds"][str(scenario.seed)] = done
                 plotted.setdefault(scenario.slice_name, (series, scenario))
-            by_seed = {s: d["runs"] for s, d in per_slice["seeds"].items()}
-            per_slice["summary"] = summarize(by_seed)
-            per_slice["comparisons"] = comparisons(per_slice["summary"], "ray-serve")
-            per_slice["scenario"] = describe(seeds[0], args.fidelity)
+                # Every seed so far, each scored on a host that kept up: kept if a later run
+                # is refused, never presented as the full run's result.
+                _summarize(per_slice, seeds[0], args.fidelity)
+                _write(args.out, "partial", {**results, "scenario": scenario_doc(False)})
     except HostOverloadedError as error:
         context = {**at, "shape": args.shape, "elapsed_s": round(time.monotonic() - began, 1)}
         doc = refusal(error, context)
@@ -304,20 +349,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cluster.stop()
         scraper.stop()
-    peak = memory.peak_bytes
-    results["scenario"] = {
-        "shape": args.shape,
-        "pipeline": str(first.pipeline_path.relative_to(HERE.parent.parent)),
-        "seeds": args.seeds,
-        "runs": runs,
-        "host_check": args.host_check,
-        "elapsed_s": time.monotonic() - began,
-        "peak_memory_gib": None if peak is None else peak / 2**30,
-    }
-    (args.out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    from report import write_report
+    results["scenario"] = scenario_doc(True)
+    _write(args.out, "results", results)
+    for ext in ("json", "md"):
+        (args.out / f"partial.{ext}").unlink(missing_ok=True)
+    from report import write_plots
 
-    write_report(results, plotted, args.out)
+    write_plots(plotted, args.out)
     print((args.out / "results.md").read_text(encoding="utf-8"))
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
