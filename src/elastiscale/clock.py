@@ -6,7 +6,9 @@ Times are seconds as floats: Unix time for `SystemClock`, any origin for `FakeCl
 
 from __future__ import annotations
 
+import math
 import time
+from pathlib import Path
 from typing import Protocol
 
 
@@ -53,3 +55,36 @@ class FakeClock:
         if now_s < self._now_s:
             raise ValueError(f"now_s = {now_s} is before the clock's time {self._now_s}")
         self._now_s = float(now_s)
+
+
+class OffsetFileClock:
+    """Wall-clock time plus an offset in seconds read from a file at every call: a clock that
+    an operator (or a fault drill) can step forward and back while a process runs, by writing
+    a number such as `3600` or `-60` to the file. A missing, empty or unreadable file means no
+    offset; so does a value that is not a finite number.
+
+    `elastiscale run` uses it when ELASTISCALE_CLOCK_OFFSET_FILE names a file, to rehearse what
+    the daemon does when the host's clock is stepped (NTP, a VM resumed) without changing the
+    host's clock.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def offset_s(self) -> float:
+        try:
+            text = self.path.read_text(encoding="utf-8").strip()
+        except OSError:
+            return 0.0
+        try:
+            offset = float(text) if text else 0.0
+        except ValueError:
+            return 0.0
+        return offset if math.isfinite(offset) else 0.0
+
+    def now_s(self) -> float:
+        return time.time() + self.offset_s()
+
+    def sleep(self, duration_s: float) -> None:
+        if duration_s > 0:
+            time.sleep(duration_s)

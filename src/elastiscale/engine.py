@@ -47,6 +47,9 @@ class _Retry:
     failures: int = 0
     next_attempt_s: float = float("-inf")
     last_failure: str = ""
+    #: The failure kind last logged at warning level, so that a fault that
+    #: lasts (an endpoint `Updating` for minutes) is said once, not at every retry.
+    logged: str = ""
 
 
 class Engine:
@@ -240,8 +243,11 @@ class Engine:
             return f"held: backing off after {retry.last_failure}"
         result: ActuationResult = self.actuator.scale(name, desired)
         if result.ok:
+            if retry.logged:
+                log.info("scaled %s to %d after failures (%s)", name, desired, retry.last_failure)
             retry.failures = 0
             retry.next_attempt_s = float("-inf")
+            retry.logged = ""
             self._known_replicas[name] = ReplicaState(desired=desired, ready=current)
             return "scaled"
         failure = result.failure or Failure.UNAVAILABLE
@@ -255,5 +261,7 @@ class Engine:
             if result.retry_after_s is not None:  # the platform's own hint (Retry-After)
                 delay_s = max(delay_s, result.retry_after_s)
             retry.next_attempt_s = now_s + delay_s
-        log.warning("scaling %s to %d failed: %s %s", name, desired, failure, result.message)
+        level = logging.DEBUG if failure.value == retry.logged else logging.WARNING
+        log.log(level, "scaling %s to %d failed: %s %s", name, desired, failure, result.message)
+        retry.logged = failure.value
         return f"failed: {failure.value}"

@@ -7,6 +7,10 @@ invalid or cannot run (one line per problem, naming the field).
 `--listen`, `--journal` and `--log-format` override the config's `daemon:` section, and so do
 the environment variables ELASTISCALE_LISTEN, ELASTISCALE_JOURNAL and ELASTISCALE_LOG_FORMAT
 (the flags win); they let one config file serve a laptop and a pod.
+
+ELASTISCALE_CLOCK_OFFSET_FILE names a file holding an offset in seconds added to the wall clock
+the daemon reads (`elastiscale.clock.OffsetFileClock`): a drill of clock steps without touching
+the host's clock (see docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+from elastiscale.clock import Clock, OffsetFileClock, SystemClock
 from elastiscale.config import load_config
 from elastiscale.config.daemon import parse_listen
 from elastiscale.daemon.logs import setup_logging
@@ -112,7 +117,9 @@ def run(args: argparse.Namespace) -> int:
         log_level=level,
         keda_listen=keda_listen,
     )
-    daemon = Daemon(config, options)
+    offset_file = os.environ.get("ELASTISCALE_CLOCK_OFFSET_FILE")
+    clock: Clock = OffsetFileClock(offset_file) if offset_file else SystemClock()
+    daemon = Daemon(config, options, clock=clock)
     try:
         code = daemon.run()
     except ConfigError as exc:

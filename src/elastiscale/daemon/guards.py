@@ -88,8 +88,7 @@ class GuardedSource:
         delay_s = min(self.max_backoff_s, self.interval_s * 2 ** (self.failures - 1))
         self.next_attempt_s = now_s + delay_s
         self.on_error("metric_source")
-        if self.failures == 1:
-            log.warning("metric source unreachable: %s; holding every component", message)
+        # No line here: the engine says "metric source unavailable" once per outage.
 
     def close(self) -> None:
         close_adapter(self.inner)

@@ -29,6 +29,7 @@ from typing import Any
 from elastiscale.clock import Clock, SystemClock
 from elastiscale.config import Config, load_config
 from elastiscale.config.daemon import parse_listen
+from elastiscale.daemon.faults import MissingLoadLog, load_signal
 from elastiscale.daemon.http import StatusServer
 from elastiscale.daemon.journal import Journal
 from elastiscale.daemon.leader import LeaderLoop, resolve_settings, wants_election
@@ -45,6 +46,11 @@ log = logging.getLogger("elastiscale.daemon")
 
 #: /healthz reports a stall when no tick has finished for this many intervals (at least 60 s).
 STALL_INTERVALS = 10
+#: A backward step of the wall clock up to this long holds tick times at the last tick's until
+#: the clock passes it again; a longer one is followed (see `Daemon.tick_time`).
+CLOCK_HOLD_MAX_S = 300.0
+#: Steps smaller than this are scheduling jitter, not steps.
+CLOCK_STEP_MIN_S = 1.0
 #: Sections of `daemon:` that a reload cannot change in a running process.
 _RESTART_ONLY = ("listen", "journal_path", "journal_max_bytes", "journal_keep", "leader_election")
 
@@ -105,6 +111,9 @@ class Daemon:
         self._reload = threading.Event()
         self._wake = threading.Event()
         self.stop_reason = "finished"
+        self._last_tick_time: tuple[float, float] | None = None  # (tick time, monotonic)
+        self._clock_held = False
+        self._missing_load = MissingLoadLog()
         self._previous_handlers: dict[int, Any] = {}
 
     # --- start and stop -----------------------------------------------------------------------
@@ -208,7 +217,7 @@ class Daemon:
                 self.reload()
             if time.monotonic() >= due_s:
                 try:
-                    self.tick(self.clock.now_s())
+                    self.tick(self.tick_time())
                 except Exception:  # tick() contains its own failures; this is the last net
                     log.exception("tick %d failed; the next tick runs as scheduled", self.ticks)
                     self.metrics.error("tick")
@@ -221,6 +230,51 @@ class Daemon:
                     log.warning("tick overran its interval; skipping %d tick(s)", skipped)
             self._wake.wait(max(0.0, due_s - time.monotonic()))
             self._wake.clear()
+
+    def tick_time(self) -> float:
+        """The time of the next tick: the wall clock, made safe against steps.
+
+        The loop is scheduled on the monotonic clock, so a step never bursts or stalls ticks;
+        this keeps the times the engine sees from misleading it. A forward step is followed
+        (logged once). After a backward step of up to `CLOCK_HOLD_MAX_S` the tick time stays
+        at the last tick's until the wall clock passes it, so windows never run backward and a
+        stabilization window is not cut short; a longer backward step is followed (logged),
+        and the policies' windows restart as after a new run.
+        """
+        wall_s = self.clock.now_s()
+        mono_s = time.monotonic()
+        last = self._last_tick_time
+        now_s = wall_s
+        if last is not None:
+            last_s, last_mono_s = last
+            step_s = wall_s - (last_s + (mono_s - last_mono_s))
+            if wall_s >= last_s:
+                if self._clock_held:
+                    log.info("wall clock has passed the held tick time again")
+                elif step_s >= CLOCK_STEP_MIN_S:
+                    log.warning(
+                        "wall clock stepped forward by %.1f s; ticks stay on schedule", step_s
+                    )
+                self._clock_held = False
+            elif last_s - wall_s <= CLOCK_HOLD_MAX_S:
+                if not self._clock_held:
+                    log.warning(
+                        "wall clock stepped back by %.1f s; tick time held at the last tick's "
+                        "until the clock passes it",
+                        last_s - wall_s,
+                    )
+                self._clock_held = True
+                now_s = last_s
+            else:
+                log.warning(
+                    "wall clock stepped back by %.1f s (more than %g s): following it; "
+                    "policy windows restart",
+                    last_s - wall_s,
+                    CLOCK_HOLD_MAX_S,
+                )
+                self._clock_held = False
+        self._last_tick_time = (now_s, mono_s)
+        return now_s
 
     def tick(self, now_s: float) -> TickSnapshot | None:
         """One tick at `now_s`; None when the adapters could not be built yet."""
@@ -242,6 +296,10 @@ class Daemon:
             error = f"{type(exc).__name__}: {exc}"
             self.metrics.error("tick")
         duration_s = time.perf_counter() - started
+        components = runtime.config.pipeline.components
+        self._missing_load.observe(
+            records, {name: load_signal(c.capacity_unit) for name, c in components.items()}
+        )
         self._journal_decisions(records, now_s, leader)
         if self.keda_board is not None and not runtime.engine.dry_run:
             # every count, changed or not: KEDA reads the current decision of each component
