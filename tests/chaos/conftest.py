@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from chaos.harness import INTERVAL_S, ChaosExporter, FaultProxy
-from elastiscale.adapters.prometheus_local import LocalPrometheus
+from elastiscale.testing.prometheus import LocalPrometheus
 
 #: Capacity of one replica (requests/s) at target utilization 1.0: demand D needs ceil(D / 10).
 CAPACITY_RPS = 10.0

@@ -36,8 +36,8 @@ import yaml
 from prometheus_client import Counter, Gauge
 
 from conftest import REPO, WAIT_SLACK, wait_for
-from elastiscale.adapters.prometheus_local import MetricsEndpoint, free_port
 from elastiscale.daemon.journal import Journal
+from elastiscale.testing.prometheus import MetricsEndpoint, free_port
 
 HERE = Path(__file__).resolve().parent
 INTERVAL_S = 0.5

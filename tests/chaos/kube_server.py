@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from elastiscale.adapters.kube_fake import DEPLOYMENTS, LEASES, FakeKubeAPI
+from elastiscale.testing.kubernetes import DEPLOYMENTS, LEASES, FakeKubeAPI
 
 NAMESPACE = "default"
 

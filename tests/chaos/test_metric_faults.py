@@ -35,7 +35,7 @@ from chaos.harness import (
     write_kubeconfig,
 )
 from conftest import wait_for
-from elastiscale.adapters.prometheus_local import LocalPrometheus
+from elastiscale.testing.prometheus import LocalPrometheus
 
 COMPONENTS = ("router", "worker")
 LABELS = {"router": "mf-router", "worker": "mf-worker"}
