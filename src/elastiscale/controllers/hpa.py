@@ -404,14 +404,17 @@ class HPAPolicy(PerComponentPolicy):
         """Clamp to the behavior's rate limits and to [min, max]."""
         behavior = self.params.behavior
         if desired > current:
-            limit = max(current, self._scale_up_limit(changes, now_s, current, behavior.scale_up))
+            limit = max(
+                current, self._policies_limit(changes, now_s, current, behavior.scale_up, up=True)
+            )
             allowed = min(max_replicas, limit)
             if desired > allowed:
                 why = "scale-up rate limit" if allowed < max_replicas else "max"
                 return allowed, f"{why}: {allowed}"
         elif desired < current:
             limit = min(
-                current, self._scale_down_limit(changes, now_s, current, behavior.scale_down)
+                current,
+                self._policies_limit(changes, now_s, current, behavior.scale_down, up=False),
             )
             allowed = max(min_replicas, limit)
             if desired < allowed:
@@ -420,39 +423,26 @@ class HPAPolicy(PerComponentPolicy):
         return desired, ""
 
     @staticmethod
-    def _scale_up_limit(
-        changes: ReplicaChanges, now_s: float, current: int, rules: HPAScalingRules
+    def _policies_limit(
+        changes: ReplicaChanges, now_s: float, current: int, rules: HPAScalingRules, up: bool
     ) -> int:
-        """The highest count the policies allow, from the count at the start of each period.
-
-        Default rules at 3 replicas: max(ceil(3 x 2), 3 + 4) = 7.
-        """
+        """The count the scaling policies of one direction allow, from the count at the start
+        of each policy's period: the most change among them with `select_policy: max`, the
+        least with `min`. Up, default rules at 3 replicas: max(ceil(3 x 2), 3 + 4) = 7; down,
+        100 % per 15 s lets any count go at once."""
         if rules.select_policy == "disabled":
             return current
-        proposals = []
+        sign = 1 if up else -1
+        limits = []
         for policy in rules.policies:
             start = changes.count_before(now_s, policy.period_s, current)
             if policy.type == "pods":
-                proposals.append(start + policy.value)
+                limits.append(start + sign * policy.value)
             else:
-                proposals.append(ceil_count(start * (1 + policy.value / 100)))
-        return max(proposals) if rules.select_policy == "max" else min(proposals)
-
-    @staticmethod
-    def _scale_down_limit(
-        changes: ReplicaChanges, now_s: float, current: int, rules: HPAScalingRules
-    ) -> int:
-        """The lowest count the policies allow (100 % per 15 s lets any count go at once)."""
-        if rules.select_policy == "disabled":
-            return current
-        proposals = []
-        for policy in rules.policies:
-            start = changes.count_before(now_s, policy.period_s, current)
-            if policy.type == "pods":
-                proposals.append(start - policy.value)
-            else:
-                proposals.append(floor_count(start * (1 - policy.value / 100)))
-        return min(proposals) if rules.select_policy == "max" else max(proposals)
+                scaled = start * (1 + sign * policy.value / 100)
+                limits.append(ceil_count(scaled) if up else floor_count(scaled))
+        most, least = (max(limits), min(limits)) if up else (min(limits), max(limits))
+        return most if rules.select_policy == "max" else least
 
 
 def _pick(own: float | None, default: float) -> float:
