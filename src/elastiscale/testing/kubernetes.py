@@ -11,6 +11,8 @@ that speaks the paths and JSON of the API a scaling client uses:
 - autoscaling/v2 HorizontalPodAutoscalers and keda.sh/v1alpha1 ScaledObjects (lists), so
   other autoscalers can be put in the way;
 - coordination.k8s.io/v1 Leases (get, create, replace with resourceVersion), for leader election;
+- core/v1 Pods (`add_pod`, with creation time and Ready condition), listed with an equality
+  `labelSelector` as the real server filters them, for start-up times read from readiness;
 - errors as `Status` objects (404, 403, 409, 422, 500...), faults injected per path (a status
   code N times, added latency), and a record of every request.
 
@@ -45,6 +47,7 @@ from elastiscale.testing.kubernetes_store import (
     JSON,
     LEADER_WORKER_SETS,
     LEASES,
+    PODS,
     SCALED_OBJECTS,
     STATEFULSETS,
     ObjectStore,
@@ -60,6 +63,7 @@ __all__ = [
     "INFERENCE_SERVICES",
     "LEADER_WORKER_SETS",
     "LEASES",
+    "PODS",
     "SCALED_OBJECTS",
     "STATEFULSETS",
     "FakeKubeAPI",
@@ -73,6 +77,28 @@ _PATH = re.compile(
     r"/namespaces/(?P<namespace>[^/]+)/(?P<plural>[^/]+)"
     r"(?:/(?P<name>[^/]+)(?:/(?P<sub>[^/]+))?)?/?$"
 )
+
+
+def _timestamp(unix_s: float) -> str:
+    """RFC 3339 in UTC at whole seconds, as the API server writes times."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(int(unix_s), tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _selected(items: list[JSON], selector: str) -> list[JSON]:
+    """Items whose labels match an equality selector `a=b,c==d,e!=f`."""
+    wanted: list[tuple[str, str, bool]] = []
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        negate = "!=" in term
+        key, _, value = term.replace("!=", "=").replace("==", "=").partition("=")
+        wanted.append((key.strip(), value.strip(), negate))
+    out = []
+    for item in items:
+        labels = (item.get("metadata") or {}).get("labels") or {}
+        if all((labels.get(k) == v) != neg for k, v, neg in wanted):
+            out.append(item)
+    return out
 
 
 @dataclass(slots=True)
@@ -241,6 +267,39 @@ class FakeKubeAPI(FakeServer):
         self.store.create(rtype, namespace, obj)
         return self.store.get(rtype, namespace, name)
 
+    def add_pod(
+        self,
+        namespace: str,
+        name: str,
+        labels: dict[str, str],
+        created_s: float,
+        ready_s: float | None = None,
+    ) -> JSON:
+        """Create a pod created at `created_s` (Unix seconds), Ready from `ready_s` (None: not
+        ready yet; `set_pod_ready` later)."""
+        pod: JSON = {
+            "metadata": {"name": name, "labels": dict(labels)},
+            "spec": {"containers": [{"name": "main", "image": "registry.example/model:1"}]},
+        }
+        self.store.create(PODS, namespace, pod)
+        self.store.backdate(PODS, namespace, name, _timestamp(created_s))
+        return self.set_pod_ready(namespace, name, created_s, ready_s)
+
+    def set_pod_ready(
+        self, namespace: str, name: str, created_s: float, ready_s: float | None
+    ) -> JSON:
+        """The pod's phase and conditions: Ready since `ready_s`, or not ready (None)."""
+        ready = {
+            "type": "Ready",
+            "status": "True" if ready_s is not None else "False",
+            "lastTransitionTime": _timestamp(ready_s if ready_s is not None else created_s),
+        }
+        scheduled = {"type": "PodScheduled", "status": "True",
+                     "lastTransitionTime": _timestamp(created_s)}  # fmt: skip
+        phase = "Running" if ready_s is not None else "Pending"
+        return self.store.set_status(PODS, namespace, name, phase=phase,
+                                     conditions=[scheduled, ready])  # fmt: skip
+
     def add_deployment(self, namespace: str, name: str, replicas: int = 1) -> JSON:
         return self.add_workload(DEPLOYMENTS, namespace, name, replicas)
 
@@ -355,6 +414,9 @@ class FakeKubeAPI(FakeServer):
                 try:
                     self._authorize(headers)
                     code, answer = self._route(method, url.path, content_type, body)
+                    selector = parse_qs(url.query).get("labelSelector")
+                    if selector and method == "GET" and "items" in answer:
+                        answer["items"] = _selected(answer["items"], selector[0])
                 except StatusError as exc:
                     code, answer = exc.code, exc.body()
         record = RecordedRequest(

@@ -103,6 +103,7 @@ HORIZONTAL_POD_AUTOSCALERS = ResourceType(
     "autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", builtin=True
 )
 LEASES = ResourceType("coordination.k8s.io", "v1", "leases", "Lease", builtin=True)
+PODS = ResourceType("", "v1", "pods", "Pod", builtin=True)
 SCALED_OBJECTS = ResourceType("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject")
 INFERENCE_SERVICES = ResourceType(
     "serving.kserve.io",
@@ -129,6 +130,7 @@ DEFAULT_TYPES: Final = (
     SCALED_OBJECTS,
     INFERENCE_SERVICES,
     LEADER_WORKER_SETS,
+    PODS,
 )
 
 _APPS_READY_FIELDS: Final = ("readyReplicas", "availableReplicas", "updatedReplicas")
@@ -265,6 +267,11 @@ class ObjectStore:
             updated = copy.deepcopy(current)
             updated.setdefault("status", {}).update(fields)
             return self._write(rtype, namespace, name, current, updated, controller=False)
+
+    def backdate(self, rtype: ResourceType, namespace: str, name: str, created: str) -> None:
+        """Set `metadata.creationTimestamp` (RFC 3339), as if created then."""
+        with self._lock:
+            self._find(rtype, namespace, name)["metadata"]["creationTimestamp"] = created
 
     # --- internals (called with the lock held) ------------------------------------------------
 

@@ -1,0 +1,98 @@
+"""Measured start-up times of a scale target's pods, from their readiness transitions.
+
+A pod's start-up is the time from its `metadata.creationTimestamp` (the controller created it
+for a scale-up) to the `lastTransitionTime` of its `Ready` condition turning `True` (image
+pulled, weights loaded, readiness probe passing). `PodStartups.poll()` lists the target's pods
+through the official client (`CoreV1Api.list_namespaced_pod` with the workload's
+`spec.selector.matchLabels` as an equality label selector) and returns the start-ups of pods
+seen ready for the first time since the last poll; each pod (by uid) counts once, and pods
+ready at the first poll are taken as history (their start-ups count too: a restart of the
+daemon should not forget what the cluster already shows). Pods not ready yet, or whose Ready
+condition lacks a time, are skipped until a later poll. These are for the start-up estimator of
+`controllers.learned` (`LearnedParameters.add_startup`), which replaces the configured
+`startup_s` with their upper quantile, when the caller passes them on.
+
+Needs `list` on pods in the target's namespace (examples/kubernetes/rbac.yaml grants get and
+patch on the scale subresources only; add `pods: [list]` to use this).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client as k8s
+
+from elastiscale.adapters.kubernetes.calls import call
+
+
+def label_selector(match_labels: Mapping[str, str]) -> str:
+    """`a=b,c=d`: the equality selector of a workload's `spec.selector.matchLabels`."""
+    return ",".join(f"{key}={value}" for key, value in sorted(match_labels.items()))
+
+
+def _seconds(stamp: Any) -> float | None:
+    if isinstance(stamp, dt.datetime):
+        moment = stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=dt.UTC)
+        return moment.timestamp()
+    return None
+
+
+def pod_startup_s(pod: Any) -> float | None:
+    """Seconds from a pod's creation to its Ready transition, None when not (yet) known."""
+    created = _seconds(getattr(pod.metadata, "creation_timestamp", None))
+    conditions = getattr(pod.status, "conditions", None) or []
+    for condition in conditions:
+        if condition.type == "Ready" and condition.status == "True":
+            ready = _seconds(condition.last_transition_time)
+            if created is None or ready is None or ready < created:
+                return None
+            return ready - created
+    return None
+
+
+class PodStartups:
+    """New start-up samples of one workload's pods at each `poll` (see the module docstring)."""
+
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        namespace: str,
+        match_labels: Mapping[str, str],
+        *,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.core = k8s.CoreV1Api(api_client)
+        self.namespace = namespace
+        self.selector = label_selector(match_labels)
+        self.timeout_s = timeout_s
+        self._counted: set[str] = set()
+
+    @classmethod
+    def of_deployment(
+        cls, api_client: k8s.ApiClient, namespace: str, name: str, *, timeout_s: float = 10.0
+    ) -> PodStartups:
+        """The reader of a Deployment's pods, its selector read from the Deployment."""
+        apps = k8s.AppsV1Api(api_client)
+        workload = call(apps.read_namespaced_deployment, name, namespace, timeout_s=timeout_s)
+        labels = workload.spec.selector.match_labels or {}
+        return cls(api_client, namespace, labels, timeout_s=timeout_s)
+
+    def poll(self) -> list[float]:
+        """Start-ups of pods ready since the last poll; raises `KubeCallError` on failure."""
+        listing = functools.partial(self.core.list_namespaced_pod, label_selector=self.selector)
+        pods = call(listing, self.namespace, timeout_s=self.timeout_s)
+        out: list[float] = []
+        for pod in pods.items:
+            meta = pod.metadata
+            uid = str((meta.uid or meta.name) if meta is not None else "")
+            if not uid or uid in self._counted:
+                continue
+            startup_s = pod_startup_s(pod)
+            if startup_s is None:
+                continue
+            self._counted.add(uid)
+            out.append(startup_s)
+        return out
