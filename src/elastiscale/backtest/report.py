@@ -185,6 +185,9 @@ class BacktestReport:
             "",
             self._component_table(),
         ]
+        tokens = self._token_table()
+        if tokens:
+            parts += ["", "## Time to first token and inter-token latency", "", tokens]
         if plot_files:
             parts += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plot_files]
         parts += ["", f"Backtest wall time: {self.elapsed_s:.1f} s.", ""]
@@ -205,6 +208,27 @@ class BacktestReport:
                     f" {c.scaling_actions} |"
                 )
         return "\n".join(lines)
+
+    def _token_table(self) -> str:
+        """p95 TTFT / ITL and their attainment, for the components whose `slo` names them."""
+        lines = []
+        for name, run in self.runs.items():
+            for comp, c in run.score.per_component.items():
+                if c.ttft_slo_attainment is None and c.itl_slo_attainment is None:
+                    continue
+                lines.append(
+                    f"| {name} | {comp} | {_cell(c.p95_ttft_s, '{:.3f}')} |"
+                    f" {_cell(c.ttft_slo_attainment, '{:.2%}')} | {_cell(c.p95_itl_s, '{:.4f}')} |"
+                    f" {_cell(c.itl_slo_attainment, '{:.2%}')} |"
+                )
+        if not lines:
+            return ""
+        head = [
+            "| policy | component | p95 TTFT s | TTFT SLO attainment | p95 ITL s |"
+            " ITL SLO attainment |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        return "\n".join(head + lines)
 
     def write(self, out_dir: str | Path, *, plots: bool = True) -> list[Path]:
         """Write `report.json`, `report.md` and (unless `plots` is False) the PNG plots into

@@ -34,12 +34,16 @@ from elastiscale.backtest.model import (
     SimulationResult,
     weighted_quantile,
 )
+from elastiscale.backtest.token_slo import token_latency
 from elastiscale.config import Config
 
 Mask = npt.NDArray[np.bool_]
 
 #: Latency quantiles reported for every policy.
 QUANTILES = {"p50_latency_s": 0.50, "p95_latency_s": 0.95, "p99_latency_s": 0.99}
+
+
+_TOKEN_KEYS = frozenset({"p95_ttft_s", "ttft_slo_attainment", "p95_itl_s", "itl_slo_attainment"})
 
 
 @dataclass(frozen=True)
@@ -56,9 +60,15 @@ class ComponentScore:
     arrivals: float
     dropped_requests: float
     scaling_actions: int
+    # an LLM component's `slo` (TTFT / ITL, backtest/token_slo.py); None when it names none
+    p95_ttft_s: float | None = None
+    ttft_slo_attainment: float | None = None
+    p95_itl_s: float | None = None
+    itl_slo_attainment: float | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """Every field; the TTFT / ITL ones only for a component whose `slo` names them."""
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in _TOKEN_KEYS}
 
 
 @dataclass(frozen=True)
@@ -168,6 +178,7 @@ def _component_score(
         actions = _changes(series.desired, mask)
     latency = series.latency_p95_s[mask]
     latency = latency[np.isfinite(latency)]
+    tokens = token_latency(comp, series, mask, result.step_s)
     return ComponentScore(
         replica_hours=replica_hours,
         gpu_hours=replica_hours * comp.gpus_per_replica,
@@ -179,4 +190,8 @@ def _component_score(
         arrivals=float(series.arrivals[mask].sum()),
         dropped_requests=float(series.dropped[mask].sum()),
         scaling_actions=actions,
+        p95_ttft_s=tokens.p95_ttft_s,
+        ttft_slo_attainment=tokens.ttft_slo_attainment,
+        p95_itl_s=tokens.p95_itl_s,
+        itl_slo_attainment=tokens.itl_slo_attainment,
     )

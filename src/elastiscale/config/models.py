@@ -162,6 +162,23 @@ class ConstraintsConfig(StrictModel):
 CapacityUnit = Literal["requests", "tokens", "input_tokens", "output_tokens"]
 
 
+class TokenSLO(StrictModel):
+    """An LLM component's own objectives (docs/simulator.md, "Time to first token and
+    inter-token latency"): `ttft_p95_s`, time from a request's arrival at the component to its
+    first output token; `itl_p95_s`, the mean time between its output tokens. The inter-token
+    latency needs the component sized in `output_tokens` (a decode server): the per-token time
+    is known only then."""
+
+    ttft_p95_s: PositiveFloat | None = None
+    itl_p95_s: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> TokenSLO:
+        if self.ttft_p95_s is None and self.itl_p95_s is None:
+            raise ValueError("set ttft_p95_s, itl_p95_s or both")
+        return self
+
+
 class ComponentConfig(StrictModel):
     """One stage of the pipeline: a model, retriever, tool or router."""
 
@@ -185,6 +202,18 @@ class ComponentConfig(StrictModel):
         None, description="this component's share of the end-to-end SLO (default: split)"
     )
     constraints: ConstraintsConfig | None = None
+    slo: TokenSLO | None = Field(None, description="time to first token / inter-token latency")
+
+    @model_validator(mode="after")
+    def _itl_needs_output_tokens(self) -> ComponentConfig:
+        itl = self.slo is not None and self.slo.itl_p95_s is not None
+        if itl and self.capacity_unit != "output_tokens":
+            raise ValueError(
+                "slo.itl_p95_s needs capacity_unit: output_tokens (got "
+                f"{self.capacity_unit!r}): the per-token time is known only for a "
+                "component sized in output tokens"
+            )
+        return self
 
     @property
     def is_gpu(self) -> bool:
