@@ -362,6 +362,7 @@ class Daemon:
         self._build_failures = 0
         self.status.runtime_error = None
         self._describe(self.runtime)
+        self.runtime.warm_start(now_s)
         return self.runtime
 
     def _build(self, config: Config) -> Runtime:

@@ -10,6 +10,7 @@ Build failures come in two kinds:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -25,6 +26,8 @@ from elastiscale.errors import ActuatorError, ConfigError, MetricSourceError
 from elastiscale.keda.actuator import KedaActuator
 from elastiscale.keda.board import DesiredReplicas
 
+log = logging.getLogger(__name__)
+
 #: Exceptions of a build that may succeed on a later try.
 TRANSIENT: Final = (ActuatorError, MetricSourceError, OSError)
 
@@ -38,6 +41,33 @@ class Runtime:
     source: GuardedSource
     actuator: JournaledActuator
     _closers: list[Any] = field(default_factory=list)
+
+    def warm_start(self, now_s: float) -> int:
+        """Hand the policies that learn (those with a `warm_start`) the metric history the
+        source already holds: the last `control.history_s` before `now_s`, one step per control
+        interval, read as the source's `history` (Prometheus: chunked range queries). Returns
+        the steps read (0 when no policy learns or the source keeps no history). A source that
+        cannot answer is logged and skipped: the policies then start from nothing, as before."""
+        learners: list[tuple[str, Callable[[Any], None]]] = []
+        for policy in self.engine.policies:
+            fn = getattr(policy, "warm_start", None)
+            if callable(fn):
+                learners.append((policy.name, fn))
+        history = getattr(self.source.inner, "history", None)
+        if not learners or not callable(history):
+            return 0
+        control = self.config.control
+        components = list(self.engine.pipeline.order)
+        try:
+            steps = history(components, now_s - control.history_s, now_s, control.interval_s)
+        except Exception as exc:  # the daemon must start even when the history cannot be read
+            log.warning("warm start skipped: the metric history could not be read: %s", exc)
+            return 0
+        for _, warm_start in learners:
+            warm_start(steps)
+        names = ", ".join(name for name, _ in learners)
+        log.info("warm start: %d steps of metric history given to %s", len(steps), names)
+        return len(steps)
 
     def close(self) -> None:
         for adapter in self._closers:

@@ -396,6 +396,16 @@ class PrometheusMetricSource:
                 readings[name][planned.signal] = reading
         return {name: observation_from_readings(name, readings[name], now_s) for name in components}
 
+    def history(
+        self, components: Sequence[str], start_s: float, end_s: float, step_s: float
+    ) -> list[dict[str, Observation]]:
+        """What `observe` would have read of the load signals at every `step_s` of
+        (start_s, end_s], for a policy's warm start (backfill.py)."""
+        from elastiscale.adapters.prometheus.backfill import observed_history
+
+        specs = [self._spec(name) for name in components]
+        return observed_history(self.http, specs, self.params.rate_window_s, start_s, end_s, step_s)
+
     def check(self, components: Sequence[str] | None = None) -> list[QueryProblem]:
         """Run every (component, signal) query once, alone, at the server's current time, and
         return the ones that fail; `MetricSourceError` when the server cannot be reached.
