@@ -28,7 +28,15 @@ from calls import call_count, plan_calls  # noqa: E402
 from load import LiveRun, ReplicaSample, RequestLog, snapshot  # noqa: E402
 from measure import live_figures, relative_error  # noqa: E402
 from scenario import SLICES, Scenario, slots, wall_units  # noqa: E402
-from stats import avoidable_misses, comparisons, interval, misses, separated, summarize  # noqa: E402
+from stats import (  # noqa: E402
+    avoidable_misses,
+    comparisons,
+    interval,
+    misses,
+    separated,
+    summarize,
+    target,
+)
 
 REQUIRE_INTEGRATION = bool(os.environ.get("ELASTISCALE_REQUIRE_INTEGRATION"))
 REQUIRED_FIELDS = ("slo_attainment", "p95_latency_s", "gpu_seconds", "scaling_actions")
@@ -442,3 +450,36 @@ def test_smoke_run_writes_results_in_the_promised_shape(tmp_path: Path) -> None:
     assert (tmp_path / "smooth_latency.png").stat().st_size > 0
     assert "## Slice `smooth`" in (tmp_path / "results.md").read_text(encoding="utf-8")
     assert not (tmp_path / "partial.json").exists()  # the run completed
+
+
+def _summary(misses: tuple[float, float, float], gpu_s: float) -> dict[str, dict[str, object]]:
+    mean, low, high = misses
+    return {
+        "avoidable_misses": {"mean": mean, "low": low, "high": high},
+        "gpu_seconds": {"mean": gpu_s, "low": gpu_s, "high": gpu_s},
+    }
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "expected"),
+    [
+        # 4 misses against 10, cheaper, intervals apart: met.
+        (_summary((4, 2, 6), 90), _summary((10, 8, 12), 100), (True, True, True, True)),
+        # Half the misses but more GPU-seconds.
+        (_summary((4, 2, 6), 110), _summary((10, 8, 12), 100), (True, False, True, False)),
+        # Fewer misses, not half.
+        (_summary((6, 5, 7), 90), _summary((10, 8, 12), 100), (False, True, True, False)),
+        # Half, but inside the spread.
+        (_summary((4, 0, 9), 90), _summary((10, 7, 13), 100), (True, True, False, False)),
+        # One seed: no interval, no verdict.
+        (_summary((4, None, None), 90), _summary((10, None, None), 100), (True, True, None, None)),
+        # The baseline avoided every miss too: only zero is half of zero.
+        (_summary((0, 0, 0), 90), _summary((-1, -2, 0), 100), (True, True, False, False)),
+    ],
+)
+def test_the_target_against_ray_serve(
+    ours: dict, theirs: dict, expected: tuple[bool | None, ...]
+) -> None:
+    got = target({"elastiscale": ours, "ray-serve": theirs}, "elastiscale", "ray-serve")
+    keys = ("half_the_avoidable_misses", "no_more_gpu_seconds", "intervals_apart", "met")
+    assert tuple(got[k] for k in keys) == expected

@@ -74,11 +74,39 @@ def summarize(seeds: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str,
 
 
 def comparisons(summary: Mapping[str, Mapping[str, Any]], baseline: str) -> dict[str, Any]:
-    """For every other run against `baseline`: per figure, whether their intervals separate."""
+    """For every other run against `baseline`: per figure, whether their intervals separate,
+    and the target (`target`)."""
     if baseline not in summary:
         return {}
     return {
-        run: {key: separated(figs[key], summary[baseline][key]) for key in FIGURES}
+        run: {
+            **{key: separated(figs[key], summary[baseline][key]) for key in FIGURES},
+            "target": target(summary, run, baseline),
+        }
         for run, figs in summary.items()
         if run not in (baseline, "ceiling")
+    }
+
+
+def target(summary: Mapping[str, Mapping[str, Any]], run: str, baseline: str) -> dict[str, Any]:
+    """The issue's target for `run` against `baseline`, on the means over the seeds: at most
+    half the baseline's avoidable misses, at no more GPU-seconds, with the avoidable misses'
+    intervals apart. None where a figure or an interval is missing."""
+    ours, theirs = summary[run], summary[baseline]
+    misses_ours, misses_theirs = (
+        ours["avoidable_misses"]["mean"],
+        theirs["avoidable_misses"]["mean"],
+    )
+    gpu_ours, gpu_theirs = ours["gpu_seconds"]["mean"], theirs["gpu_seconds"]["mean"]
+    half = None
+    if misses_ours is not None and misses_theirs is not None:
+        half = bool(misses_ours <= 0.5 * max(misses_theirs, 0.0))
+    cheaper = None if None in (gpu_ours, gpu_theirs) else bool(gpu_ours <= gpu_theirs)
+    apart = separated(ours["avoidable_misses"], theirs["avoidable_misses"])
+    parts = (half, cheaper, apart)
+    return {
+        "half_the_avoidable_misses": half,
+        "no_more_gpu_seconds": cheaper,
+        "intervals_apart": apart,
+        "met": None if None in parts else all(parts),
     }
