@@ -1,0 +1,127 @@
+"""Start-up times measured from what the platform actuators report over time: Ray Serve
+replica states (RUNNING vs target, from the dashboard's REST API fake) and SageMaker copy
+counts (current vs desired, from the wire-level fake), each read by the real actuator on a
+fake clock and turned into start-up samples by `learning.ReadinessTracker`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from elastiscale.adapters.ray.actuator import RayServeActuator
+from elastiscale.clock import FakeClock
+from elastiscale.config import Config, validate_mapping
+from elastiscale.learning import ReadinessTracker, StartupEstimator
+from elastiscale.observations import ReplicaState
+from elastiscale.testing.ray_serve import FakeServeDashboard
+
+CONFIG: Config = validate_mapping(
+    {
+        "pipeline": {
+            "name": "rag",
+            "slo": {"latency_p95_s": 20},
+            "components": {
+                "router": {
+                    "ingress": True,
+                    "capacity_per_replica": 50,
+                    "service_time_s": 0.02,
+                    "replicas": {"min": 1, "max": 4},
+                },
+                "llm": {
+                    "capacity_per_replica": 2,
+                    "service_time_s": 2,
+                    "startup_s": 120,
+                    "replicas": {"min": 0, "max": 8},
+                },
+            },
+            "edges": [{"from": "router", "to": "llm", "fanout": 2}],
+        }
+    }
+)
+
+
+def measure(
+    read: Callable[[], ReplicaState],
+    scale: Callable[[int], object],
+    settle: Callable[[], None],
+    clock: FakeClock,
+    settle_after_s: float,
+) -> list[float]:
+    """Look every 15 s; ask for 3 replicas at the second tick; the platform settles after
+    `settle_after_s`. Returns the start-ups the tracker measured."""
+    tracker = ReadinessTracker()
+    out: list[float] = []
+    for k in range(40):
+        now_s = 15.0 * k
+        clock.set(now_s)
+        if k >= 1 and now_s >= 15.0 + settle_after_s and not out:
+            settle()
+        state = read()
+        out.extend(tracker.look(now_s, state.desired, state.ready))
+        if k == 1:
+            scale(3)
+    return out
+
+
+@pytest.fixture
+def dashboard() -> Iterator[FakeServeDashboard]:
+    with FakeServeDashboard() as served:
+        served.add_application("ext", {"router": 1, "llm": 1}, external_scaler=True)
+        yield served
+
+
+def test_ray_serve_replica_states(dashboard: FakeServeDashboard) -> None:
+    clock = FakeClock(0.0)
+    actuator = RayServeActuator(
+        CONFIG,
+        {"address": dashboard.url, "application": "ext",
+         "targets": {"router": "router", "llm": "llm"}},
+        clock=clock,
+    )  # fmt: skip
+    got = measure(
+        lambda: actuator.read(["llm"])["llm"],
+        lambda n: actuator.scale("llm", n),
+        dashboard.settle,
+        clock,
+        settle_after_s=300.0,
+    )
+    # Asked at 15 s, RUNNING at the look at 315 s (seen between 300 and 315): 292.5 s each.
+    assert got == pytest.approx([292.5, 292.5])
+    estimate = StartupEstimator(120.0)
+    for sample in got:
+        estimate.add(sample)
+    assert estimate.value_s == pytest.approx(292.5)
+
+
+def test_sagemaker_copy_counts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pytest.importorskip("boto3")
+    from elastiscale.adapters.sagemaker.actuator import SageMakerActuator
+    from elastiscale.testing.sagemaker import FakeSageMaker
+
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+    with FakeSageMaker(region="us-east-1") as fake:
+        fake.add_endpoint("rag-router", {"AllTraffic": 1})
+        fake.add_inference_component("rag-llm-ic", endpoint="rag-llm", copies=1)
+        clock = FakeClock(0.0)
+        actuator = SageMakerActuator(
+            CONFIG,
+            {"region": "us-east-1", "endpoint_url": fake.url,
+             "targets": {"router": {"endpoint": "rag-router"},
+                         "llm": {"inference_component": "rag-llm-ic"}}},
+            clock=clock,
+        )  # fmt: skip
+        got = measure(
+            lambda: actuator.read(["llm"])["llm"],
+            lambda n: actuator.scale("llm", n),
+            fake.finish_updates,
+            clock,
+            settle_after_s=180.0,
+        )
+    assert got == pytest.approx([172.5, 172.5])
