@@ -262,8 +262,13 @@ def test_vllm_preset_reads_recorded_vllm_metrics_exactly(
     # Per 10 s, 4 of 5 requests under 1 s: the 95th percentile is 3/4 into (1, 5] s.
     assert obs.latency_p95_s == pytest.approx(4.0, rel=1e-9)
     assert obs.at_s == now_s  # the newest samples are exactly at the end of the recording
-    assert obs.missing == {"desired_replicas": "not configured"}
-    assert source.http.requests_sent == 7  # one request per signal
+    # the recording has no TTFT / ITL histograms (test_prometheus_live reads them)
+    assert obs.missing == {
+        "desired_replicas": "not configured",
+        "ttft_p95_s": "no data",
+        "itl_p95_s": "no data",
+    }
+    assert source.http.requests_sent == 9  # one request per signal
 
 
 def test_values_are_dated_by_their_samples_not_the_query_time(

@@ -37,6 +37,8 @@ def serve_vllm(exporter: Exporter, models: Mapping[str, tuple[float, float]]) ->
     names = ("vllm:request_success", "vllm:prompt_tokens", "vllm:generation_tokens")
     counters = [exporter.counter(n, labels) for n in names]
     latency = exporter.histogram("vllm:e2e_request_latency_seconds", labels, buckets=(1, 5))
+    ttft = exporter.histogram("vllm:time_to_first_token_seconds", labels, buckets=(0.5, 2))
+    itl = exporter.histogram("vllm:time_per_output_token_seconds", labels, buckets=(0.05, 0.1))
     for model, (busy, queued) in models.items():
         running.labels(model).set(busy)
         waiting.labels(model).set(queued)
@@ -44,6 +46,8 @@ def serve_vllm(exporter: Exporter, models: Mapping[str, tuple[float, float]]) ->
         for counter in counters:
             counter.labels(model).inc(10)
         latency.labels(model)
+        ttft.labels(model)
+        itl.labels(model)
 
 
 def pipeline_config(names: list[str]) -> Config:
@@ -78,11 +82,12 @@ def test_live_scrape_reads_every_signal_with_its_timestamp(
     sent = source.http.requests_sent
     now_s = time.time()
     obs = source.observe(names, now_s)
-    assert source.http.requests_sent - sent == 7  # one request per signal, for all components
+    assert source.http.requests_sent - sent == 9  # one request per signal, for all components
     a = obs["a"]
     assert (a.in_flight, a.queue_length, a.ready_replicas) == (7.0, 5.0, 2)
     assert (a.demand_rps, a.tokens_per_s, a.utilization) == (0.0, 0.0, 0.25)  # real zeros
     assert a.missing["latency_p95_s"] == "nan"  # a quantile over no requests
+    assert a.missing["ttft_p95_s"] == a.missing["itl_p95_s"] == "nan"
     assert now_s - 2.0 <= a.at_s <= now_s
     assert (obs["b.*"].in_flight, obs["b.*"].ready_replicas) == (11.0, 1)  # not bx's 99
     assert (obs[NASTY].in_flight, obs[NASTY].queue_length) == (5.0, 1.0)
@@ -219,3 +224,31 @@ def test_check_sources_reports_sources_that_cannot_work(
     assert main(["validate", str(path), "--check-sources"]) == 2
     err = capsys.readouterr().err
     assert message in err
+
+
+def test_vllm_time_to_first_token_and_inter_token_latency_from_its_histograms(
+    prometheus: LocalPrometheus, exporters: list[Exporter]
+) -> None:
+    """TTFT and ITL p95 as histogram_quantile reads vLLM's histograms; the V1 engine's
+    `vllm:inter_token_latency_seconds` is read as well as the older name."""
+    labels = ["model_name"]
+    ttft = exporters[0].histogram("vllm:time_to_first_token_seconds", labels, buckets=(0.5, 2))
+    itl = exporters[1].histogram("vllm:inter_token_latency_seconds", labels, buckets=(0.05, 0.1))
+    source = PrometheusMetricSource(
+        pipeline_config(["ttft-model"]),
+        {"url": prometheus.url, "preset": "vllm", "rate_window_s": 2, "staleness_s": 10},
+    )
+
+    def observe_more() -> bool:
+        # every request in (0.5, 2] s to its first token, every token gap in (0.05, 0.1] s
+        for _ in range(5):
+            ttft.labels("ttft-model").observe(1.0)
+            itl.labels("ttft-model").observe(0.07)
+        obs = source.observe(["ttft-model"], time.time())["ttft-model"]
+        return obs.ttft_p95_s is not None and obs.itl_p95_s is not None
+
+    wait_for(observe_more, what="rates of both histograms")
+    obs = source.observe(["ttft-model"], time.time())["ttft-model"]
+    # linear interpolation inside the bucket holding the 95th percentile
+    assert obs.ttft_p95_s is not None and 0.5 < obs.ttft_p95_s <= 2.0
+    assert obs.itl_p95_s is not None and 0.05 < obs.itl_p95_s <= 0.1

@@ -21,6 +21,8 @@ SIGNALS: Final[Mapping[str, str]] = MappingProxyType(
         "queue_length": "requests waiting for a replica",
         "utilization": "busy fraction of ready capacity, 0..1 (what a CPU metric shows)",
         "latency_p95_s": "95th percentile of the component's latency over the window, seconds",
+        "ttft_p95_s": "95th percentile of an LLM's time to first token over the window, seconds",
+        "itl_p95_s": "95th percentile of an LLM's time between output tokens, seconds",
         "ready_replicas": "replicas ready to serve",
         "desired_replicas": "replicas the platform has been asked for",
     }
@@ -42,6 +44,8 @@ class Observation:
     queue_length: float | None = None
     utilization: float | None = None
     latency_p95_s: float | None = None
+    ttft_p95_s: float | None = None
+    itl_p95_s: float | None = None
     ready_replicas: int | None = None
     desired_replicas: int | None = None
     missing: Mapping[str, str] = field(default_factory=dict)

@@ -9,7 +9,9 @@ servers' own, as their documentation lists them:
 - vLLM (OpenAI-compatible server, `/metrics`): gauges `vllm:num_requests_running`,
   `vllm:num_requests_waiting`, `vllm:gpu_cache_usage_perc` (renamed `vllm:kv_cache_usage_perc`
   in the V1 engine); counters `vllm:request_success_total`, `vllm:prompt_tokens_total`,
-  `vllm:generation_tokens_total`; histogram `vllm:e2e_request_latency_seconds`. Series carry
+  `vllm:generation_tokens_total`; histograms `vllm:e2e_request_latency_seconds`,
+  `vllm:time_to_first_token_seconds` (TTFT) and `vllm:time_per_output_token_seconds` (ITL;
+  `vllm:inter_token_latency_seconds` in the V1 engine, either is read). Series carry
   `model_name`. vLLM counts finished requests, not arrivals: while queues are steady the two
   rates are equal, and `queue_length` shows when they are not.
 - Ray Serve (exported by Ray's metrics agent): counter `ray_serve_handle_request_counter_total`
@@ -92,6 +94,17 @@ _VLLM: Final = Preset(
             "latency_p95_s": SignalQuery(
                 _p95("vllm:e2e_request_latency_seconds_bucket"),
                 "vllm:e2e_request_latency_seconds_count{$selector}",
+            ),
+            "ttft_p95_s": SignalQuery(
+                _p95("vllm:time_to_first_token_seconds_bucket"),
+                "vllm:time_to_first_token_seconds_count{$selector}",
+            ),
+            "itl_p95_s": SignalQuery(
+                "histogram_quantile(0.95, sum by (le, $by) (rate({__name__=~"
+                '"vllm:time_per_output_token_seconds_bucket|vllm:inter_token_latency_seconds_bucket"'
+                ",$selector}[$window])))",
+                '{__name__=~"vllm:time_per_output_token_seconds_count'
+                '|vllm:inter_token_latency_seconds_count",$selector}',
             ),
             "ready_replicas": _gauge("vllm:num_requests_running", by="count"),
         }
