@@ -3,7 +3,8 @@
 - clock steps: the tick time never runs backward after a small backward step (held at the last
   tick's), follows a large one and a forward one, each said in one log line;
 - a component whose load goes missing is said once when it goes and once when it is back;
-- a lasting actuation failure is logged once at warning level, not at every retry.
+- a lasting actuation failure is logged once at warning level, not at every retry; so is an
+  actuator whose reads fail, and a refused connection is named as such, not as a timeout.
 """
 
 from __future__ import annotations
@@ -11,16 +12,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
+import urllib3
 
 from elastiscale.adapters.base import Failure
+from elastiscale.adapters.kubernetes.calls import KubeCallError, call
 from elastiscale.daemon import runner
 from elastiscale.daemon.faults import MissingLoadLog
 from elastiscale.daemon.runner import Daemon, RunOptions
 from elastiscale.decision import DecisionRecord
 from elastiscale.engine import Engine
-from elastiscale.observations import Observation
+from elastiscale.errors import ActuatorError
+from elastiscale.observations import Observation, ReplicaState
 from test_daemon_loop import World
 from test_engine import Failing, Fixed, Source, make_config
 
@@ -122,3 +127,43 @@ def test_a_lasting_actuation_failure_is_logged_once(
     assert len(actuator.calls) > 3  # retried many times
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings == [f"scaling llm to 6 failed: {failure} injected"]
+
+
+class ReadFails(Failing):
+    """Reads fail while `down`."""
+
+    down = True
+
+    def read(self, components: Sequence[str]) -> dict[str, ReplicaState]:
+        if self.down:
+            raise ActuatorError("API server unreachable: Connection refused")
+        return dict(super().read(components))
+
+
+def test_an_actuator_read_outage_is_logged_when_it_starts_and_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    actuator = ReadFails({"router": 1, "llm": 2}, Failure.UNAVAILABLE)
+    engine = Engine(
+        make_config(), metrics=Source({"router": 5, "llm": 10}), actuator=actuator, policies=[]
+    )
+    with caplog.at_level(logging.WARNING, logger="elastiscale.engine"):
+        for t in range(5):
+            engine.step(float(t * 15))
+        actuator.down = False
+        engine.step(75.0)
+        engine.step(90.0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "actuator read failed: API server unreachable: Connection refused",
+        "actuator read works again",
+    ]
+
+
+def test_a_refused_connection_is_not_called_a_timeout() -> None:
+    def refused(**_: Any) -> None:
+        raise urllib3.exceptions.NewConnectionError(
+            None, "Failed to establish a new connection: [Errno 111] Connection refused"
+        )
+
+    with pytest.raises(KubeCallError, match=r"^API server unreachable: Connection refused$"):
+        call(refused, timeout_s=1.0)

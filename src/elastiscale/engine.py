@@ -92,6 +92,7 @@ class Engine:
         self._rng = random.Random(config.control.seed)
         self.last_records: list[DecisionRecord] = []
         self._source_down = False
+        self._read_down = False
 
     # ----------------------------------------------------------------------------------------
 
@@ -147,8 +148,15 @@ class Engine:
         try:
             read = dict(self.actuator.read(names))
         except ActuatorError as exc:
-            log.warning("actuator read failed: %s", exc)
+            # Said once when it starts failing, as for the metric source.
+            level = logging.DEBUG if self._read_down else logging.WARNING
+            log.log(level, "actuator read failed: %s", exc)
+            self._read_down = True
             read = {}
+        else:
+            if self._read_down:
+                log.warning("actuator read works again")
+                self._read_down = False
         out: dict[str, ReplicaState] = {}
         for name in names:
             state = read.get(name) or self._known_replicas.get(name)

@@ -174,3 +174,20 @@ def kube_actuator(kubeconfig: Path, timeout_s: float = 2.0) -> dict[str, Any]:
             "worker": {"kind": "Deployment", "name": "worker"},
         },
     }
+
+
+@pytest.fixture(scope="session")
+def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A moto server process (skips, or fails in CI, when it cannot start), with this
+    process's AWS settings pointed at dummy credentials while it runs."""
+    pytest.importorskip("boto3")
+    from chaos.sagemaker import sagemaker_env
+    from test_sagemaker import moto_process
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in sagemaker_env(tmp_path_factory.mktemp("aws")).items():
+            patch.setenv(name, value)
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+            patch.delenv(name, raising=False)
+        with moto_process() as url:
+            yield url

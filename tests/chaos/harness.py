@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import math
@@ -151,6 +152,35 @@ _HOP = {
 }
 
 
+class _TrackingServer(ThreadingHTTPServer):
+    """Keeps its accepted sockets, so that `cut_connections` can close kept-alive ones."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = super().get_request()
+        with self._connections_lock:
+            self.connections.add(sock)
+        return sock, addr
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def cut_connections(self) -> None:
+        with self._connections_lock:
+            kept = list(self.connections)
+            self.connections.clear()
+        for sock in kept:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
 class FaultProxy:
     """A reverse proxy to `upstream` (http://host:port) on a fixed port of 127.0.0.1.
 
@@ -170,7 +200,7 @@ class FaultProxy:
         self.transform: Callable[[str, bytes], bytes] | None = None
         self.only: str | None = None
         self.faulted = 0
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _TrackingServer | None = None
         self._stopping = threading.Event()
         self.open()
 
@@ -236,7 +266,7 @@ class FaultProxy:
                 self.end_headers()
                 self.wfile.write(body)
 
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        server = _TrackingServer(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True
         server.block_on_close = False
         self._server = server
@@ -259,10 +289,11 @@ class FaultProxy:
             connection.close()
 
     def close(self) -> None:
-        """Stop listening: new connections are refused."""
+        """Stop listening and cut the open connections: every connection is refused."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.cut_connections()
             self._server = None
 
     def stop(self) -> None:
@@ -431,6 +462,24 @@ class DaemonProcess:
 
 # --------------------------------------------------------------------------------------------
 # What a scenario asserts
+
+
+def journal_agrees(entries: list[dict[str, Any]], applied: list[int], component: str) -> None:
+    """The journal's changes of `component` against the writes the server applied, in order:
+    a change whose outcome is ok was applied once; one that failed with an answer (409, 429,
+    5xx) was not; one whose outcome is unknown (no answer in time, or no outcome at all: the
+    process died) may have been. Nothing was applied that the journal does not announce."""
+    outcomes = {e["id"]: e for e in entries if e["kind"] == "outcome"}
+    left = list(applied)
+    for intent in (e for e in entries if e["kind"] == "intent" and e["component"] == component):
+        outcome = outcomes.get(intent["id"])
+        unknown = outcome is None or "no answer within" in (outcome.get("message") or "")
+        if outcome is not None and outcome["ok"]:
+            assert left and left[0] == intent["to_replicas"], (intent, left)
+            left.pop(0)
+        elif unknown and left and left[0] == intent["to_replicas"]:
+            left.pop(0)
+    assert not left, f"{component}: applied but never announced: {left}"
 
 
 def decisions_per_component(metrics: dict[str, float]) -> dict[str, float]:

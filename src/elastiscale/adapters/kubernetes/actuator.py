@@ -202,7 +202,12 @@ class KubernetesActuator:
                 if self.options.ready_from == "workload":
                     ready = self._read_ready(target)
             except KubeCallError as exc:
-                log.warning("reading %s (%s) failed: %s", component, target.label, exc.message)
+                # Said when reads of it start failing; repeats of a lasting fault at debug.
+                before = self.read_failures.get(component)
+                level = (
+                    logging.DEBUG if before and before.failure is exc.failure else logging.WARNING
+                )
+                log.log(level, "reading %s (%s) failed: %s", component, target.label, exc.message)
                 self.read_failures[component] = exc
                 failures.append(exc)
                 continue

@@ -45,6 +45,9 @@ def call(method: Callable[..., T], *args: Any, timeout_s: float) -> T:
         retry_after = parse_retry_after(headers.get("Retry-After"))
         failure = failure_for_http_status(status) if status else Failure.UNAVAILABLE
         raise KubeCallError(failure, api_message(exc), retry_after) from None
+    except urllib3.exceptions.NewConnectionError as exc:  # a subclass of its TimeoutError
+        reason = str(exc).rsplit("] ", 1)[-1] if "] " in str(exc) else str(exc)
+        raise KubeCallError(Failure.UNAVAILABLE, f"API server unreachable: {reason}") from None
     except urllib3.exceptions.TimeoutError:
         raise KubeCallError(
             Failure.UNAVAILABLE, f"no answer within timeout_s = {timeout_s:g}"
