@@ -58,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
     policy = config["policies"][0]["name"]
     print(
         f"wrote {args.out} ({len(components)} imported, policy {policy}); compare with: "
-        f"elastiscale backtest {args.out} --trace HISTORY.csv --policy {policy} "
-        "--policy elastiscale",
+        f"elastiscale backtest {args.out} --prometheus URL --ingress-query QUERY --start now-7d "
+        f"--end now (or --trace HISTORY.csv) --policy {policy} --policy elastiscale",
         file=sys.stderr,
     )
     return 0
