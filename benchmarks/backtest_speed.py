@@ -30,6 +30,7 @@ import multiprocessing
 import pstats
 import resource
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -232,8 +233,9 @@ def rate_case(policy_name: str, path: str | None, days: float) -> dict[str, floa
 
 def in_child(*args: Any) -> dict[str, float]:
     """`rate_case(*args)` in a fresh process, so that each figure (and peak RSS) is its own."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        got: dict[str, float] = pool.apply(rate_case, args)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        got: dict[str, float] = pool.submit(rate_case, *args).result()
     return got
 
 

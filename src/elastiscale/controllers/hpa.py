@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, get_args
 
 from pydantic import BeforeValidator, Field, field_validator
 
@@ -52,6 +52,11 @@ if TYPE_CHECKING:
     from elastiscale.config import Config
 
 HPAMetric = Literal["demand_rps", "utilization", "concurrency"]
+#: The details a reading of each metric gives its proposal (names built once, not per tick).
+_DETAIL_KEYS = {
+    metric: (f"{metric}_value", f"{metric}_target", f"{metric}_ratio", f"{metric}_replicas")
+    for metric in get_args(HPAMetric)
+}
 
 
 class HPAScalingPolicy(ParamsModel):
@@ -256,10 +261,11 @@ class HPAPolicy(PerComponentPolicy):
         readings = [self._reading(ctx, component, m, current) for m in self.params.metrics]
         details: dict[str, Detail] = {"current": current, "ready": state.ready}
         for r in readings:
-            details[f"{r.metric}_value"] = r.value
-            details[f"{r.metric}_target"] = r.target
-            details[f"{r.metric}_ratio"] = r.ratio
-            details[f"{r.metric}_replicas"] = r.replicas
+            value_key, target_key, ratio_key, replicas_key = _DETAIL_KEYS[r.metric]
+            details[value_key] = r.value
+            details[target_key] = r.target
+            details[ratio_key] = r.ratio
+            details[replicas_key] = r.replicas
         valid = [r for r in readings if r.replicas is not None]
         invalid = [r for r in readings if r.replicas is None]
         if not valid:
