@@ -88,3 +88,66 @@ def test_startup_drift_is_measured_from_readiness() -> None:
     assert last["startup_measured_s"] == pytest.approx(300, abs=15)
     assert last["startup_in_use_s"] == pytest.approx(300, abs=15)
     assert last["lead_time_s"] > 300
+
+
+def test_canary_variant_learned_and_scaled_by_its_share() -> None:
+    """Two variants of a model as two components behind split edges (90% stable, 10% canary;
+    the split is the edges' fan-out, measured online): the canary's 0.6x capacity is learned
+    for the canary alone, and each variant is sized for its own share."""
+    llm = {"capacity_per_replica": 2.0, "service_time_s": 2.0, "startup_s": 60,
+           "replicas": {"min": 1, "max": 50}}  # fmt: skip
+    config = validate_mapping(
+        {
+            "pipeline": {
+                "name": "canary",
+                "slo": {"latency_p95_s": 20},
+                "components": {
+                    "router": {
+                        "ingress": True,
+                        "capacity_per_replica": 100,
+                        "service_time_s": 0.01,
+                        "replicas": {"min": 1, "max": 4},
+                    },
+                    "stable": llm,
+                    "canary": llm,
+                },
+                "edges": [
+                    {"from": "router", "to": "stable", "fanout": 0.9},
+                    {"from": "router", "to": "canary", "fanout": 0.1},
+                ],
+            },
+            "scenario": {"drift": [{"at_s": 0, "component": "canary", "capacity_factor": 0.6}]},
+        }
+    )
+
+    def last(learn: bool) -> Mapping[str, Proposal]:
+        params = ElastiscaleParams(learn=learn, refit="inline", self_calibration=False)
+        policy = ElastiscalePolicy(config, params)
+        seen: list[Mapping[str, Proposal]] = []
+
+        class Keep:
+            name = policy.name
+
+            def propose(self, ctx: TickContext) -> Mapping[str, Proposal]:
+                out = policy.propose(ctx)
+                seen.append(out)
+                return out
+
+        simulate(config, flat_trace(40.0, 3600, bin_s=10.0), Keep(),
+                 initial_replicas={"router": 1, "stable": 20, "canary": 3})  # fmt: skip
+        return seen[-1]
+
+    learned, priors = last(True), last(False)
+    assert learned["canary"].details["capacity_in_use"] == pytest.approx(1.2, rel=0.1)
+    assert learned["stable"].details["capacity_in_use"] == pytest.approx(2.0, rel=0.1)
+    # The canary's share of the router's demand (the measured 10% split: 4 req/s) on 1.2 req/s
+    # replicas needs at least 4 (3.3 busy); sized at the prior's 2 req/s it looks like 3, and
+    # the priors-only run gets to 4 only through the reactive floor, once a queue has built.
+    assert learned["canary"].details["upstream_rps"] == pytest.approx(4.0, rel=0.05)
+    assert learned["canary"].details["upstream_replicas"] >= 4
+    assert (
+        priors["canary"].details["upstream_replicas"]
+        < learned["canary"].details["upstream_replicas"]
+    )
+    assert priors["canary"].details["reactive_rps"] > priors["canary"].details["upstream_rps"]
+    assert abs((learned["stable"].replicas or 0) - (priors["stable"].replicas or 0)) <= 1

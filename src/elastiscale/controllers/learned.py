@@ -9,6 +9,11 @@ the configured values). Its `details` are what decision records show: prior, mea
 and the confidence of each.
 
 A policy with learning switched off never builds one, so its results are those of the priors.
+
+Variants of one model (stable and canary, two versions, two GPU types) are two components
+behind edges whose fan-outs are the traffic split (`router -> llm-stable` at 0.9, `router ->
+llm-canary` at 0.1): the fan-out measured online is the split as the metrics show it, and each
+variant has its own estimates here and is sized for its own share of the demand.
 """
 
 from __future__ import annotations
