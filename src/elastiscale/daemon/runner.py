@@ -249,12 +249,12 @@ class Daemon:
             last_s, last_mono_s = last
             step_s = wall_s - (last_s + (mono_s - last_mono_s))
             if wall_s >= last_s:
-                if self._clock_held:
-                    log.info("wall clock has passed the held tick time again")
-                elif step_s >= CLOCK_STEP_MIN_S:
+                if step_s >= CLOCK_STEP_MIN_S:
                     log.warning(
                         "wall clock stepped forward by %.1f s; ticks stay on schedule", step_s
                     )
+                elif self._clock_held:
+                    log.info("wall clock has passed the held tick time again")
                 self._clock_held = False
             elif last_s - wall_s <= CLOCK_HOLD_MAX_S:
                 if not self._clock_held:
