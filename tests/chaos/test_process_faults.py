@@ -252,9 +252,7 @@ def test_clock_steps_neither_burst_nor_run_time_backward(
     stepped_tick = daemon.tick()
     offset.write_text("0")
     set_demand(chaos_exporter, 65.0, 45.0)
-    wait_for(
-        lambda: kube.replicas("router") == 7 and kube.replicas("worker") == 5, 20, "7 and 5"
-    )
+    wait_for(lambda: kube.replicas("router") == 7 and kube.replicas("worker") == 5, 20, "7 and 5")
     ticks = daemon.tick() - stepped_tick
     print(f"clock back to the truth: recovered in {ticks} ticks")
     assert ticks <= 6
