@@ -110,6 +110,7 @@ class Engine:
             replicas=replicas,
             history=self.history,
             interval_s=self.interval_s,
+            startups_s=self._startups(names),
         )
         proposals = self._propose(ctx)
         records = [
@@ -141,6 +142,17 @@ class Engine:
             if name not in got:
                 got[name] = Observation.unavailable(name, now_s, reason)
         return got
+
+    def _startups(self, names: Sequence[str]) -> dict[str, list[float]]:
+        """Start-ups the actuator measured since the last tick (its optional `startups`)."""
+        reader = getattr(self.actuator, "startups", None)
+        if reader is None:
+            return {}
+        try:
+            return {n: list(v) for n, v in reader(names).items()}
+        except ActuatorError as exc:
+            log.debug("actuator start-ups unavailable: %s", exc)
+            return {}
 
     def _read_replicas(
         self, names: Sequence[str], observations: Mapping[str, Observation]

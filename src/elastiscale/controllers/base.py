@@ -12,8 +12,8 @@ Most reactive policies decide each component alone: subclass `PerComponentPolicy
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
@@ -38,6 +38,9 @@ class TickContext:
     replicas: Mapping[str, ReplicaState]
     history: MetricHistory
     interval_s: float
+    #: Start-up times measured exactly by the platform since the last tick, per component
+    #: (an actuator's optional `startups`); a component absent here has no such measurement.
+    startups_s: Mapping[str, Sequence[float]] = field(default_factory=dict)
 
     def load(self, component: str) -> float | None:
         """The component's observed demand in its capacity unit (requests/s or tokens/s)."""

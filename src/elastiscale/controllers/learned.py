@@ -1,12 +1,13 @@
 """The parameters a policy plans with, learned online from the pipeline's own metrics.
 
-`LearnedParameters` keeps, per component, a start-up estimator fed from the replica counts of
-every tick (desired vs ready, `learning.ReadinessTracker`) and a capacity / service-time
-estimator fed from its observation (`learning.ServiceEstimator`). `effective(name)` gives what to
-plan with: the measured start-up quantile (the configured `startup_s` is its prior), and the
-measured capacity and service time once their confidence reaches `min_confidence` (until then
-the configured values). Its `details` are what decision records show: prior, measured, in use
-and the confidence of each.
+`LearnedParameters` keeps, per component, a start-up estimator fed from the start-ups the
+platform measured (`TickContext.startups_s`, e.g. pods' Ready transitions) or else from the
+replica counts of every tick (desired vs ready, `learning.ReadinessTracker`), and a capacity
+and service-time estimator fed from its observation (`learning.ServiceEstimator`).
+`effective(name)` gives what to plan with: the measured start-up quantile (the configured
+`startup_s` is its prior), and the measured capacity and service time once their confidence
+reaches `min_confidence` (until then the configured values). Its `details` are what decision
+records show: prior, measured, in use and the confidence of each.
 
 A policy with learning switched off never builds one, so its results are those of the priors.
 
@@ -123,7 +124,11 @@ class LearnedParameters:
         for name in ctx.pipeline.order:
             state = self._state(ctx, name)
             counts = ctx.replicas.get(name)
-            if counts is not None:
+            measured = ctx.startups_s.get(name)
+            if measured is not None:  # the platform's exact times replace the counts' guess
+                for duration_s in measured:
+                    state.startup.add(duration_s)
+            elif counts is not None:
                 for duration_s in state.readiness.look(ctx.now_s, counts.desired, counts.ready):
                     state.startup.add(duration_s)
             obs = ctx.observations.get(name)

@@ -44,6 +44,7 @@ from elastiscale.adapters.kubernetes.options import (
     ResolvedTarget,
     resolve_target,
 )
+from elastiscale.adapters.kubernetes.readiness import TargetStartups
 from elastiscale.clock import Clock
 from elastiscale.errors import ActuatorError
 from elastiscale.observations import ReplicaState
@@ -174,6 +175,7 @@ class KubernetesActuator:
         self._last_read: dict[str, ScaleView] = {}
         #: The failure of the last read of each component that could not be read.
         self.read_failures: dict[str, KubeCallError] = {}
+        self._startups = TargetStartups(api_client, self.targets, self.options.timeout_s)
         self.check_other_autoscalers()
 
     def close(self) -> None:
@@ -217,6 +219,13 @@ class KubernetesActuator:
         if not out and failures and all(f.failure is Failure.UNAVAILABLE for f in failures):
             raise ActuatorError(f"Kubernetes API unavailable: {failures[0].message}")
         return out
+
+    def startups(self, components: Sequence[str]) -> dict[str, list[float]]:
+        """Start-up times of the targets' pods ready since the last call, with
+        `measure_startup: true` (else none; `adapters.kubernetes.readiness`)."""
+        if not self.options.measure_startup:
+            return {}
+        return self._startups.poll(components)
 
     def scale(self, component: str, replicas: int) -> ActuationResult:
         """Set the desired replicas of `component`'s workload (see the module docstring)."""

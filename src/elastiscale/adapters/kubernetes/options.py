@@ -107,6 +107,9 @@ class KubernetesOptions(ActuatorOptions[KubernetesTarget]):
     ready_from: `scale` reads ready replicas from the scale subresource's status (created
     pods; needs only the scale permission); `workload` reads `ready_path` of the object itself
     (pods that pass readiness; needs `get` on the workload).
+    measure_startup: report each Deployment or StatefulSet target's pods' start-up times (from
+    creation to Ready; needs `get` on the workload and `list` on pods) to the engine, which
+    passes them to policies that learn (`elastiscale` with `learn: true`).
     """
 
     namespace: str | None = None
@@ -117,6 +120,7 @@ class KubernetesOptions(ActuatorOptions[KubernetesTarget]):
     conflict_retries: int = Field(3, ge=0, le=20)
     settle_timeout_s: NonNegativeFloat = 60.0
     ready_from: Literal["scale", "workload"] = "scale"
+    measure_startup: bool = False
 
     @model_validator(mode="after")
     def _namespace_valid(self) -> KubernetesOptions:

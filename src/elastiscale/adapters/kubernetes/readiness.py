@@ -9,8 +9,9 @@ seen ready for the first time since the last poll; each pod (by uid) counts once
 ready at the first poll are taken as history (their start-ups count too: a restart of the
 daemon should not forget what the cluster already shows). Pods not ready yet, or whose Ready
 condition lacks a time, are skipped until a later poll. These are for the start-up estimator of
-`controllers.learned` (`LearnedParameters.add_startup`), which replaces the configured
-`startup_s` with their upper quantile, when the caller passes them on.
+`controllers.learned`, which replaces the configured `startup_s` with their upper quantile:
+with the actuator's `measure_startup: true`, `KubernetesActuator.startups` polls them
+(`TargetStartups`) and the engine hands them to the policies in `TickContext.startups_s`.
 
 Needs `list` on pods in the target's namespace (examples/kubernetes/rbac.yaml grants get and
 patch on the scale subresources only; add `pods: [list]` to use this).
@@ -20,12 +21,16 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubernetes import client as k8s
 
-from elastiscale.adapters.kubernetes.calls import call
+from elastiscale.adapters.kubernetes.calls import KubeCallError, call
+from elastiscale.adapters.kubernetes.options import ResolvedTarget
+
+log = logging.getLogger("elastiscale.adapters.kubernetes")
 
 
 def label_selector(match_labels: Mapping[str, str]) -> str:
@@ -72,11 +77,22 @@ class PodStartups:
 
     @classmethod
     def of_deployment(
-        cls, api_client: k8s.ApiClient, namespace: str, name: str, *, timeout_s: float = 10.0
+        cls,
+        api_client: k8s.ApiClient,
+        namespace: str,
+        name: str,
+        *,
+        timeout_s: float = 10.0,
+        kind: str = "Deployment",
     ) -> PodStartups:
-        """The reader of a Deployment's pods, its selector read from the Deployment."""
+        """The reader of a Deployment's (or StatefulSet's) pods, its selector read from it."""
         apps = k8s.AppsV1Api(api_client)
-        workload = call(apps.read_namespaced_deployment, name, namespace, timeout_s=timeout_s)
+        read = (
+            apps.read_namespaced_stateful_set
+            if kind == "StatefulSet"
+            else apps.read_namespaced_deployment
+        )
+        workload: Any = call(read, name, namespace, timeout_s=timeout_s)
         labels = workload.spec.selector.match_labels or {}
         return cls(api_client, namespace, labels, timeout_s=timeout_s)
 
@@ -95,4 +111,37 @@ class PodStartups:
                 continue
             self._counted.add(uid)
             out.append(startup_s)
+        return out
+
+
+class TargetStartups:
+    """`PodStartups` of each Deployment or StatefulSet target, made at its first poll."""
+
+    def __init__(
+        self, api_client: k8s.ApiClient, targets: Mapping[str, ResolvedTarget], timeout_s: float
+    ) -> None:
+        self.api_client = api_client
+        self.targets = targets
+        self.timeout_s = timeout_s
+        self._readers: dict[str, PodStartups] = {}
+
+    def poll(self, components: Sequence[str]) -> dict[str, list[float]]:
+        """New start-ups per component; a component whose pods cannot be read is left out
+        (logged at debug level: the replica counts still measure its start-ups roughly)."""
+        out: dict[str, list[float]] = {}
+        for component in components:
+            target = self.targets.get(component)
+            if target is None or not target.is_apps:
+                continue
+            try:
+                reader = self._readers.get(component)
+                if reader is None:
+                    reader = PodStartups.of_deployment(
+                        self.api_client, target.namespace, target.name,
+                        timeout_s=self.timeout_s, kind=target.kind,
+                    )  # fmt: skip
+                    self._readers[component] = reader
+                out[component] = reader.poll()
+            except KubeCallError as exc:
+                log.debug("pod start-ups of %s: %s", component, exc.message)
         return out
