@@ -218,3 +218,30 @@ def test_unreachable_prometheus_exits_1(capsys: pytest.CaptureFixture[str]) -> N
     )  # fmt: skip
     assert code == 1
     assert err.strip().splitlines()[-1].startswith("elastiscale backtest: http://127.0.0.1:9")
+
+
+def test_scenario_file_drifts_the_truth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scenario = ROOT / "examples" / "scenarios" / "writer-rollout.yaml"
+    base = [AGENT, "--trace", str(AZURE), "--end", "1200", "--rate-scale", "4", "--policy", "hpa",
+            "--no-plots", "--no-ceiling"]  # fmt: skip
+    code, _, err = run([*base, "--scenario", str(scenario), "--out", str(tmp_path / "d")], capsys)
+    assert code == 0, err
+    drifted = json.loads((tmp_path / "d" / "report.json").read_text())
+    assert drifted["settings"]["scenario"]["name"] == "writer-rollout"
+    code, _, err = run([*base, "--out", str(tmp_path / "p")], capsys)
+    plain = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert "scenario" not in plain["settings"]
+    hpa = "hpa"
+    assert drifted["policies"][hpa]["slo_attainment"] < plain["policies"][hpa]["slo_attainment"]
+
+
+def test_bad_scenario_file_is_one_line_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("scenario:\n  drift:\n    - {at_s: 10, component: writr, startup_s: 300}\n")
+    code, _, err = run([AGENT, "--trace", str(AZURE), "--scenario", str(bad)], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1
+    assert "scenario.drift[0].component: unknown component 'writr'" in lines[0]
