@@ -139,6 +139,12 @@ def test_the_disaggregated_example_reports_ttft_and_itl_per_part(tmp_path: Path)
         assert 0.0 <= parts["prefill"]["ttft_slo_attainment"] <= 1.0
         assert 0.02 < parts["decode"]["p95_itl_s"] < 0.05  # about the slot time per token
         assert parts["prefill"]["gpu_hours"] > 0 and parts["decode"]["gpu_hours"] > 0
+        objectives = data["policies"][policy]["attainment_by_objective"]
+        assert objectives == {
+            "end_to_end": data["policies"][policy]["slo_attainment"],
+            "prefill.ttft_p95_s": parts["prefill"]["ttft_slo_attainment"],
+            "decode.itl_p95_s": parts["decode"]["itl_slo_attainment"],
+        }
     markdown = (tmp_path / "report.md").read_text()
     assert "## Time to first token and inter-token latency" in markdown
     assert "| hpa | prefill |" in markdown and "| elastiscale | decode |" in markdown

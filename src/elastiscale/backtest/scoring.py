@@ -91,6 +91,20 @@ class PolicyScore:
             key: value for key, value in asdict(self).items() if key != "per_component"
         }
         out["per_component"] = {name: s.to_dict() for name, s in self.per_component.items()}
+        by_objective = self.attainment_by_objective()
+        if len(by_objective) > 1:  # only when a component names a TTFT or ITL objective
+            out["attainment_by_objective"] = by_objective
+        return out
+
+    def attainment_by_objective(self) -> dict[str, float | None]:
+        """Attainment per SLO: `end_to_end`, then `<component>.ttft_p95_s` and
+        `<component>.itl_p95_s` for the components whose `slo` names them."""
+        out: dict[str, float | None] = {"end_to_end": self.slo_attainment}
+        for name, comp in self.per_component.items():
+            if comp.ttft_slo_attainment is not None:
+                out[f"{name}.ttft_p95_s"] = comp.ttft_slo_attainment
+            if comp.itl_slo_attainment is not None:
+                out[f"{name}.itl_p95_s"] = comp.itl_slo_attainment
         return out
 
 
