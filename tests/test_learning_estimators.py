@@ -199,3 +199,33 @@ def test_service_estimator_ignores_missing(sample: ServiceSample) -> None:
     assert est.update(sample) is False
     assert est.capacity.theta == 1.5 and est.capacity.samples == 0
     assert est.service_time.theta == 4.0 and est.service_time.samples == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    data=st.lists(
+        st.tuples(st.floats(0.3, 0.95), st.integers(1, 10), st.floats(0.5, 1.5)),
+        min_size=5,
+        max_size=40,
+    ),
+    holes=st.lists(st.integers(0, 39), max_size=15),
+    bad=st.sampled_from([math.nan, math.inf, None]),
+)
+def test_bad_samples_between_good_ones_change_nothing(
+    data: list[tuple[float, int, float]], holes: list[int], bad: float | None
+) -> None:
+    """The same good samples with missing or NaN ones slipped in give exactly the same
+    estimates as without them (queue growth is taken between the good samples either way)."""
+    clean = ServiceEstimator(capacity_prior=2.0, service_time_prior_s=1.0)
+    holed = ServiceEstimator(capacity_prior=2.0, service_time_prior_s=1.0)
+    t = 0.0
+    for k, (util, ready, noise) in enumerate(data):
+        t += 15.0
+        rps = 1.5 * util * ready * noise
+        good = _sample(t, rps, util, ready, rps * 0.8, 0.0)
+        if k in holes:
+            holed.update(ServiceSample(t - 7.5, bad, bad, bad, None, bad, bad))
+        clean.update(good)
+        holed.update(good)
+    for a, b in ((clean.capacity, holed.capacity), (clean.service_time, holed.service_time)):
+        assert (a.theta, a.variance, a.samples) == (b.theta, b.variance, b.samples)
