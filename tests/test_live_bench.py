@@ -223,6 +223,12 @@ def test_interval_is_a_t_interval_on_the_mean(
     assert got["mean"] - got["low"] == pytest.approx(half, rel=1e-4)
 
 
+def test_interval_is_cut_to_the_figures_range() -> None:
+    got = interval([0.99, 0.90], bounds=(0.0, 1.0))  # 0.945 +- 12.706 x 0.045: +- 0.572
+    assert got["mean"] == pytest.approx(0.945)
+    assert got["high"] == 1.0 and got["low"] == pytest.approx(0.945 - 0.5718, abs=1e-3)
+
+
 def test_interval_of_one_seed_or_none() -> None:
     assert interval([0.5]) == {"n": 1, "mean": 0.5, "low": None, "high": None}
     assert interval([None]) == {"n": 0, "mean": None, "low": None, "high": None}

@@ -16,12 +16,22 @@ from typing import Any
 import numpy as np
 from scipy import stats as st
 
-#: The figures summarized per run, as `results.json` names them.
+#: The figures summarized per run, as `results.json` names them, with the range each can
+#: take (an interval is cut to it: an attainment above 100% is no figure).
 FIGURES = ("slo_attainment", "avoidable_misses", "p95_latency_s", "gpu_seconds")
+BOUNDS: dict[str, tuple[float, float]] = {
+    "slo_attainment": (0.0, 1.0),
+    "avoidable_misses": (-math.inf, math.inf),  # the ceiling run may miss more, by noise
+    "p95_latency_s": (0.0, math.inf),
+    "gpu_seconds": (0.0, math.inf),
+}
 
 
-def interval(values: Sequence[float | None]) -> dict[str, Any]:
-    """Mean and 95% t-interval of the values given (None: a missing figure, left out)."""
+def interval(
+    values: Sequence[float | None], bounds: tuple[float, float] = (-math.inf, math.inf)
+) -> dict[str, Any]:
+    """Mean and 95% t-interval of the values given (None: a missing figure, left out), cut to
+    `bounds`."""
     xs = np.array([float(v) for v in values if v is not None], dtype=float)
     n = int(xs.size)
     if n == 0:
@@ -30,7 +40,8 @@ def interval(values: Sequence[float | None]) -> dict[str, Any]:
     if n < 2:
         return {"n": n, "mean": mean, "low": None, "high": None}
     half = float(st.t.ppf(0.975, n - 1) * xs.std(ddof=1) / math.sqrt(n))
-    return {"n": n, "mean": mean, "low": mean - half, "high": mean + half}
+    low, high = bounds
+    return {"n": n, "mean": mean, "low": max(low, mean - half), "high": min(high, mean + half)}
 
 
 def misses(figures: Mapping[str, Any]) -> int | None:
@@ -66,7 +77,10 @@ def summarize(seeds: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str,
         runs += [r for r in per_run if r not in runs]
     return {
         run: {
-            key: interval([per_run[run].get(key) for per_run in seeds.values() if run in per_run])
+            key: interval(
+                [per_run[run].get(key) for per_run in seeds.values() if run in per_run],
+                BOUNDS[key],
+            )
             for key in FIGURES
         }
         for run in runs
