@@ -130,7 +130,10 @@ def parse_trace(text: str, name: str = "<trace>") -> Trace:
     first_line, _, rest = text.partition("\n")
     if not first_line.strip():
         raise TraceError(f"{name}: empty file (expected a header with t_seconds,requests)")
-    header = [h.strip() for h in next(csv.reader([first_line.rstrip("\r")]))]
+    try:
+        header = [h.strip() for h in next(csv.reader([first_line.rstrip("\r")]))]
+    except csv.Error as exc:
+        raise TraceError(f"{name}: row 1: not CSV: {exc}") from None
     for column in REQUIRED_COLUMNS:
         if column not in header:
             raise TraceError(f"{name}: row 1: missing column {column} (header: {','.join(header)})")
@@ -168,7 +171,16 @@ def _parse_numbers(body: str, header: list[str], name: str) -> Array:
         data = None
     if data is not None and data.shape[1] == len(header):
         return data
-    for row_no, row in enumerate(csv.reader(io.StringIO(body)), start=2):
+    rows = csv.reader(io.StringIO(body))
+    row_no = 1
+    while True:
+        row_no += 1
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise TraceError(f"{name}: row {row_no}: not CSV: {exc}") from None
         if len(row) != len(header):
             raise TraceError(
                 f"{name}: row {row_no}: {len(row)} fields, the header has {len(header)}"

@@ -78,6 +78,10 @@ def _read_yaml(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"cannot read file: {exc.strerror or exc}"], source=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [f"byte {exc.start + 1}: not UTF-8 text ({exc.reason})"], source=str(path)
+        ) from None
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
@@ -89,6 +93,10 @@ def _read_yaml(path: Path) -> Any:
         context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
         if context and start is not None and (mark is None or start.line != mark.line):
             problem = f"{problem} ({context} at line {start.line + 1})"
+        if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow
+            where = f"character {exc.position + 1}: "
+            problem = f"unacceptable character #x{exc.character:04x}"
+        problem = " ".join(str(problem).split())  # one line, whatever the parser said
         raise ConfigError([f"{where}invalid YAML: {problem}"], source=str(path)) from None
 
 

@@ -300,7 +300,7 @@ class KubernetesActuator:
                 else self._apps.read_namespaced_stateful_set_scale
             )
             typed = self._call(read, target.name, target.namespace)
-            return _view_of(typed.to_dict())
+            return _view_of(typed.to_dict() if typed is not None else None)
         raw = self._call(
             self._custom.get_namespaced_custom_object_scale,
             target.group,
@@ -356,13 +356,25 @@ class KubernetesActuator:
 
 def _view_of(scale: Any) -> ScaleView:
     """A scale subresource as JSON (or the client's dict of it) -> `ScaleView`."""
-    scale = scale if isinstance(scale, dict) else {}
-    spec = scale.get("spec") or {}
-    status = scale.get("status") or {}
-    meta = scale.get("metadata") or {}
+    if not isinstance(scale, dict):
+        raise KubeCallError(Failure.INVALID, "the scale answer is not an object")
+    spec, status, meta = (_part(scale, key) for key in ("spec", "status", "metadata"))
     version = meta.get("resourceVersion", meta.get("resource_version"))
-    return ScaleView(
-        desired=int(spec.get("replicas") or 0),  # omitted when 0
-        observed=int(status.get("replicas") or 0),
-        resource_version=str(version) if version else None,
-    )
+    desired = _count(spec.get("replicas") or 0, "spec.replicas")  # omitted when 0
+    observed = _count(status.get("replicas") or 0, "status.replicas")
+    return ScaleView(desired, observed, str(version) if version else None)
+
+
+def _part(scale: dict[str, Any], key: str) -> dict[str, Any]:
+    value = scale.get(key) or {}
+    if not isinstance(value, dict):
+        raise KubeCallError(Failure.INVALID, f"scale {key} is not an object")
+    return value
+
+
+def _count(value: Any, field: str) -> int:
+    """A replica count from an answer; `KubeCallError` (INVALID) naming the field when it is
+    not a count (the client checks types only)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise KubeCallError(Failure.INVALID, f"scale {field} = {value!r} is not a replica count")
+    return value

@@ -27,6 +27,7 @@ class KubeCallError(Exception):
     """One API call failed; `failure` is its meaning for the engine."""
 
     def __init__(self, failure: Failure, message: str, retry_after_s: float | None = None) -> None:
+        message = " ".join(message.split())  # one line: client errors quote multi-line text
         super().__init__(message)
         self.failure = failure
         self.message = message
@@ -54,6 +55,8 @@ def call(method: Callable[..., T], *args: Any, timeout_s: float) -> T:
         ) from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise KubeCallError(Failure.UNAVAILABLE, f"API server unreachable: {exc}") from None
+    except AssertionError as exc:  # the client's own check of an answer it could not read
+        raise KubeCallError(Failure.UNAVAILABLE, f"unreadable answer: {exc}") from None
     except ValueError as exc:  # a request the client could not send or an answer it could not read
         raise KubeCallError(Failure.UNAVAILABLE, f"request failed: {exc}") from None
 

@@ -232,7 +232,13 @@ class PrometheusHTTP:
         if at_s is not None:
             params["time"] = _fmt_time(at_s)
         data = self._call(lambda: self._client.custom_query(query, params=params))
-        return _parse_instant(data, self._result_type())
+        try:
+            return _parse_instant(data, self._result_type())
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            # A body that is JSON but not an instant-query answer: refused whole.
+            raise MetricSourceError(
+                f"{self.url}: malformed answer ({type(exc).__name__}: {one_line(str(exc))})"
+            ) from None
 
     def range(
         self, query: str, start_s: float, end_s: float, step_s: float
@@ -291,6 +297,11 @@ class PrometheusHTTP:
             raise self._refusal() from None
         except ValueError as exc:  # the body was not JSON: not a Prometheus API
             raise MetricSourceError(f"{self.url}: not a Prometheus API answer: {exc}") from None
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:  # JSON of another shape
+            raise MetricSourceError(
+                f"{self.url}: not a Prometheus API answer ({type(exc).__name__}: "
+                f"{one_line(str(exc))})"
+            ) from None
 
     def _refusal(self) -> Exception:
         response = self._last_response
@@ -299,15 +310,24 @@ class PrometheusHTTP:
         status = response.status_code
         try:
             body = response.json()
-            error_type = str(body.get("errorType", "error"))
-            message = str(body.get("error", "")).strip()
         except ValueError:
-            error_type, message = "error", response.text.strip()[:200]
+            body = None
+        if isinstance(body, dict):
+            error_type = one_line(str(body.get("errorType", "error")))
+            message = one_line(str(body.get("error", "")))
+        else:
+            error_type, message = "error", one_line(response.text)
         if status in (400, 422):
             return PromQLError(status, error_type, message)
         if status in (401, 403):
             return MetricSourceError(f"{self.url}: credentials refused (HTTP {status})")
         return MetricSourceError(f"{self.url}: HTTP {status} {error_type}: {message}")
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """`text` on one line (whitespace runs as one space), cut at `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -370,5 +390,9 @@ def _parse_instant(data: Any, result_type: str | None = None) -> InstantResult:
         if "values" in entry:
             return InstantResult("matrix", [])
         ts, value = entry["value"]
-        series.append((dict(entry.get("metric", {})), float(ts), _number(value)))
+        metric = entry.get("metric", {})
+        if not isinstance(metric, Mapping):
+            raise ValueError(f"metric is {type(metric).__name__}, not an object")
+        labels = {str(k): v for k, v in metric.items() if isinstance(v, str)}
+        series.append((labels, float(ts), _number(value)))
     return InstantResult("vector", series)

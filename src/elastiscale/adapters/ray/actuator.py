@@ -238,10 +238,9 @@ def _error_text(body: str) -> str:
     try:
         parsed = json.loads(body)
     except json.JSONDecodeError:
-        return body.strip()[:300]
-    if isinstance(parsed, dict) and "error" in parsed:
-        return str(parsed["error"])[:300]
-    return body.strip()[:300]
+        parsed = None
+    text = str(parsed["error"]) if isinstance(parsed, dict) and "error" in parsed else body
+    return " ".join(text.split())[:300]  # one line
 
 
 def _quote(segment: str) -> str:
@@ -252,6 +251,10 @@ def _quote(segment: str) -> str:
 # Reading `GET /api/serve/applications/`
 
 
+class UnexpectedAnswerError(Exception):
+    """A dashboard answer of a shape the actuator cannot read (named in the message)."""
+
+
 def deployment_details(
     instance: Mapping[str, Any], application: str, deployment: str
 ) -> dict[str, Any] | None:
@@ -259,26 +262,43 @@ def deployment_details(
     app = instance["applications"].get(application)
     if not isinstance(app, dict):
         return None
-    found = (app.get("deployments") or {}).get(deployment)
+    deployments = app.get("deployments") or {}
+    if not isinstance(deployments, dict):
+        raise UnexpectedAnswerError(f"application {application}: deployments is not a mapping")
+    found = deployments.get(deployment)
     return found if isinstance(found, dict) else None
+
+
+def _replicas(details: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    replicas = details.get("replicas") or []
+    if not isinstance(replicas, list) or not all(isinstance(r, dict) for r in replicas):
+        raise UnexpectedAnswerError("replicas is not a list of objects")
+    return replicas
+
+
+def _target(details: Mapping[str, Any]) -> int:
+    value = details.get("target_num_replicas", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UnexpectedAnswerError(f"target_num_replicas = {value!r} is not a count")
+    return value
 
 
 def replica_state(details: Mapping[str, Any]) -> ReplicaState:
     """Desired = Serve's target; ready = replicas in state RUNNING."""
-    replicas = details.get("replicas") or []
-    ready = sum(1 for r in replicas if r.get("state") == "RUNNING")
-    return ReplicaState(desired=int(details.get("target_num_replicas", 0)), ready=ready)
+    ready = sum(1 for r in _replicas(details) if r.get("state") == "RUNNING")
+    return ReplicaState(desired=_target(details), ready=ready)
 
 
 def converged(details: Mapping[str, Any]) -> bool:
     """Whether Serve has finished applying changes to this deployment: not updating or scaling,
     every replica RUNNING, and as many of them as the target."""
-    if details.get("status") in _CONVERGING_STATUSES:
+    status = details.get("status")
+    if isinstance(status, str) and status in _CONVERGING_STATUSES:
         return False
-    replicas = details.get("replicas") or []
+    replicas = _replicas(details)
     if any(r.get("state") != "RUNNING" for r in replicas):
         return False
-    return len(replicas) == int(details.get("target_num_replicas", 0))
+    return len(replicas) == _target(details)
 
 
 def declarative_config(
@@ -400,11 +420,14 @@ class RayServeActuator:
         for name in components:
             if name not in self.params.targets:
                 continue
-            details = deployment_details(instance, *self.params.target_of(name))
-            if details is None:
-                log.warning("ray-serve: no deployment for component %s", name)
-                continue
-            out[name] = replica_state(details)
+            try:
+                details = deployment_details(instance, *self.params.target_of(name))
+                if details is None:
+                    log.warning("ray-serve: no deployment for component %s", name)
+                    continue
+                out[name] = replica_state(details)
+            except UnexpectedAnswerError as exc:
+                log.warning("ray-serve: cannot read %s: %s", name, exc)
         return out
 
     def scale(self, component: str, replicas: int) -> ActuationResult:
@@ -426,7 +449,7 @@ class RayServeActuator:
                 return ActuationResult.failed(
                     component, replicas, Failure.NOT_FOUND, f"no deployment {where}"
                 )
-            current = int(details.get("target_num_replicas", 0))
+            current = _target(details)
             if current == replicas:
                 return ActuationResult.success(component, replicas)
             # Taken in: Serve shows our count as the target, and has converged on it.
@@ -446,6 +469,8 @@ class RayServeActuator:
             return ActuationResult.failed(
                 component, replicas, exc.failure, str(exc), exc.retry_after_s
             )
+        except UnexpectedAnswerError as exc:
+            return ActuationResult.failed(component, replicas, Failure.INVALID, f"{where}: {exc}")
         self.guard.wrote(where, replicas, previous=current)
         self.written[where] = replicas
         log.info("scaled %s (%s) from %d to %d replicas", component, where, current, replicas)

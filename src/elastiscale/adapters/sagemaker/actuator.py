@@ -194,16 +194,21 @@ def failure_for_error(code: str, message: str, http_status: int | None) -> Failu
     return Failure.INVALID
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def classify(exc: Exception, what: str) -> SageMakerCallError:
     """A boto3/botocore exception as a `SageMakerCallError` naming the call."""
     from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
 
     if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
+        response = exc.response if isinstance(exc.response, dict) else {}
+        error = _mapping(response.get("Error"))
         code = str(error.get("Code", "Unknown"))
-        message = str(error.get("Message", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        failure = failure_for_error(code, message, status)
+        message = " ".join(str(error.get("Message", "")).split())
+        status = _mapping(response.get("ResponseMetadata")).get("HTTPStatusCode")
+        failure = failure_for_error(code, message, status if isinstance(status, int) else None)
         return SageMakerCallError(failure, f"{what}: {code}: {message}")
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return SageMakerCallError(Failure.FORBIDDEN, f"{what}: {exc}")
@@ -297,7 +302,25 @@ class SageMakerActuator:
         self, target: SageMakerTarget, endpoints: dict[str, Any] | None = None
     ) -> TargetState:
         """Status, desired and current count of one target; `endpoints` caches
-        `DescribeEndpoint` answers within one `read`."""
+        `DescribeEndpoint` answers within one `read`. An answer of an unexpected shape (a
+        count that is not a number, a list where a mapping belongs) is INVALID, named."""
+        try:
+            state = self._describe_answer(target, endpoints)
+        except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:
+            message = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+            raise SageMakerCallError(
+                Failure.INVALID, f"{target}: unexpected answer ({message})"
+            ) from None
+        if state.desired < 0 or state.current < 0:
+            raise SageMakerCallError(
+                Failure.INVALID,
+                f"{target}: negative count in the answer ({state.desired}, {state.current})",
+            )
+        return state
+
+    def _describe_answer(
+        self, target: SageMakerTarget, endpoints: dict[str, Any] | None
+    ) -> TargetState:
         if target.inference_component is not None:
             try:
                 got = self.sagemaker.describe_inference_component(
