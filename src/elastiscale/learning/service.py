@@ -56,8 +56,10 @@ class ServiceEstimator:
         self.capacity = ScalarKalman(
             capacity_prior, noise_cv=noise_cv, drift_per_sqrt_s=drift_per_sqrt_s
         )
+        # Requests in service are one instant's count against a rate over a window: about
+        # three times the relative noise of a rate (50 in flight: sqrt(50) / 50 = 14%).
         self.service_time = ScalarKalman(
-            service_time_prior_s, noise_cv=noise_cv, drift_per_sqrt_s=drift_per_sqrt_s
+            service_time_prior_s, noise_cv=3 * noise_cv, drift_per_sqrt_s=drift_per_sqrt_s
         )
         self.min_utilization = min_utilization
         self._last_queue: tuple[float, float] | None = None  # (at_s, queue length)
