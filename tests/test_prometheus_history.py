@@ -280,3 +280,33 @@ def test_values_are_dated_by_their_samples_not_the_query_time(
     assert obs.in_flight == 6.0
     assert obs.at_s == prom_history.hist_end_s
     assert obs.age_s(now_s) == 45.0
+
+
+@pytest.mark.parametrize("series", ["azure", "long"])
+def test_elastiscale_from_history_equals_elastiscale_from_the_trace_file(
+    prometheus: LocalPrometheus, prom_history: PromHistory, series: str
+) -> None:
+    """The learning policy too (forecasters, gates, burst reserve) gets the same result from
+    the same data read back from Prometheus as from the file: on the 1 s Azure recording, and on
+    six hours of the 10 s `long` recording (rates of count / 10, multiplied back)."""
+    from elastiscale.backtest.api import backtest
+
+    config = load_config(PIPELINE)
+    if series == "azure":
+        start_s, end_s = azure_range(prom_history)
+        recorded = fetch_trace(prometheus.url, AZURE_QUERY, start_s, end_s, 1.0)
+        from_file_trace = load_trace(AZURE_TRACE)
+        from_file_trace = Trace(
+            "file", from_file_trace.t_s, from_file_trace.requests, from_file_trace.bin_s
+        )
+    else:
+        start_s = prom_history.long_start_s
+        end_s = start_s + 6 * 3600.0
+        recorded = fetch_trace(prometheus.url, 'es_ingress_rps{trace="long"}', start_s, end_s, 10.0)
+        from_file_trace = load_trace(prom_history.long_path).window(None, 6 * 3600.0)
+    assert np.array_equal(recorded.requests, from_file_trace.requests)
+    kwargs = {"rate_scale": 3.0, "ceiling": False}
+    from_file = backtest(config, from_file_trace, ["elastiscale", "hpa"], **kwargs)
+    from_history = backtest(config, recorded, ["elastiscale", "hpa"], **kwargs)
+    for name in ("elastiscale", "hpa"):
+        assert from_history.runs[name].score == from_file.runs[name].score, name
