@@ -14,7 +14,10 @@ case:
 
 Regenerate (only when a change of results is intended, and say why in the commit):
 
-    PYTHONPATH=src python tests/sim_reference.py --write
+    PYTHONPATH=src python tests/sim_reference.py --write [--keep-commands]
+
+(`--keep-commands` recomputes what the stored commands lead to, when only the simulators
+changed.)
 """
 
 from __future__ import annotations
@@ -204,8 +207,17 @@ def compute_all(recorded: dict[str, dict[str, list[list[Any]]]] | None = None) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help=f"write {DATA}")
+    parser.add_argument(
+        "--keep-commands",
+        action="store_true",
+        help="replay the stored scaling commands instead of recording them again",
+    )
     args = parser.parse_args()
-    reference = compute_all()
+    recorded = None
+    if args.keep_commands:
+        stored = json.loads(DATA.read_text())["replays"]
+        recorded = {n: {p: r["commands"] for p, r in by.items()} for n, by in stored.items()}
+    reference = compute_all(recorded)
     text = json.dumps(reference, indent=1, sort_keys=True) + "\n"
     if args.write:
         DATA.parent.mkdir(exist_ok=True)

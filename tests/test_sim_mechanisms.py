@@ -296,3 +296,22 @@ def test_both_fidelities_bill_the_same_replica_seconds(
     _, reference = run("discrete-event", config, idle_trace(300), {"svc": 2}, ordered)
     assert fast.replica_seconds("svc") == pytest.approx(reference.replica_seconds("svc"))
     assert np.allclose(fast.components["svc"].ready, reference.components["svc"].ready)
+
+
+def test_reads_between_steps_are_not_billed_again_at_the_next_change() -> None:
+    # 10 s steps, counts read at 15 s, 45 s, ... (mid-step, as a 15 s control loop reads them)
+    # and one change at 205 s: billing stays 2 replicas until then, 3 after, never more.
+    config = single_config(startup_s=0)
+    trace = Trace(name="idle", t_s=np.arange(0.0, 300.0, 10.0), requests=np.zeros(30),
+                  bin_s=10.0)  # fmt: skip
+    sim = build_simulator(config, trace, {"svc": 2}, fidelity="fast")
+    for at_s in np.arange(15.0, 300.0, 30.0):
+        sim.advance_to(float(at_s))
+        sim.state("svc")
+        if at_s == 195.0:
+            sim.advance_to(205.0)
+            sim.set_desired("svc", 3)
+    result = sim.result()
+    series = result.components["svc"]
+    assert series.billed().max() <= 3.0 + 1e-9
+    assert result.replica_seconds("svc") == pytest.approx(2 * 205 + 3 * 95, abs=1e-6)

@@ -83,7 +83,10 @@ class ReplicaBook:
     def close_step(self, end_s: float, step_s: float) -> tuple[float, float, float]:
         """Time averages (ready, starting, draining) over the step ending at `end_s`."""
         if not (self.touched or self.starting or self.draining):
-            self.acc_t = end_s  # nothing changed during the step
+            # nothing changed during the step; what a read mid-step integrated is dropped too,
+            # or it would be counted again in the next step that changes
+            self.acc_t = end_s
+            self.acc_ready = self.acc_starting = self.acc_draining = 0.0
             return float(self.ready), 0.0, 0.0
         self.touched = False
         self.integrate_to(end_s)
