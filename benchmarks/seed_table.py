@@ -44,8 +44,9 @@ TRACES = {
     "azure_llm_2023_conv": ("azure_llm_2023_conv_1s.csv", None),
     "mooncake_fast25_conversation": ("mooncake_fast25_conversation_1s.csv", None),
     "mooncake_fast25_synthetic": ("mooncake_fast25_synthetic_1s.csv", None),
-    "nasa_http": ("nasa_http_1995_07_10s.csv.gz", 7),  # days 7-9 (a Monday to a Wednesday)
-    "alibaba_gentd26_lora_requests": ("alibaba_gentd26_lora_requests_10s_days00-13.csv.gz", 10),
+    # first day of the slice, counted from the trace's start (0.4: from 09:36 of that day)
+    "nasa_http": ("nasa_http_1995_07_10s.csv.gz", 7.4),  # day 7: a Saturday
+    "alibaba_gentd26_lora_requests": ("alibaba_gentd26_lora_requests_10s_days00-13.csv.gz", 10.4),
 }
 DAY_S = 86400.0
 POLICIES = ["static-peak", "elastiscale", "static-budget", "oracle"]
