@@ -138,7 +138,7 @@ def mutate_tree(tree: Any, rng: random.Random, edits: int | None = None) -> Any:
         path = rng.choice(paths)
         if not path:
             if rng.random() < 0.1:
-                out = rng.choice(WEIRD)
+                out = copy.deepcopy(rng.choice(WEIRD))
             continue
         parent = _get(out, path[:-1])
         key = path[-1]
@@ -233,7 +233,7 @@ def config_target() -> Target:
         _path, text, raw = rng.choice(examples)
         try:
             if rng.random() < 0.5:
-                load_config(mutate_tree(raw, rng))
+                validate_mapping(mutate_tree(raw, rng))  # as load_config does after YAML
             else:
                 scratch.write_text(mutate_text(text, rng), encoding="utf-8")
                 load_config(scratch)

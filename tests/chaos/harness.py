@@ -45,7 +45,7 @@ INTERVAL_S = 0.5
 NAMESPACE = "default"
 
 
-def _env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     """The environment of child processes: the sources under test first on the path."""
     env = dict(os.environ)
     src = str(REPO / "src")
@@ -73,15 +73,16 @@ def _post_json(url: str, body: Any) -> Any:
 class KubeProcess:
     """kube_server.py with one Deployment (1 replica) per name."""
 
-    def __init__(self, workdir: Path, names: list[str]) -> None:
+    def __init__(self, workdir: Path, names: list[str], token: str | None = None) -> None:
         ready = workdir / "kube-ready.json"
+        env = {**child_env(), **({"KUBE_FAKE_TOKEN": token} if token else {})}
         self.log_path = workdir / "kube.log"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, str(HERE / "kube_server.py"), str(ready), *names],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=_env(),
+                env=env,
             )
         wait_for(ready.exists, 20, f"the fake API server process; log: {self._log()}")
         urls = json.loads(ready.read_text())
@@ -123,12 +124,12 @@ def scale_path(name: str) -> str:
     return f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{name}/scale"
 
 
-def write_kubeconfig(path: Path, server: str) -> Path:
+def write_kubeconfig(path: Path, server: str, token: str | None = None) -> Path:
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "fake", "cluster": {"server": server}}],
-        "users": [{"name": "fake", "user": {}}],
+        "users": [{"name": "fake", "user": {"token": token} if token else {}}],
         "contexts": [
             {"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": NAMESPACE}}
         ],
@@ -369,7 +370,7 @@ class DaemonProcess:
         self.port = free_port()
         self.journal = journal or workdir / f"{identity}.jsonl"
         self.log_path = workdir / f"{identity}.log"
-        self.env = {**_env(), **(env or {})}
+        self.env = {**child_env(), **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 

@@ -13,12 +13,13 @@ control API on another port, then writes `{"api": URL, "control": URL}` to READY
     GET  /replicas?name=router                       spec.replicas of a Deployment
     GET  /lease?name=NAME                            the Lease's holderIdentity (null: none)
 
-It runs until SIGTERM.
+With KUBE_FAKE_TOKEN set, the API demands that bearer token. It runs until SIGTERM.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -33,7 +34,7 @@ NAMESPACE = "default"
 
 
 def serve(ready_path: Path, names: list[str]) -> None:
-    api = FakeKubeAPI().start()
+    api = FakeKubeAPI(token=os.environ.get("KUBE_FAKE_TOKEN") or None).start()
     for name in names:
         api.add_deployment(NAMESPACE, name, replicas=1)
 

@@ -116,13 +116,21 @@ def validate_mapping(raw: Any, label: str = "") -> Config:
         problems.extend(scenario_problems(raw.get("scenario"), pipeline_raw))
     problems.extend(_plugin_problems(raw))
     if problems:
-        raise ConfigError(_dedupe(problems), source=label)
+        raise ConfigError(_dedupe([_printable(p) for p in problems]), source=label)
     assert config is not None
     return config
 
 
 def _dedupe(lines: list[str]) -> list[str]:
     return list(dict.fromkeys(lines))
+
+
+def _printable(line: str) -> str:
+    """`line` with control characters escaped (a key or value holding a newline), so that
+    every problem stays one line."""
+    if line.isprintable():
+        return line
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
 
 
 def _loc_path(loc: tuple[int | str, ...]) -> str:
