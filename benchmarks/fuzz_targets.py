@@ -150,7 +150,8 @@ def mutate_tree(tree: Any, rng: random.Random, edits: int | None = None) -> Any:
         elif choice < 0.7 and isinstance(parent, dict):
             parent[str(key) + rng.choice(("_", "x", "s"))] = parent.pop(key)
         elif choice < 0.8 and isinstance(parent, dict):
-            parent[rng.choice(("extra", "min", "max", "type", "name"))] = rng.choice(WEIRD)
+            added = rng.choice(("extra", "min", "max", "type", "name"))
+            parent[added] = copy.deepcopy(rng.choice(WEIRD))
         elif choice < 0.9 and isinstance(parent, list):
             parent.insert(int(key), copy.deepcopy(parent[key]))
         else:

@@ -151,3 +151,15 @@ def test_any_text_as_a_config_file(tmp_path_factory: pytest.TempPathFactory, tex
         load_config(path)
     except ConfigError as exc:
         assert exc.problems and all("\n" not in p for p in exc.problems)
+
+
+def test_mutation_leaves_its_sources_alone() -> None:
+    """Each input is a fresh copy: neither the example nor the odd values drift over a run."""
+    import copy
+
+    tree = {"a": [1, {"b": 2}], "c": {"d": [3]}}
+    before, weird = copy.deepcopy(tree), copy.deepcopy(fuzz_targets.WEIRD)
+    for i in range(2000):
+        fuzz_targets.mutate_tree(tree, random.Random(i), edits=3)
+    assert tree == before
+    assert repr(fuzz_targets.WEIRD) == repr(weird)  # (repr: NaN is not equal to itself)

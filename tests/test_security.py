@@ -176,4 +176,3 @@ def test_the_sidecar_runs_unprivileged_on_a_read_only_root() -> None:
 def test_the_image_user_is_not_root() -> None:
     users = re.findall(r"^USER\s+(\S+)", (REPO / "Dockerfile").read_text(), re.MULTILINE)
     assert users and users[-1].split(":")[0] not in ("0", "root")
-
