@@ -466,21 +466,30 @@ class DaemonProcess:
 
 
 def journal_agrees(entries: list[dict[str, Any]], applied: list[int], component: str) -> None:
-    """The journal's changes of `component` against the writes the server applied, in order:
-    a change whose outcome is ok was applied once; one that failed with an answer (409, 429,
-    5xx) was not; one whose outcome is unknown (no answer in time, or no outcome at all: the
-    process died) may have been. Nothing was applied that the journal does not announce."""
+    """The journal's changes of `component` against the writes the server applied (in the
+    order it finished them): every change whose outcome is ok was applied, in order (none
+    lost); every other write applied is one whose outcome the journal does not know (no answer
+    in time, or the process died with it in flight), landed late; nothing was applied that the
+    journal does not announce. Writes set a count, so a late landing of the same count changes
+    nothing."""
     outcomes = {e["id"]: e for e in entries if e["kind"] == "outcome"}
-    left = list(applied)
+    made: list[int] = []
+    unknown: list[int] = []
     for intent in (e for e in entries if e["kind"] == "intent" and e["component"] == component):
         outcome = outcomes.get(intent["id"])
-        unknown = outcome is None or "no answer within" in (outcome.get("message") or "")
         if outcome is not None and outcome["ok"]:
-            assert left and left[0] == intent["to_replicas"], (intent, left)
+            made.append(intent["to_replicas"])
+        elif outcome is None or "no answer within" in (outcome.get("message") or ""):
+            unknown.append(intent["to_replicas"])
+    left = list(made)
+    for replicas in applied:
+        if left and left[0] == replicas:
             left.pop(0)
-        elif unknown and left and left[0] == intent["to_replicas"]:
-            left.pop(0)
-    assert not left, f"{component}: applied but never announced: {left}"
+        elif replicas in unknown:
+            unknown.remove(replicas)
+        else:
+            raise AssertionError(f"{component}: {replicas} applied but never announced")
+    assert not left, f"{component}: journal says done, server never applied: {left}"
 
 
 def decisions_per_component(metrics: dict[str, float]) -> dict[str, float]:

@@ -226,14 +226,14 @@ ROWS = [
         SOURCE_DOWN + r".*no answer within 1 s",
         8,
     ),
-    Row("series NaN", _gauge(math.nan), _BACK, ("router",), r"router: .*\(nan\)", 4, False),
+    Row("series NaN", _gauge(math.nan), _BACK, ("router",), r"router: .*\(nan\)", 6, False),
     Row(
         "series +Inf",
         _gauge(math.inf),
         _BACK,
         ("router",),
         r"router: demand_rps .*\(not finite: \+inf\)",
-        4,
+        6,
         False,
     ),
     Row(
@@ -242,7 +242,7 @@ ROWS = [
         _BACK,
         ("router",),
         r"router: demand_rps .*\(no data\)",
-        4,
+        6,
         False,
     ),
     Row(
@@ -251,7 +251,7 @@ ROWS = [
         lambda env: env.proxy.clear(),
         COMPONENTS,
         r"demand_rps .*\(stale\)",
-        4,
+        6,
     ),
     Row(
         "series duplicated",
@@ -259,7 +259,7 @@ ROWS = [
         lambda env: env.proxy.clear(),
         COMPONENTS,
         r"demand_rps .*\(ambiguous: 2 series\)",
-        4,
+        6,
     ),
     Row("counter resets (every 3 s)", _resets.inject, _resets.clear, (), None, 6),
 ]
