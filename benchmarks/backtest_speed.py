@@ -45,7 +45,7 @@ from elastiscale.config import Config, validate_mapping
 from elastiscale.trace import Trace, load_trace
 
 BIN_S = 10.0
-SHARED = Path("/work/shared/traces")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"  # beside the checkout
 NASA_10S = SHARED / "nasa_http_1995_07_10s.csv.gz"
 NASA_1S = SHARED / "nasa_http_1995_07_1s.csv.gz"
 #: NASA's July 1995 HTTP requests average 0.8/s; x 8 gives 6.4/s (p95 of 10 s bins: 16/s).

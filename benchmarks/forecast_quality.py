@@ -1,6 +1,6 @@
 """Forecast quality and cost on the shared public traces.
 
-    .venv/bin/python benchmarks/forecast_quality.py [--traces-dir /work/shared/traces]
+    .venv/bin/python benchmarks/forecast_quality.py [--traces-dir ../shared/traces]
         [--trace NAME ...] [--model NAME ...] [--out DIR] [--skip-quality] [--skip-speed]
 
 Quality: a rolling-origin evaluation (elastiscale.forecasting.evaluation) of each trace
@@ -132,7 +132,8 @@ def speed(path: Path, models: list[str], repeats: int, ticks: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--traces-dir", default="/work/shared/traces", type=Path)
+    shared = Path(__file__).resolve().parents[2] / "shared" / "traces"  # beside the checkout
+    parser.add_argument("--traces-dir", default=shared, type=Path)
     parser.add_argument("--trace", action="append", choices=sorted(TRACES), dest="traces")
     parser.add_argument("--model", action="append", dest="models")
     parser.add_argument("--out", type=Path, default=None, help="also write forecast_*.json here")

@@ -26,6 +26,7 @@ import argparse
 import math
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -39,9 +40,10 @@ from elastiscale.controllers.feedforward import ElastiscalePolicy
 from elastiscale.controllers.feedforward_state import ElastiscaleParams
 from elastiscale.decision import Proposal
 
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"  # beside the checkout
 TRACES = [
-    "/work/shared/traces/azure_llm_2023_conv_1s.csv",
-    "/work/shared/traces/mooncake_fast25_conversation_1s.csv",
+    str(SHARED / "azure_llm_2023_conv_1s.csv"),
+    str(SHARED / "mooncake_fast25_conversation_1s.csv"),
 ]
 LEARN = {"name": "elastiscale", "params": {"learn": True}}
 

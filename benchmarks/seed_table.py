@@ -17,8 +17,8 @@ policy, scored for none):
    highest rate scale (to 2%) at which `elastiscale` and the best static split of N GPUs still
    meet `slo.attainment_target` (0.99) with at most N GPUs in use (seed: up to 3.9x).
 
-Traces are read in place from `--traces-dir` (default /work/shared/traces); the NASA trace at
-10 s bins (the 1 s file is the same log).
+Traces are read in place from `--traces-dir` (default ../shared/traces, beside the checkout); the
+NASA trace at 10 s bins (the 1 s file is the same log).
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=list(TRACES), action="append")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "seed_table")
-    parser.add_argument("--traces-dir", type=Path, default=Path("/work/shared/traces"))
+    parser.add_argument("--traces-dir", type=Path, default=ROOT.parent / "shared" / "traces")
     parser.add_argument("--report", action="store_true")
     parser.add_argument("--slice-days", type=float, default=3.0, help="multi-day traces")
     parser.add_argument("--warmup-days", type=float, default=1.0, help="of the slice")

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 AGENT = ROOT / "examples" / "pipelines" / "agent.yaml"
 RAG = ROOT / "examples" / "pipelines" / "rag.yaml"
 BUNDLED = ROOT / "examples" / "traces"
-SHARED = Path("/work/shared/traces")
+SHARED = ROOT.parent / "shared" / "traces"  # beside the checkout, as CI lays it out
 
 
 def assert_is_a_bound(report: BacktestReport, where: str) -> None:
