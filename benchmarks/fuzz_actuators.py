@@ -14,23 +14,12 @@ from unittest import mock
 
 from elastiscale.config import validate_mapping
 from elastiscale.errors import ActuatorError
-from fuzz_core import ContractError, Target, _one_line, mutate_text, mutate_tree
+from fuzz_core import ContractError, Target, _one_line, fuzz_pipeline, mutate_text, mutate_tree
 
 # --- kubernetes --------------------------------------------------------------------------------
 
 KUBE_CONFIG: dict[str, Any] = {
-    "pipeline": {
-        "name": "fuzz",
-        "slo": {"latency_p95_s": 10},
-        "components": {
-            "router": {
-                "ingress": True,
-                "capacity_per_replica": 10,
-                "service_time_s": 0.1,
-                "replicas": {"min": 1, "max": 8},
-            },
-        },
-    },
+    "pipeline": fuzz_pipeline(with_llm=False),
 }
 
 
@@ -133,20 +122,7 @@ def kubernetes_target() -> Target:
 # --- sagemaker ---------------------------------------------------------------------------------
 
 SAGEMAKER_CONFIG: dict[str, Any] = {
-    "pipeline": {
-        "name": "fuzz",
-        "slo": {"latency_p95_s": 10},
-        "components": {
-            "router": {
-                "ingress": True,
-                "capacity_per_replica": 10,
-                "service_time_s": 0.1,
-                "replicas": {"min": 1, "max": 8},
-            },
-            "llm": {"capacity_per_replica": 2, "service_time_s": 1, "replicas": {"max": 8}},
-        },
-        "edges": [{"from": "router", "to": "llm", "fanout": 2}],
-    },
+    "pipeline": fuzz_pipeline(with_llm=True),
 }
 
 
@@ -238,18 +214,7 @@ def _aws_dummy() -> Iterator[None]:
 # --- ray ---------------------------------------------------------------------------------------
 
 RAY_CONFIG: dict[str, Any] = {
-    "pipeline": {
-        "name": "fuzz",
-        "slo": {"latency_p95_s": 10},
-        "components": {
-            "router": {
-                "ingress": True,
-                "capacity_per_replica": 10,
-                "service_time_s": 0.1,
-                "replicas": {"min": 1, "max": 8},
-            },
-        },
-    },
+    "pipeline": fuzz_pipeline(with_llm=False),
 }
 
 

@@ -11,6 +11,31 @@ from dataclasses import dataclass
 from typing import Any
 
 # --------------------------------------------------------------------------------------------
+# The pipeline every target's config is built on
+
+
+def fuzz_pipeline(with_llm: bool) -> dict[str, Any]:
+    """A one-component pipeline (a router), or a router calling an LLM twice per request."""
+    components: dict[str, Any] = {
+        "router": {
+            "ingress": True,
+            "capacity_per_replica": 10,
+            "service_time_s": 0.1,
+            "replicas": {"min": 1, "max": 8},
+        },
+    }
+    pipeline: dict[str, Any] = {
+        "name": "fuzz",
+        "slo": {"latency_p95_s": 10},
+        "components": components,
+    }
+    if with_llm:
+        components["llm"] = {"capacity_per_replica": 2, "service_time_s": 1, "replicas": {"max": 8}}
+        pipeline["edges"] = [{"from": "router", "to": "llm", "fanout": 2}]
+    return pipeline
+
+
+# --------------------------------------------------------------------------------------------
 # Mutators
 
 WEIRD: tuple[Any, ...] = (

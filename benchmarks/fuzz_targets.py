@@ -46,6 +46,7 @@ from fuzz_core import (
     _get,
     _one_line,
     _paths,
+    fuzz_pipeline,
     mutate_text,
     mutate_tree,
 )
@@ -126,20 +127,7 @@ def trace_target() -> Target:
 # --- prometheus --------------------------------------------------------------------------------
 
 PROM_CONFIG: dict[str, Any] = {
-    "pipeline": {
-        "name": "fuzz",
-        "slo": {"latency_p95_s": 10},
-        "components": {
-            "router": {
-                "ingress": True,
-                "capacity_per_replica": 10,
-                "service_time_s": 0.1,
-                "replicas": {"min": 1, "max": 8},
-            },
-            "llm": {"capacity_per_replica": 2, "service_time_s": 1, "replicas": {"max": 8}},
-        },
-        "edges": [{"from": "router", "to": "llm", "fanout": 2}],
-    },
+    "pipeline": fuzz_pipeline(with_llm=True),
     "metrics": {"type": "prometheus", "url": "http://prometheus.fuzz:9090", "preset": "vllm"},
 }
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from pydantic import ValidationError
+
 
 class ElastiscaleError(Exception):
     """Base class of every error elastiscale raises on purpose."""
@@ -49,3 +51,13 @@ class ActuatorError(ElastiscaleError):
 
 class FutureDataError(ElastiscaleError):
     """A simulated metric source was asked for a time after the simulation's `now`."""
+
+
+def one_line(exc: Exception) -> str:
+    """The first problem of a pydantic error as `field: message` (the arguments a command
+    validated), any other error as its text: what a command prints before exiting 2."""
+    if isinstance(exc, ValidationError):
+        err = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in err["loc"]) or "arguments"
+        return f"{field}: {err['msg'].removeprefix('Value error, ')}"
+    return str(exc)

@@ -31,7 +31,13 @@ from elastiscale.backtest.api import (
 )
 from elastiscale.config import Config
 from elastiscale.config.loading import load_with_scenario
-from elastiscale.errors import ConfigError, MetricSourceError, RegistryError, TraceError
+from elastiscale.errors import (
+    ConfigError,
+    MetricSourceError,
+    RegistryError,
+    TraceError,
+    one_line,
+)
 from elastiscale.extras import MissingExtraError, require
 from elastiscale.trace import Trace
 
@@ -175,7 +181,7 @@ def _history(args: argparse.Namespace) -> Trace:
     try:
         trace: Trace = trace_from_args(fetch, args.ingress_query)
     except (ValueError, ValidationError, PromQLError) as exc:  # ValidationError: bad flags
-        raise BacktestError(_one_line(exc)) from None
+        raise BacktestError(one_line(exc)) from None
     return trace
 
 
@@ -232,11 +238,3 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(f"wrote {len(written)} files to {args.out}/ in {report.elapsed_s:.1f} s")
     return 0
-
-
-def _one_line(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        err = exc.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in err["loc"]) or "arguments"
-        return f"{field}: {err['msg'].removeprefix('Value error, ')}"
-    return str(exc)

@@ -40,7 +40,7 @@ from elastiscale.adapters.prometheus.http import (
     TLSParams,
 )
 from elastiscale.adapters.prometheus.promql import parse_duration_s
-from elastiscale.errors import MetricSourceError, TraceError
+from elastiscale.errors import MetricSourceError, TraceError, one_line
 from elastiscale.trace import Trace
 
 
@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         trace = trace_from_args(args, args.query, dict(args.column))
     except (ValueError, ValidationError) as exc:
-        print(f"export-trace: {_one_line(exc)}", file=sys.stderr)
+        print(f"export-trace: {one_line(exc)}", file=sys.stderr)
         return 2
     except (TraceError, PromQLError) as exc:
         print(f"export-trace: {exc}", file=sys.stderr)
@@ -189,11 +189,3 @@ def run(args: argparse.Namespace) -> int:
         f"{float(trace.requests.sum()):.6g} requests"
     )
     return 0
-
-
-def _one_line(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        err = exc.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in err["loc"]) or "arguments"
-        return f"{field}: {err['msg'].removeprefix('Value error, ')}"
-    return str(exc)
