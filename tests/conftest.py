@@ -46,12 +46,15 @@ SCRAPE_INTERVAL_S = 0.25
 
 
 def require_prometheus() -> None:
-    """Skip (or, when ELASTISCALE_REQUIRE_PROMETHEUS is set, fail) without the binaries."""
+    """Skip without the binaries (or fail, when ELASTISCALE_REQUIRE_PROMETHEUS or
+    ELASTISCALE_REQUIRE_INTEGRATION is set)."""
     missing = [b for b in ("prometheus", "promtool") if shutil.which(b) is None]
     if missing:
         message = f"{' and '.join(missing)} not installed (apt-get install -y prometheus)"
-        if os.environ.get("ELASTISCALE_REQUIRE_PROMETHEUS"):
-            pytest.fail(message + "; ELASTISCALE_REQUIRE_PROMETHEUS is set")
+        if os.environ.get("ELASTISCALE_REQUIRE_INTEGRATION") or os.environ.get(
+            "ELASTISCALE_REQUIRE_PROMETHEUS"
+        ):
+            pytest.fail(message + "; integration servers are required here")
         pytest.skip(message)
 
 

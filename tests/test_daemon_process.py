@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import pytest
 import yaml
 from prometheus_client import Gauge
 
-from conftest import REPO, wait_for
+from conftest import REPO, require_prometheus, wait_for
 from elastiscale.daemon.journal import Journal
 from elastiscale.testing.kubernetes import DEPLOYMENTS, LEASES, FakeKubeAPI
 from elastiscale.testing.prometheus import LocalPrometheus, MetricsEndpoint, free_port
@@ -41,17 +40,6 @@ INTERVAL_S = 0.5
 LEASE_S = 2.0
 RENEW_S = 0.5
 SCALE_PATH = "/apis/apps/v1/namespaces/default/deployments/router/scale"
-
-
-def require_prometheus() -> None:
-    missing = [b for b in ("prometheus", "promtool") if shutil.which(b) is None]
-    if missing:
-        message = f"{' and '.join(missing)} not installed (apt-get install -y prometheus)"
-        if os.environ.get("ELASTISCALE_REQUIRE_INTEGRATION") or os.environ.get(
-            "ELASTISCALE_REQUIRE_PROMETHEUS"
-        ):
-            pytest.fail(message + "; integration servers are required here")
-        pytest.skip(message)
 
 
 class Exporter:

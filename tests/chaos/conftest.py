@@ -8,8 +8,6 @@ or fail when ELASTISCALE_REQUIRE_INTEGRATION or ELASTISCALE_REQUIRE_PROMETHEUS i
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import pytest
 import yaml
 
 from chaos.harness import INTERVAL_S, ChaosExporter, FaultProxy
+from conftest import require_prometheus
 from elastiscale.testing.prometheus import LocalPrometheus
 
 #: Capacity of one replica (requests/s) at target utilization 1.0: demand D needs ceil(D / 10).
@@ -30,17 +29,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.chaos)
             item.add_marker(pytest.mark.integration)
-
-
-def require_prometheus() -> None:
-    missing = [b for b in ("prometheus", "promtool") if shutil.which(b) is None]
-    if missing:
-        message = f"{' and '.join(missing)} not installed (apt-get install -y prometheus)"
-        if os.environ.get("ELASTISCALE_REQUIRE_INTEGRATION") or os.environ.get(
-            "ELASTISCALE_REQUIRE_PROMETHEUS"
-        ):
-            pytest.fail(message + "; integration servers are required here")
-        pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
