@@ -58,6 +58,9 @@ def test_role_grants_get_and_patch_on_each_target_scale_and_nothing_broader() ->
         ("coordination.k8s.io", "leases"): {"get", "create", "update"},
         ("autoscaling", "horizontalpodautoscalers"): {"list"},
         ("keda.sh", "scaledobjects"): {"list"},
+        ("apps", "deployments"): {"get"},
+        ("apps", "statefulsets"): {"get"},
+        ("", "pods"): {"list"},
     }
     for rule in rules:
         assert "*" not in str(rule), rule

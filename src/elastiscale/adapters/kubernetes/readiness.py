@@ -13,8 +13,9 @@ condition lacks a time, are skipped until a later poll. These are for the start-
 with the actuator's `measure_startup: true`, `KubernetesActuator.startups` polls them
 (`TargetStartups`) and the engine hands them to the policies in `TickContext.startups_s`.
 
-Needs `list` on pods in the target's namespace (examples/kubernetes/rbac.yaml grants get and
-patch on the scale subresources only; add `pods: [list]` to use this).
+Needs `get` on the workload and `list` on pods in the target's namespace
+(examples/kubernetes/rbac.yaml grants both; tests/test_kubernetes_examples.py checks the Role
+against every call the adapter makes).
 """
 
 from __future__ import annotations
