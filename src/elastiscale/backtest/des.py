@@ -9,6 +9,12 @@ parallel call at once, then, once they have all finished, the sequential calls o
 the call is complete when the last of them is. Fan-out counts are drawn per call from the edge's
 distribution.
 
+A caller that waits (an edge's `caller_waits`: a Ray Serve deployment awaiting a
+`DeploymentHandle`) keeps its call in flight at its component from the end of its hold while
+any of its calls on such edges is outstanding; a handed-over edge (`via`) keeps the request's
+last call to `via` in flight too while the calls run. So a component's in-flight count is its
+calls in service plus those awaiting their downstream calls, what Serve counts as ongoing.
+
 Replicas: a scale-up creates replicas that are ready `startup_s` later (billed from the request);
 a scale-down first cancels starting replicas (newest first), then drains the least busy ready
 ones: a draining replica takes no new call and is billed until its last call finishes.
@@ -24,135 +30,24 @@ import heapq
 import math
 import random
 from array import array
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from elastiscale.backtest.des_state import Call, Replica, Request, Station, draw_count
 from elastiscale.backtest.model import (
     ServiceModel,
     SimulationResult,
     work_per_request,
 )
-from elastiscale.backtest.simbase import ComponentFrame, SimulatorFrame
+from elastiscale.backtest.simbase import SimulatorFrame
 from elastiscale.config import Config
 from elastiscale.observations import ReplicaState
 from elastiscale.trace import Trace
 
 _EPS = 1e-9
 _DONE, _READY, _ARRIVE = 0, 1, 2
-
-
-class _Request:
-    __slots__ = ("arrival_s", "dropped", "tin", "tout")
-
-    def __init__(self, arrival_s: float, tin: float, tout: float) -> None:
-        self.arrival_s = arrival_s
-        self.tin = tin
-        self.tout = tout
-        self.dropped = False
-
-
-class _Call:
-    """One call to one component on behalf of one ingress request."""
-
-    __slots__ = ("arrival_s", "parent", "pending", "request", "sequence", "station")
-
-    def __init__(
-        self, request: _Request, station: _Station, parent: _Call | None, arrival_s: float
-    ) -> None:
-        self.request = request
-        self.station = station
-        self.parent = parent
-        self.arrival_s = arrival_s
-        self.pending = 0
-        self.sequence: list[_Station] = []
-
-
-class _Replica:
-    __slots__ = ("busy", "cancelled", "draining", "ready")
-
-    def __init__(self, ready: bool) -> None:
-        self.busy = 0
-        self.ready = ready
-        self.draining = False
-        self.cancelled = False
-
-
-class _Station(ComponentFrame):
-    """One component: replicas, its queue, and what it accumulates during the current step."""
-
-    __slots__ = (
-        "acc_busy",
-        "acc_draining",
-        "acc_ready",
-        "acc_starting",
-        "acc_t",
-        "active",
-        "busy",
-        "completions",
-        "draining",
-        "dropped",
-        "free",
-        "latencies",
-        "n_arrivals",
-        "parallel",
-        "queue",
-        "sequential",
-        "starting",
-        "tokens",
-        "work",
-    )
-
-    def __init__(self, index: int, model: ServiceModel, replicas: int, t0_s: float, step_s: float):
-        super().__init__(index, model, t0_s, step_s)
-        self.active: list[_Replica] = [_Replica(True) for _ in range(replicas)]
-        self.starting: list[_Replica] = []
-        self.draining: list[_Replica] = []
-        self.free = replicas * self.slots  # free slots on active replicas
-        self.busy = 0  # calls in service, draining replicas included
-        self.queue: deque[_Call] = deque()
-        self.parallel: list[tuple[_Station, float, str]] = []
-        self.sequential: list[tuple[_Station, float, str]] = []
-        self.acc_t = t0_s
-        self.acc_ready = self.acc_starting = self.acc_draining = self.acc_busy = 0.0
-        self.n_arrivals = 0
-        self.work = 0.0
-        self.tokens = 0.0
-        self.completions = 0
-        self.dropped = 0
-        self.latencies: list[float] = []
-
-    def integrate(self, t_s: float) -> None:
-        span = t_s - self.acc_t
-        if span > 0:
-            self.acc_ready += len(self.active) * span
-            self.acc_starting += len(self.starting) * span
-            self.acc_draining += len(self.draining) * span
-            self.acc_busy += self.busy * span
-            self.acc_t = t_s
-
-
-def _draw(rng: random.Random, mean: float, distribution: str) -> int:
-    """One call count of an edge (see `backtest.model.draw_fanout` for the distributions)."""
-    if mean <= 0:
-        return 0
-    if distribution == "fixed":
-        whole = math.floor(mean)
-        return whole + (1 if rng.random() < mean - whole else 0)
-    if distribution == "poisson":
-        if mean > 30:
-            return max(0, round(rng.gauss(mean, math.sqrt(mean))))
-        limit = math.exp(-mean)
-        count, product = 0, rng.random()
-        while product > limit:
-            count += 1
-            product *= rng.random()
-        return count
-    # geometric on {0, 1, ...} with mean `mean`: P(n) = p (1 - p)^n, p = 1 / (1 + mean)
-    q = mean / (1.0 + mean)
-    return math.floor(math.log(1.0 - rng.random()) / math.log(q))
 
 
 class DiscreteEventSimulator(SimulatorFrame):
@@ -172,7 +67,7 @@ class DiscreteEventSimulator(SimulatorFrame):
         super().__init__(config, trace, step_s)
         self._rng = random.Random(seed)
         self._stations = [
-            _Station(i, self.models[name], start, self.start_s, self.step_s)
+            Station(i, self.models[name], start, self.start_s, self.step_s)
             for i, (name, start) in enumerate(
                 zip(self.pipeline.order, self.initial_counts(initial_replicas), strict=True)
             )
@@ -183,6 +78,11 @@ class DiscreteEventSimulator(SimulatorFrame):
             dst = self._stations[self._index[edge.target]]
             bucket = src.parallel if edge.mode == "parallel" else src.sequential
             bucket.append((dst, edge.fanout, spec.fanout_distribution))
+            if spec.caller_waits:
+                via = None if spec.via is None else self._stations[self._index[spec.via]]
+                src.waits[dst] = via
+                if via is not None:
+                    src.vias.add(via)
         self._ingress = [self._stations[self._index[n]] for n in self.pipeline.ingress]
         self._req, tin, tout = self.arrivals(trace)
         zeros = array("d", [0.0]) * self.n_steps
@@ -228,10 +128,10 @@ class DiscreteEventSimulator(SimulatorFrame):
         if replicas > desired:
             for _ in range(replicas - desired):
                 if st.model.startup_s <= 0:
-                    st.active.append(_Replica(True))
+                    st.active.append(Replica(True))
                     st.free += st.slots
                 else:
-                    rep = _Replica(False)
+                    rep = Replica(False)
                     st.starting.append(rep)
                     self._push(now + st.model.startup_s, _READY, rep, st)
             self._dispatch(st, now)
@@ -296,7 +196,7 @@ class DiscreteEventSimulator(SimulatorFrame):
             self._carry[k] = carry - count
             for _ in range(count):
                 t_s = a + rng.random() * self.step_s
-                self._push(t_s, _ARRIVE, _Request(t_s, tin, tout), station)
+                self._push(t_s, _ARRIVE, Request(t_s, tin, tout), station)
             self._ingress_requests += count
 
     def _process_until(self, t_s: float) -> None:
@@ -308,11 +208,11 @@ class DiscreteEventSimulator(SimulatorFrame):
             if kind == _DONE:
                 self._on_done(obj, extra, now)
             elif kind == _ARRIVE:
-                self._arrive(_Call(obj, extra, None, now), now)
+                self._arrive(Call(obj, extra, None, now), now)
             else:
                 self._on_ready(obj, extra, now)
 
-    def _arrive(self, call: _Call, now: float) -> None:
+    def _arrive(self, call: Call, now: float) -> None:
         st = call.station
         st.n_arrivals += 1
         req = call.request
@@ -325,7 +225,7 @@ class DiscreteEventSimulator(SimulatorFrame):
             if st.free > 0:
                 self._dispatch(st, now)
 
-    def _start(self, st: _Station, call: _Call, now: float) -> None:
+    def _start(self, st: Station, call: Call, now: float) -> None:
         rep = min(st.active, key=_busy)
         st.integrate(now)
         rep.busy += 1
@@ -335,7 +235,7 @@ class DiscreteEventSimulator(SimulatorFrame):
         work = work_per_request(st.unit, req.tin, req.tout) if st.unit != "requests" else 1.0
         self._push(now + st.hold_per_work * work, _DONE, call, rep)
 
-    def _dispatch(self, st: _Station, now: float) -> None:
+    def _dispatch(self, st: Station, now: float) -> None:
         """Start queued calls while there are free slots; calls past the timeout are dropped."""
         queue = st.queue
         while queue and st.free > 0:
@@ -345,14 +245,15 @@ class DiscreteEventSimulator(SimulatorFrame):
                 continue
             self._start(st, call, now)
 
-    def _drop(self, st: _Station, call: _Call) -> None:
+    def _drop(self, st: Station, call: Call) -> None:
         st.dropped += 1
         request = call.request
         if not request.dropped:
             request.dropped = True
             self._dropped_requests += 1
+            request.release_all()
 
-    def _on_ready(self, rep: _Replica, st: _Station, now: float) -> None:
+    def _on_ready(self, rep: Replica, st: Station, now: float) -> None:
         if rep.cancelled:
             return
         st.integrate(now)
@@ -362,7 +263,7 @@ class DiscreteEventSimulator(SimulatorFrame):
         st.free += st.slots
         self._dispatch(st, now)
 
-    def _on_done(self, call: _Call, rep: _Replica, now: float) -> None:
+    def _on_done(self, call: Call, rep: Replica, now: float) -> None:
         st = call.station
         st.integrate(now)
         rep.busy -= 1
@@ -379,18 +280,45 @@ class DiscreteEventSimulator(SimulatorFrame):
         if call.request.dropped:
             return
         rng = self._rng
+        waits = st.waits
         for target, mean, distribution in st.parallel:
-            for _ in range(_draw(rng, mean, distribution)):
+            for _ in range(draw_count(rng, mean, distribution)):
                 call.pending += 1
-                self._arrive(_Call(call.request, target, call, now), now)
+                if waits:
+                    self._call(call, target, now)
+                else:
+                    self._arrive(Call(call.request, target, call, now), now)
         for target, mean, distribution in st.sequential:
-            call.sequence.extend([target] * _draw(rng, mean, distribution))
+            call.sequence.extend([target] * draw_count(rng, mean, distribution))
         if call.sequence:
             call.sequence.reverse()
         if call.pending == 0:
             self._continue(call, now)
 
-    def _continue(self, call: _Call, now: float) -> None:
+    def _call(self, call: Call, target: Station, now: float) -> None:
+        """Make one call of `call` to `target` when `call`'s component waits for some of its
+        calls: count `call` (and a handed-over call's maker) as awaiting downstream."""
+        child = Call(call.request, target, call, now)
+        waits = call.station.waits
+        vias = call.station.vias
+        if target in vias:
+            if call.made is None:
+                call.made = set()
+            call.made.add(target)
+        if target in waits:
+            child.waited = True
+            if call.open == 0:
+                call.request.hold(call.station)
+            call.open += 1
+            via = waits[target]
+            # Handed over: the request's last call to `via` makes it, unless there was none
+            # (the sequence is popped from its end, so the calls still to come are left).
+            if via is not None and call.made is not None and via in call.made:
+                child.via_at = via
+                call.request.hold(via)
+        self._arrive(child, now)
+
+    def _continue(self, call: Call, now: float) -> None:
         """The call's parallel calls are done: make its next sequential call, or complete."""
         while True:
             if call.request.dropped:
@@ -398,13 +326,22 @@ class DiscreteEventSimulator(SimulatorFrame):
             if call.sequence:
                 target = call.sequence.pop()
                 call.pending = 1
-                self._arrive(_Call(call.request, target, call, now), now)
+                if call.station.waits:
+                    self._call(call, target, now)
+                else:
+                    self._arrive(Call(call.request, target, call, now), now)
                 return
             parent = call.parent
             if parent is None:
                 self._latency.append(now - call.request.arrival_s)
                 self._done_at.append(now)
                 return
+            if call.waited:
+                if call.via_at is not None:
+                    call.request.release(call.via_at)
+                parent.open -= 1
+                if parent.open == 0:
+                    call.request.release(parent.station)
             parent.pending -= 1
             if parent.pending > 0:
                 return
@@ -429,7 +366,8 @@ class DiscreteEventSimulator(SimulatorFrame):
                 p95 = math.nan
             st.log.append(
                 float(st.n_arrivals), st.work, st.tokens, float(st.completions), float(st.dropped),
-                float(len(queue)), float(st.busy), st.acc_ready / dt, st.acc_starting / dt,
+                float(len(queue)), float(st.busy + st.awaiting), st.acc_ready / dt,
+                st.acc_starting / dt,
                 st.acc_draining / dt, float(len(st.active) + len(st.starting)),
                 float(len(st.active)), st.acc_busy, st.acc_ready * st.slots, p95,
             )  # fmt: skip
@@ -450,5 +388,5 @@ class DiscreteEventSimulator(SimulatorFrame):
         self._finished = True
 
 
-def _busy(rep: _Replica) -> int:
+def _busy(rep: Replica) -> int:
     return rep.busy

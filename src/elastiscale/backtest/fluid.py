@@ -31,6 +31,7 @@ from elastiscale.backtest.fluid_latency import (
     wait_quantile,
 )
 from elastiscale.backtest.fluid_queue import serve
+from elastiscale.backtest.fluid_waits import CallerWaits, WaitedEdge
 from elastiscale.backtest.model import (
     ServiceModel,
     SimulationResult,
@@ -39,11 +40,13 @@ from elastiscale.backtest.model import (
     work_per_request,
 )
 from elastiscale.backtest.simbase import SimulatorFrame
-from elastiscale.config import Config
+from elastiscale.config import Config, EdgeConfig
 from elastiscale.observations import ReplicaState
 from elastiscale.trace import Trace
 
 _NOISE_BLOCK = 4096  # steps of normal deviates drawn at once
+# A step's record of one component (`_record`'s arguments after the component).
+_Row = tuple[int, float, float, float, float, float, float, float, float, float, float]
 
 
 class FluidSimulator(SimulatorFrame):
@@ -84,6 +87,7 @@ class FluidSimulator(SimulatorFrame):
         ]
         self._parts = self._comps
         slot = 0  # one normal deviate per step for each noisy flow (see `_deviates`)
+        waited: list[WaitedEdge] = []
         for edge, spec in zip(self.pipeline.edges, config.pipeline.edges, strict=True):
             source = self._comps[self._index[edge.source]]
             target = self._comps[self._index[edge.target]]
@@ -107,11 +111,19 @@ class FluidSimulator(SimulatorFrame):
                     else 0.0
                 )
                 target.pending_req.append(0.0)
+            if spec.caller_waits:
+                waited.append(self._waited(spec, source, target, slot, edge.mode))
             slot += 1
         for comp in self._comps:  # each re-entry comes back or not (Bernoulli(reenter))
             comp.noise_slot = slot
             slot += len(comp.reenter)
         self._noise_slots = slot
+        # Callers that wait for their calls (`caller_waits`): None when no edge says so.
+        self._waits = (
+            CallerWaits(waited, [c.model.mean_hold_s for c in self._comps], self.step_s)
+            if waited
+            else None
+        )
         self._ingress = [self._index[n] for n in self.pipeline.ingress]
         self._req, tin, tout = self.arrivals(trace)
         self._has_tokens = tin is not None
@@ -119,6 +131,23 @@ class FluidSimulator(SimulatorFrame):
         self._tout = tout if tout is not None else array("d")
         self._step = 0  # steps simulated so far
         self._finished = False
+
+    def _waited(
+        self, spec: EdgeConfig, source: FluidComponent, target: FluidComponent, slot: int, mode: str
+    ) -> WaitedEdge:
+        """A waited-for edge: its re-entry class at the target when its calls come back."""
+        reentry = (
+            len(target.reenter) - 1 if mode == "sequential" and source.out_edges[-1][3] >= 0 else -1
+        )
+        via = None
+        if spec.via is not None:
+            to_via = next(
+                e
+                for e in self.config.pipeline.edges
+                if e.source == spec.source and e.target == spec.via
+            )
+            via = (self._index[spec.via], to_via)
+        return WaitedEdge.of(spec, (source.index, target.index), slot, reentry, via)
 
     def _depths(self) -> dict[str, int]:
         depth: dict[str, int] = {}
@@ -170,6 +199,9 @@ class FluidSimulator(SimulatorFrame):
         flow_cls: list[list[float]] = [[0.0] * len(c.reenter) for c in self._comps]
         tokens = self._has_tokens
         z = self._deviates(j)
+        waits = self._waits
+        first_calls = [0.0] * self._noise_slots if waits is not None else None
+        rows: list[tuple[FluidComponent, _Row]] = []
         if j < self.n_steps:
             req = self._req[j]
             for i in self._ingress:
@@ -237,6 +269,8 @@ class FluidSimulator(SimulatorFrame):
                     if spread > 0:
                         sent = noisy_count(z[slot], sent, served_r * spread)
                     flow_req[target] += sent
+                    if first_calls is not None:
+                        first_calls[slot] = sent
                     if cls >= 0:
                         flow_cls[target][cls] += sent
                     if tokens:
@@ -257,10 +291,24 @@ class FluidSimulator(SimulatorFrame):
             comp.last_util = served_w / capacity_w if capacity_w > 0 else 0.0
             if not record:
                 continue
-            self._record(
-                comp, j, areq, work, flow_tin[i] + flow_tout[i], served_w, served_r, dropped_r,
-                wmax, ready_avg, starting_avg, draining_avg,
+            row: _Row = (
+                j, areq, work, flow_tin[i] + flow_tout[i], served_w, served_r, dropped_r, wmax,
+                ready_avg, starting_avg, draining_avg,
             )  # fmt: skip
+            if waits is None:
+                self._record(comp, *row)
+            else:
+                rows.append((comp, row))
+        if waits is not None and first_calls is not None and record:
+            awaiting = waits.awaiting(
+                [row[1] for _, row in rows],
+                first_calls,
+                flow_cls,
+                [c.hold_per_work * row[4] / dt for c, row in rows],
+                [_queued(c) for c, _ in rows],
+            )
+            for (part, values), held in zip(rows, awaiting, strict=True):
+                self._record(part, *values, held)
 
     def _deviates(self, j: int) -> list[float]:
         """The normal deviates of step j: a function of the seed and j only."""
@@ -286,12 +334,11 @@ class FluidSimulator(SimulatorFrame):
         ready_avg: float,
         starting_avg: float,
         draining_avg: float,
+        awaiting: float = 0.0,
     ) -> None:
         dt = self.step_s
         hold_w = comp.hold_per_work
-        queue_r = 0.0
-        for co in comp.queue:
-            queue_r += co[2] * (co[1] - co[0]) * co[4]
+        queue_r = _queued(comp)
         busy = served_w * hold_w  # slot-seconds
         capacity = ready_avg * comp.slots * dt
         if served_r > 0:
@@ -305,8 +352,11 @@ class FluidSimulator(SimulatorFrame):
             p95 = math.nan
         book = comp.replicas
         ready = book.ready
+        # In flight: the step's mean in service, and the calls awaiting their downstream calls
+        # (`caller_waits`, backtest/fluid_waits.py).
+        in_flight = busy / dt if awaiting == 0.0 else busy / dt + awaiting
         comp.log.append(
-            areq, work, tokens, served_r, dropped_r, queue_r, busy / dt, ready_avg, starting_avg,
+            areq, work, tokens, served_r, dropped_r, queue_r, in_flight, ready_avg, starting_avg,
             draining_avg, float(ready + len(book.starting)), float(ready), busy, capacity, p95,
         )  # fmt: skip
 
@@ -369,3 +419,11 @@ class FluidSimulator(SimulatorFrame):
             end_s=self.end_s,
             ingress_requests=total,
         )
+
+
+def _queued(comp: FluidComponent) -> float:
+    """Calls waiting in the component's queue (the cohorts' remaining requests)."""
+    queue_r = 0.0
+    for co in comp.queue:
+        queue_r += co[2] * (co[1] - co[0]) * co[4]
+    return queue_r

@@ -230,6 +230,36 @@ def graph_problems(pipeline: Mapping[str, Any]) -> list[str]:
     cycle = find_cycle(adjacency)
     if cycle:
         problems.append("pipeline.edges: cycle " + " -> ".join(cycle))
+    problems.extend(_hand_over_problems(edges))
+    return problems
+
+
+def _hand_over_problems(edges: list[Any] | tuple[Any, ...]) -> list[str]:
+    """An edge with `via` must be a sequential, waited-for call, and its caller must call
+    `via` on an earlier sequential edge (whose last call then makes these calls)."""
+    problems: list[str] = []
+    for i, edge in enumerate(edges):
+        if not isinstance(edge, Mapping) or edge.get("via") is None:
+            continue
+        src, via = edge.get("from"), edge.get("via")
+        if edge.get("mode", "sequential") != "sequential":
+            problems.append(f"pipeline.edges[{i}].via: only a sequential edge can be handed over")
+        elif edge.get("caller_waits") is not True:
+            problems.append(
+                f"pipeline.edges[{i}].via: needs caller_waits: true (a hand-over only moves"
+                " who waits for the calls)"
+            )
+        elif not any(
+            isinstance(e, Mapping)
+            and e.get("from") == src
+            and e.get("to") == via
+            and e.get("mode", "sequential") == "sequential"
+            for e in edges[:i]
+        ):
+            problems.append(
+                f"pipeline.edges[{i}].via: {via!r} is not called by {src!r} on an earlier"
+                " sequential edge"
+            )
     return problems
 
 

@@ -227,6 +227,16 @@ class EdgeConfig(StrictModel):
     mean, fractional parts drawn as one extra call with that probability), `poisson` or
     `geometric`. `mode` says how the call's latency adds to the request's: `sequential` calls
     add up, `parallel` ones overlap (the slowest of a request's parallel calls counts).
+
+    `mode` is about latency only: who waits while the calls run is said by `caller_waits`. With
+    it, the caller's request stays in flight at the caller until these calls return, as a Ray
+    Serve deployment awaiting a `DeploymentHandle` call keeps its request ongoing (and so does
+    Knative's queue-proxy); without it (the default) the calls are made by an orchestrator
+    and the caller's request ends with its own service. `via` hands the calls over: they are
+    made by the request's last call to `via` (a component this edge's caller calls on an
+    earlier sequential edge), after that call's own calls, which then waits for them too; only
+    when the request made no call to `via` does the caller make them. Latency is the same
+    either way; what moves is whose in-flight count the wait is in.
     """
 
     source: str = Field(..., alias="from")
@@ -234,6 +244,12 @@ class EdgeConfig(StrictModel):
     fanout: NonNegativeFloat = 1.0
     fanout_distribution: Literal["fixed", "poisson", "geometric"] = "fixed"
     mode: Literal["sequential", "parallel"] = "sequential"
+    caller_waits: bool = Field(
+        False, description="the caller's request stays in flight until these calls return"
+    )
+    via: str | None = Field(
+        None, description="the calls are made by the request's last call to this component"
+    )
 
 
 class SLOConfig(StrictModel):
