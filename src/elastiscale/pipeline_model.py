@@ -10,12 +10,18 @@ Latency budgets (`latency_budgets`)
     `service_time_s` (minus what components with explicit budgets use). Worked numbers: router
     (0.05 s, 1 call) -> llm (4 s, 3 calls), SLO 30 s: the path takes 0.05 + 12 = 12.05 s, so each
     call may take 30 / 12.05 = 2.49 times its service time: 0.12 s at the router, 9.96 s per llm
-    call.
+    call. A component whose time to first token is its whole call (a prefill server: any
+    capacity unit but `output_tokens`) with `slo.ttft_p95_s` and no `latency_budget_s` takes
+    that TTFT as its budget (`ttft_budget_s`), and the others share the rest.
 
 Sizing within a budget (`max_rate_within_budget`)
     n replicas are an M/M/c queue with c = max(n, round(n x k)) servers, where k =
     capacity_per_replica x service_time_s is one replica's concurrency (Little's law); the
     `quantile` of the Erlang-C wait must stay within the queueing slack (budget - service time).
+
+Objectives of an LLM component (`objectives`)
+    Its time to first token and inter-token latency objectives, and its share of the end-to-end
+    SLO, each as the queue wait it allows a call (controllers/slo_sizing.py explains them).
 
 `OracleParams`
     The quantile met, and the share of the slack left to demand swings inside a rate window
@@ -25,16 +31,32 @@ Sizing within a budget (`max_rate_within_budget`)
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 from scipy.special import gammaincc, gammaln
 
-from elastiscale.config import Config
+from elastiscale.config import ComponentConfig, Config
 from elastiscale.pipeline import Pipeline
 
 Array = npt.NDArray[np.float64]
+
+
+def ttft_budget_s(comp: ComponentConfig) -> float | None:
+    """The TTFT objective that is `comp`'s whole per-call budget: set when the component has
+    `slo.ttft_p95_s`, no `latency_budget_s`, and emits its first token when its call ends
+    (every capacity unit but `output_tokens`); else None."""
+    if comp.latency_budget_s is not None or comp.slo is None or comp.slo.ttft_p95_s is None:
+        return None
+    if comp.capacity_unit == "output_tokens":
+        return None
+    return comp.slo.ttft_p95_s
+
+
+def _fixed_budget_s(comp: ComponentConfig) -> float | None:
+    return comp.latency_budget_s if comp.latency_budget_s is not None else ttft_budget_s(comp)
 
 
 def latency_budgets(config: Config) -> dict[str, float]:
@@ -44,26 +66,63 @@ def latency_budgets(config: Config) -> dict[str, float]:
     slo_s = spec.slo.latency_p95_s
     budgets: dict[str, float] = {}
     factor = math.inf
+    fixed = {n: _fixed_budget_s(c) for n, c in spec.components.items()}
     for ingress in pipeline.ingress:
         calls = pipeline.propagate({ingress: 1.0})
-        fixed_s = sum(
-            calls[n] * c.latency_budget_s
-            for n, c in spec.components.items()
-            if c.latency_budget_s is not None
-        )
+        fixed_s = sum(calls[n] * b for n, b in fixed.items() if b is not None)
         shared_s = sum(
-            calls[n] * c.service_time_s
-            for n, c in spec.components.items()
-            if c.latency_budget_s is None
+            calls[n] * c.service_time_s for n, c in spec.components.items() if fixed[n] is None
         )
         if shared_s > 0:
             factor = min(factor, max(slo_s - fixed_s, 0.0) / shared_s)
     for name, comp in spec.components.items():
-        if comp.latency_budget_s is not None:
-            budgets[name] = comp.latency_budget_s
+        budget = fixed[name]
+        if budget is not None:
+            budgets[name] = budget
         else:
             budgets[name] = comp.service_time_s * (factor if math.isfinite(factor) else 1.0)
     return budgets
+
+
+#: Objective names, in the order a tie is reported (the component's own first).
+OBJECTIVES = ("ttft_p95_s", "itl_p95_s", "latency_p95_s")
+
+
+@dataclass(frozen=True, slots=True)
+class Objective:
+    """One latency objective of a component, as a wait allowance in its queue."""
+
+    name: str  # ttft_p95_s, itl_p95_s or latency_p95_s
+    target_s: float  # the objective (for latency_p95_s: the component's budget)
+    wait_s: float  # the queue wait the target leaves a request (< 0: unattainable)
+
+
+def slots_for(capacity_rps: float, service_time_s: float) -> int:
+    """A replica's slots for calls of `capacity_rps`, as the simulators count them."""
+    return max(1, math.floor(capacity_rps * service_time_s + 0.5))
+
+
+def objectives(
+    comp: ComponentConfig, budget_s: float, tokens_per_request: float
+) -> list[Objective]:
+    """The objectives `comp` is sized against, for calls of `tokens_per_request` tokens in its
+    capacity unit (1 for a component sized in requests); see controllers/slo_sizing.py."""
+    size = tokens_per_request if comp.capacity_unit != "requests" else 1.0
+    size = max(size, 1e-9)
+    capacity_rps = comp.capacity_per_replica / size
+    hold_s = slots_for(capacity_rps, comp.service_time_s) / capacity_rps
+    per_token_s = hold_s / size
+    decode = comp.capacity_unit == "output_tokens"
+    out: list[Objective] = []
+    slo = comp.slo
+    if slo is not None and slo.ttft_p95_s is not None:
+        first_token_s = per_token_s if decode else hold_s
+        out.append(Objective("ttft_p95_s", slo.ttft_p95_s, slo.ttft_p95_s - first_token_s))
+    if slo is not None and slo.itl_p95_s is not None:
+        out.append(Objective("itl_p95_s", slo.itl_p95_s, (slo.itl_p95_s - per_token_s) * size))
+    if ttft_budget_s(comp) is None:
+        out.append(Objective("latency_p95_s", budget_s, budget_s - comp.service_time_s))
+    return out
 
 
 def _erlang_c(servers: Array, offered_load: Array) -> Array:

@@ -151,9 +151,13 @@ def backtest(
     if ceiling:
         from elastiscale.backtest.ceiling import ceiling_score
 
-        report.ceiling_attainment = ceiling_score(
+        at_max = ceiling_score(
             cfg, replay, fidelity=fidelity, seed=seed, start_s=scored_from_s, end_s=replay.end_s
-        ).slo_attainment
+        )
+        report.ceiling_attainment = at_max.slo_attainment
+        by_objective = at_max.attainment_by_objective()
+        if len(by_objective) > 1:  # a component names a TTFT or ITL objective
+            report.ceiling_by_objective = by_objective
     report.elapsed_s = time.perf_counter() - began
     return report
 

@@ -54,7 +54,9 @@ oracle: the construction the bound-seeking `oracle` (`backtest/oracle.py`) start
     than the lead costs no more than releasing it and starting it again (a starting replica is
     billed), which is why the window is a maximum rather than two points.
     Latency budgets and the Erlang-C sizing are `elastiscale.pipeline_model`'s (shared with the
-    `elastiscale` policy).
+    `elastiscale` policy), and so is sizing against a component's own TTFT and ITL objectives
+    (`pipeline_model.objectives`, at the trace's mean tokens per request): need(t) is then the
+    largest any objective needs.
 """
 
 from __future__ import annotations
@@ -74,7 +76,12 @@ from elastiscale.controllers.base import Policy, TickContext
 from elastiscale.decision import Proposal
 from elastiscale.errors import RegistryError
 from elastiscale.pipeline import Pipeline
-from elastiscale.pipeline_model import OracleParams, latency_budgets, max_rate_within_budget
+from elastiscale.pipeline_model import (
+    OracleParams,
+    latency_budgets,
+    max_rate_within_budget,
+    objectives,
+)
 from elastiscale.trace import Trace
 
 Array = npt.NDArray[np.float64]
@@ -296,17 +303,23 @@ def raw_need(
     (steps 1 to 4 of the module docstring; more than max replicas where none suffices)."""
     comp = config.pipeline.components[name]
     slack_s = max(budgets[name] - comp.service_time_s, 0.0)
-    burst_s = params.burst_share * slack_s
-    rate_rps = leading_mean(demand, window_bins) / _work_per_request(trace, comp)
-    capacity_rps = comp.capacity_per_replica / _work_per_request(trace, comp)
-    limits = max_rate_within_budget(
-        comp.replicas.max,
-        capacity_rps,
-        comp.service_time_s,
-        budgets[name] - burst_s,
-        params.quantile,
-    )
-    need: IntArray = np.searchsorted(limits, rate_rps * (1 - 1e-9), side="left").astype(np.int64)
+    size = _work_per_request(trace, comp)
+    rate_rps = leading_mean(demand, window_bins) / size
+    capacity_rps = comp.capacity_per_replica / size
+    # The budget's wait, or with TTFT/ITL objectives each one's (the largest need wins).
+    wait_budgets_s = [budgets[name] - params.burst_share * slack_s]
+    if comp.slo is not None:
+        wait_budgets_s = [
+            comp.service_time_s + (1.0 - params.burst_share) * max(o.wait_s, 0.0)
+            for o in objectives(comp, budgets[name], size)
+        ]
+    need: IntArray = np.zeros(rate_rps.shape, dtype=np.int64)
+    for wait_budget_s in wait_budgets_s:
+        limits = max_rate_within_budget(
+            comp.replicas.max, capacity_rps, comp.service_time_s, wait_budget_s, params.quantile
+        )
+        needed = np.searchsorted(limits, rate_rps * (1 - 1e-9), side="left").astype(np.int64)
+        need = np.maximum(need, needed)
     return need
 
 

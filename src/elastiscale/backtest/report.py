@@ -19,7 +19,10 @@
     }
 
 `avoidable_misses` is `ceiling_attainment - slo_attainment`: the share of requests late under
-the policy that the ceiling serves in time (null without a ceiling).
+the policy that the ceiling serves in time (null without a ceiling). When a component names a
+TTFT or ITL objective, each policy also has `attainment_by_objective` (end_to_end,
+`<component>.ttft_p95_s`, `<component>.itl_p95_s`), the report `ceiling_by_objective` and each
+policy `avoidable_misses_by_objective`, the same subtraction per SLO.
 
 Missing values (no request scored, a component that never had capacity) are `null`, never 0.
 The simulation results themselves stay in memory (`results`) for plots and further analysis.
@@ -80,6 +83,8 @@ class BacktestReport:
     demand: dict[str, tuple[Array, Array]] = field(default_factory=dict, repr=False)
     #: Attainment with every component at its max replicas, ready from the start.
     ceiling_attainment: float | None = None
+    #: The same per SLO (`PolicyScore.attainment_by_objective`) when a component names TTFT/ITL.
+    ceiling_by_objective: dict[str, float | None] | None = None
 
     @property
     def policies(self) -> dict[str, PolicyScore]:
@@ -106,6 +111,8 @@ class BacktestReport:
             "ceiling_attainment": self.ceiling_attainment,
             "policies": policies,
         }
+        if self.ceiling_by_objective is not None:
+            out["ceiling_by_objective"] = self.ceiling_by_objective
         cleaned: dict[str, Any] = _json_safe(out)
         return cleaned
 
@@ -115,6 +122,13 @@ class BacktestReport:
         entry["avoidable_misses"] = avoidable_misses(
             self.ceiling_attainment, run.score.slo_attainment
         )
+        ceilings = self.ceiling_by_objective
+        if ceilings is not None:
+            by_objective = run.score.attainment_by_objective()
+            entry["avoidable_misses_by_objective"] = {
+                key: avoidable_misses(ceilings.get(key), value)
+                for key, value in by_objective.items()
+            }
         return entry
 
     def to_json(self) -> str:
@@ -228,6 +242,12 @@ class BacktestReport:
             " ITL SLO attainment |",
             "|---|---|---:|---:|---:|---:|",
         ]
+        if self.ceiling_by_objective is not None:
+            ceilings = ", ".join(
+                f"{key} {_cell(value, '{:.2%}')}"
+                for key, value in self.ceiling_by_objective.items()
+            )
+            lines.append(f"\nCeiling per SLO (every component at its max replicas): {ceilings}.")
         return "\n".join(head + lines)
 
     def write(self, out_dir: str | Path, *, plots: bool = True) -> list[Path]:

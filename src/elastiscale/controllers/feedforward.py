@@ -23,7 +23,8 @@ lead time. One tick, for every component c (in topological order):
    component shrinks only after the upstream demand feeding it has fallen, and never while an
    upstream backlog is still on its way.
 4. Sizing: a queueing model against c's share of the end-to-end SLO (queueing.py; shares as
-   the oracle computes them, `pipeline_model.latency_budgets`).
+   the oracle computes them, `pipeline_model.latency_budgets`), and against its own TTFT and
+   ITL objectives where it has them, the record naming the one that binds (slo_sizing.py).
 5. Scale-down looks ahead and back. Ahead: the count proposed is the need over the lead time
    (forecast and burst reserve). Back (`scale_down_lookback`): for `startup_s + interval` it
    keeps the highest need of that window (`need`, the default), or the highest need without
@@ -70,6 +71,7 @@ from elastiscale.controllers.feedforward_state import (
 )
 from elastiscale.controllers.learned import Effective, LearnedParameters
 from elastiscale.controllers.queueing import Sizer
+from elastiscale.controllers.slo_sizing import note_binding
 from elastiscale.decision import Detail, Proposal
 from elastiscale.forecasting.refits import RefitScheduler
 from elastiscale.observations import Observation
@@ -360,18 +362,14 @@ class ElastiscalePolicy:
             state.down.push(now_s, ctx.replicas[name].desired)
             state.seeded = True
         # Scale-down looks ahead through `need` itself (forecast and burst reserve over the
-        # lead time) and back over the window at what demand needed without the reserve (a
-        # replica released and needed again within its start-up time costs as much as keeping
-        # it; the reserve already covers rises within the lead time, and holding it too would
-        # count it twice).
+        # lead time) and back over the window at what `scale_down_lookback` holds (`_hold`).
         looked_back = state.down.push(now_s, self._hold(state, sizer, proposals, ff_base_rps))
         held = max(need, looked_back)
-        details["need"] = need
-        details["stabilized"] = held
+        details.update(need=need, stabilized=held)
+        reason = f"{driver}: {demand:.4g} req/s at {name} needs {need}"
+        reason += note_binding(sizer, demand, details)
         if short:
             details["clamp"] = "max_replicas"
-        reason = f"{driver}: {demand:.4g} req/s at {name} needs {need}"
-        if short:
             reason += f" (more than max {comp.replicas.max})"
         if held > need:
             reason += f"; held at {held}, the highest need of the last {state.down.window_s:g} s"

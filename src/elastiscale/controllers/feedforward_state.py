@@ -3,8 +3,9 @@ scale-down window), built once at the component's first tick."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -19,8 +20,12 @@ from elastiscale.controllers.queueing import (
     TokenSizerCache,
     UtilizationSizer,
 )
+from elastiscale.controllers.slo_sizing import SLOSizer, objectives
 from elastiscale.decision import Detail
 from elastiscale.pipeline_model import OracleParams
+
+if TYPE_CHECKING:
+    from elastiscale.config import ComponentConfig
 
 
 class ElastiscaleParams(ForecastParams):
@@ -131,8 +136,11 @@ def build_component(
     utilization = ctx.config.pipeline.utilization_target(name)
     sizer: Sizer | None = None
     tokens: TokenSizerCache | None = None
+    slo_sizers = _slo_factory(comp, params, budget_s) if p.queueing else None
     if comp.capacity_unit == "requests":
-        if p.queueing:
+        if slo_sizers is not None:
+            sizer = slo_sizers(1.0)
+        elif p.queueing:
             sizer = QueueingSizer(
                 capacity_rps=comp.capacity_per_replica,
                 service_time_s=comp.service_time_s,
@@ -155,6 +163,7 @@ def build_component(
             burst_share=p.burst_share,
             queueing=p.queueing,
             utilization=utilization,
+            factory=slo_sizers,
         )
     made = ComponentState(
         name=name,
@@ -169,6 +178,26 @@ def build_component(
         made.tokens_per_request = RatioEstimator(None, 0.0, half_life_s)
         made.token_factor = RatioEstimator(1.0, p.fanout_prior_requests, half_life_s)
     return made
+
+
+def _slo_factory(
+    comp: ComponentConfig, params: ElastiscaleParams, budget_s: float
+) -> Callable[[float], Sizer] | None:
+    """For a component with TTFT/ITL objectives, the sizer per call size (slo_sizing.py)."""
+    if comp.slo is None:
+        return None
+
+    def make(tokens_per_request: float) -> Sizer:
+        size = tokens_per_request if comp.capacity_unit != "requests" else 1.0
+        return SLOSizer(
+            objectives=objectives(comp, budget_s, size),
+            capacity_rps=comp.capacity_per_replica / size,
+            service_time_s=comp.service_time_s,
+            max_replicas=comp.replicas.max,
+            burst_share=params.burst_share,
+        )
+
+    return make
 
 
 def replan(

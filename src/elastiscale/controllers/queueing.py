@@ -26,6 +26,7 @@ per size, on a 2% geometric grid of sizes, so a drifting mean size costs a table
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -55,7 +56,8 @@ class Sizer(Protocol):
 
 
 class QueueingSizer:
-    """Erlang-C sizing against a latency budget (see the module docstring)."""
+    """Erlang-C sizing against a latency budget (see the module docstring); `slack_s`, when
+    given, is the queue wait the objective allows outright instead of budget - service time."""
 
     def __init__(
         self,
@@ -66,14 +68,19 @@ class QueueingSizer:
         max_replicas: int,
         burst_share: float,
         quantile: float = 0.95,
+        slack_s: float | None = None,
     ) -> None:
         self.capacity_rps = capacity_rps
         self.service_time_s = service_time_s
         self.budget_s = budget_s
         self.max_replicas = max_replicas
-        slack_s = max(budget_s - service_time_s, 0.0)
-        # The random wait may use what the bursts leave of the slack.
-        self.wait_budget_s = budget_s - burst_share * slack_s
+        if slack_s is None:
+            slack_s = max(budget_s - service_time_s, 0.0)
+            # The random wait may use what the bursts leave of the slack.
+            self.wait_budget_s = budget_s - burst_share * slack_s
+        else:
+            # A wait allowance given outright (slo_sizing.py: TTFT and ITL objectives).
+            self.wait_budget_s = service_time_s + (1.0 - burst_share) * slack_s
         self.quantile = quantile
         self.table: Array = max_rate_within_budget(
             max_replicas, capacity_rps, service_time_s, self.wait_budget_s, quantile
@@ -112,7 +119,8 @@ class UtilizationSizer:
 
 
 class TokenSizerCache:
-    """Sizers of one token-sized component, per mean call size (tokens per request)."""
+    """Sizers of one token-sized component, per mean call size (tokens per request); `factory`
+    builds the sizer for a size when the component has TTFT/ITL objectives (slo_sizing.py)."""
 
     def __init__(
         self,
@@ -124,6 +132,7 @@ class TokenSizerCache:
         burst_share: float,
         queueing: bool,
         utilization: float,
+        factory: Callable[[float], Sizer] | None = None,
     ) -> None:
         self.capacity_tokens_per_s = capacity_tokens_per_s
         self.service_time_s = service_time_s
@@ -132,6 +141,7 @@ class TokenSizerCache:
         self.burst_share = burst_share
         self.queueing = queueing
         self.utilization = utilization
+        self.factory = factory  # the sizer for a call size, when not the budget's own
         self._cache: dict[int, Sizer] = {}
 
     def sizer(self, tokens_per_request: float) -> Sizer:
@@ -143,7 +153,9 @@ class TokenSizerCache:
         size = SIZE_GRID_RATIO**index
         capacity_rps = self.capacity_tokens_per_s / size
         made: Sizer
-        if self.queueing:
+        if self.factory is not None:
+            made = self.factory(size)
+        elif self.queueing:
             made = QueueingSizer(
                 capacity_rps=capacity_rps,
                 service_time_s=self.service_time_s,
