@@ -145,6 +145,17 @@ def test_the_disaggregated_example_reports_ttft_and_itl_per_part(tmp_path: Path)
             "prefill.ttft_p95_s": parts["prefill"]["ttft_slo_attainment"],
             "decode.itl_p95_s": parts["decode"]["itl_slo_attainment"],
         }
+    ceilings = data["ceiling_by_objective"]
+    assert set(ceilings) == {"end_to_end", "prefill.ttft_p95_s", "decode.itl_p95_s"}
+    assert ceilings["end_to_end"] == data["ceiling_attainment"]
+    for policy in ("hpa", "elastiscale"):
+        entry = data["policies"][policy]
+        avoidable = entry["avoidable_misses_by_objective"]
+        for key, ceiling in ceilings.items():
+            assert avoidable[key] == pytest.approx(ceiling - entry["attainment_by_objective"][key])
+    assert data["pipeline"]["components"]["prefill"]["slo"] == {"ttft_p95_s": 2.0}
+    assert "slo" not in data["pipeline"]["components"]["router"]
     markdown = (tmp_path / "report.md").read_text()
     assert "## Time to first token and inter-token latency" in markdown
+    assert "Ceiling per SLO (every component at its max replicas): end_to_end" in markdown
     assert "| hpa | prefill |" in markdown and "| elastiscale | decode |" in markdown

@@ -305,6 +305,8 @@ def describe_pipeline(config: Config, initial: Mapping[str, int]) -> dict[str, A
                 "initial": initial[name],
             },
         }
+        if comp.slo is not None:  # the component's own TTFT / ITL objectives
+            components[name]["slo"] = comp.slo.model_dump(exclude_none=True)
     return {
         "name": spec.name,
         "slo_latency_s": spec.slo.latency_p95_s,

@@ -3,7 +3,8 @@
 `to_dict()` is exactly what `report.json` holds:
 
     {
-      "pipeline": {"name", "slo_latency_s", "ingress", "components"},
+      "pipeline": {"name", "slo_latency_s", "ingress", "components"} (a component with TTFT/ITL
+                   objectives also carries its `slo`),
       "trace": {"name", "bin_s", "start_s", "end_s", "duration_s", "requests",
                 "time_scale", "rate_scale"},
       "elapsed_s": wall time of the whole backtest, seconds,
