@@ -75,6 +75,9 @@ class DecisionRecord:
     clamps: tuple[Clamp, ...]
     desired_replicas: int
     outcome: str
+    #: A component several pipelines of a fleet unit call: the calls per second each sends
+    #: it (None when that pipeline's ingress rate is missing; `elastiscale.fleet.shares`).
+    demand_by_pipeline: Mapping[str, float | None] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
@@ -91,4 +94,26 @@ class DecisionRecord:
             "observation": self.observation.to_dict(),
             "proposals": [p.to_dict() for p in self.proposals],
             "clamps": [c.to_dict() for c in self.clamps],
+            **self._shares(),
         }
+
+    def _shares(self) -> dict[str, object]:
+        if not self.demand_by_pipeline:
+            return {}
+        out: dict[str, object] = {"demand_by_pipeline": dict(self.demand_by_pipeline)}
+        share = fractions(self.demand_by_pipeline)
+        if share is not None:
+            out["demand_share"] = share
+        return out
+
+
+def fractions(shares: Mapping[str, float | None]) -> dict[str, float] | None:
+    """Each pipeline's fraction of a shared component's demand, or None when a share is
+    missing (the others' fractions would overstate them) or the total is zero."""
+    values = list(shares.values())
+    if any(v is None for v in values):
+        return None
+    total = sum(v for v in values if v is not None)
+    if total <= 0:
+        return None
+    return {m: v / total for m, v in shares.items() if v is not None}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from elastiscale import formula as formulas
 from elastiscale import registry
@@ -32,6 +32,7 @@ from elastiscale.controllers.constraints import (
 )
 from elastiscale.decision import DecisionRecord, Proposal
 from elastiscale.errors import ActuatorError, MetricSourceError
+from elastiscale.fleet.shares import DemandShares
 from elastiscale.history import MetricHistory
 from elastiscale.observations import Observation, ReplicaState
 from elastiscale.pipeline import Pipeline
@@ -93,6 +94,8 @@ class Engine:
         self.last_records: list[DecisionRecord] = []
         self._source_down = False
         self._read_down = False
+        #: A fleet unit's shared components: each pipeline's share of their demand.
+        self._shares = DemandShares(config) if config.pipeline.members else None
 
     # ----------------------------------------------------------------------------------------
 
@@ -113,10 +116,16 @@ class Engine:
             startups_s=self._startups(names),
         )
         proposals = self._propose(ctx)
+        shares = self._shares.of(observations) if self._shares is not None else {}
         records = [
             self._decide(name, now_s, observations[name], replicas[name], proposals[name])
             for name in names
         ]
+        if shares:
+            records = [
+                replace(r, demand_by_pipeline=shares[r.component]) if r.component in shares else r
+                for r in records
+            ]
         self.last_records = records
         return records
 

@@ -60,27 +60,44 @@ def _fixed_budget_s(comp: ComponentConfig) -> float | None:
 
 
 def latency_budgets(config: Config) -> dict[str, float]:
-    """Each component's per-call latency budget, seconds (see the module docstring)."""
+    """Each component's per-call latency budget, seconds (see the module docstring).
+
+    In a merged fleet unit (`pipeline.members`) requests entering at a member's ingress are
+    held to that member's SLO: each ingress gets its own factor, and a component takes the
+    smallest factor of the ingress components whose requests reach it, so a shared
+    component meets the tightest budget of the pipelines that call it and a local one its
+    own pipeline's (as if it ran alone)."""
     spec = config.pipeline
     pipeline = Pipeline(spec)
-    slo_s = spec.slo.latency_p95_s
-    budgets: dict[str, float] = {}
-    factor = math.inf
+    slo_of = {
+        name: member.slo.latency_p95_s
+        for member in spec.members.values()
+        for name in member.components
+        if spec.components[name].ingress
+    }
     fixed = {n: _fixed_budget_s(c) for n, c in spec.components.items()}
+    factors: dict[str, float] = {}
+    calls_from: dict[str, dict[str, float]] = {}
     for ingress in pipeline.ingress:
-        calls = pipeline.propagate({ingress: 1.0})
+        slo_s = slo_of.get(ingress, spec.slo.latency_p95_s)
+        calls = calls_from[ingress] = pipeline.propagate({ingress: 1.0})
         fixed_s = sum(calls[n] * b for n, b in fixed.items() if b is not None)
         shared_s = sum(
             calls[n] * c.service_time_s for n, c in spec.components.items() if fixed[n] is None
         )
-        if shared_s > 0:
-            factor = min(factor, max(slo_s - fixed_s, 0.0) / shared_s)
+        factors[ingress] = max(slo_s - fixed_s, 0.0) / shared_s if shared_s > 0 else math.inf
+    overall = min(factors.values(), default=math.inf)
+    budgets: dict[str, float] = {}
     for name, comp in spec.components.items():
         budget = fixed[name]
         if budget is not None:
             budgets[name] = budget
-        else:
-            budgets[name] = comp.service_time_s * (factor if math.isfinite(factor) else 1.0)
+            continue
+        factor = overall
+        if spec.members:
+            reaching = [f for i, f in factors.items() if calls_from[i][name] > 0]
+            factor = min(reaching, default=overall)
+        budgets[name] = comp.service_time_s * (factor if math.isfinite(factor) else 1.0)
     return budgets
 
 

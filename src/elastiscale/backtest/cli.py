@@ -30,6 +30,7 @@ from elastiscale.backtest.api import (
     backtest,
 )
 from elastiscale.config import Config
+from elastiscale.config.fleet import is_fleet_file
 from elastiscale.config.loading import load_with_scenario
 from elastiscale.errors import (
     ConfigError,
@@ -45,7 +46,13 @@ DEFAULT_OUT = "out/backtest"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("pipeline", help="pipeline YAML file")
+    parser.add_argument("pipeline", help="pipeline YAML file, or a fleet file (one unit)")
+    parser.add_argument(
+        "--unit",
+        metavar="NAME",
+        help="with a fleet file: the unit to replay, by its name or one of its pipelines' "
+        "(needed when the fleet has several); the trace arrives at every pipeline's ingress",
+    )
     source = parser.add_argument_group("ingress history (a trace file or Prometheus)")
     source.add_argument("--trace", metavar="FILE", help="arrival trace, CSV or gzipped CSV")
     source.add_argument(
@@ -185,6 +192,29 @@ def _history(args: argparse.Namespace) -> Trace:
     return trace
 
 
+def _fleet_unit(args: argparse.Namespace) -> Config:
+    """The merged config of the fleet unit `--unit` names (the only unit when there is one).
+
+    A unit's config is an ordinary pipeline whose ingress components are those of all its
+    pipelines: the trace arrives at each, as at every ingress of any pipeline."""
+    from elastiscale.config.fleet import load_fleet
+
+    if args.scenario is not None:
+        raise BacktestError("--scenario: not supported with a fleet file")
+    fleet = load_fleet(args.pipeline)
+    if args.unit is None:
+        if len(fleet.units) > 1:
+            raise BacktestError(
+                f"--unit: the fleet has {len(fleet.units)} units; name one "
+                f"({', '.join(fleet.unit_names)})"
+            )
+        return fleet.units[0].config
+    try:
+        return fleet.unit(args.unit).config
+    except KeyError as exc:
+        raise BacktestError(f"--unit: {exc.args[0]}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty() and not args.no_progress
     try:
@@ -198,7 +228,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             trace, start_s, end_s = _history(args), None, None
         pipeline: str | Config = args.pipeline
-        if args.scenario is not None:
+        if is_fleet_file(args.pipeline):
+            pipeline = _fleet_unit(args)
+        elif args.unit is not None:
+            raise BacktestError(f"--unit: {args.pipeline} is not a fleet file")
+        elif args.scenario is not None:
             pipeline = load_with_scenario(args.pipeline, args.scenario)
         report = backtest(
             pipeline,

@@ -231,6 +231,7 @@ def graph_problems(pipeline: Mapping[str, Any]) -> list[str]:
     if cycle:
         problems.append("pipeline.edges: cycle " + " -> ".join(cycle))
     problems.extend(_hand_over_problems(edges))
+    problems.extend(_member_problems(pipeline.get("members"), components))
     return problems
 
 
@@ -260,6 +261,23 @@ def _hand_over_problems(edges: list[Any] | tuple[Any, ...]) -> list[str]:
                 f"pipeline.edges[{i}].via: {via!r} is not called by {src!r} on an earlier"
                 " sequential edge"
             )
+    return problems
+
+
+def _member_problems(members: Any, components: Mapping[str, Any]) -> list[str]:
+    """A member of a fleet unit naming a component the merged pipeline does not have."""
+    if not isinstance(members, Mapping):
+        return []
+    problems = []
+    for member, spec in members.items():
+        listed = spec.get("components") if isinstance(spec, Mapping) else None
+        if not isinstance(listed, list | tuple):
+            continue
+        for i, name in enumerate(listed):
+            if isinstance(name, str) and name not in components:
+                problems.append(
+                    f"pipeline.members.{member}.components[{i}]: unknown component {name!r}"
+                )
     return problems
 
 

@@ -264,6 +264,17 @@ class SLOConfig(StrictModel):
     )
 
 
+class MemberSpec(StrictModel):
+    """One pipeline merged into a fleet unit (`elastiscale.config.fleet`): its own end-to-end
+    objective and the components it calls, by their names in the merged pipeline (its local
+    ones as `<pipeline>/<component>`, the shared ones as they are). Requests entering at its
+    ingress components are held to its `slo`; a component that several members call meets
+    the tightest of their budgets (`pipeline_model.latency_budgets`)."""
+
+    slo: SLOConfig
+    components: tuple[str, ...] = Field(..., min_length=1)
+
+
 class PipelineSpec(StrictModel):
     name: str = Field(..., min_length=1)
     slo: SLOConfig
@@ -276,6 +287,10 @@ class PipelineSpec(StrictModel):
     max_gpus: PositiveFloat | None = Field(None, description="GPU budget shared by all components")
     components: dict[str, ComponentConfig] = Field(..., min_length=1)
     edges: tuple[EdgeConfig, ...] = ()
+    members: dict[str, MemberSpec] = Field(
+        default_factory=dict,
+        description="the pipelines a fleet unit merges, by name (empty for one pipeline)",
+    )
 
     def utilization_target(self, component: str) -> float:
         own = self.components[component].target_utilization
