@@ -351,3 +351,14 @@ def test_backtest_replays_a_unit_and_names_units_when_several(
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["pipeline"]["name"] == "agent+rag"
     assert set(report["pipeline"]["ingress"]) == {"agent/router", "rag/router"}
+
+
+def test_who_waits_for_a_call_is_kept_and_renamed(tmp_path: Path) -> None:
+    a = pipeline("rag", 20, ["router", "planner"])
+    a["pipeline"]["components"]["llm"] = component()
+    a["pipeline"]["edges"].append(
+        {"from": "router", "to": "llm", "caller_waits": True, "via": "planner"}
+    )
+    config = load_fleet(write_fleet(tmp_path, {"a.yaml": a, "b.yaml": agent()})).units[0].config
+    edge = next(e for e in config.pipeline.edges if e.target == "llm" and e.source == "rag/router")
+    assert (edge.caller_waits, edge.via) == (True, "rag/planner")

@@ -21,14 +21,15 @@ embedder, support-agent/planner -> embedder (2) and rag-qa/router -> rag-qa/retr
 embedder receives both pipelines' calls and the retriever only rag-qa's. Every component
 then receives exactly what its own pipelines send it, and no cycle can appear that no single
 pipeline has. Edges that meet again add their fan-outs. The routed edge keeps the onward
-call's distribution and mode: demand is exact, a backtest's per-request latency of a
-`parallel` call routed this way is approximate.
+call's distribution and mode, and nobody waits for it (no `caller_waits` or `via`): demand
+is exact; in a backtest the latency of a `parallel` call routed this way, and whose in-flight
+count a routed call's wait is in, are approximate.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from elastiscale.config import Config, EdgeConfig
@@ -95,6 +96,8 @@ class _Call:
     fanout: float
     distribution: str
     mode: str
+    caller_waits: bool = False
+    via: str | None = None
 
 
 def merged_edges(members: Sequence[Member], shared: Collection[str]) -> list[dict[str, Any]]:
@@ -112,6 +115,8 @@ def merged_edges(members: Sequence[Member], shared: Collection[str]) -> list[dic
             edge.fanout,
             edge.fanout_distribution,
             edge.mode,
+            edge.caller_waits,
+            None if edge.via is None else merged_name(member, edge.via, shared),
         )
 
     own_calls = {m.name: [call(m, e) for e in m.config.pipeline.edges] for m in members}
@@ -124,8 +129,7 @@ def merged_edges(members: Sequence[Member], shared: Collection[str]) -> list[dic
     def add(c: _Call) -> None:
         key = (c.source, c.target)
         old = out.get(key)
-        out[key] = c if old is None else _Call(c.source, c.target, old.fanout + c.fanout,
-                                               old.distribution, old.mode)  # fmt: skip
+        out[key] = c if old is None else replace(old, fanout=old.fanout + c.fanout)
 
     kept_seen: set[_Call] = set()
     for member in members:
@@ -156,6 +160,8 @@ def merged_edges(members: Sequence[Member], shared: Collection[str]) -> list[dic
             "fanout": c.fanout,
             "fanout_distribution": c.distribution,
             "mode": c.mode,
+            "caller_waits": c.caller_waits,
+            "via": c.via,
         }
         for c in out.values()
     ]
