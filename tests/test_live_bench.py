@@ -25,8 +25,9 @@ LIVE = REPO / "benchmarks" / "live_ray"
 sys.path.insert(0, str(LIVE))
 
 from calls import call_count, plan_calls  # noqa: E402
+from fidelity import fidelity_of, seed_fidelity_table, slice_fidelity_table  # noqa: E402
 from load import LiveRun, ReplicaSample, RequestLog, snapshot  # noqa: E402
-from measure import live_figures, relative_error  # noqa: E402
+from measure import live_figures, read_call_log, relative_error, step_p95  # noqa: E402
 from scenario import SLICES, Scenario, slots, wall_units  # noqa: E402
 from stats import (  # noqa: E402
     avoidable_misses,
@@ -325,6 +326,57 @@ def test_figures_of_a_live_run() -> None:
     assert later["scaling_actions"] == 1
 
 
+def test_step_p95_is_the_call_weighted_mean_of_each_seconds_p95() -> None:
+    # Second 1: 20 calls of 1..20 s (p95: the 19th smallest, 19 s); second 2: 1 call of 2 s;
+    # second 0 is warm-up and the call at 3.0 is past the end.
+    end_s = np.array([0.5, *([1.5] * 20), 2.2, 3.0])
+    latency_s = np.array([99.0, *range(1, 21), 2.0, 99.0])
+    assert step_p95(end_s, latency_s, from_s=1.0, until_s=3.0) == pytest.approx(
+        (19.0 * 20 + 2.0) / 21
+    )
+    assert step_p95(end_s, latency_s, from_s=5.0, until_s=9.0) is None
+
+
+def test_call_log_is_read_per_deployment(tmp_path: Path) -> None:
+    (tmp_path / "calls-1.csv").write_text("planner,100.5,0.4\nwriter,101.0,0.8\n")
+    (tmp_path / "calls-2.csv").write_text("planner,102.0,0.5\nplanner,10")  # a torn line
+    got = read_call_log(tmp_path, start_unix=100.0)
+    assert got["planner"][0].tolist() == [0.5, 2.0] and got["planner"][1].tolist() == [0.4, 0.5]
+    assert got["writer"][0].tolist() == [1.0]
+
+
+def _figures(p95: float, gpu: float, per_p95: dict, per_gpu: dict) -> dict:
+    return {
+        "p95_latency_s": p95,
+        "gpu_seconds": gpu,
+        "slo_attainment": 1.0,
+        "p95_latency_s_per_deployment": per_p95,
+        "gpu_seconds_per_deployment": per_gpu,
+    }
+
+
+def test_fidelity_per_run_and_deployment_and_its_tables() -> None:
+    live = _figures(
+        10.0, 200.0, {"planner": 2.0, "writer": 4.0}, {"planner": 100.0, "writer": 100.0}
+    )
+    sim = _figures(10.5, 190.0, {"planner": 2.4, "writer": 4.0}, {"planner": 95.0, "writer": 95.0})
+    got = fidelity_of(live, sim)
+    assert got["p95_latency_s"] == pytest.approx(0.05)
+    assert got["p95_latency_s_per_deployment"] == pytest.approx({"planner": 0.2, "writer": 0.0})
+    assert got["gpu_seconds_per_deployment"] == pytest.approx({"planner": -0.05, "writer": -0.05})
+    done = {
+        "runs": {"ray-serve": live},
+        "simulated": {"ray-serve": sim},
+        "fidelity": {"ray-serve": got},
+    }
+    seed_rows = seed_fidelity_table(done, {"ray-serve": "ray-serve"})
+    assert "| ray-serve | planner | 2.00 | 2.40 | +20% | 100 | 95 | -5% |" in seed_rows
+    assert "| ray-serve | whole run | 10.00 | 10.50 | +5% | 200 | 190 | -5% |" in seed_rows
+    slice_rows = slice_fidelity_table({"seeds": {"0": done, "1": done}})
+    assert "| ray-serve | planner | +20% | +20% | -5% | -5% | no |" in slice_rows  # p95 past 10%
+    assert "| ray-serve | writer | +0% | +0% | -5% | -5% | yes |" in slice_rows
+
+
 def test_snapshot_counts_states() -> None:
     app = {
         "deployments": {
@@ -360,7 +412,8 @@ def test_the_harness_imports_without_ray() -> None:
     breaks their cluster: the pure parts of the harness must not import it."""
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); "
-        "import calls, deploy, host, load, measure, memory, report, run, scenario, series, stats; "
+        "import calls, deploy, fidelity, host, load, measure, memory, report, run, scenario, "
+        "series, stats; "
         "assert 'ray' not in sys.modules, 'ray imported'"
     )
     done = subprocess.run(
@@ -451,10 +504,19 @@ def test_smoke_run_writes_results_in_the_promised_shape(tmp_path: Path) -> None:
     assert seed["ceiling_attainment"] is not None
     assert seed["runs"]["ceiling"]["avoidable_misses"] == 0
     assert set(seed["fidelity"]["ray-serve"]["gpu_seconds_per_deployment"]) >= {"writer"}
+    for kind in ("runs", "simulated"):  # every deployment served calls, so has a p95
+        for figures in seed[kind].values():
+            per = figures["p95_latency_s_per_deployment"]
+            assert set(per) == {"router", "planner", "tools", "writer"}, (kind, per)
+            assert all(v is not None and v > 0 for v in per.values()), (kind, per)
+    p95_errors = seed["fidelity"]["ray-serve"]["p95_latency_s_per_deployment"]
+    assert set(p95_errors) == {"router", "planner", "tools", "writer"}
     assert smooth["summary"]["ray-serve"]["slo_attainment"]["n"] == 1
     assert (tmp_path / "smooth_replicas.png").stat().st_size > 0
     assert (tmp_path / "smooth_latency.png").stat().st_size > 0
-    assert "## Slice `smooth`" in (tmp_path / "results.md").read_text(encoding="utf-8")
+    md = (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert "## Slice `smooth`" in md
+    assert "Fidelity over the seeds" in md and "| ray-serve | planner |" in md
     assert not (tmp_path / "partial.json").exists()  # the run completed
 
 

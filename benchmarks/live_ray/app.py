@@ -32,12 +32,18 @@ the replica announces by writing `<registry_dir>/<pid>.json` for the benchmark t
                                    slot time as measured and as meant (`hold_s` per call): the
                                    host monitor's hold overrun (host.py)
 
+Each replica also writes one line per call, `component,end_unix,latency_s`, to
+`<registry_dir>/calls-<pid>.csv` (line-buffered): the call's latency at this component, from
+the caller's send (the ingress: the request's arrival) to the end of its hold, the simulator's
+per-component latency (queue wait + hold), for the per-deployment p95 of the fidelity table.
+
 Ray worker processes import this file from the benchmark directory on their PYTHONPATH.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import deque
 from typing import Any
@@ -73,6 +79,8 @@ class Stage:
         self.window_s = window_s
         self.arrivals_s: deque[float] = deque()
         live_metrics.export(registry_dir, name)
+        path = os.path.join(registry_dir, f"calls-{os.getpid()}.csv")
+        self.calls_log = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
         for metric in (live_metrics.BUSY, live_metrics.DOWNSTREAM):
             metric.labels(name).set(0)  # exported from the start: a queue of zero is known
         time.sleep(startup_s)  # the cold start: blocking, as loading weights is
@@ -101,6 +109,7 @@ class Stage:
                 busy.dec()
 
     async def _call(self, target: str, payload: dict[str, Any]) -> int:
+        payload["sent_unix"] = time.time()
         live_metrics.CALLS.labels(target).inc()
         outstanding = live_metrics.OUTSTANDING.labels(target)
         outstanding.inc()
@@ -112,6 +121,7 @@ class Stage:
 
     async def __call__(self, request: Any) -> dict[str, int]:
         self.arrivals_s.append(time.monotonic())
+        arrived_unix = time.time()
         if isinstance(request, dict):
             body = request
         else:  # the ingress: an HTTP request from the load client
@@ -119,6 +129,9 @@ class Stage:
             live_metrics.CALLS.labels(self.name).inc()
         seed = str(body["seed"])
         await self._hold()
+        end_unix = time.time()
+        sent_unix = float(body.get("sent_unix", arrived_unix))
+        self.calls_log.write(f"{self.name},{end_unix:.6f},{end_unix - sent_unix:.6f}\n")
         waiting = live_metrics.DOWNSTREAM.labels(self.name)
         waiting.inc()
         try:

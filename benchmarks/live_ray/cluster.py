@@ -152,9 +152,10 @@ class Scraper:
         self.prometheus.stop()
 
     def clear(self) -> None:
-        """Forget every announced endpoint (between runs)."""
-        for path in self.registry_dir.glob("*.json"):
-            path.unlink(missing_ok=True)
+        """Forget every announced endpoint and the replicas' call logs (between runs)."""
+        for pattern in ("*.json", "calls-*.csv"):
+            for path in self.registry_dir.glob(pattern):
+                path.unlink(missing_ok=True)
         self.refresh()
 
     def refresh(self) -> None:

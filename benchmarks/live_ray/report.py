@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from fidelity import SIMULATED, seed_fidelity_table, slice_fidelity_table
 from scenario import Scenario
 
 
@@ -115,19 +116,7 @@ def seed_table(seed: str, done: dict[str, Any]) -> list[str]:
                 f" | {m['gpu_seconds']:.0f} | {sum(m['replica_seconds'].values()):.0f}"
                 f" | {m['scaling_actions']} | {m['failed_requests']:g} |"
             )
-    rows += [
-        "",
-        "Simulated minus measured, relative to measured (GPU-seconds also per deployment):",
-        "",
-        "| run | p95 latency | GPU-seconds | SLO attainment | GPU-seconds per deployment |",
-        "|---|---:|---:|---:|---|",
-    ]
-    for name, errors in done["fidelity"].items():
-        per = ", ".join(f"{d} {_rel(v)}" for d, v in errors["gpu_seconds_per_deployment"].items())
-        rows.append(
-            f"| {name} | {_rel(errors['p95_latency_s'])} | {_rel(errors['gpu_seconds'])}"
-            f" | {_rel(errors['slo_attainment'])} | {per} |"
-        )
+    rows += ["", *seed_fidelity_table(done, SIMULATED)]
     host = [
         "",
         "Host lag, each measure's worst 5 s window (host.py; limits: send error and loop lag"
@@ -162,6 +151,8 @@ def table(results: dict[str, Any]) -> str:
             f" warm-up), {d['time_scale']:g}x faster, rate x {d['rate_scale']:g}",
             "",
             *summary_table(per_slice),
+            "",
+            *slice_fidelity_table(per_slice),
             "",
         ]
         for seed, done in per_slice["seeds"].items():

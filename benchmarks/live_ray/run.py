@@ -46,9 +46,10 @@ sys.path.insert(0, str(HERE))
 
 from cluster import Scraper, ServeCluster, wait_until  # noqa: E402
 from deploy import APP, RUNS, Daemon, application, daemon_config  # noqa: E402
+from fidelity import SIMULATED, fidelity_of  # noqa: E402
 from host import HostMonitor, HostOverloadedError, hold_windows, refusal, refusal_markdown  # noqa: E402
 from load import LiveRun, Watch, replay  # noqa: E402
-from measure import live_figures, relative_error, simulated_figures  # noqa: E402
+from measure import live_figures, read_call_log, simulated_figures, step_p95  # noqa: E402
 from memory import PeakMemory  # noqa: E402
 from scenario import PIPELINES, SLICES, Scenario  # noqa: E402
 from series import component_series, hold_seconds  # noqa: E402
@@ -57,12 +58,6 @@ from stats import avoidable_misses, comparisons, summarize  # noqa: E402
 import elastiscale  # noqa: E402
 from elastiscale.testing.prometheus import free_port  # noqa: E402
 
-#: The simulated run each live run is compared with: in Serve or beside it, the same policy.
-SIMULATED = {
-    "ray-serve": "ray-serve",
-    "elastiscale": "elastiscale",
-    "elastiscale-in-ray": "elastiscale",
-}
 #: The scenario of `--smoke`.
 SMOKE = {"duration_s": 120.0, "time_scale": 20.0, "warmup_s": 20.0}
 SMOKE_RATE = 0.25  # of the slice's own rate scale
@@ -135,8 +130,14 @@ def live_run(
             daemon.stop()
     end_unix = time.time()
     series = component_series(scraper.url, start_unix, end_unix, scenario.rate_window_s)
+    calls = read_call_log(scraper.registry_dir, start_unix)
     cluster.delete_all()
-    return live, {"deploy_s": deploy_s, "series": series}
+    until_s = (scenario.warmup_s + scenario.duration_s) / scenario.time_scale
+    p95 = {
+        name: step_p95(end_s, latency_s, scenario.warmup_wall_s, until_s)
+        for name, (end_s, latency_s) in calls.items()
+    }
+    return live, {"deploy_s": deploy_s, "series": series, "p95_per_deployment": p95}
 
 
 def simulate(scenario: Scenario, workdir: Path, fidelity: str) -> dict[str, Any]:
@@ -159,20 +160,6 @@ def simulate(scenario: Scenario, workdir: Path, fidelity: str) -> dict[str, Any]
     return {label: simulated_figures(report, label) for label in report.runs}
 
 
-def fidelity_of(measured: dict[str, Any], simulated: dict[str, Any]) -> dict[str, Any]:
-    """Simulated minus measured, relative to measured: totals, and GPU-seconds per deployment."""
-    out: dict[str, Any] = {
-        key: relative_error(measured, simulated, key)
-        for key in ("p95_latency_s", "gpu_seconds", "slo_attainment")
-    }
-    live_gpu = measured["gpu_seconds_per_deployment"]
-    sim_gpu = simulated["gpu_seconds_per_deployment"]
-    out["gpu_seconds_per_deployment"] = {
-        name: relative_error(live_gpu, sim_gpu, name) for name in live_gpu if live_gpu[name] > 0
-    }
-    return out
-
-
 def one_seed(
     scenario: Scenario,
     runs: list[str],
@@ -193,6 +180,7 @@ def one_seed(
         scored_from_s = scenario.warmup_wall_s
         figures[run] = live_figures(live, scenario.wall_config, scored_from_s=scored_from_s)
         figures[run]["deploy_s"] = extra["deploy_s"]
+        figures[run]["p95_latency_s_per_deployment"] = extra["p95_per_deployment"]
         figures[run]["host"] = live.host
         series[run] = {"live": live, **extra["series"]}
     ceiling = figures.get("ceiling")

@@ -14,7 +14,8 @@ is replayed and not scored, so that every policy starts with metrics to read (a 
 window of data) and the comparison is not about the first seconds after a deploy.
 
 Two shapes (`PIPELINES`): the chain (default), where deployments call each other through the
-handles they hold (`HANDOFFS`), and the star, where the ingress makes every call. Two slices
+handles they hold (the file's `caller_waits` and `via` edges), and the star, where the ingress
+makes every call. Two slices
 of trace (`SLICES`): a smooth one and a bursty one; a seed is one thinning of a slice.
 """
 
@@ -40,12 +41,6 @@ REPO = HERE.parent.parent
 
 #: The pipeline file of each shape.
 PIPELINES = {"chain": HERE / "pipeline_chain.yaml", "star": HERE / "pipeline.yaml"}
-#: Calls that a deployment other than the file's caller makes live: (caller, target) -> the
-#: upstream whose last call makes them instead (app.py: edges with `via`).
-HANDOFFS: dict[str, dict[tuple[str, str], str]] = {
-    "chain": {("router", "writer"): "planner"},
-    "star": {},
-}
 #: Room in Serve's `max_ongoing_requests` for a deployment's requests awaiting its own
 #: downstream calls, as a multiple of its slots (a request past its hold keeps its Serve slot).
 CALLER_HEADROOM = 4
@@ -251,12 +246,13 @@ class Scenario:
 
     def app_components(self, registry_dir: Path) -> dict[str, dict[str, Any]]:
         """`app.build`'s spec of every deployment, ingress first (edges handed over to another
-        deployment, `HANDOFFS`, carry `via`)."""
+        deployment, the file's `via`, carry it)."""
         doc = self.wall_doc()["pipeline"]
         comps = doc["components"]
-        handoffs = HANDOFFS[self.shape]
         order = sorted(comps, key=lambda n: not comps[n].get("ingress", False))
-        callers = {e["from"] for e in doc["edges"]} | set(handoffs.values())
+        callers = {e["from"] for e in doc["edges"]} | {
+            e["via"] for e in doc["edges"] if e.get("via")
+        }
         spec: dict[str, dict[str, Any]] = {}
         for name in order:
             comp = comps[name]
@@ -270,9 +266,8 @@ class Scenario:
                     "fanout": e.get("fanout", 1.0),
                     "distribution": e.get("fanout_distribution", "fixed"),
                 }
-                via = handoffs.get((name, e["to"]))
-                if via is not None:
-                    edge["via"] = via
+                if e.get("via"):
+                    edge["via"] = e["via"]
                 edges.append(edge)
             spec[name] = {
                 "startup_s": comp.get("startup_s", 0.0),
