@@ -11,6 +11,11 @@ elects a leader. Every field has a default, so a pipeline file without the secti
         lease_name: elastiscale-rag-qa  # default: elastiscale-<pipeline name>
         duration_s: 15
         renew_s: 2
+      sharding:                         # several units over replicas (see ShardingConfig)
+        enabled: false
+        lease_duration_s: 15            # client-go's LeaseDuration, RenewDeadline, RetryPeriod
+        renew_deadline_s: 10
+        retry_period_s: 2
 
 `elastiscale.config.Config` holds one as its `daemon` field, so `elastiscale validate` checks
 this section like any other; the daemon (`elastiscale.daemon`) reads it.
@@ -108,6 +113,67 @@ class LeaderElectionConfig(_Strict):
         return self
 
 
+class ShardingConfig(_Strict):
+    """Sharding several units (pipelines) over daemon replicas through Kubernetes Leases.
+
+    Each replica holds a member Lease (`<name>-member-<identity>`), sees the others by listing
+    the fleet's Leases by label, assigns each unit to one live member by rendezvous hashing of
+    the unit's name, and acts on a unit only while it holds that unit's Lease
+    (`<name>-unit-<unit>`), so no two replicas act on one unit even while their views of the
+    members disagree. The timing fields are client-go's leader-election ones:
+    lease_duration_s: a Lease unrenewed this long (on the reader's own clock) may be taken over.
+    renew_deadline_s: a holder that has not renewed for this long stops acting (before any
+    other replica may take over, since it is shorter than the duration).
+    retry_period_s: how often Leases are listed, renewed and tried for.
+    A dead replica's units are held again within lease_duration_s + retry_period_s of its last
+    renewal, and acted on at the unit's next tick.
+    name: the fleet's name in Lease names and labels; default the fleet file's `fleet.name`.
+    namespace, identity, connection, kubeconfig, context: as in `leader_election` (whose
+    values, then the Kubernetes actuator's, are the defaults).
+    """
+
+    enabled: bool = False
+    name: str | None = None
+    lease_duration_s: PositiveFloat = 15.0
+    renew_deadline_s: PositiveFloat = 10.0
+    retry_period_s: PositiveFloat = 2.0
+    timeout_s: PositiveFloat = Field(5.0, description="longest wait for one Lease call")
+    namespace: str | None = None
+    identity: str | None = Field(None, min_length=1, max_length=253)
+    connection: Literal["auto", "in-cluster", "kubeconfig"] | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_valid(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 40 or not _DNS_LABEL.match(value)):
+            raise ValueError(
+                f"{value!r} is not a valid fleet name (lower-case letters, digits, '-'; at most 40)"
+            )
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_valid(cls, value: str | None) -> str | None:
+        return LeaderElectionConfig._namespace_valid(value)
+
+    @model_validator(mode="after")
+    def _timings_ordered(self) -> ShardingConfig:
+        # client-go's checks: LeaseDuration > RenewDeadline > 1.2 x RetryPeriod.
+        if self.lease_duration_s <= self.renew_deadline_s:
+            raise ValueError(
+                f"lease_duration_s = {self.lease_duration_s:g} must be greater than "
+                f"renew_deadline_s = {self.renew_deadline_s:g}"
+            )
+        if self.renew_deadline_s <= 1.2 * self.retry_period_s:
+            raise ValueError(
+                f"renew_deadline_s = {self.renew_deadline_s:g} must be greater than 1.2 x "
+                f"retry_period_s = {self.retry_period_s:g}"
+            )
+        return self
+
+
 class DaemonConfig(_Strict):
     """How the sidecar daemon runs (see the module docstring).
 
@@ -121,6 +187,7 @@ class DaemonConfig(_Strict):
     metrics_backoff_max_s: longest pause between attempts to reach a metric source that is
     down (the pause doubles from one control interval up to this).
     decisions_kept: how many recent changed decisions `/decisions` serves.
+    sharding: several units split over replicas by Leases (`ShardingConfig`).
     """
 
     listen: str = f"127.0.0.1:{DEFAULT_PORT}"
@@ -132,6 +199,7 @@ class DaemonConfig(_Strict):
     metrics_backoff_max_s: PositiveFloat = 60.0
     decisions_kept: int = Field(1000, ge=1, le=100_000)
     leader_election: LeaderElectionConfig = LeaderElectionConfig()
+    sharding: ShardingConfig = ShardingConfig()
 
     @field_validator("listen")
     @classmethod

@@ -33,7 +33,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -74,6 +74,16 @@ class LeaseSettings:
     connection: Literal["auto", "in-cluster", "kubeconfig"]
     kubeconfig: str | None
     context: str | None
+    #: client-go's RenewDeadline: the holder stops acting this long after its last renewal;
+    #: None means `duration_s - renew_s` (the leader-election block's rule).
+    renew_deadline_s: float | None = None
+
+    @property
+    def deadline_s(self) -> float:
+        """How long after its last successful renewal the holder may still act."""
+        if self.renew_deadline_s is not None:
+            return self.renew_deadline_s
+        return self.duration_s - self.renew_s
 
 
 def wants_election(config: Config, dry_run: bool) -> bool:
@@ -144,13 +154,37 @@ def _micro_time(wall_s: float) -> str:
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class LeaseElector:
-    """One candidate for one Lease (see the module docstring). Thread-safe."""
+def lease_record(lease: Any) -> LeaseRecord:
+    """A `V1Lease` (as the official client returns it, alone or in a list) as a record."""
+    spec = lease.spec
+    duration = getattr(spec, "lease_duration_seconds", None) if spec is not None else None
+    acquired = getattr(spec, "acquire_time", None) if spec is not None else None
+    return LeaseRecord(
+        holder=(getattr(spec, "holder_identity", None) or "") if spec is not None else "",
+        duration_s=float(duration) if duration else None,
+        transitions=int(getattr(spec, "lease_transitions", None) or 0) if spec else 0,
+        acquire_time=_micro_time(acquired.timestamp()) if acquired is not None else None,
+        resource_version=lease.metadata.resource_version if lease.metadata else None,
+    )
 
-    def __init__(self, api: Any, namespace: str, settings: LeaseSettings) -> None:
+
+class LeaseElector:
+    """One candidate for one Lease (see the module docstring). Thread-safe.
+
+    `labels` are written on the Lease (so a set of Leases can be listed by label selector,
+    as the shard members do)."""
+
+    def __init__(
+        self,
+        api: Any,
+        namespace: str,
+        settings: LeaseSettings,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
         self.api = api
         self.namespace = namespace
         self.settings = settings
+        self.labels = dict(labels or {})
         self._lock = threading.Lock()
         self._leader = False
         self._renewed_mono_s = float("-inf")
@@ -169,7 +203,7 @@ class LeaseElector:
 
     def is_leader(self, mono_s: float) -> bool:
         """Whether this process may act at monotonic time `mono_s`."""
-        deadline_s = self.settings.duration_s - self.settings.renew_s
+        deadline_s = self.settings.deadline_s
         with self._lock:
             return self._leader and mono_s < self._renewed_mono_s + deadline_s
 
@@ -189,8 +223,34 @@ class LeaseElector:
     def attempt(self, mono_s: float, wall_s: float) -> bool:
         """Read the Lease, then create, renew or take it over as the rules allow; returns
         whether this process leads afterwards. API failures are logged, never raised."""
+        return self._round(None, mono_s, wall_s, read=True)
+
+    def attempt_on(self, record: LeaseRecord | None, mono_s: float, wall_s: float) -> bool:
+        """`attempt` with the read already done (`record`, None when the Lease does not
+        exist), e.g. by one list of many Leases; `mono_s` is the time before that read. A
+        stale record costs nothing but a 409: the write carries its resourceVersion."""
+        return self._round(record, mono_s, wall_s, read=False)
+
+    def observe(self, record: LeaseRecord, mono_s: float) -> None:
+        """Note a read of the Lease made by someone else (a list) without writing: the time
+        it was last seen changing is what a takeover waits on."""
+        self._observe(record, mono_s)
+
+    @property
+    def observed_mono_s(self) -> float:
+        """When (monotonic) the Lease was last seen changing, as another holder wrote it."""
+        with self._lock:
+            return self._observed_mono_s
+
+    @property
+    def holding(self) -> bool:
+        """Whether the last round won the Lease (it may have expired since; see is_leader)."""
+        with self._lock:
+            return self._leader
+
+    def _round(self, given: LeaseRecord | None, mono_s: float, wall_s: float, read: bool) -> bool:
         try:
-            record = self._read()
+            record = self._read() if read else given
             if record is None:
                 self._create(wall_s)
                 self._won(mono_s, None)
@@ -295,16 +355,7 @@ class LeaseElector:
             if exc.failure is Failure.NOT_FOUND:
                 return None
             raise
-        spec = lease.spec
-        duration = getattr(spec, "lease_duration_seconds", None) if spec is not None else None
-        acquired = getattr(spec, "acquire_time", None) if spec is not None else None
-        return LeaseRecord(
-            holder=(getattr(spec, "holder_identity", None) or "") if spec is not None else "",
-            duration_s=float(duration) if duration else None,
-            transitions=int(getattr(spec, "lease_transitions", None) or 0) if spec else 0,
-            acquire_time=_micro_time(acquired.timestamp()) if acquired is not None else None,
-            resource_version=lease.metadata.resource_version if lease.metadata else None,
-        )
+        return lease_record(lease)
 
     def _create(self, wall_s: float) -> None:
         now = _micro_time(wall_s)
@@ -335,6 +386,8 @@ class LeaseElector:
 
     def _body(self, spec: dict[str, Any], resource_version: str | None) -> dict[str, Any]:
         meta: dict[str, Any] = {"name": self.settings.name, "namespace": self.namespace}
+        if self.labels:
+            meta["labels"] = dict(self.labels)
         if resource_version:
             meta["resourceVersion"] = resource_version
         return {

@@ -52,7 +52,14 @@ CLOCK_HOLD_MAX_S = 300.0
 #: Steps smaller than this are scheduling jitter, not steps.
 CLOCK_STEP_MIN_S = 1.0
 #: Sections of `daemon:` that a reload cannot change in a running process.
-_RESTART_ONLY = ("listen", "journal_path", "journal_max_bytes", "journal_keep", "leader_election")
+_RESTART_ONLY = (
+    "listen",
+    "journal_path",
+    "journal_max_bytes",
+    "journal_keep",
+    "leader_election",
+    "sharding",
+)
 
 
 @dataclass(frozen=True, slots=True)
