@@ -319,3 +319,71 @@ def test_a_joining_replica_gets_its_units_within_three_rounds(tmp_path: Path) ->
         assert set(coordinators["c"].acting_units(4.0)) == wanted
         for identity in ("a", "b"):
             assert not wanted & set(coordinators[identity].acting_units(4.0))
+
+
+# --- the fleet daemon in this process -----------------------------------------------------------
+
+
+def unit_file(tmp_path: Path, name: str, extra: str = "") -> Path:
+    trace = Path(__file__).resolve().parent.parent / "examples/traces/azure_llm_2023_conv_1s.csv"
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        f"pipeline:\n  name: {name}\n  slo: {{latency_p95_s: 5}}\n  components:\n"
+        "    router: {ingress: true, capacity_per_replica: 2, service_time_s: 0.05,"
+        " replicas: {min: 1, max: 40}}\n"
+        f"policies: [hpa]\nmetrics: {{type: trace, path: {trace}, loop: true}}\n"
+        "actuator: {type: dry-run}\n" + extra,
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_one_pass_steps_every_unit_and_the_journal_names_them(tmp_path: Path) -> None:
+    from elastiscale.daemon.fleet_runner import FleetDaemon
+    from elastiscale.daemon.journal import Journal
+    from elastiscale.daemon.runner import RunOptions
+
+    paths = [unit_file(tmp_path, name) for name in ("rag", "agent")]
+    units = [(p.stem, load_config(p)) for p in paths]
+    journal = tmp_path / "j.jsonl"
+    daemon = FleetDaemon(units, RunOptions(paths[0], once=True, journal_path=str(journal)))
+    assert daemon.run() == 0
+    entries = list(Journal(journal).entries())
+    ticks = [e for e in entries if e["kind"] == "tick"]
+    assert len(ticks) == 1 and ticks[0]["units"] == ["rag", "agent"]
+    decisions = [e for e in entries if e["kind"] == "decision"]
+    assert {e["unit"] for e in decisions} == {"rag", "agent"}  # both scaled from min 1
+    records = daemon.status.snapshot.records if daemon.status.snapshot else ()
+    assert {r.component for r in records} == {"rag/router", "agent/router"}
+
+
+@pytest.mark.parametrize(
+    "names, extra, message",
+    [
+        (("rag", "rag"), "", "'rag' is also the name in"),
+        (("rag", "agent"), "daemon: {sharding: {enabled: true}}\n", "daemon.sharding.name"),
+    ],
+)
+def test_run_refuses_a_bad_set_of_units_in_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    names: tuple[str, str],
+    extra: str,
+    message: str,
+) -> None:
+    import argparse
+
+    from elastiscale.daemon.cli import run
+
+    paths = []
+    for i, name in enumerate(names):
+        sub = tmp_path / str(i)
+        sub.mkdir()
+        paths.append(unit_file(sub, name, extra))
+    args = argparse.Namespace(
+        config=paths, once=True, dry_run=False, listen=None, journal=None, log_format=None,
+        keda_listen=None, identity=None,
+    )  # fmt: skip
+    assert run(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err

@@ -21,8 +21,10 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
 from elastiscale.clock import Clock, OffsetFileClock, SystemClock
-from elastiscale.config import load_config
+from elastiscale.config import Config, load_config
 from elastiscale.config.daemon import parse_listen
 from elastiscale.daemon.logs import setup_logging
 from elastiscale.daemon.runner import Daemon, RunOptions
@@ -35,7 +37,14 @@ log = logging.getLogger("elastiscale.daemon")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", type=Path, metavar="CONFIG.yaml", help="pipeline config file")
+    parser.add_argument(
+        "config",
+        type=Path,
+        nargs="+",
+        metavar="CONFIG.yaml",
+        help="pipeline config file; or a fleet file (`fleet:`), or several pipeline files, "
+        "each a unit of one fleet daemon (sharded over replicas with daemon.sharding)",
+    )
     parser.add_argument("--once", action="store_true", help="run one tick, print it, and exit")
     parser.add_argument(
         "--dry-run",
@@ -82,7 +91,10 @@ def _problems(path: Path, lines: list[str]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    path: Path = args.config
+    paths: list[Path] = args.config if isinstance(args.config, list) else [args.config]
+    if len(paths) > 1 or is_fleet_file(paths[0]):
+        return run_fleet(args, paths)
+    path = paths[0]
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -132,6 +144,96 @@ def run(args: argparse.Namespace) -> int:
     if args.once:
         _print_tick(daemon.status.snapshot, daemon.status.readiness().reasons)
     return code
+
+
+def is_fleet_file(path: Path) -> bool:
+    """Whether `path` is a fleet file (a mapping with a top-level `fleet:` key)."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False  # the single-pipeline path reports it
+    return isinstance(raw, dict) and "fleet" in raw
+
+
+def load_units(paths: list[Path]) -> tuple[list[tuple[str, Config]], str | None]:
+    """The units of a fleet file (`elastiscale.config.fleet`), or one unit per pipeline file
+    named by its `pipeline.name`; and the fleet's name (None for pipeline files). Raises
+    ConfigError naming the file."""
+    if len(paths) == 1:
+        from elastiscale.config.fleet import load_fleet  # type: ignore[import-not-found,unused-ignore]
+
+        fleet = load_fleet(paths[0])
+        units = [(unit.name, unit.config) for unit in fleet.units]
+        return units, getattr(fleet, "name", None)
+    units = []
+    seen: dict[str, Path] = {}
+    for path in paths:
+        config = load_config(path)
+        name = config.pipeline.name
+        if name in seen:
+            raise ConfigError(
+                [f"pipeline.name: {name!r} is also the name in {seen[name]} (units need "
+                 "unique names)"],
+                source=str(path),
+            )  # fmt: skip
+        seen[name] = path
+        units.append((name, config))
+    return units, None
+
+
+def run_fleet(args: argparse.Namespace, paths: list[Path]) -> int:
+    """`elastiscale run` over several units (see `elastiscale.daemon.fleet_runner`)."""
+    from elastiscale.daemon.fleet_runner import FleetDaemon
+
+    label = paths[0] if len(paths) == 1 else Path(", ".join(str(p) for p in paths))
+    try:
+        units, fleet_name = load_units(paths)
+    except ConfigError as exc:
+        return _problems(Path(exc.source) if exc.source else label, exc.problems)
+    except ImportError:
+        return _problems(label, ["fleet: fleet files are not supported by this version"])
+    problems: list[str] = []
+    for name, config in units:
+        problems += [f"unit {name}: {p}" for p in check_runnable(config, args.dry_run)]
+    if args.listen is not None:
+        try:
+            parse_listen(args.listen)
+        except ValueError as exc:
+            problems.append(f"--listen: {exc}")
+    if getattr(args, "keda_listen", None) is not None:
+        problems.append("--keda-listen: not supported with several units")
+    first = units[0][1]
+    if (
+        first.daemon.sharding.enabled
+        and not args.dry_run
+        and not (first.daemon.sharding.name or fleet_name)
+    ):
+        problems.append("daemon.sharding.name: required when the units are pipeline files")
+    if problems:
+        return _problems(label, problems)
+    verbose = int(getattr(args, "verbose", 0) or 0)
+    level = logging.DEBUG if verbose > 0 else logging.INFO
+    setup_logging(args.log_format or first.daemon.log_format, level)
+    options = RunOptions(
+        config_path=paths[0],
+        once=args.once,
+        dry_run=args.dry_run,
+        listen=args.listen,
+        journal_path=args.journal,
+        identity=args.identity,
+        log_format=args.log_format,
+        log_level=level,
+    )
+    try:
+        daemon = FleetDaemon(units, options, fleet_name=fleet_name)
+        return daemon.run()
+    except ConfigError as exc:
+        return _problems(label, exc.problems)
+    except ElastiscaleError as exc:
+        return _problems(label, [str(exc)])
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
 
 
 def _print_tick(snapshot: TickSnapshot | None, reasons: tuple[str, ...]) -> None:

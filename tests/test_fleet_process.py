@@ -1,0 +1,164 @@
+"""Sharded `elastiscale run` as real processes: three replicas of one fleet (six pipeline files
+of two components, Deployments on the fake API server in this process, reached through the
+official client) split the units; SIGKILL of one has its units held and stepped by the others
+within lease duration + retry period + one tick (plus scheduling slack on a loaded host, well
+under twice the lease duration, which a takeover that waited a second full duration would
+take); a SIGTERM'd replica releases its Leases, so its units move within a few retry periods.
+Each unit is stepped by one replica at a time, read from the journals' `tick` entries."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import AZURE_TRACE, REPO, wait_for
+from elastiscale.daemon.journal import Journal
+from elastiscale.daemon.shards import rendezvous_owner, unit_lease_name
+from elastiscale.testing.fleet import pipeline_name, write_fleet
+from elastiscale.testing.kubernetes import LEASES, FakeKubeAPI
+
+pytestmark = pytest.mark.integration
+
+UNITS = [pipeline_name(i) for i in range(6)]
+INTERVAL_S = 0.5
+DURATION_S = 4.0
+DEADLINE_S = 3.0
+RETRY_S = 0.5
+#: Process scheduling on a shared host (the machine runs other work): added to the bound.
+SLACK_S = 1.5
+
+
+class Replica:
+    def __init__(self, paths: list[Path], workdir: Path, identity: str) -> None:
+        self.identity = identity
+        self.journal = workdir / f"{identity}.jsonl"
+        self.log_path = workdir / f"{identity}.log"
+        command = [sys.executable, "-m", "elastiscale.cli", "run", *map(str, paths)]
+        command += ["--listen", "127.0.0.1:0", "--journal", str(self.journal)]
+        command += ["--identity", identity]
+        env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env
+            )
+
+    def ticks(self) -> list[dict[str, Any]]:
+        if not self.journal.exists():
+            return []
+        return [e for e in Journal(self.journal).entries() if e.get("kind") == "tick"]
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[tuple[FakeKubeAPI, list[Path]]]:
+    with FakeKubeAPI() as api:
+        paths = write_fleet(
+            tmp_path,
+            api,
+            pipelines=len(UNITS),
+            components=2,
+            trace=AZURE_TRACE,
+            interval_s=INTERVAL_S,
+            lease_duration_s=DURATION_S,
+            renew_deadline_s=DEADLINE_S,
+            retry_period_s=RETRY_S,
+        )
+        yield api, paths
+
+
+def holders(api: FakeKubeAPI) -> dict[str, str]:
+    """unit -> holder of its Lease ("" when released or absent)."""
+    out = {}
+    for unit in UNITS:
+        try:
+            lease = api.get(LEASES, "default", unit_lease_name("fleet", unit))
+        except Exception:
+            out[unit] = ""
+            continue
+        out[unit] = lease["spec"].get("holderIdentity") or ""
+    return out
+
+
+def settled(api: FakeKubeAPI, members: list[str]) -> bool:
+    return holders(api) == {u: rendezvous_owner(u, members) for u in UNITS}
+
+
+def steps_by_unit(replicas: list[Replica], since_s: float) -> dict[str, list[tuple[float, str]]]:
+    """unit -> [(time, replica)] of every step after `since_s`, in time order."""
+    out: dict[str, list[tuple[float, str]]] = {u: [] for u in UNITS}
+    for replica in replicas:
+        for entry in replica.ticks():
+            if entry["at_s"] >= since_s:
+                for unit in entry["units"]:
+                    out[unit].append((entry["at_s"], replica.identity))
+    return {u: sorted(v) for u, v in out.items()}
+
+
+def assert_one_stepper_at_a_time(steps: dict[str, list[tuple[float, str]]]) -> None:
+    """Each replica's steps of a unit form one block: no replica steps it again after another
+    has started to (one handover at most in these scenarios)."""
+    for unit, seq in steps.items():
+        order: list[str] = []
+        for _, who in seq:
+            if not order or order[-1] != who:
+                assert who not in order, f"{unit} stepped by {who} again after {order}: {seq}"
+                order.append(who)
+
+
+def test_sigkill_of_a_replica_has_its_units_taken_over_within_the_bound(
+    fleet: tuple[FakeKubeAPI, list[Path]], tmp_path: Path
+) -> None:
+    api, paths = fleet
+    replicas = {name: Replica(paths, tmp_path, name) for name in ("a", "b", "c")}
+    try:
+        wait_for(lambda: settled(api, ["a", "b", "c"]), 90, "three replicas split the units")
+        stable_s = time.time()
+        time.sleep(4 * INTERVAL_S)
+        owned = holders(api)
+        victim = max("abc", key=lambda n: sum(h == n for h in owned.values()))
+        moved = [u for u, h in owned.items() if h == victim]
+        survivors = [n for n in "abc" if n != victim]
+        replicas[victim].process.send_signal(signal.SIGKILL)
+        killed_s = time.time()
+        replicas[victim].process.wait(10)
+        bound_s = DURATION_S + RETRY_S + INTERVAL_S + SLACK_S
+        wait_for(lambda: settled(api, survivors), 3 * DURATION_S, "the survivors took over")
+        held_s = time.time() - killed_s
+
+        def stepped_by_survivors() -> bool:
+            steps = steps_by_unit([replicas[n] for n in survivors], killed_s)
+            return all(steps[u] for u in moved)
+
+        wait_for(stepped_by_survivors, 3 * DURATION_S, "the moved units stepped again")
+        steps = steps_by_unit(list(replicas.values()), stable_s)
+        first_step_s = max(min(t for t, who in steps[u] if who != victim) for u in moved)
+        takeover_s = first_step_s - killed_s
+        assert DEADLINE_S <= takeover_s <= bound_s, (held_s, takeover_s)
+        assert_one_stepper_at_a_time(steps)
+        for unit in moved:  # the victim stepped them until it died, the survivor after
+            assert steps[unit][0][1] == victim
+
+        # A clean stop releases: the last survivor's partner's units move within a few
+        # retry periods, far sooner than the lease duration.
+        leaving, staying = survivors
+        replicas[leaving].process.send_signal(signal.SIGTERM)
+        assert replicas[leaving].process.wait(15) == 0
+        stopped_s = time.time()
+        wait_for(lambda: settled(api, [staying]), 2 * DURATION_S, "the last replica holds all")
+        assert time.time() - stopped_s < DURATION_S, "a released Lease waited for its expiry"
+        assert "released by " + leaving in replicas[leaving].log()
+    finally:
+        for replica in replicas.values():
+            if replica.process.poll() is None:
+                replica.process.kill()
+                replica.process.wait(10)
