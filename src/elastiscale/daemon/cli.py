@@ -21,10 +21,9 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
-
 from elastiscale.clock import Clock, OffsetFileClock, SystemClock
 from elastiscale.config import Config, load_config
+from elastiscale.config import fleet as fleet_config
 from elastiscale.config.daemon import parse_listen
 from elastiscale.daemon.logs import setup_logging
 from elastiscale.daemon.runner import Daemon, RunOptions
@@ -147,12 +146,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def is_fleet_file(path: Path) -> bool:
-    """Whether `path` is a fleet file (a mapping with a top-level `fleet:` key)."""
+    """Whether `path` is a fleet file (a mapping with a top-level `fleet:` key); a file that
+    cannot be read is left to the single-pipeline path, which reports it."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return False  # the single-pipeline path reports it
-    return isinstance(raw, dict) and "fleet" in raw
+        return fleet_config.is_fleet_file(path)
+    except ConfigError:
+        return False
 
 
 def load_units(paths: list[Path]) -> tuple[list[tuple[str, Config]], str | None]:
@@ -160,11 +159,8 @@ def load_units(paths: list[Path]) -> tuple[list[tuple[str, Config]], str | None]
     named by its `pipeline.name`; and the fleet's name (None for pipeline files). Raises
     ConfigError naming the file."""
     if len(paths) == 1:
-        from elastiscale.config.fleet import load_fleet  # type: ignore[import-not-found,unused-ignore]
-
-        fleet = load_fleet(paths[0])
-        units = [(unit.name, unit.config) for unit in fleet.units]
-        return units, getattr(fleet, "name", None)
+        fleet = fleet_config.load_fleet(paths[0])
+        return [(unit.name, unit.config) for unit in fleet.units], fleet.name
     units = []
     seen: dict[str, Path] = {}
     for path in paths:
@@ -190,8 +186,6 @@ def run_fleet(args: argparse.Namespace, paths: list[Path]) -> int:
         units, fleet_name = load_units(paths)
     except ConfigError as exc:
         return _problems(Path(exc.source) if exc.source else label, exc.problems)
-    except ImportError:
-        return _problems(label, ["fleet: fleet files are not supported by this version"])
     problems: list[str] = []
     for name, config in units:
         problems += [f"unit {name}: {p}" for p in check_runnable(config, args.dry_run)]
