@@ -117,7 +117,7 @@ def test_the_merged_unit_runs_in_the_unchanged_engine_and_records_shares(tmp_pat
 
 def test_a_missing_ingress_rate_is_a_missing_share_never_zero(tmp_path: Path) -> None:
     config = three(tmp_path).unit("agent+rag").config
-    from elastiscale.fleet.shares import DemandShares, fractions
+    from elastiscale.demand_shares import DemandShares, fractions
 
     shares = DemandShares(config).of({"rag/router": Observation("rag/router", 0.0, demand_rps=3)})
     assert shares["embedder"] == {"agent": None, "rag": 6.0}

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from elastiscale.config import DaemonConfig, validate_mapping
-from elastiscale.fleet import Member, merge_unit
-from elastiscale.fleet.shares import DemandShares, fractions
+from elastiscale.config.fleet_merge import Member, merge_unit
+from elastiscale.demand_shares import DemandShares, fractions
 from elastiscale.observations import Observation
 from elastiscale.pipeline import Pipeline
 

@@ -76,7 +76,7 @@ class DecisionRecord:
     desired_replicas: int
     outcome: str
     #: A component several pipelines of a fleet unit call: the calls per second each sends
-    #: it (None when that pipeline's ingress rate is missing; `elastiscale.fleet.shares`).
+    #: it (None when that pipeline's ingress rate is missing; `elastiscale.demand_shares`).
     demand_by_pipeline: Mapping[str, float | None] = field(default_factory=dict)
 
     @property

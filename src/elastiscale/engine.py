@@ -31,8 +31,8 @@ from elastiscale.controllers.constraints import (
     build_constraints,
 )
 from elastiscale.decision import DecisionRecord, Proposal
+from elastiscale.demand_shares import DemandShares
 from elastiscale.errors import ActuatorError, MetricSourceError
-from elastiscale.fleet.shares import DemandShares
 from elastiscale.history import MetricHistory
 from elastiscale.observations import Observation, ReplicaState
 from elastiscale.pipeline import Pipeline

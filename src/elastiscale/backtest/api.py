@@ -307,7 +307,7 @@ def describe_pipeline(config: Config, initial: Mapping[str, int]) -> dict[str, A
         }
         if comp.slo is not None:  # the component's own TTFT / ITL objectives
             components[name]["slo"] = comp.slo.model_dump(exclude_none=True)
-    return {
+    out: dict[str, Any] = {
         "name": spec.name,
         "slo_latency_s": spec.slo.latency_p95_s,
         "ingress": [n for n, c in spec.components.items() if c.ingress],
@@ -317,6 +317,27 @@ def describe_pipeline(config: Config, initial: Mapping[str, int]) -> dict[str, A
             for e in spec.edges
         ],
     }
+    if spec.members:  # a fleet unit: its pipelines, and their shares of the shared components
+        out["members"] = {
+            name: {"slo_latency_s": m.slo.latency_p95_s, "components": list(m.components)}
+            for name, m in spec.members.items()
+        }
+        for name, share in _trace_shares(config).items():
+            components[name]["demand_share"] = share
+    return out
+
+
+def _trace_shares(config: Config) -> dict[str, dict[str, float]]:
+    """Each pipeline's share of a shared component's calls when the trace arrives at every
+    ingress (as a backtest replays it): the calls per request of each, over their sum."""
+    from elastiscale.decision import fractions
+    from elastiscale.demand_shares import DemandShares
+    from elastiscale.observations import Observation
+
+    shares = DemandShares(config)
+    ingress = [n for n, c in config.pipeline.components.items() if c.ingress]
+    unit = shares.of({n: Observation(n, 0.0, demand_rps=1.0) for n in ingress})
+    return {name: f for name, by in unit.items() if (f := fractions(by)) is not None}
 
 
 def describe_trace(trace: Trace, time_scale: float, rate_scale: float) -> dict[str, Any]:

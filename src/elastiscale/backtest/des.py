@@ -99,6 +99,8 @@ class DiscreteEventSimulator(SimulatorFrame):
         self._done_at: list[float] = []
         self._dropped_requests = 0
         self._ingress_requests = 0
+        self._origin: list[int] = []
+        self._dropped_by_origin = [0.0] * len(self._ingress)
 
     # ---------------------------------------------------------------------------------------
     # Simulator protocol
@@ -172,6 +174,8 @@ class DiscreteEventSimulator(SimulatorFrame):
             start_s=self.start_s,
             end_s=self.end_s,
             ingress_requests=float(self._ingress_requests),
+            origin=np.asarray(self._origin, dtype=np.int64),
+            dropped_by_origin=np.asarray(self._dropped_by_origin, dtype=float),
         )
 
     # ---------------------------------------------------------------------------------------
@@ -196,7 +200,7 @@ class DiscreteEventSimulator(SimulatorFrame):
             self._carry[k] = carry - count
             for _ in range(count):
                 t_s = a + rng.random() * self.step_s
-                self._push(t_s, _ARRIVE, Request(t_s, tin, tout), station)
+                self._push(t_s, _ARRIVE, Request(t_s, tin, tout, k), station)
             self._ingress_requests += count
 
     def _process_until(self, t_s: float) -> None:
@@ -251,6 +255,7 @@ class DiscreteEventSimulator(SimulatorFrame):
         if not request.dropped:
             request.dropped = True
             self._dropped_requests += 1
+            self._dropped_by_origin[request.origin] += 1
             request.release_all()
 
     def _on_ready(self, rep: Replica, st: Station, now: float) -> None:
@@ -335,6 +340,7 @@ class DiscreteEventSimulator(SimulatorFrame):
             if parent is None:
                 self._latency.append(now - call.request.arrival_s)
                 self._done_at.append(now)
+                self._origin.append(call.request.origin)
                 return
             if call.waited:
                 if call.via_at is not None:

@@ -19,10 +19,11 @@ from elastiscale.backtest.simbase import ComponentFrame
 
 
 class Request:
-    __slots__ = ("arrival_s", "dropped", "held", "tin", "tout")
+    __slots__ = ("arrival_s", "dropped", "held", "origin", "tin", "tout")
 
-    def __init__(self, arrival_s: float, tin: float, tout: float) -> None:
+    def __init__(self, arrival_s: float, tin: float, tout: float, origin: int = 0) -> None:
         self.arrival_s = arrival_s
+        self.origin = origin  # the ingress it entered at (index into `Pipeline.ingress`)
         self.tin = tin
         self.tout = tout
         self.dropped = False

@@ -407,6 +407,7 @@ class FluidSimulator(SimulatorFrame):
             np.random.default_rng(self.seed),
         )  # fmt: skip
         latency, weight, done_at, dropped, total = sampler.run(self._ingress, np.asarray(self._req))
+        origin, dropped_by_origin = sampler.origins
         return SimulationResult(
             step_s=self.step_s,
             latency_s=latency,
@@ -418,6 +419,8 @@ class FluidSimulator(SimulatorFrame):
             start_s=self.start_s,
             end_s=self.end_s,
             ingress_requests=total,
+            origin=origin,
+            dropped_by_origin=dropped_by_origin,
         )
 
 

@@ -159,6 +159,12 @@ class EndToEndSampler:
         self.step_s = step_s
         self.total_steps = tables[0].first.size if tables else 0
         self.rng = rng
+        #: Of the last `run`: the ingress (index into its `ingress`) of each sample, and the
+        #: requests dropped per ingress.
+        self.origins: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] = (
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0),
+        )
 
     def _call(self, comp: int, t_s: Array) -> tuple[Array, Array]:
         """Latency and survival probability of calls arriving at `comp` at times `t_s`,
@@ -202,6 +208,7 @@ class EndToEndSampler:
         """(latency, completed weight, completion time, dropped requests, ingress requests)
         for `requests[j]` ingress requests in step j at each ingress component."""
         active = np.flatnonzero(requests > 0)
+        self.origins = (np.zeros(0, dtype=np.int64), np.zeros(len(ingress)))
         if active.size == 0 or not ingress:
             empty = np.zeros(0)
             return empty, empty, empty, 0.0, 0.0
@@ -211,7 +218,9 @@ class EndToEndSampler:
         done: list[Array] = []
         dropped = 0.0
         total = 0.0
-        for component in ingress:
+        origins: list[npt.NDArray[np.int64]] = []
+        dropped_by_origin = np.zeros(len(ingress))
+        for k, component in enumerate(ingress):
             steps = np.repeat(active, per_step_samples)
             strata = np.tile(np.arange(per_step_samples), active.size)
             offset = (strata + self.rng.random(steps.size)) / per_step_samples
@@ -221,8 +230,11 @@ class EndToEndSampler:
             latencies.append(latency)
             weights.append(weight * survive)
             done.append(t_s + latency)
-            dropped += float(np.sum(weight * (1.0 - survive)))
+            dropped_by_origin[k] = float(np.sum(weight * (1.0 - survive)))
+            dropped += dropped_by_origin[k]
             total += float(np.sum(weight))
+            origins.append(np.full(latency.size, k, dtype=np.int64))
+        self.origins = (np.concatenate(origins), dropped_by_origin)
         return (
             np.concatenate(latencies),
             np.concatenate(weights),

@@ -82,6 +82,11 @@ class SimulationResult:
     start_s: float = 0.0  # start of the simulated window (the trace's start)
     end_s: float = 0.0  # end of the simulated window (the trace's end)
     ingress_requests: float = 0.0  # ingress requests that arrived (completed + dropped)
+    #: The ingress component (index into `Pipeline.ingress`) each entry of `latency_s` entered
+    #: at, and the requests dropped per ingress: each request is held to its own pipeline's
+    #: SLO in a fleet unit (`pipeline.members`). None when the simulator does not track them.
+    origin: npt.NDArray[np.int64] | None = None
+    dropped_by_origin: Array | None = None
 
     def replica_seconds(self, component: str) -> float:
         """Billed replica-seconds: ready plus starting plus draining replicas, over time."""

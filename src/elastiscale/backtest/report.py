@@ -159,9 +159,15 @@ class BacktestReport:
     def summary(self) -> str:
         """One paragraph saying what was replayed into what, and how it was scored."""
         t, s = self.trace, self.settings
+        slo = f"end-to-end SLO {self.pipeline['slo_latency_s']:g} s"
+        members = self.pipeline.get("members")
+        if members:  # a fleet unit: each pipeline's requests against its own SLO
+            slo = "end-to-end SLOs " + ", ".join(
+                f"{name} {m['slo_latency_s']:g} s" for name, m in members.items()
+            )
         return (
-            f"Pipeline `{self.pipeline['name']}` (end-to-end SLO {self.pipeline['slo_latency_s']:g}"
-            f" s) on `{t['name']}`: {t['duration_s']:g} s of trace, {t['requests']:.0f} requests"
+            f"Pipeline `{self.pipeline['name']}` ({slo}) on `{t['name']}`: {t['duration_s']:g} s"
+            f" of trace, {t['requests']:.0f} requests"
             f" (time scale {t['time_scale']:g}, rate scale {t['rate_scale']:g}); {s['fidelity']}"
             f" simulation, control interval {s['interval_s']:g} s{self._own_intervals()},"
             f" metrics delay"
@@ -200,6 +206,9 @@ class BacktestReport:
             "",
             self._component_table(),
         ]
+        pipelines = self._pipeline_table()
+        if pipelines:
+            parts += ["", "## Per pipeline", "", pipelines]
         tokens = self._token_table()
         if tokens:
             parts += ["", "## Time to first token and inter-token latency", "", tokens]
@@ -207,6 +216,21 @@ class BacktestReport:
             parts += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plot_files]
         parts += ["", f"Backtest wall time: {self.elapsed_s:.1f} s.", ""]
         return "\n".join(parts)
+
+    def _pipeline_table(self) -> str:
+        """A fleet unit's pipelines: each one's attainment against its own SLO ("" else)."""
+        lines = [
+            "| policy | pipeline | SLO s | SLO attainment | scored requests | dropped |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for name, run in self.runs.items():
+            for pipeline, p in run.score.per_pipeline.items():
+                lines.append(
+                    f"| {name} | {pipeline} | {p.latency_slo_s:g} | "
+                    f"{_cell(p.slo_attainment, '{:.2%}')} | {p.scored_requests:.0f} | "
+                    f"{p.dropped_requests:.0f} |"
+                )
+        return "\n".join(lines) if len(lines) > 2 else ""
 
     def _component_table(self) -> str:
         lines = [

@@ -7,7 +7,9 @@ none: it is simply left out of the window.
 
 - `slo_attainment`: requests completed within the pipeline's end-to-end SLO
   (`slo.latency_p95_s`) over all scored requests, dropped ones counting as misses. Worked
-  numbers: 950 within, 40 late, 10 dropped -> 950 / 1000 = 0.95.
+  numbers: 950 within, 40 late, 10 dropped -> 950 / 1000 = 0.95. In a fleet unit
+  (`pipeline.members`) each request is held to the SLO of the pipeline it entered, and
+  `per_pipeline` gives each pipeline's own attainment.
 - `p50/p95/p99_latency_s`: exact weighted quantiles of the completed requests' end-to-end
   latency (a dropped request has no latency; it is counted in `dropped_requests`).
 - `gpu_hours`: billed replica-seconds (ready + starting + draining) x `gpus_per_replica` / 3600,
@@ -23,7 +25,7 @@ the window (exact when nothing drops during the warm-up).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +38,7 @@ from elastiscale.backtest.model import (
 )
 from elastiscale.backtest.token_slo import token_latency
 from elastiscale.config import Config
+from elastiscale.pipeline import Pipeline
 
 Mask = npt.NDArray[np.bool_]
 
@@ -72,6 +75,16 @@ class ComponentScore:
 
 
 @dataclass(frozen=True)
+class PipelineScore:
+    """One pipeline of a fleet unit under one policy: its requests against its own SLO."""
+
+    latency_slo_s: float
+    slo_attainment: float | None  # None when none of its requests was scored
+    scored_requests: float
+    dropped_requests: float
+
+
+@dataclass(frozen=True)
 class PolicyScore:
     """One policy's score; the field names are those of `report.json`."""
 
@@ -85,12 +98,18 @@ class PolicyScore:
     scaling_actions: int
     scored_requests: float
     per_component: dict[str, ComponentScore]
+    #: A fleet unit's pipelines (`pipeline.members`): each one's requests against its own SLO.
+    per_pipeline: dict[str, PipelineScore] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {
-            key: value for key, value in asdict(self).items() if key != "per_component"
+            key: value
+            for key, value in asdict(self).items()
+            if key not in ("per_component", "per_pipeline")
         }
         out["per_component"] = {name: s.to_dict() for name, s in self.per_component.items()}
+        if self.per_pipeline:
+            out["per_pipeline"] = {name: asdict(s) for name, s in self.per_pipeline.items()}
         by_objective = self.attainment_by_objective()
         if len(by_objective) > 1:  # only when a component names a TTFT or ITL objective
             out["attainment_by_objective"] = by_objective
@@ -117,7 +136,6 @@ def score(
 ) -> PolicyScore:
     """Score `result` over requests arriving in [start_s, end_s) and steps ending after start_s
     (and at most end_s)."""
-    slo_s = config.pipeline.slo.latency_p95_s
     arrival_s = result.completed_at_s - result.latency_s
     scored = (arrival_s >= start_s) & (arrival_s < end_s)
     latency_s = result.latency_s[scored]
@@ -125,7 +143,10 @@ def score(
     dropped = _dropped_in_window(result, start_s, end_s)
     completed = float(weight.sum())
     total = completed + dropped
-    within = float(weight[latency_s <= slo_s].sum())
+    slo_s = _own_slo_s(result, config)
+    ok = latency_s <= (slo_s[scored] if isinstance(slo_s, np.ndarray) else slo_s)
+    within = float(weight[ok].sum())
+    per_pipeline = _per_pipeline(result, config, scored, ok, dropped)
     per_component = {
         name: _component_score(result, config, name, start_s, end_s) for name in result.components
     }
@@ -141,7 +162,59 @@ def score(
         scaling_actions=sum(c.scaling_actions for c in per_component.values()),
         scored_requests=total,
         per_component=per_component,
+        per_pipeline=per_pipeline,
     )
+
+
+def _members_by_origin(config: Config) -> list[tuple[str, float]]:
+    """(member, its SLO) of each ingress component, in `Pipeline.ingress` order."""
+    spec = config.pipeline
+    owner = {
+        name: (member, m.slo.latency_p95_s)
+        for member, m in spec.members.items()
+        for name in m.components
+        if spec.components[name].ingress
+    }
+    default = ("", spec.slo.latency_p95_s)
+    return [owner.get(name, default) for name in Pipeline(spec).ingress]
+
+
+def _own_slo_s(result: SimulationResult, config: Config) -> float | Array:
+    """The SLO each completed request is held to: its own pipeline's in a fleet unit (when
+    the simulator says where each request entered), else the pipeline's."""
+    if not config.pipeline.members or result.origin is None:
+        return config.pipeline.slo.latency_p95_s
+    slos = np.array([slo for _, slo in _members_by_origin(config)], dtype=float)
+    own: Array = slos[result.origin]
+    return own
+
+
+def _per_pipeline(
+    result: SimulationResult, config: Config, scored: Mask, ok: Mask, dropped: float
+) -> dict[str, PipelineScore]:
+    """Each member's attainment; the window's drops are apportioned by each ingress's share
+    of all drops (as `_dropped_in_window` apportions the total)."""
+    if not config.pipeline.members or result.origin is None or result.dropped_by_origin is None:
+        return {}
+    by_origin = _members_by_origin(config)
+    origin = result.origin[scored]
+    weight = result.weight[scored]
+    all_drops = float(result.dropped_by_origin.sum())
+    out: dict[str, PipelineScore] = {}
+    for member, m in config.pipeline.members.items():
+        mine = np.array([name == member for name, _ in by_origin], dtype=bool)
+        rows = mine[origin] if origin.size else np.zeros(0, dtype=bool)
+        completed = float(weight[rows].sum())
+        own_drops = float(result.dropped_by_origin[mine].sum())
+        dropped_m = dropped * own_drops / all_drops if all_drops > 0 else 0.0
+        total = completed + dropped_m
+        out[member] = PipelineScore(
+            latency_slo_s=m.slo.latency_p95_s,
+            slo_attainment=float(weight[rows & ok].sum()) / total if total > 0 else None,
+            scored_requests=total,
+            dropped_requests=dropped_m,
+        )
+    return out
 
 
 def _steps_in_window(series: ComponentSeries, start_s: float, end_s: float) -> Mask:

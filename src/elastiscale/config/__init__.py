@@ -3,6 +3,8 @@
 models.py   the pydantic models of a file (`Config` and its sections)
 daemon.py   the `daemon:` section (`DaemonConfig`): serving, journal, logs, leader election
 loading.py  `load_config` and `validate_mapping`: YAML read, models, graph and plugin checks
+fleet.py    `load_fleet`: a fleet file of pipelines, merged into units where they share
+            components (fleet_graph.py, fleet_plugins.py, fleet_merge.py)
 
 Everything is importable from `elastiscale.config` itself.
 """

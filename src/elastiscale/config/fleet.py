@@ -15,7 +15,7 @@ Each pipeline file is an ordinary config (`elastiscale validate` accepts it alon
 *unit*, decided in one loop: the connected groups of the "shares a component" relation. A
 lone pipeline is its own unit, its config as it is (the fleet's daemon section and, when it
 has none of its own, the fleet's metrics and actuator). A unit of several pipelines is one
-merged config (`elastiscale.fleet.merge`): local components named `<pipeline>/<component>`,
+merged config (`elastiscale.config.fleet_merge`): local components named `<pipeline>/<component>`,
 shared ones once, every ingress kept. Unit names are stable, being sharding keys: the
 pipeline's name, or the sorted names of the unit's pipelines joined by `+`.
 
@@ -35,6 +35,8 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from elastiscale.config.daemon import DaemonConfig
+from elastiscale.config.fleet_graph import Member
+from elastiscale.config.fleet_merge import merge_unit
 from elastiscale.config.loading import _pydantic_problems, _read_yaml, validate_mapping
 from elastiscale.config.models import Config, PluginSpec, StrictModel
 from elastiscale.errors import ConfigError
@@ -132,9 +134,6 @@ class _Listed:
 def load_fleet(path: str | Path) -> Fleet:
     """Load a fleet file and its pipeline files into units; `ConfigError` names every problem
     (its `source` is the fleet file; a pipeline file's problems start with that file)."""
-    from elastiscale.fleet.graph import Member
-    from elastiscale.fleet.merge import merge_unit
-
     path = Path(path)
     raw = _read_yaml(path)
     source = str(path)

@@ -32,7 +32,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from elastiscale.config import Config, EdgeConfig
+from elastiscale.config.models import Config, EdgeConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,12 @@
 """`merge_unit`: the pipelines of one fleet unit as one ordinary, validated `Config`.
 
-What the merged config holds (names and edges: `elastiscale.fleet.graph`; metric source and
-actuator: `elastiscale.fleet.plugins`):
+What the merged config holds (names and edges: `elastiscale.config.fleet_graph`; metric source and
+actuator: `elastiscale.config.fleet_plugins`):
 
 - `pipeline.name` is the unit's name; `pipeline.members` names each pipeline with its own SLO
   and its components, so every request is held to its own pipeline's objective (a component
   several pipelines call meets the tightest of their budgets) and a shared component's
-  decision record shows each pipeline's share of its demand (`elastiscale.fleet.shares`);
+  decision record shows each pipeline's share of its demand (`elastiscale.demand_shares`);
 - `pipeline.slo` is the tightest of the members' (the shortest latency, the highest
   attainment target): what a whole-unit figure such as a backtest's attainment is held to;
 - every component carries the pipeline-level values it inherited in its own fields (target
@@ -23,9 +23,8 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from elastiscale.config import Config, DaemonConfig, PluginSpec, validate_mapping
-from elastiscale.errors import ConfigError
-from elastiscale.fleet.graph import (
+from elastiscale.config.daemon import DaemonConfig
+from elastiscale.config.fleet_graph import (
     Member,
     definition,
     explicit_queue_timeout,
@@ -33,7 +32,10 @@ from elastiscale.fleet.graph import (
     merged_edges,
     merged_name,
 )
-from elastiscale.fleet.plugins import merge_plugin
+from elastiscale.config.fleet_plugins import merge_plugin
+from elastiscale.config.loading import validate_mapping
+from elastiscale.config.models import Config, PluginSpec
+from elastiscale.errors import ConfigError
 from elastiscale.overrides import OVERRIDES_KEY
 
 __all__ = ["Member", "merge_unit"]

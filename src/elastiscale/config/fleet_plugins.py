@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from elastiscale.config import PluginSpec
-from elastiscale.fleet.graph import Member, first_difference, merged_name
+from elastiscale.config.fleet_graph import Member, first_difference, merged_name
+from elastiscale.config.models import PluginSpec
 
 #: Options of the metric source set for all components that a component's entry also takes.
 _MATCHING = ("preset", "label", "selector", "queries")
