@@ -356,3 +356,26 @@ def test_a_policys_fanout_estimate_is_preferred_to_the_raw_ratio() -> None:
         )
         == 2.9
     )
+
+
+def test_a_shared_components_demand_by_pipeline_is_a_gauge_and_a_missing_share_no_sample() -> None:
+    from dataclasses import replace
+
+    status = DaemonStatus("unit", "pod-a", stall_after_s=60)
+    metrics = DaemonMetrics(status)
+    shared = replace(
+        record("llm", 4, 4, "unchanged", demand_rps=30.0),
+        demand_by_pipeline={"rag-qa": 20.0, "support-agent": None},
+    )
+    snapshot = TickSnapshot(tick=1, at_s=1.0, duration_s=0.0, ok=True, leader=True,
+                            records=(shared,))  # fmt: skip
+    status.publish(snapshot, True, None, None)
+
+    def sample(pipeline: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "elastiscale_demand_by_pipeline_per_second",
+            {"component": "llm", "pipeline": pipeline},
+        )
+
+    assert sample("rag-qa") == 20.0
+    assert sample("support-agent") is None

@@ -256,6 +256,11 @@ def _component_families(snapshot: TickSnapshot) -> Iterator[GaugeMetricFamily]:
         "A policy's recent asymmetric forecast error at a horizon (0 is perfect)",
         labels=[*c, "policy", "horizon_s"],
     )
+    by_pipeline = GaugeMetricFamily(
+        "elastiscale_demand_by_pipeline_per_second",
+        "A fleet unit's shared component: the calls per second each pipeline sends it",
+        labels=[*c, "pipeline"],
+    )
     rates: dict[str, float] = {}
     measured: dict[tuple[str, str], float] = {}
     seen: set[tuple[str, ...]] = set()  # one sample per label set, the first policy's
@@ -279,6 +284,9 @@ def _component_families(snapshot: TickSnapshot) -> Iterator[GaugeMetricFamily]:
             rates[name] = obs.demand_rps
         if obs.tokens_per_s is not None:
             demand.add_metric([name, "tokens"], obs.tokens_per_s)
+        for pipeline, rate in record.demand_by_pipeline.items():
+            if rate is not None:  # a missing share is no sample, never zero
+                by_pipeline.add_metric([name, pipeline], rate)
         for proposal in record.proposals:
             if proposal.replicas is not None:
                 proposed.add_metric([name, proposal.policy], proposal.replicas)
@@ -291,7 +299,7 @@ def _component_families(snapshot: TickSnapshot) -> Iterator[GaugeMetricFamily]:
                 add(error, [name, proposal.policy, horizon], value)
             for source, value in found.fanouts:
                 measured.setdefault((source, name), value)
-    yield from (desired, current, ready, proposed, demand, forecast, error)
+    yield from (desired, current, ready, proposed, demand, forecast, error, by_pipeline)
     fanout = GaugeMetricFamily(
         "elastiscale_fanout_ratio",
         "Measured fan-out of an edge: a policy's estimate, else downstream over upstream rate",
