@@ -362,3 +362,18 @@ def test_who_waits_for_a_call_is_kept_and_renamed(tmp_path: Path) -> None:
     config = load_fleet(write_fleet(tmp_path, {"a.yaml": a, "b.yaml": agent()})).units[0].config
     edge = next(e for e in config.pipeline.edges if e.target == "llm" and e.source == "rag/router")
     assert (edge.caller_waits, edge.via) == (True, "rag/planner")
+
+
+def test_a_pipelines_dir_holding_the_fleet_file_skips_it_and_validate_notes_unshared_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, raw in (("rag.yaml", rag()), ("agent.yaml", agent()), ("solo.yaml", solo())):
+        (tmp_path / name).write_text(yaml.safe_dump(raw))
+    path = tmp_path / "fleet.yaml"
+    section = {"name": "p", "pipelines_dir": ".", "shared": ["embedder", "writer"]}
+    path.write_text(yaml.safe_dump({"fleet": section}))
+    assert load_fleet(path).unit_names == ("agent+rag", "solo")
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{path}: note: fleet.shared names writer, which only one pipeline has" in out
+    assert "embedder, which" not in out

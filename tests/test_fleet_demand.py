@@ -15,6 +15,7 @@ from elastiscale.config.fleet_merge import Member, merge_unit
 from elastiscale.demand_shares import DemandShares, fractions
 from elastiscale.observations import Observation
 from elastiscale.pipeline import Pipeline
+from elastiscale.pipeline_model import latency_budgets
 
 SHARED = ("s0", "s1", "s2", "s3")
 
@@ -100,3 +101,28 @@ def test_a_merged_unit_is_acyclic_and_every_pipeline_keeps_its_own_calls(
         calls = merged.propagate({f"{m.name}/in": 1.0})
         own = {n if n in SHARED else f"{m.name}/{n}" for n in m.config.pipeline.components}
         assert {n for n, v in calls.items() if v > 0} <= own
+
+
+@settings(max_examples=30, deadline=None)
+@given(units())
+def test_local_budgets_are_their_pipelines_and_a_shared_one_the_tightest(
+    case: tuple[list[dict[str, Any]], dict[str, float]],
+) -> None:
+    raws, _ = case
+    members = [Member(f"{r['pipeline']['name']}.yaml", validate_mapping(r)) for r in raws]
+    merged = latency_budgets(merge_unit("unit", members, set(SHARED), daemon=DaemonConfig()))
+    alone = {m.name: latency_budgets(m.config) for m in members}
+    for m in members:
+        for name in m.config.pipeline.components:
+            if name not in SHARED:
+                assert merged[f"{m.name}/{name}"] == pytest.approx(alone[m.name][name])
+    for name in SHARED:
+        # a pipeline whose requests never reach the component sets no budget for it
+        reaching = [
+            alone[m.name][name]
+            for m in members
+            if name in m.config.pipeline.components
+            and Pipeline(m.config.pipeline).propagate({"in": 1.0})[name] > 0
+        ]
+        if reaching:
+            assert merged[name] == pytest.approx(min(reaching))

@@ -57,6 +57,8 @@ def _run_fleet(args: argparse.Namespace) -> int:
         print(f"{args.config}: {problem}", file=sys.stderr)
     if problems:
         return 2
+    for name in fleet.unshared():
+        print(f"{args.config}: note: fleet.shared names {name}, which only one pipeline has")
     for unit in fleet.units:
         names = ", ".join(unit.config.pipeline.components)
         shared = [

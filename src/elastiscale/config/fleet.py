@@ -102,6 +102,15 @@ class Fleet:
     shared: tuple[str, ...]
     units: tuple[FleetUnit, ...]
 
+    def unshared(self) -> tuple[str, ...]:
+        """Names in `shared` that fewer than two pipelines have (shared with nobody yet)."""
+        counts: dict[str, int] = {}
+        for unit in self.units:
+            for member in unit.config.pipeline.members.values():
+                for name in member.components:
+                    counts[name] = counts.get(name, 0) + 1
+        return tuple(n for n in self.shared if counts.get(n, 0) < 2)
+
     def unit(self, name: str) -> FleetUnit:
         """The unit `name`, or the unit holding the pipeline `name`; KeyError naming them."""
         for unit in self.units:
@@ -144,7 +153,7 @@ def load_fleet(path: str | Path) -> Fleet:
     except ValidationError as exc:
         raise ConfigError(_pydantic_problems(exc), source=source) from None
     problems: list[str] = []
-    listed = _listed(spec.fleet, path.parent, problems)
+    listed = _listed(spec.fleet, path, problems)
     members: list[tuple[Any, Mapping[str, Any]]] = []  # (Member, raw mapping)
     for item in listed:
         loaded = _load_pipeline(item, problems)
@@ -198,8 +207,10 @@ def load_fleet(path: str | Path) -> Fleet:
     return Fleet(name=spec.fleet.name, shared=shared, units=tuple(units))
 
 
-def _listed(fleet: FleetSection, base: Path, problems: list[str]) -> list[_Listed]:
-    """The pipeline files the fleet names, each once."""
+def _listed(fleet: FleetSection, fleet_path: Path, problems: list[str]) -> list[_Listed]:
+    """The pipeline files the fleet names, each once (a directory's without the fleet file,
+    should it sit among them)."""
+    base = fleet_path.parent
     out: list[_Listed] = []
     if fleet.pipelines is not None:
         for i, name in enumerate(fleet.pipelines):
@@ -210,7 +221,12 @@ def _listed(fleet: FleetSection, base: Path, problems: list[str]) -> list[_Liste
         if not folder.is_dir():
             problems.append(f"fleet.pipelines_dir: {fleet.pipelines_dir!r} is not a directory")
             return []
-        files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml"))
+        itself = fleet_path.resolve()
+        files = sorted(
+            p
+            for p in folder.iterdir()
+            if p.suffix in (".yaml", ".yml") and p.is_file() and p.resolve() != itself
+        )
         if not files:
             problems.append(f"fleet.pipelines_dir: no *.yaml or *.yml file in {folder}")
         for p in files:
