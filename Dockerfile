@@ -9,13 +9,22 @@
 
 FROM python:3.12-slim AS build
 # What the sidecar runs: the Kubernetes actuator and leader election, and the statsmodels
-# forecasters of the default policy; no plots, Ray or boto3. KEDA mode (deploy/overlays/keda):
+# forecasters of the default policy (holt-winters is one of `auto`'s candidates); no plots, Ray
+# or boto3. KEDA mode (deploy/overlays/keda):
 #   docker build --build-arg EXTRAS=kubernetes,forecast,keda .
 ARG EXTRAS=kubernetes,forecast
 WORKDIR /src
-COPY pyproject.toml README.md LICENSE ./
+COPY pyproject.toml README.md LICENSE MANIFEST.in ./
 COPY src ./src
-RUN pip install --no-cache-dir --prefix=/install ".[${EXTRAS}]"
+# The wheel, then exactly it and its extras into /install (the only thing the image copies).
+# Dropped, as the daemon never imports them: the dependencies' own test suites (numpy, scipy,
+# pandas, statsmodels: about 120 MB) and the Kubernetes client's asyncio copy, kubernetes.aio
+# (68 MB; the actuator and leader election use the synchronous client, which never imports it:
+# tests/test_packaging.py). docs/performance.md, "The sidecar image", measures each step.
+RUN pip wheel --no-cache-dir --no-deps -w /wheels . \
+ && pip install --no-cache-dir --prefix=/install "$(ls /wheels/elastiscale-*.whl)[${EXTRAS}]" \
+ && find /install -depth -type d -name tests -prune -exec rm -rf {} + \
+ && rm -rf /install/lib/python*/site-packages/kubernetes/aio
 
 FROM python:3.12-slim
 COPY --from=build /install /usr/local

@@ -9,8 +9,10 @@ a missing one."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 import tomllib
 import zipfile
 from pathlib import Path
@@ -23,7 +25,9 @@ from elastiscale.extras import EXTRAS, MODULE_EXTRAS
 REPO = Path(__file__).resolve().parent.parent
 
 _BLOCKER = """
+import shutil
 import sys
+import tarfile
 from importlib.abc import MetaPathFinder
 BLOCKED = set(sys.argv.pop(1).split(","))
 class Blocker(MetaPathFinder):
@@ -251,3 +255,100 @@ def test_the_wheel_carries_its_data_and_the_demo_runs_outside_the_checkout(
 def test_the_bundled_demo_files_are_the_examples() -> None:
     assert data_path(PIPELINE).read_bytes() == (REPO / "examples/pipelines" / PIPELINE).read_bytes()
     assert data_path(TRACE).read_bytes() == (REPO / "examples/traces" / TRACE).read_bytes()
+
+
+def test_the_sdist_is_the_package_and_its_metadata_without_the_tests(tmp_path: Path) -> None:
+    """Built as `python -m build --sdist --no-isolation` would (setuptools' build_sdist), from
+    a copy of what the checkout tracks, so the checkout gets no egg-info."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE", "MANIFEST.in"):
+        shutil.copy(REPO / name, source / name)
+    for tree in ("src", "tests"):
+        shutil.copytree(
+            REPO / tree, source / tree, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+        )
+    done = subprocess.run(
+        [sys.executable, "-c", "from setuptools import build_meta as b; b.build_sdist('dist')"],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    (sdist,) = (source / "dist").glob("elastiscale-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {n.split("/", 1)[1] for n in archive.getnames() if "/" in n}
+    assert not any(n.startswith("tests") for n in names)
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+    assert {"README.md", "LICENSE", "pyproject.toml", "PKG-INFO"} <= names
+    package = REPO / "src"
+    shipped = {
+        str(p.relative_to(REPO))
+        for p in package.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and ".egg-info" not in str(p)
+    }
+    assert shipped <= names, sorted(shipped - names)
+
+
+def test_the_image_build_context_holds_what_the_dockerfile_copies() -> None:
+    """.dockerignore admits only the package sources and metadata (not .venv, .git or out/), and
+    every COPY of the build stage is among them."""
+    allowed = {
+        line[1:].rstrip("/")
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
+    assert "*" in (REPO / ".dockerignore").read_text().splitlines()
+    copied: set[str] = set()
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY ") and "--from=" not in line:
+            copied.update(p.rstrip("/").removeprefix("./") for p in line.split()[1:-1])
+    assert copied and copied <= allowed, copied - allowed
+    assert all((REPO / p).exists() for p in copied)
+
+
+_NO_AIO = """
+import sys
+from importlib.abc import MetaPathFinder
+DROPPED = ("kubernetes.aio",)
+class Dropped(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if any(name == d or name.startswith(d + ".") for d in DROPPED):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, Dropped())
+try:
+    import kubernetes.aio
+except ModuleNotFoundError:
+    pass
+else:
+    sys.exit("kubernetes.aio imported: the finder does not drop it")
+import pytest
+sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", *sys.argv[1:]]))
+"""
+
+
+def test_the_sidecar_runs_without_what_the_image_drops() -> None:
+    """The Dockerfile removes `kubernetes.aio`: the actuator, its readiness checks and leader
+    election, against the wire fake through the official client, pass without it."""
+    assert "kubernetes/aio" in (REPO / "Dockerfile").read_text()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _NO_AIO,
+            "tests/test_kubernetes_actuator.py",
+            "tests/test_kubernetes_readiness.py",
+            "tests/test_daemon_leader.py",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout
