@@ -11,6 +11,7 @@ since each fake records its own requests).
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -28,6 +29,13 @@ class LocalServer(ThreadingHTTPServer):
         if self.tcp_nodelay:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock, addr
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-request (a killed process) is not an error of the
+        server: no traceback for it; anything else is reported as socketserver does."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class QuietHandler(BaseHTTPRequestHandler):

@@ -1,0 +1,268 @@
+"""A sharded fleet at scale: `--pipelines` pipelines of `--components` components on
+`--daemons` `elastiscale run` processes (one fleet, daemon.sharding on), every component a
+Deployment on the fake Kubernetes API server in this process, reached through the official
+client; demand replayed from the Azure trace in a loop.
+
+    .venv/bin/python benchmarks/fleet.py [--pipelines 100] [--components 8] [--daemons 4]
+        [--interval 15] [--ticks 6] [--after 4] [--lease 15 --deadline 10 --retry 2]
+
+Prints:
+- per daemon over `--ticks` steady ticks: units held, the pass's CPU and wall time (p50, p99;
+  a pass steps every unit the daemon holds), and the host's load average beside them (the
+  machine may run other work: CPU seconds are the figure to compare);
+- API calls per daemon tick and per unit tick, by kind (Lease list, Lease writes, scale reads,
+  scale writes, other), counted at the fake server over the steady window;
+- failover: the daemon holding the most units is SIGKILLed; seconds until all its units'
+  Leases are held by the others, and until each was stepped by its new holder (the bound is
+  lease duration + retry period + one tick), then `--after` ticks of the survivors as above;
+- that no unit was stepped by two daemons at once (each daemon's steps of a unit form one
+  block, from the journals' `tick` entries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from elastiscale.daemon.journal import Journal
+from elastiscale.daemon.shards import rendezvous_owner, unit_lease_name
+from elastiscale.testing.fleet import pipeline_name, write_fleet
+from elastiscale.testing.kubernetes import LEASES, FakeKubeAPI, RecordedRequest
+
+REPO = Path(__file__).resolve().parent.parent
+TRACE = REPO / "examples" / "traces" / "azure_llm_2023_conv_1s.csv"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Replica:
+    def __init__(self, paths: list[Path], workdir: Path, identity: str) -> None:
+        self.identity = identity
+        self.journal = workdir / f"{identity}.jsonl"
+        command = [sys.executable, "-m", "elastiscale.cli", "run", *map(str, paths)]
+        command += ["--listen", "127.0.0.1:0", "--journal", str(self.journal)]
+        command += ["--identity", identity]
+        env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+        self.log = (workdir / f"{identity}.log").open("ab")
+        self.process = subprocess.Popen(
+            command, stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir, env=env
+        )
+
+    def ticks(self, start_s: float, end_s: float) -> list[dict[str, Any]]:
+        if not self.journal.exists():
+            return []
+        return [
+            e
+            for e in Journal(self.journal).entries()
+            if e.get("kind") == "tick" and start_s <= e["at_s"] < end_s
+        ]
+
+
+def holders(api: FakeKubeAPI, units: list[str], fleet: str) -> dict[str, str]:
+    out = {}
+    for unit in units:
+        try:
+            spec = api.get(LEASES, "default", unit_lease_name(fleet, unit))["spec"]
+        except Exception:
+            spec = {}
+        out[unit] = spec.get("holderIdentity") or ""
+    return out
+
+
+def wait(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout_s:
+            raise SystemExit(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def kind_of(request: RecordedRequest) -> str:
+    if "/leases" in request.path:
+        return (
+            "lease list"
+            if request.method == "GET" and request.path.endswith("/leases")
+            else ("lease read" if request.method == "GET" else "lease write")
+        )
+    if request.path.endswith("/scale"):
+        return "scale read" if request.method == "GET" else "scale write"
+    return "other"
+
+
+def report_ticks(replicas: list[Replica], start_s: float, end_s: float) -> tuple[int, int]:
+    """Print one line per daemon; return (daemon passes, unit steps) in the window."""
+    passes = steps = 0
+    load = os.getloadavg()
+    print(f"  host: {os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} (1/5 min)")
+    print("  daemon  units  passes  CPU p50 / p99 ms  wall p50 / p99 ms")
+    for replica in replicas:
+        entries = [e for e in replica.ticks(start_s, end_s) if e["units"]]
+        cpu = [e["cpu_s"] * 1000 for e in entries]
+        wall = [e["wall_s"] * 1000 for e in entries]
+        units = max((len(e["units"]) for e in entries), default=0)
+        passes += len(entries)
+        steps += sum(len(e["units"]) for e in entries)
+        print(
+            f"  {replica.identity:6}  {units:5}  {len(entries):6}  "
+            f"{percentile(cpu, 0.5):7.1f} / {percentile(cpu, 0.99):6.1f}  "
+            f"{percentile(wall, 0.5):8.1f} / {percentile(wall, 0.99):6.1f}"
+        )
+    return passes, steps
+
+
+def report_calls(requests: list[RecordedRequest], passes: int, steps: int, span_s: float) -> None:
+    counts = Counter(kind_of(r) for r in requests)
+    total = sum(counts.values())
+    print(f"  API calls: {total} in {span_s:.0f} s ({total / span_s:.0f}/s)")
+    print("  kind         per daemon tick  per unit tick")
+    for kind in ("lease list", "lease read", "lease write", "scale read", "scale write", "other"):
+        n = counts.get(kind, 0)
+        print(f"  {kind:12} {n / max(passes, 1):15.1f}  {n / max(steps, 1):13.2f}")
+    print(f"  {'all':12} {total / max(passes, 1):15.1f}  {total / max(steps, 1):13.2f}")
+
+
+def one_stepper_at_a_time(replicas: list[Replica], start_s: float, end_s: float) -> int:
+    """Units whose steps show a daemon stepping it again after another had: 0 expected."""
+    seq: dict[str, list[tuple[float, str]]] = {}
+    for replica in replicas:
+        for entry in replica.ticks(start_s, end_s):
+            for unit in entry["units"]:
+                seq.setdefault(unit, []).append((entry["at_s"], replica.identity))
+    bad = 0
+    for steps in seq.values():
+        order: list[str] = []
+        for _, who in sorted(steps):
+            if not order or order[-1] != who:
+                if who in order:
+                    bad += 1
+                    break
+                order.append(who)
+    return bad
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pipelines", type=int, default=100)
+    parser.add_argument("--components", type=int, default=8)
+    parser.add_argument("--daemons", type=int, default=4)
+    parser.add_argument("--interval", type=float, default=15.0, help="control.interval_s")
+    parser.add_argument("--ticks", type=int, default=6, help="steady ticks measured")
+    parser.add_argument("--after", type=int, default=4, help="ticks measured after the kill")
+    parser.add_argument("--lease", type=float, default=15.0, help="lease_duration_s")
+    parser.add_argument("--deadline", type=float, default=10.0, help="renew_deadline_s")
+    parser.add_argument("--retry", type=float, default=2.0, help="retry_period_s")
+    parser.add_argument("--policy", action="append", help="policies (default: hpa)")
+    args = parser.parse_args()
+    units = [pipeline_name(i) for i in range(args.pipelines)]
+    names = [f"d{i}" for i in range(args.daemons)]
+    with tempfile.TemporaryDirectory() as tmp, FakeKubeAPI() as api:
+        workdir = Path(tmp)
+        paths = write_fleet(
+            workdir,
+            api,
+            pipelines=args.pipelines,
+            components=args.components,
+            trace=TRACE,
+            interval_s=args.interval,
+            lease_duration_s=args.lease,
+            renew_deadline_s=args.deadline,
+            retry_period_s=args.retry,
+            policies=args.policy or ["hpa"],
+        )
+        print(
+            f"{args.pipelines} pipelines x {args.components} components on {args.daemons} "
+            f"daemons; ticks every {args.interval:g} s; Leases {args.lease:g} / "
+            f"{args.deadline:g} / {args.retry:g} s (duration / renew deadline / retry)"
+        )
+        replicas = {name: Replica(paths, workdir, name) for name in names}
+        try:
+            took = wait(
+                lambda: (
+                    holders(api, units, "fleet") == {u: rendezvous_owner(u, names) for u in units}
+                ),
+                600,
+                "the daemons to split the units",
+            )
+            print(f"units split as the hashing assigns them {took:.1f} s after the start")
+            time.sleep(args.interval)  # one tick for every daemon with its final units
+            api.clear_requests()
+            start_s, started = time.time(), time.monotonic()
+            steady_s = start_s
+            time.sleep(args.ticks * args.interval)
+            end_s = time.time()
+            requests = api.requests
+            print(f"steady, {args.ticks} ticks:")
+            passes, steps = report_ticks(list(replicas.values()), start_s, end_s)
+            report_calls(requests, passes, steps, time.monotonic() - started)
+
+            owned = holders(api, units, "fleet")
+            victim = max(names, key=lambda n: sum(h == n for h in owned.values()))
+            moved = [u for u, h in owned.items() if h == victim]
+            survivors = [n for n in names if n != victim]
+            replicas[victim].process.send_signal(signal.SIGKILL)
+            killed_s = time.time()
+            replicas[victim].process.wait(30)
+            wanted = {u: rendezvous_owner(u, survivors) for u in units}
+            held_s = wait(
+                lambda: holders(api, units, "fleet") == wanted, 10 * args.lease, "the takeover"
+            )
+
+            def first_steps() -> dict[str, float]:
+                firsts: dict[str, float] = {}
+                for name in survivors:
+                    for entry in replicas[name].ticks(killed_s, float("inf")):
+                        for unit in entry["units"]:
+                            if unit in moved and unit not in firsts:
+                                firsts[unit] = entry["at_s"]
+                return firsts
+
+            wait(
+                lambda: len(first_steps()) == len(moved), 10 * args.lease, "the moved units' steps"
+            )
+            stepped_s = max(first_steps().values()) - killed_s
+            bound_s = args.lease + args.retry + args.interval
+            print(
+                f"failover: {victim} (holding {len(moved)} units) SIGKILLed; all its units' Leases "
+                f"held by the others after {held_s:.2f} s, every one stepped by its new holder "
+                f"after {stepped_s:.2f} s (bound: lease + retry + one tick = {bound_s:g} s)"
+            )
+            time.sleep(args.interval)
+            api.clear_requests()
+            start_s, started = time.time(), time.monotonic()
+            time.sleep(args.after * args.interval)
+            end_s = time.time()
+            requests = api.requests
+            print(f"after the failover, {args.after} ticks:")
+            rest = [replicas[n] for n in survivors]
+            passes, steps = report_ticks(rest, start_s, end_s)
+            report_calls(requests, passes, steps, time.monotonic() - started)
+            bad = one_stepper_at_a_time(list(replicas.values()), steady_s, float("inf"))
+            print(f"units stepped by two daemons at once: {bad} (of {len(units)})")
+        finally:
+            for replica in replicas.values():
+                if replica.process.poll() is None:
+                    replica.process.send_signal(signal.SIGTERM)
+            for replica in replicas.values():
+                try:
+                    replica.process.wait(30)
+                except subprocess.TimeoutExpired:
+                    replica.process.kill()
+
+
+if __name__ == "__main__":
+    main()
