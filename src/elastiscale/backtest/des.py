@@ -163,6 +163,8 @@ class DiscreteEventSimulator(SimulatorFrame):
     def result(self) -> SimulationResult:
         """Run to the end of the trace, let every request finish or time out, and report."""
         self._finish()
+        for st in self._stations:
+            st.log.freeze()  # the series are views of the logs' columns, not copies
         return SimulationResult(
             step_s=self.step_s,
             latency_s=np.asarray(self._latency, dtype=float),

@@ -26,6 +26,7 @@ from elastiscale.backtest.fluid_latency import (
     CallRecords,
     Edges,
     EndToEndSampler,
+    LatencyTable,
     latency_table,
     queueing_delay,
     wait_quantile,
@@ -131,6 +132,7 @@ class FluidSimulator(SimulatorFrame):
         self._tout = tout if tout is not None else array("d")
         self._step = 0  # steps simulated so far
         self._finished = False
+        self._tables: list[LatencyTable] | None = None  # built once, at the first `result()`
 
     def _waited(
         self, spec: EdgeConfig, source: FluidComponent, target: FluidComponent, slot: int, mode: str
@@ -378,23 +380,31 @@ class FluidSimulator(SimulatorFrame):
         """Run the remaining steps and sample end-to-end latency (`backtest.fluid_latency`)."""
         self._finish()
         total_steps = self.n_steps + self._drain_steps
-        tables = [
-            latency_table(
-                CallRecords(
-                    arrived=c.arrived_by_arrival,
-                    dropped=c.dropped_by_arrival,
-                    wait_first=c.wait_first,
-                    wait_last=c.wait_last,
-                    hold=c.hold_by_arrival,
-                    log=c.log.array(),
-                    slots=c.slots,
-                    mean_hold_s=c.model.mean_hold_s,
-                ),
-                self.step_s,
-                total_steps,
-            )
-            for c in self._comps
-        ]
+        if self._tables is None:
+            self._tables = []
+            for c in self._comps:
+                c.log.freeze()  # the series below are views of the logs' columns, not copies
+                self._tables.append(
+                    latency_table(
+                        CallRecords(
+                            arrived=c.arrived_by_arrival,
+                            dropped=c.dropped_by_arrival,
+                            wait_first=c.wait_first,
+                            wait_last=c.wait_last,
+                            hold=c.hold_by_arrival,
+                            capacity=c.log.column("capacity"),
+                            busy=c.log.column("busy"),
+                            ready=c.log.column("ready"),
+                            queue=c.log.column("queue"),
+                            slots=c.slots,
+                            mean_hold_s=c.model.mean_hold_s,
+                        ),
+                        self.step_s,
+                        total_steps,
+                    )
+                )
+                c.release_arrival_records()  # 40 bytes a step, in the table from now on
+        tables = self._tables
         parallel: Edges = [[] for _ in self._comps]
         sequential: Edges = [[] for _ in self._comps]
         for edge, spec in zip(self.pipeline.edges, self.config.pipeline.edges, strict=True):
@@ -408,13 +418,15 @@ class FluidSimulator(SimulatorFrame):
         )  # fmt: skip
         latency, weight, done_at, dropped, total = sampler.run(self._ingress, np.asarray(self._req))
         origin, dropped_by_origin = sampler.origins
+        steps = len(self._comps[0].log) if self._comps else 0
+        t_s = self.start_s + self.step_s * np.arange(1, steps + 1, dtype=float)  # shared
         return SimulationResult(
             step_s=self.step_s,
             latency_s=latency,
             weight=weight,
             completed_at_s=done_at,
             dropped_requests=dropped,
-            components={c.name: c.log.series() for c in self._comps},
+            components={c.name: c.log.series(t_s) for c in self._comps},
             fidelity=self.fidelity,
             start_s=self.start_s,
             end_s=self.end_s,

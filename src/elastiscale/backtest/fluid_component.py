@@ -177,6 +177,12 @@ class FluidComponent(ComponentFrame):
         self.hold_by_arrival = nans * n
         self.last_util = 0.0
 
+    def release_arrival_records(self) -> None:
+        """Drop the per-arrival-step records (once the end-to-end latency table holds them)."""
+        empty = array("d")
+        self.wait_first = self.wait_last = self.hold_by_arrival = empty
+        self.arrived_by_arrival = self.dropped_by_arrival = empty
+
 
 def noisy_count(z: float, mean: float, variance: float) -> float:
     """A count of calls made by many requests with random fan-out, to the second moment: a

@@ -16,9 +16,8 @@ that the cross-check of the two fidelities and the backtest report compute them 
 from __future__ import annotations
 
 import math
-from array import array
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +25,9 @@ import numpy.typing as npt
 from elastiscale.config import Config
 from elastiscale.observations import ReplicaState
 from elastiscale.trace import Trace
+
+if TYPE_CHECKING:
+    from elastiscale.backtest.steplog import StepLog
 
 Array = npt.NDArray[np.float64]
 
@@ -270,145 +272,6 @@ def slo_attainment(result: SimulationResult, slo_s: float) -> float | None:
         return None
     within = float(np.sum(result.weight[result.latency_s <= slo_s]))
     return within / total
-
-
-class StepLog:
-    """Per-step records of one component, one row per closed step, with running sums.
-
-    Rows are kept in one flat `array('d')` (cheap to extend in a simulator's inner loop, and
-    turned into a numpy array by one copy); the `C_*` constants name the columns. The `CUM_*`
-    columns are running totals up to and including the row, so the total of a signal over any
-    window of steps is one subtraction: O(1) per signal, which is what keeps the simulated
-    metric source cheap on month-long runs.
-    """
-
-    WIDTH = 22
-
-    C_ARRIVALS = 0  # requests arrived during the step
-    C_WORK = 1  # work arrived, in the component's capacity unit
-    C_TOKENS = 2  # input + output tokens arrived (0 when the trace has none)
-    C_COMPLETIONS = 3  # requests completed
-    C_DROPPED = 4  # requests dropped (queue timeout)
-    C_QUEUE = 5  # requests waiting at the end of the step
-    C_IN_FLIGHT = 6  # requests in service (end of step, or the step's mean for the fluid model)
-    C_READY = 7  # ready replicas, time average over the step
-    C_STARTING = 8  # starting replicas, time average
-    C_DRAINING = 9  # draining replicas, time average
-    C_DESIRED = 10  # desired replicas at the end of the step
-    C_READY_END = 11  # ready replicas at the end of the step
-    C_BUSY = 12  # busy capacity used during the step (slot-seconds)
-    C_CAPACITY = 13  # ready capacity during the step (slot-seconds)
-    C_LATENCY_P95 = 14  # p95 latency at this component of requests completing (NaN if none)
-    CUM_ARRIVALS = 15
-    CUM_WORK = 16
-    CUM_TOKENS = 17
-    CUM_BUSY = 18
-    CUM_CAPACITY = 19
-    CUM_COMPLETIONS = 20  # completions with a latency figure
-    CUM_LATENCY_WEIGHTED = 21  # sum of latency_p95 x completions
-
-    __slots__ = ("_array", "_sums", "data", "step_s", "t0_s")
-
-    def __init__(self, t0_s: float, step_s: float) -> None:
-        self.t0_s = t0_s
-        self.step_s = step_s
-        self.data = array("d")
-        self._array: npt.NDArray[np.float64] | None = None
-        self._sums = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-
-    def append(
-        self,
-        arrivals: float,
-        work: float,
-        tokens: float,
-        completions: float,
-        dropped: float,
-        queue: float,
-        in_flight: float,
-        ready: float,
-        starting: float,
-        draining: float,
-        desired: float,
-        ready_end: float,
-        busy: float,
-        capacity: float,
-        latency_p95_s: float,
-    ) -> None:
-        """Close one step: append its row and the running totals."""
-        ca, cw, ct, cb, cc, cn, cl = self._sums
-        if latency_p95_s == latency_p95_s and completions > 0:  # not NaN
-            cn += completions
-            cl += latency_p95_s * completions
-        ca += arrivals
-        cw += work
-        ct += tokens
-        cb += busy
-        cc += capacity
-        self._sums = (ca, cw, ct, cb, cc, cn, cl)
-        self.data.extend(
-            (
-                arrivals,
-                work,
-                tokens,
-                completions,
-                dropped,
-                queue,
-                in_flight,
-                ready,
-                starting,
-                draining,
-                desired,
-                ready_end,
-                busy,
-                capacity,
-                latency_p95_s,
-                ca,
-                cw,
-                ct,
-                cb,
-                cc,
-                cn,
-                cl,
-            )
-        )
-        self._array = None
-
-    def __len__(self) -> int:
-        return len(self.data) // self.WIDTH
-
-    def row(self, i: int) -> array[float]:
-        """Row i (0-based) as a sequence indexed by the column constants."""
-        return self.data[i * self.WIDTH : (i + 1) * self.WIDTH]
-
-    def array(self) -> npt.NDArray[np.float64]:
-        """All rows as a (steps, 22) array (cached until the next append)."""
-        if self._array is None:
-            flat = np.frombuffer(self.data, dtype=float) if self.data else np.zeros(0)
-            self._array = flat.reshape(-1, self.WIDTH).copy()
-        return self._array
-
-    def series(self) -> ComponentSeries:
-        """The rows as a `ComponentSeries`."""
-        a = self.array()
-        n = a.shape[0]
-        busy, capacity = a[:, self.C_BUSY], a[:, self.C_CAPACITY]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            utilization = np.where(capacity > 0, busy / np.where(capacity > 0, capacity, 1), np.nan)
-        return ComponentSeries(
-            t_s=self.t0_s + self.step_s * np.arange(1, n + 1, dtype=float),
-            arrivals=a[:, self.C_ARRIVALS].copy(),
-            work_arrivals=a[:, self.C_WORK].copy(),
-            completions=a[:, self.C_COMPLETIONS].copy(),
-            dropped=a[:, self.C_DROPPED].copy(),
-            queue=a[:, self.C_QUEUE].copy(),
-            in_flight=a[:, self.C_IN_FLIGHT].copy(),
-            ready=a[:, self.C_READY].copy(),
-            starting=a[:, self.C_STARTING].copy(),
-            desired=a[:, self.C_DESIRED].copy(),
-            utilization=np.minimum(utilization, 1.0),
-            latency_p95_s=a[:, self.C_LATENCY_P95].copy(),
-            draining=a[:, self.C_DRAINING].copy(),
-        )
 
 
 class Simulator(Protocol):

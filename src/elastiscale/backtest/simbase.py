@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from elastiscale.backtest.model import ComponentSeries, ServiceModel, StepLog, service_models
+from elastiscale.backtest.model import ComponentSeries, ServiceModel, service_models
+from elastiscale.backtest.steplog import StepLog
 from elastiscale.config import Config
 from elastiscale.pipeline import Pipeline
 from elastiscale.trace import Trace

@@ -28,16 +28,18 @@ import math
 from collections.abc import Mapping, Sequence
 
 from elastiscale.adapters.base import ActuationResult
-from elastiscale.backtest.model import Simulator, StepLog
+from elastiscale.backtest.model import Simulator
+from elastiscale.backtest.steplog import StepLog
 from elastiscale.clock import FakeClock
 from elastiscale.config import Config
 from elastiscale.errors import FutureDataError
 from elastiscale.observations import Observation, ReplicaState
 
 _TOLERANCE_S = 1e-9
-_CA, _CW, _CT = StepLog.CUM_ARRIVALS, StepLog.CUM_WORK, StepLog.CUM_TOKENS
-_CB, _CC = StepLog.CUM_BUSY, StepLog.CUM_CAPACITY
-_CN, _CL = StepLog.CUM_COMPLETIONS, StepLog.CUM_LATENCY_WEIGHTED
+_CA, _CW, _CT = StepLog.T_ARRIVALS, StepLog.T_WORK, StepLog.T_TOKENS
+_CB, _CC = StepLog.T_BUSY, StepLog.T_CAPACITY
+_CN, _CL = StepLog.T_COMPLETIONS, StepLog.T_LATENCY_WEIGHTED
+_READY_END = StepLog.T_READY_END
 
 
 class SimulatedMetricSource:
@@ -66,6 +68,10 @@ class SimulatedMetricSource:
         self._window_steps = max(1, round(rate_window_s / simulator.step_s))
         self._units = {n: c.capacity_unit for n, c in config.pipeline.components.items()}
         self._has_tokens = has_tokens
+        # The steps a window reaches back from the last step read: the window and the delay.
+        lookback = self._window_steps + math.ceil(delay_s / simulator.step_s) + 2
+        for name in config.pipeline.components:
+            simulator.steps(name).keep_lookback(lookback)
         self._logs: dict[str, StepLog] = {}
 
     def _check_time(self, t_s: float) -> None:
@@ -93,31 +99,32 @@ class SimulatedMetricSource:
         log = self._logs.get(name)
         if log is None:  # a simulator's step log is one object for the whole run
             log = self._logs[name] = self.simulator.steps(name)
-        data, width = log.data, StepLog.WIDTH
         i = math.floor((cutoff_s - log.t0_s) / self.step_s + 1e-9)
-        rows = len(data) // width
+        rows = len(log)
         if i > rows:
             i = rows
         if i <= 0:
             return Observation.unavailable(name, cutoff_s, "no data")
-        end = (i - 1) * width  # the last step's row
+        tail = log.tail
+        end = log.tail_row(i - 1)  # the last step's running sums
         lo = i - self._window_steps
         # The step before the window (none when the window reaches back before the start: then
         # the rate is over what exists).
-        start = (lo - 1) * width if lo >= 1 else -1
         window_s = (i - max(lo, 0)) * self.step_s
-        if start >= 0:
-            arrivals = data[end + _CA] - data[start + _CA]
-            work = data[end + _CW] - data[start + _CW]
-            tokens = data[end + _CT] - data[start + _CT]
-            busy = data[end + _CB] - data[start + _CB]
-            capacity = data[end + _CC] - data[start + _CC]
-            completions = data[end + _CN] - data[start + _CN]
-            latency_sum = data[end + _CL] - data[start + _CL]
+        if lo >= 1:
+            start = log.tail_row(lo - 1)
+            arrivals = tail[end + _CA] - tail[start + _CA]
+            work = tail[end + _CW] - tail[start + _CW]
+            tokens = tail[end + _CT] - tail[start + _CT]
+            busy = tail[end + _CB] - tail[start + _CB]
+            capacity = tail[end + _CC] - tail[start + _CC]
+            completions = tail[end + _CN] - tail[start + _CN]
+            latency_sum = tail[end + _CL] - tail[start + _CL]
         else:
-            arrivals, work, tokens = data[end + _CA], data[end + _CW], data[end + _CT]
-            busy, capacity = data[end + _CB], data[end + _CC]
-            completions, latency_sum = data[end + _CN], data[end + _CL]
+            arrivals, work, tokens = tail[end + _CA], tail[end + _CW], tail[end + _CT]
+            busy, capacity = tail[end + _CB], tail[end + _CC]
+            completions, latency_sum = tail[end + _CN], tail[end + _CL]
+        columns = log.columns
         missing: dict[str, str] = {}
         tokens_per_s: float | None
         if self._units[name] != "requests":
@@ -142,12 +149,12 @@ class SimulatedMetricSource:
             at_s=log.t0_s + i * self.step_s,
             demand_rps=arrivals / window_s,
             tokens_per_s=tokens_per_s,
-            in_flight=data[end + StepLog.C_IN_FLIGHT],
-            queue_length=data[end + StepLog.C_QUEUE],
+            in_flight=columns["in_flight"][i - 1],
+            queue_length=columns["queue"][i - 1],
             utilization=utilization,
             latency_p95_s=latency,
-            ready_replicas=round(data[end + StepLog.C_READY_END]),
-            desired_replicas=round(data[end + StepLog.C_DESIRED]),
+            ready_replicas=round(tail[end + _READY_END]),
+            desired_replicas=round(columns["desired"][i - 1]),
             missing=missing,
         )
 
