@@ -214,6 +214,8 @@ class Engine:
         (None when a term has neither: the component holds)."""
         how = self.config.control.combine
         if isinstance(how, str):  # "max"
+            if len(proposals) == 1:  # one policy: its proposal (the usual case)
+                return proposals[0].replicas
             valid = [p.replicas for p in proposals if p.replicas is not None]
             return max(valid) if valid else None
         by_term = {formulas.term_name(p.policy): p.replicas for p in proposals}
@@ -234,13 +236,10 @@ class Engine:
     ) -> DecisionRecord:
         current = state.desired
         combined = self._combine(proposals)
+        # positional: the fields in their order (component, now_s, current, ready,
+        # observation, data_ok), cheaper than keywords on this per-component path
         inp = ConstraintInput(
-            component=name,
-            now_s=now_s,
-            current=current,
-            ready=state.ready,
-            observation=obs,
-            data_ok=self._data_ok(name, obs, now_s),
+            name, now_s, current, state.ready, obs, self._data_ok(name, obs, now_s)
         )
         chain = self.constraints[name]
         desired, clamps = chain.apply(inp, current if combined is None else combined)
@@ -250,16 +249,10 @@ class Engine:
         # tick's rate limits start from a count that never existed.
         applied = desired if outcome == "scaled" else current
         chain.commit(name, now_s, current, applied)
+        # positional, in the fields' order (at_s, component, observation, current_replicas,
+        # proposals, combined_replicas, clamps, desired_replicas, outcome)
         return DecisionRecord(
-            at_s=now_s,
-            component=name,
-            observation=obs,
-            current_replicas=current,
-            proposals=tuple(proposals),
-            combined_replicas=combined,
-            clamps=tuple(clamps),
-            desired_replicas=desired,
-            outcome=outcome,
+            now_s, name, obs, current, tuple(proposals), combined, tuple(clamps), desired, outcome
         )
 
     def _act(self, name: str, current: int, desired: int, now_s: float) -> str:

@@ -184,7 +184,7 @@ class FluidSimulator(SimulatorFrame):
     def state(self, component: str) -> ReplicaState:
         book = self._comps[self._index[component]].replicas
         book.integrate_to(self._now_s)
-        return ReplicaState(desired=book.desired, ready=book.ready)
+        return ReplicaState(book.ready + len(book.starting), book.ready)  # (desired, ready)
 
     # ---------------------------------------------------------------------------------------
     # One step

@@ -234,6 +234,9 @@ class HPAPolicy(PerComponentPolicy):
         self._keep_s = longest_period_s
         self._recommendations: dict[str, _Recommendations] = {}
         self._changes: dict[str, ReplicaChanges] = {}
+        # Per component: the target utilization and the demand per replica at it, which
+        # depend on the configuration only (looked up once per pipeline, not per tick).
+        self._targets: dict[str, tuple[object, float, float]] = {}
 
     # ----------------------------------------------------------------------------------------
 
@@ -294,18 +297,26 @@ class HPAPolicy(PerComponentPolicy):
     # ----------------------------------------------------------------------------------------
     # One metric (replica_calculator.go)
 
+    def _target(self, ctx: TickContext, component: str) -> tuple[float, float]:
+        """(target utilization, demand per replica at it) of `component`."""
+        got = self._targets.get(component)
+        if got is None or got[0] is not ctx.pipeline:
+            utilization = self.params.target_utilization or ctx.config.pipeline.utilization_target(
+                component
+            )
+            per_replica = ctx.pipeline.components[component].capacity_per_replica * utilization
+            got = self._targets[component] = (ctx.pipeline, utilization, per_replica)
+        return got[1], got[2]
+
     def _reading(self, ctx: TickContext, component: str, metric: str, current: int) -> _Reading:
-        utilization = self.params.target_utilization or ctx.config.pipeline.utilization_target(
-            component
-        )
+        utilization, per_replica = self._target(ctx, component)
         obs = ctx.observations[component]
-        ready = ctx.replicas[component].ready
         if metric == "demand_rps":
             load = ctx.load(component)
             if load is None:
                 return _Reading(metric, None, why_missing(obs, ctx.load_signal(component)))
-            per_replica = ctx.pipeline.components[component].capacity_per_replica * utilization
             return self._external_average(metric, load, per_replica, current)
+        ready = ctx.replicas[component].ready
         if metric == "utilization":
             busy = obs.utilization
             if busy is None:
@@ -338,9 +349,9 @@ class HPAPolicy(PerComponentPolicy):
             replicas,
             f"{total:.4g} vs {per_replica:.4g}/replica x {current}: "
             f"ratio {ratio:.3f} -> {replicas}",
-            value=total,
-            target=per_replica,
-            ratio=ratio,
+            total,  # value, target, ratio (positional: once per component and tick)
+            per_replica,
+            ratio,
         )
 
     def _per_pod(
