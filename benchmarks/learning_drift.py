@@ -2,6 +2,7 @@
 
     PYTHONPATH=src nice .venv/bin/python benchmarks/learning_drift.py [--traces FILE ...]
         [--pipeline examples/pipelines/rag.yaml] [--component llm] [--at 1200]
+        [--scenarios none capacity startup canary]
 
 For each scenario and trace: one backtest (all three policies on the same trace, same start
 counts, metrics and seed; the ceiling run for avoidable misses), printing attainment,
@@ -15,9 +16,12 @@ Scenarios, on `--component` (the pipeline's LLM), drift at `--at` seconds after 
 - capacity: a model roll-out at 0.6x capacity per replica (each call holds its slot 1/0.6 as
   long);
 - startup: the file says 120 s (the prior), the truth becomes 300 s (a bigger image);
-- canary: a variant of 0.6x capacity takes 10% of the traffic at `--at`, 50% at 2 x `--at`.
-  The simulator serves both variants from one pool, so the truth is the pool's mean capacity
-  under the split: 1 / (0.9 + 0.1 / 0.6) = 0.9375x, then 1 / (0.5 + 0.5 / 0.6) = 0.75x.
+- canary: the component becomes two variants (`variants:`, each its own scale target, the
+  file's split 90/10 and the stable's numbers for both), the canary truly at 0.6x capacity; the
+  true split is 100/0 until `--at`, 90/10 from `--at`, 50/50 from 2 x `--at`
+  (`scenario.traffic`). The policies see the per-variant rates, busy shares and replica counts.
+  The time column: the stable's capacity estimate from the start, the canary's from each of
+  its traffic steps (it has no traffic before the first), each within 10% of its truth.
 """
 
 from __future__ import annotations
@@ -48,67 +52,90 @@ TRACES = [
 LEARN = {"name": "elastiscale", "params": {"learn": True}}
 
 
-class Recording:
-    """Passes every tick through to the policy and keeps one component's proposal details."""
+#: (change time, component, detail key, true value): what an estimate should reach.
+Truth = tuple[float, str, str, float]
 
-    def __init__(self, inner: ElastiscalePolicy, component: str) -> None:
-        self.inner, self.component, self.name = inner, component, inner.name
-        self.seen: list[tuple[float, Mapping[str, Any]]] = []
+
+class Recording:
+    """Passes every tick through to the policy and keeps every component's proposal details."""
+
+    def __init__(self, inner: ElastiscalePolicy) -> None:
+        self.inner, self.name = inner, inner.name
+        self.seen: list[tuple[float, Mapping[str, Mapping[str, Any]]]] = []
 
     def propose(self, ctx: TickContext) -> Mapping[str, Proposal]:
         out = self.inner.propose(ctx)
-        self.seen.append((ctx.now_s, out[self.component].details))
+        self.seen.append((ctx.now_s, {name: p.details for name, p in out.items()}))
         return out
 
 
 def scenarios(
     raw: dict[str, Any], component: str, at_s: float
-) -> dict[str, tuple[Config, list[tuple[float, str, float]]]]:
-    """Config and truths (change time, detail key, true value) of each scenario."""
+) -> dict[str, tuple[Config, list[Truth]]]:
+    """Config and truths of each scenario."""
     capacity = float(raw["pipeline"]["components"][component]["capacity_per_replica"])
-    out: dict[str, tuple[Config, list[tuple[float, str, float]]]] = {}
+    out: dict[str, tuple[Config, list[Truth]]] = {}
 
-    def made(drift: list[dict[str, Any]], startup_s: float | None = None) -> Config:
+    def made(drift: list[dict[str, Any]], startup_s: float | None = None, **extra: Any) -> Config:
         copy = yaml.safe_load(yaml.safe_dump(raw))
+        comp = copy["pipeline"]["components"][component]
         if startup_s is not None:
-            copy["pipeline"]["components"][component]["startup_s"] = startup_s
-        if drift:
-            copy["scenario"] = {"drift": drift}
+            comp["startup_s"] = startup_s
+        if "variants" in extra:
+            comp["variants"] = extra.pop("variants")
+        scenario = {k: v for k, v in (("drift", drift), *extra.items()) if v}
+        if scenario:
+            copy["scenario"] = scenario
         return validate_mapping(copy)
 
-    out["none"] = (made([]), [(0.0, "capacity_in_use", capacity)])
+    c = component
+    out["none"] = (made([]), [(0.0, c, "capacity_in_use", capacity)])
     out["capacity"] = (
-        made([{"at_s": at_s, "component": component, "capacity_factor": 0.6}]),
-        [(at_s, "capacity_in_use", 0.6 * capacity)],
+        made([{"at_s": at_s, "component": c, "capacity_factor": 0.6}]),
+        [(at_s, c, "capacity_in_use", 0.6 * capacity)],
     )
     out["startup"] = (
-        made([{"at_s": at_s, "component": component, "startup_s": 300}], startup_s=120),
-        [(at_s, "startup_in_use_s", 300.0)],
+        made([{"at_s": at_s, "component": c, "startup_s": 300}], startup_s=120),
+        [(at_s, c, "startup_in_use_s", 300.0)],
     )
-    low, high = 1 / (0.9 + 0.1 / 0.6), 1 / (0.5 + 0.5 / 0.6)
+    stable, canary = f"{c}-stable", f"{c}-canary"
+    lower = max(1, int(raw["pipeline"]["components"][c]["replicas"].get("min", 1)) // 2)
+    upper = int(raw["pipeline"]["components"][c]["replicas"]["max"])
+    variants = {
+        "stable": {"percent": 90},
+        "canary": {"percent": 10, "replicas": {"min": lower, "max": upper}},
+    }
+    split = [
+        {"at_s": 0, "component": c, "percent": {"stable": 100, "canary": 0}},
+        {"at_s": at_s, "component": c, "percent": {"stable": 90, "canary": 10}},
+        {"at_s": 2 * at_s, "component": c, "percent": {"stable": 50, "canary": 50}},
+    ]
     out["canary"] = (
         made(
-            [
-                {"at_s": at_s, "component": component, "capacity_factor": low},
-                {"at_s": 2 * at_s, "component": component, "capacity_factor": high},
-            ]
+            [{"at_s": 0, "component": canary, "capacity_factor": 0.6}],
+            variants=variants,
+            traffic=split,
         ),
-        [(at_s, "capacity_in_use", low * capacity), (2 * at_s, "capacity_in_use", high * capacity)],
-    )
+        [(0.0, stable, "capacity_in_use", capacity),
+         (at_s, canary, "capacity_in_use", 0.6 * capacity),
+         (2 * at_s, canary, "capacity_in_use", 0.6 * capacity)],
+    )  # fmt: skip
     return out
 
 
 def time_to_truth(
-    seen: list[tuple[float, Mapping[str, Any]]],
+    seen: list[tuple[float, Mapping[str, Mapping[str, Any]]]],
     start_s: float,
-    truths: list[tuple[float, str, float]],
+    truths: list[Truth],
 ) -> list[str]:
-    """Seconds from each change until the estimate in use is within 10% and stays so until the
-    next change (or the end)."""
+    """Seconds from each change until the component's estimate in use is within 10% and stays
+    so until the component's next change (or the end)."""
     out = []
-    for k, (at_s, key, truth) in enumerate(truths):
-        until_s = truths[k + 1][0] if k + 1 < len(truths) else math.inf
-        window = [(t, d) for t, d in seen if start_s + at_s <= t < start_s + until_s]
+    for k, (at_s, component, key, truth) in enumerate(truths):
+        later = [t[0] for t in truths[k + 1 :] if t[1] == component]
+        until_s = later[0] if later else math.inf
+        window = [(t, d.get(component, {})) for t, d in seen
+                  if start_s + at_s <= t < start_s + until_s]  # fmt: skip
         entered: float | None = None
         for t, details in window:
             value = details.get(key)
@@ -129,6 +156,7 @@ def main() -> None:
     parser.add_argument("--pipeline", default="examples/pipelines/rag.yaml")
     parser.add_argument("--component", default="llm")
     parser.add_argument("--at", type=float, default=1200.0, help="seconds after the start")
+    parser.add_argument("--scenarios", nargs="+", default=["none", "capacity", "startup", "canary"])
     args = parser.parse_args()
     with open(args.pipeline, encoding="utf-8") as fh:
         raw = yaml.safe_load(fh)
@@ -137,13 +165,14 @@ def main() -> None:
           " time to within 10% |")  # fmt: skip
     print("| --- | --- | --- | ---: | ---: | ---: | --- |")
     for name, (config, truths) in scenarios(raw, args.component, args.at).items():
+        if name not in args.scenarios:
+            continue
         for path in args.traces:
             began = time.process_time()
             report = backtest(config, path, ["hpa", "elastiscale", LEARN])
             replay = prepare_trace(path)
             policy = Recording(
-                ElastiscalePolicy(config, ElastiscaleParams(learn=True, refit="inline")),
-                args.component,
+                ElastiscalePolicy(config, ElastiscaleParams(learn=True, refit="inline"))
             )
             simulate(config, replay, policy, initial_replicas=initial_replicas(config, replay),
                      metrics_delay_s=DEFAULT_METRICS_DELAY_S)  # fmt: skip

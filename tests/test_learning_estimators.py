@@ -182,6 +182,22 @@ def test_service_estimator_saturated_uses_queue_growth() -> None:
     assert est.capacity.theta == pytest.approx(0.9, rel=0.1)
 
 
+@pytest.mark.parametrize(("timeout_s", "learnt"), [(None, 10.0 / 8), (40.0, 0.9)])
+def test_service_estimator_skips_a_queue_that_drops_unseen_work(
+    timeout_s: float | None, learnt: float
+) -> None:
+    """A queue held at 400 requests by its timeout (10 req/s arrive, 7.2 are served, the rest
+    time out unseen): load minus queue growth says 10 req/s served. With the queue timeout
+    known, those samples are skipped (400 / (0.9 x 8) = 56 s of queue > half of 40 s); the
+    quiet samples before them teach the truth."""
+    est = ServiceEstimator(capacity_prior=0.9, service_time_prior_s=6.67, timeout_s=timeout_s)
+    for k in range(40):  # 8 replicas of 0.9 at utilization 0.5, no queue
+        est.update(_sample(15.0 * k, 3.6, 0.5, 8, 3.6 * 6.67, 0.0))
+    for k in range(40, 120):
+        est.update(_sample(15.0 * k, 10.0, 1.0, 8, 8 * 0.9 * 6.67, 400.0))
+    assert est.capacity.theta == pytest.approx(learnt, rel=0.05)
+
+
 @pytest.mark.parametrize(
     "sample",
     [

@@ -54,6 +54,9 @@ HINTS: Final[dict[str, str]] = {
     "`elastiscale import` to carry a ScaledObject over",
     "scaleTargetRef": "the workload goes in the actuator's targets (actuator.targets.NAME)",
     "metrics_interval_s": "not used: elastiscale reads metrics every control.interval_s",
+    "canaryTrafficPercent": "KServe's canaryTrafficPercent: give the component `variants:`, "
+    "each with its percent (variants: {stable: {percent: 90}, canary: {percent: 10}})",
+    "traffic": "a traffic split goes in the component's `variants:`, each with its percent",
     "target_ongoing_requests": "a ray-serve policy parameter (policies: [{name: ray-serve, "
     "params: {target_ongoing_requests: ...}}])",
 }

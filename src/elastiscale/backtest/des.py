@@ -41,6 +41,7 @@ from elastiscale.backtest.model import (
     SimulationResult,
     work_per_request,
 )
+from elastiscale.backtest.routes import Routes
 from elastiscale.backtest.simbase import SimulatorFrame
 from elastiscale.config import Config
 from elastiscale.observations import ReplicaState
@@ -73,11 +74,15 @@ class DiscreteEventSimulator(SimulatorFrame):
             )
         ]
         self._parts = self._stations
+        self._routes = Routes(config, self._index)
+        for st in self._stations:
+            for route in self._routes.parallel[st.index]:
+                st.parallel.append((route, [self._stations[k] for k in route.targets]))
+            for route in self._routes.sequential[st.index]:
+                st.sequential.append((route, [self._stations[k] for k in route.targets]))
         for edge, spec in zip(self.pipeline.edges, config.pipeline.edges, strict=True):
             src = self._stations[self._index[edge.source]]
             dst = self._stations[self._index[edge.target]]
-            bucket = src.parallel if edge.mode == "parallel" else src.sequential
-            bucket.append((dst, edge.fanout, spec.fanout_distribution))
             if spec.caller_waits:
                 via = None if spec.via is None else self._stations[self._index[spec.via]]
                 src.waits[dst] = via
@@ -155,6 +160,9 @@ class DiscreteEventSimulator(SimulatorFrame):
         st = self._stations[self._index[model.name]]
         st.model = model
         st.hold_per_work = model.hold_per_work_s
+
+    def reroute(self, source: str, target: str, fanout: float) -> None:
+        self._routes.move(source, target, fanout, self._now_s)
 
     def state(self, component: str) -> ReplicaState:
         st = self._stations[self._index[component]]
@@ -288,15 +296,20 @@ class DiscreteEventSimulator(SimulatorFrame):
             return
         rng = self._rng
         waits = st.waits
-        for target, mean, distribution in st.parallel:
-            for _ in range(draw_count(rng, mean, distribution)):
+        for route, targets in st.parallel:
+            for _ in range(draw_count(rng, route.total, route.distribution)):
+                target = targets[route.pick(rng.random())] if route.split else targets[0]
                 call.pending += 1
                 if waits:
                     self._call(call, target, now)
                 else:
                     self._arrive(Call(call.request, target, call, now), now)
-        for target, mean, distribution in st.sequential:
-            call.sequence.extend([target] * draw_count(rng, mean, distribution))
+        for route, targets in st.sequential:
+            count = draw_count(rng, route.total, route.distribution)
+            if route.split:  # each call to one variant (`backtest.routes`)
+                call.sequence.extend(targets[route.pick(rng.random())] for _ in range(count))
+            else:
+                call.sequence.extend([targets[0]] * count)
         if call.sequence:
             call.sequence.reverse()
         if call.pending == 0:

@@ -15,6 +15,7 @@ import random
 from collections import deque
 
 from elastiscale.backtest.model import ServiceModel
+from elastiscale.backtest.routes import Route
 from elastiscale.backtest.simbase import ComponentFrame
 
 
@@ -129,8 +130,9 @@ class Station(ComponentFrame):
         self.free = replicas * self.slots  # free slots on active replicas
         self.busy = 0  # calls in service, draining replicas included
         self.queue: deque[Call] = deque()
-        self.parallel: list[tuple[Station, float, str]] = []
-        self.sequential: list[tuple[Station, float, str]] = []
+        #: (route, its target stations) per mode (`backtest.routes`)
+        self.parallel: list[tuple[Route, list[Station]]] = []
+        self.sequential: list[tuple[Route, list[Station]]] = []
         # Targets of the edges this component's calls wait for (`caller_waits`), with the
         # component a hand-over (`via`) makes the calls from, or None; empty: waits for none.
         self.waits: dict[Station, Station | None] = {}

@@ -24,7 +24,6 @@ import numpy as np
 from elastiscale.backtest.fluid_component import FluidComponent, noisy_count, reentry_spread
 from elastiscale.backtest.fluid_latency import (
     CallRecords,
-    Edges,
     EndToEndSampler,
     LatencyTable,
     latency_table,
@@ -40,6 +39,7 @@ from elastiscale.backtest.model import (
     first_call_probability,
     work_per_request,
 )
+from elastiscale.backtest.routes import Routes
 from elastiscale.backtest.simbase import SimulatorFrame
 from elastiscale.config import Config, EdgeConfig
 from elastiscale.observations import ReplicaState
@@ -89,29 +89,27 @@ class FluidSimulator(SimulatorFrame):
         self._parts = self._comps
         slot = 0  # one normal deviate per step for each noisy flow (see `_deviates`)
         waited: list[WaitedEdge] = []
+        #: (source, target) -> (source's flow index, the target's re-entry class or -1)
+        self._flows: dict[tuple[str, str], tuple[int, int]] = {}
+        self._routes = Routes(config, self._index)  # the calls as the latency sampler draws them
         for edge, spec in zip(self.pipeline.edges, config.pipeline.edges, strict=True):
             source = self._comps[self._index[edge.source]]
             target = self._comps[self._index[edge.target]]
-            spread = fanout_variance(edge.fanout, spec.fanout_distribution) if fanout_noise else 0.0
-            first = first_call_probability(edge.fanout, spec.fanout_distribution)
-            # Sequential calls: the first call now, each next one when the previous completes.
-            # The count given at least one call is taken as geometric with the edge's mean,
-            # so a completed call comes back with probability r = 1 - P(N >= 1) / mean.
-            # Worked numbers: fixed 3.0 -> P(N >= 1) = 1, r = 2/3, 1 / (1 - r) = 3 calls.
-            reenter = 1.0 - first / edge.fanout if edge.fanout > 0 else 0.0
-            if edge.mode == "parallel" or reenter <= 1e-12:
+            calls, spread, reenter, reenter_spread = self._flow(edge.fanout, spec)
+            # A variant's sequential calls keep a re-entry class even at a share of 0: the
+            # split may move (`reroute`).
+            split = config.pipeline.components[edge.target].variant is not None
+            cls = -1
+            if edge.mode == "sequential" and (reenter > 1e-12 or split):
+                cls = len(target.reenter)
+                target.reenter.append(reenter)
+                target.reenter_spread.append(reenter_spread)
+                target.pending_req.append(0.0)
+            self._flows[(edge.source, edge.target)] = (len(source.out_edges), cls)
+            if cls < 0:
                 source.out_edges.append((target.index, edge.fanout, spread, -1, slot))
             else:
-                # Each completion makes a first call or not (Bernoulli(first)).
-                spread = first * (1.0 - first) if fanout_noise else 0.0
-                source.out_edges.append((target.index, first, spread, len(target.reenter), slot))
-                target.reenter.append(reenter)
-                target.reenter_spread.append(
-                    reentry_spread(edge.fanout, spec.fanout_distribution, first, reenter)
-                    if fanout_noise
-                    else 0.0
-                )
-                target.pending_req.append(0.0)
+                source.out_edges.append((target.index, calls, spread, cls, slot))
             if spec.caller_waits:
                 waited.append(self._waited(spec, source, target, slot, edge.mode))
             slot += 1
@@ -151,6 +149,24 @@ class FluidSimulator(SimulatorFrame):
             via = (self._index[spec.via], to_via)
         return WaitedEdge.of(spec, (source.index, target.index), slot, reentry, via)
 
+    def _flow(self, fanout: float, spec: EdgeConfig) -> tuple[float, float, float, float]:
+        """(first calls per served call, their variance, re-entry probability, re-entry
+        variance) of a sequential edge; a parallel one uses the fan-out and its variance."""
+        distribution = spec.fanout_distribution
+        first = first_call_probability(fanout, distribution)
+        # Sequential calls: the first call now, each next one when the previous completes.
+        # The count given at least one call is taken as geometric with the edge's mean,
+        # so a completed call comes back with probability r = 1 - P(N >= 1) / mean.
+        # Worked numbers: fixed 3.0 -> P(N >= 1) = 1, r = 2/3, 1 / (1 - r) = 3 calls.
+        reenter = 1.0 - first / fanout if fanout > 0 else 0.0
+        if spec.mode == "parallel" or reenter <= 1e-12:
+            spread = fanout_variance(fanout, distribution) if self.fanout_noise else 0.0
+            return first, spread, reenter, 0.0
+        # Each completion makes a first call or not (Bernoulli(first)).
+        spread = first * (1.0 - first) if self.fanout_noise else 0.0
+        back = reentry_spread(fanout, distribution, first, reenter) if self.fanout_noise else 0.0
+        return first, spread, reenter, back
+
     def _depths(self) -> dict[str, int]:
         depth: dict[str, int] = {}
         for name in self.pipeline.order:
@@ -180,6 +196,23 @@ class FluidSimulator(SimulatorFrame):
         comp.cap = model.capacity
         comp.hold_per_work = model.hold_per_work_s
         comp.replicas.startup_s = model.startup_s
+
+    def reroute(self, source: str, target: str, fanout: float) -> None:
+        comp = self._comps[self._index[source]]
+        at, cls = self._flows[(source, target)]
+        spec = next(
+            e for e in self.config.pipeline.edges if (e.source, e.target) == (source, target)
+        )
+        index, _, _, _, slot = comp.out_edges[at]
+        calls, spread, reenter, reenter_spread = self._flow(fanout, spec)
+        self._routes.move(source, target, fanout, self._now_s)
+        if cls < 0:
+            spread = fanout_variance(fanout, spec.fanout_distribution) if self.fanout_noise else 0.0
+            comp.out_edges[at] = (index, fanout, spread, -1, slot)
+            return
+        comp.out_edges[at] = (index, calls, spread, cls, slot)
+        self._comps[index].reenter[cls] = reenter
+        self._comps[index].reenter_spread[cls] = reenter_spread
 
     def state(self, component: str) -> ReplicaState:
         book = self._comps[self._index[component]].replicas
@@ -405,15 +438,8 @@ class FluidSimulator(SimulatorFrame):
                 )
                 c.release_arrival_records()  # 40 bytes a step, in the table from now on
         tables = self._tables
-        parallel: Edges = [[] for _ in self._comps]
-        sequential: Edges = [[] for _ in self._comps]
-        for edge, spec in zip(self.pipeline.edges, self.config.pipeline.edges, strict=True):
-            bucket = parallel if edge.mode == "parallel" else sequential
-            bucket[self._index[edge.source]].append(
-                (self._index[edge.target], edge.fanout, spec.fanout_distribution)
-            )
         sampler = EndToEndSampler(
-            tables, parallel, sequential, self.start_s, self.step_s,
+            tables, self._routes.parallel, self._routes.sequential, self.start_s, self.step_s,
             np.random.default_rng(self.seed),
         )  # fmt: skip
         latency, weight, done_at, dropped, total = sampler.run(self._ingress, np.asarray(self._req))

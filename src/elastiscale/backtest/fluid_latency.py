@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from elastiscale.backtest.model import draw_fanout
+from elastiscale.backtest.model import draw_fanout, draw_fanouts
+from elastiscale.backtest.routes import Route
 
 Array = npt.NDArray[np.float64]
 
@@ -135,7 +136,7 @@ def latency_table(records: CallRecords, step_s: float, total_steps: int) -> Late
     return LatencyTable(first, last, hold, p_drop, p_wait, mean_wait)
 
 
-Edges = list[list[tuple[int, float, str]]]  # per component: (target, mean fan-out, distribution)
+Edges = list[list[Route]]  # per component: its routes (`backtest.routes`) of one mode
 
 
 class EndToEndSampler:
@@ -196,16 +197,16 @@ class EndToEndSampler:
         if parallel:
             done = t_s + latency
             slowest = np.zeros(size)
-            for target, mean, distribution in parallel:
-                counts = draw_fanout(rng, mean, distribution, size)
+            for route in parallel:
+                counts = self._counts(route, done)
                 for k in range(1, int(counts.max(initial=0)) + 1):
                     sel = counts >= k
                     if sel.all():
-                        sub_latency, sub_survive = self._call(target, done)
+                        sub_latency, sub_survive = self._routed(route, done)
                         np.maximum(slowest, sub_latency, out=slowest)
                         survive *= sub_survive
                     else:
-                        sub_latency, sub_survive = self._call(target, done[sel])
+                        sub_latency, sub_survive = self._routed(route, done[sel])
                         slowest[sel] = np.maximum(slowest[sel], sub_latency)
                         survive[sel] *= sub_survive
                     del sel, sub_latency, sub_survive
@@ -219,22 +220,46 @@ class EndToEndSampler:
             return latency, survive
         clock = t_s + latency
         del t_s
-        for target, mean, distribution in sequential:
-            counts = draw_fanout(rng, mean, distribution, size)
+        for route in sequential:
+            counts = self._counts(route, clock)
             for k in range(1, int(counts.max(initial=0)) + 1):
                 sel = counts >= k
                 if sel.all():
-                    sub_latency, sub_survive = self._call(target, clock)
+                    sub_latency, sub_survive = self._routed(route, clock)
                     latency += sub_latency
                     clock += sub_latency
                     survive *= sub_survive
                 else:
-                    sub_latency, sub_survive = self._call(target, clock[sel])
+                    sub_latency, sub_survive = self._routed(route, clock[sel])
                     latency[sel] += sub_latency
                     clock[sel] += sub_latency
                     survive[sel] *= sub_survive
                 del sel, sub_latency, sub_survive
             del counts
+        return latency, survive
+
+    def _counts(self, route: Route, t_s: Array) -> npt.NDArray[np.int64]:
+        """Each request's call count on `route`, with the fan-out in force at its time."""
+        if len(route.times_s) == 1:  # as one edge always drew (same random numbers)
+            return draw_fanout(self.rng, route.total, route.distribution, t_s.size)
+        totals = np.asarray([sum(row) for row in route.fanouts], dtype=float)
+        return draw_fanouts(self.rng, totals[route.rows_at(t_s)], route.distribution)
+
+    def _routed(self, route: Route, t_s: Array) -> tuple[Array, Array]:
+        """Latency and survival of calls made on `route` at `t_s`: one target's, or each
+        call's variant drawn by the split in force at its time (`backtest.routes`)."""
+        if not route.split:
+            return self._call(route.targets[0], t_s)
+        shares = np.asarray([route.shares(r) for r in range(len(route.fanouts))], dtype=float)
+        bounds = np.cumsum(shares[route.rows_at(t_s)], axis=1)
+        u = self.rng.random(t_s.size)
+        choice = np.minimum((u[:, None] >= bounds).sum(axis=1), len(route.targets) - 1)
+        latency = np.zeros(t_s.size)
+        survive = np.ones(t_s.size)
+        for j, target in enumerate(route.targets):
+            mine = np.flatnonzero(choice == j)
+            if mine.size:
+                latency[mine], survive[mine] = self._call(target, t_s[mine])
         return latency, survive
 
     def run(

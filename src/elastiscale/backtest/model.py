@@ -194,6 +194,22 @@ def draw_fanout(
     raise ValueError(f"fanout_distribution: unknown distribution {distribution!r}")
 
 
+def draw_fanouts(
+    rng: np.random.Generator, means: npt.NDArray[np.float64], distribution: str
+) -> npt.NDArray[np.int64]:
+    """One call count per mean of `means` (a fan-out that changed during the run), drawn as
+    `draw_fanout` draws them."""
+    means = np.maximum(means, 0.0)
+    if distribution == "fixed":
+        whole = np.floor(means)
+        return (whole + (rng.random(means.size) < means - whole)).astype(np.int64)
+    if distribution == "poisson":
+        return rng.poisson(means).astype(np.int64)
+    if distribution == "geometric":
+        return (rng.geometric(1.0 / (1.0 + means)) - 1).astype(np.int64)
+    raise ValueError(f"fanout_distribution: unknown distribution {distribution!r}")
+
+
 def fanout_variance(mean: float, distribution: str) -> float:
     """Variance of one request's call count on an edge: fixed frac x (1 - frac) (2.4 -> 0.24),
     poisson mean, geometric mean x (1 + mean)."""
@@ -297,6 +313,11 @@ class Simulator(Protocol):
     def retune(self, model: ServiceModel) -> None:
         """Serve component `model.name` as `model` says from now on (a drift scenario,
         `backtest.drift`); calls in service and replicas already starting keep their times."""
+        ...
+
+    def reroute(self, source: str, target: str, fanout: float) -> None:
+        """The edge `source -> target` makes `fanout` calls per request from now on (a
+        traffic split that moves, `scenario.traffic`); calls already made keep their target."""
         ...
 
     def series(self, component: str) -> ComponentSeries: ...

@@ -22,6 +22,7 @@ import yaml
 from pydantic import ValidationError
 
 from elastiscale import spellings
+from elastiscale.config import variants
 from elastiscale.config.models import Config, _policy_list
 from elastiscale.errors import ConfigError
 
@@ -106,6 +107,12 @@ def validate_mapping(raw: Any, label: str = "") -> Config:
         raise ConfigError(["(top level): expected a mapping with a 'pipeline' key"], source=label)
     problems: list[str] = []
     config: Config | None = None
+    file_pipeline = raw.get("pipeline")
+    expansion = variants.Expansion({})
+    if isinstance(file_pipeline, Mapping):  # variants become components (`config.variants`)
+        expansion = variants.expand(file_pipeline)
+        problems.extend(expansion.problems)
+        raw = {**raw, "pipeline": expansion.pipeline}
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
@@ -114,9 +121,12 @@ def validate_mapping(raw: Any, label: str = "") -> Config:
     if isinstance(pipeline_raw, Mapping):
         problems.extend(graph_problems(pipeline_raw))
         problems.extend(scenario_problems(raw.get("scenario"), pipeline_raw))
+    if isinstance(file_pipeline, Mapping):
+        problems.extend(traffic_problems(raw.get("scenario"), file_pipeline))
     problems.extend(_plugin_problems(raw))
     if problems:
-        raise ConfigError(_dedupe([_printable(p) for p in problems]), source=label)
+        lines = [expansion.file_path(p) for p in problems]
+        raise ConfigError(_dedupe([_printable(p) for p in lines]), source=label)
     assert config is not None
     return config
 
@@ -187,6 +197,40 @@ def scenario_problems(scenario: Any, pipeline: Mapping[str, Any]) -> list[str]:
         and isinstance(event.get("component"), str)
         and event["component"] not in components
     ]
+
+
+def traffic_problems(scenario: Any, pipeline: Mapping[str, Any]) -> list[str]:
+    """Traffic events naming a component without variants, or variants it does not have."""
+    components = pipeline.get("components")
+    if not isinstance(scenario, Mapping) or not isinstance(components, Mapping):
+        return []
+    events = scenario.get("traffic") or []
+    if not isinstance(events, list | tuple):
+        return []
+    problems = []
+    for i, event in enumerate(events):
+        if not isinstance(event, Mapping) or not isinstance(event.get("component"), str):
+            continue
+        name = event["component"]
+        comp = components.get(name)
+        own = comp.get("variants") if isinstance(comp, Mapping) else None
+        if not isinstance(own, Mapping):
+            split = sorted(str(n) for n, c in components.items()
+                           if isinstance(c, Mapping) and "variants" in c)  # fmt: skip
+            problems.append(
+                f"scenario.traffic[{i}].component: {name!r} has no variants "
+                f"(components with variants: {', '.join(split) or 'none'})"
+            )
+            continue
+        percent = event.get("percent")
+        if isinstance(percent, Mapping):
+            given, known = {str(k) for k in percent}, {str(k) for k in own}
+            if given != known:
+                problems.append(
+                    f"scenario.traffic[{i}].percent: give every variant of {name} "
+                    f"({', '.join(sorted(known))}), got {', '.join(sorted(given)) or 'none'}"
+                )
+    return problems
 
 
 def graph_problems(pipeline: Mapping[str, Any]) -> list[str]:

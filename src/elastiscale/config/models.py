@@ -24,6 +24,7 @@ from pydantic import (
 
 from elastiscale import formula as formulas
 from elastiscale import spellings
+from elastiscale.config import variants
 from elastiscale.config.daemon import DaemonConfig
 from elastiscale.config.scenario import Scenario
 
@@ -179,6 +180,15 @@ class TokenSLO(StrictModel):
         return self
 
 
+class VariantOf(StrictModel):
+    """Which component's variant this one is and its configured share of that component's
+    traffic (set from the component's `variants:`, `config.variants`)."""
+
+    of: str = Field(..., min_length=1)
+    name: str = Field(..., min_length=1)
+    percent: float = Field(..., ge=0, le=100)
+
+
 class ComponentConfig(StrictModel):
     """One stage of the pipeline: a model, retriever, tool or router."""
 
@@ -203,6 +213,9 @@ class ComponentConfig(StrictModel):
     )
     constraints: ConstraintsConfig | None = None
     slo: TokenSLO | None = Field(None, description="time to first token / inter-token latency")
+    variant: VariantOf | None = Field(
+        None, description="set from `variants:`: this component is one variant of another"
+    )
 
     @model_validator(mode="after")
     def _itl_needs_output_tokens(self) -> ComponentConfig:
@@ -291,6 +304,18 @@ class PipelineSpec(StrictModel):
         default_factory=dict,
         description="the pipelines a fleet unit merges, by name (empty for one pipeline)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_variants(cls, value: Any) -> Any:
+        """Components' `variants:` made components of their own (`config.variants`); loading
+        a file has done it already, with every problem named."""
+        if not isinstance(value, dict):
+            return value
+        expansion = variants.expand(value)
+        if expansion.problems:
+            raise ValueError(expansion.problems[0])
+        return expansion.pipeline
 
     def utilization_target(self, component: str) -> float:
         own = self.components[component].target_utilization

@@ -24,6 +24,15 @@ upstreams' observed rates, and every incoming edge gets its prior times that com
 a component with one upstream this is exactly downstream rate / upstream rate. Components that
 also receive external traffic (a second ingress) are not measured: their external share is
 unknown, so their edges keep the prior.
+
+Variants of one component (`config.variants`: stable and canary) are measured as the component
+they split: the factor compares the variants' summed rate with what the priors predict for all
+of them, and the split itself is read from the rates, each variant's share of the summed rate
+(a `RatioEstimator` with the file's percent as its prior, worth `SPLIT_PRIOR_CALLS` calls, and
+a half-life of `SPLIT_HALF_LIFE_S`, so a split that moved is followed within a few dozen calls
+and a couple of minutes even where the component is quiet). An
+edge into a variant then has the source's calls into the component times the measured factor
+times the variant's measured share, which a variant at 0% in the file also gets.
 """
 
 from __future__ import annotations
@@ -38,6 +47,12 @@ from elastiscale.pipeline import Pipeline
 #: Below this upstream rate (per second) a tick adds no evidence: a ratio of two near-zero rates
 #: is noise, and an idle pipeline has no fan-out to show.
 MIN_RATE = 1e-6
+#: The file's split counts as this many calls against the measured one (`config.variants`).
+SPLIT_PRIOR_CALLS = 10.0
+#: Half-life of a split's evidence: the per-variant rates are already averaged over their
+#: metric window, and an operator moves a split in steps (Argo Rollouts' setWeight), so the
+#: split is followed at about the rates' pace: 94% of a step within 2 minutes.
+SPLIT_HALF_LIFE_S = 30.0
 
 
 @dataclass(slots=True)
@@ -105,55 +120,120 @@ class FanoutEstimator:
         self.pipeline = pipeline
         self.enabled = enabled
         self._factor: dict[str, RatioEstimator] = {}
+        #: variant component -> the components its factor is measured over (all the variants)
+        self._group: dict[str, tuple[str, ...]] = {}
+        self._share: dict[str, RatioEstimator] = {}
+        groups: dict[str, list[str]] = {}
+        for name in pipeline.order:
+            variant = pipeline.components[name].variant
+            if variant is not None and pipeline.incoming(name):
+                groups.setdefault(variant.of, []).append(name)
+        for members in groups.values():
+            shared = RatioEstimator(1.0, prior_requests, half_life_s)
+            for name in members:
+                self._group[name] = tuple(members)
+                self._factor[name] = shared
+                variant = pipeline.components[name].variant
+                assert variant is not None
+                self._share[name] = RatioEstimator(
+                    variant.percent / 100.0, SPLIT_PRIOR_CALLS, SPLIT_HALF_LIFE_S
+                )
         for name in pipeline.order:
             incoming = pipeline.incoming(name)
-            if incoming and not pipeline.components[name].ingress:
+            if incoming and not pipeline.components[name].ingress and name not in self._group:
                 # The factor multiplies the priors, so its own prior is 1.
                 self._factor[name] = RatioEstimator(1.0, prior_requests, half_life_s)
+
+    def _expected(self, names: tuple[str, ...], rates: Mapping[str, float | None]) -> float:
+        """The rate the priors predict for `names` together (NaN when an upstream is missing)."""
+        expected = 0.0
+        for name in names:
+            for edge in self.pipeline.incoming(name):
+                upstream = rates.get(edge.source)
+                if upstream is None:
+                    return math.nan
+                expected += upstream * edge.fanout
+        return expected
 
     def update(self, now_s: float, rates: Mapping[str, float | None]) -> None:
         """Learn from one tick of observed request rates (requests/s per component)."""
         if not self.enabled:
             return
+        seen: set[int] = set()
         for name, estimator in self._factor.items():
-            observed = rates.get(name)
-            expected = 0.0
-            for edge in self.pipeline.incoming(name):
-                upstream = rates.get(edge.source)
-                if upstream is None:
-                    expected = math.nan
-                    break
-                expected += upstream * edge.fanout
+            if id(estimator) in seen:
+                continue  # a split component's factor, updated once for all its variants
+            seen.add(id(estimator))
+            members = self._group.get(name, (name,))
+            got = [rates.get(m) for m in members]
+            observed = None if any(r is None for r in got) else sum(r for r in got if r)
+            expected = self._expected(members, rates)
             if observed is None or math.isnan(expected):
                 # Keep the clock moving so that the gap is not later counted as evidence.
                 estimator.update(now_s, 0.0, 0.0)
+                for m in members if name in self._group else ():
+                    self._share[m].update(now_s, 0.0, 0.0)
                 continue
             estimator.update(now_s, observed, expected)
+            for m, rate in zip(members, got, strict=True) if name in self._group else ():
+                self._share[m].update(now_s, rate or 0.0, observed)
 
     def factor(self, component: str) -> float:
-        """Measured / prior for the edges into `component` (1 where nothing is measured)."""
+        """Measured / prior for the edges into `component` (1 where nothing is measured; for
+        a variant, the factor of the component it splits)."""
         estimator = self._factor.get(component)
         if estimator is None or not self.enabled:
             return 1.0
         value = estimator.value
         return 1.0 if value is None else value
 
+    def share(self, component: str) -> float | None:
+        """A variant's measured share of its component's calls (None: not a variant)."""
+        estimator = self._share.get(component)
+        if estimator is None:
+            return None
+        value = estimator.value
+        return estimator.prior if value is None or not self.enabled else value
+
     def confidence(self, component: str) -> float:
         estimator = self._factor.get(component)
         return 0.0 if estimator is None or not self.enabled else estimator.confidence
 
     def fanouts(self) -> dict[tuple[str, str], float]:
-        """Every edge's current fan-out: its prior times its target's measured factor."""
-        return {(e.source, e.target): e.fanout * self.factor(e.target) for e in self.pipeline.edges}
+        """Every edge's current fan-out: its prior times its target's measured factor; into a
+        variant, the source's calls into the split component times the variant's share."""
+        out = {(e.source, e.target): e.fanout * self.factor(e.target) for e in self.pipeline.edges}
+        if not self._group:
+            return out
+        calls: dict[tuple[str, tuple[str, ...]], float] = {}
+        for e in self.pipeline.edges:
+            if e.target in self._group:
+                key = (e.source, self._group[e.target])
+                calls[key] = calls.get(key, 0.0) + e.fanout
+        for e in self.pipeline.edges:
+            share = self.share(e.target)
+            if share is not None and self.enabled:
+                total = calls[(e.source, self._group[e.target])]
+                out[(e.source, e.target)] = total * self.factor(e.target) * share
+        return out
 
     def details(self, component: str) -> dict[str, Detail]:
         """Measured fan-out vs prior of each edge into `component`, for decision records."""
         out: dict[str, Detail] = {}
+        fanouts = self.fanouts() if component in self._group else None
         factor = self.factor(component)
         for edge in self.pipeline.incoming(component):
             head = f"fanout_{edge.source}"
             out[f"{head}_prior"] = edge.fanout
-            out[f"{head}_measured"] = round(edge.fanout * factor, 4)
+            measured = (
+                edge.fanout * factor if fanouts is None else fanouts[(edge.source, component)]
+            )
+            out[f"{head}_measured"] = round(measured, 4)
         if self.pipeline.incoming(component):
             out["fanout_confidence"] = round(self.confidence(component), 4)
+        share = self.share(component)
+        variant = self.pipeline.components[component].variant
+        if share is not None and variant is not None:
+            out["split_prior_percent"] = variant.percent
+            out["split_measured_percent"] = round(100.0 * share, 2)
         return out

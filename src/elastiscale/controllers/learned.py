@@ -11,9 +11,9 @@ records show: prior, measured, in use and the confidence of each.
 
 A policy with learning switched off never builds one, so its results are those of the priors.
 
-Variants of one model (stable and canary, two versions, two GPU types) are two components
-behind edges whose fan-outs are the traffic split (`router -> llm-stable` at 0.9, `router ->
-llm-canary` at 0.1): the fan-out measured online is the split as the metrics show it, and each
+Variants of one model (stable and canary, two versions, two GPU types; a component's
+`variants:`, `config.variants`) are components of their own behind edges whose fan-outs carry
+the traffic split: the split is read from the per-variant rates (`controllers.fanout`), and each
 variant has its own estimates here and is sized for its own share of the demand.
 """
 
@@ -110,6 +110,7 @@ class LearnedParameters:
                     noise_cv=p.noise_cv,
                     drift_per_sqrt_s=p.drift_per_sqrt_s,
                     min_utilization=p.min_utilization,
+                    timeout_s=ctx.pipeline.spec.queue_timeout(name),
                 ),
             )
             self._components[name] = known

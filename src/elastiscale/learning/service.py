@@ -14,6 +14,12 @@ A sample is used only where it says something: some replicas ready, utilization 
 `min_utilization` (an idle replica's busy share is mostly noise) and every signal present and
 finite. Worked numbers: 6 replicas at utilization 0.75 serving 5.4 req/s measure a capacity of
 5.4 / (0.75 x 6) = 1.2 req/s; 24 requests in service at 5.4 req/s measure 4.4 s.
+
+A queue longer than half the queue timeout's worth of service (`timeout_s`, at the capacity
+believed so far) is dropping, or about to drop, work that no metric shows: load minus queue
+growth then counts the dropped work as served and overstates the capacity. Such samples are
+skipped for capacity (a canary whose traffic jumped five-fold, saturated before its new
+replicas are ready, would otherwise teach a capacity far above its own).
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ class ServiceEstimator:
         noise_cv: float = 0.1,
         drift_per_sqrt_s: float = 0.003,
         min_utilization: float = 0.2,
+        timeout_s: float | None = None,
     ) -> None:
         self.capacity = ScalarKalman(
             capacity_prior, noise_cv=noise_cv, drift_per_sqrt_s=drift_per_sqrt_s
@@ -62,6 +69,7 @@ class ServiceEstimator:
             service_time_prior_s, noise_cv=3 * noise_cv, drift_per_sqrt_s=drift_per_sqrt_s
         )
         self.min_utilization = min_utilization
+        self.timeout_s = timeout_s
         self._last_queue: tuple[float, float] | None = None  # (at_s, queue length)
 
     def update(self, sample: ServiceSample) -> bool:
@@ -85,7 +93,9 @@ class ServiceEstimator:
             return False
         per_request = s.load / s.demand_rps
         served_rps = max(0.0, s.demand_rps - growth_rps)
-        used = self.capacity.update(
+        wait_s = queue * per_request / (self.capacity.theta * s.ready_replicas)
+        dropping = self.timeout_s is not None and wait_s > 0.5 * self.timeout_s
+        used = not dropping and self.capacity.update(
             s.at_s, s.utilization * s.ready_replicas, served_rps * per_request
         )
         if _ok(s.in_flight) and served_rps > 0:
