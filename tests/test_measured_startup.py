@@ -1,7 +1,9 @@
 """Start-up times measured from what the platform actuators report over time: Ray Serve
 replica states (RUNNING vs target, from the dashboard's REST API fake) and SageMaker copy
 counts (current vs desired, from the wire-level fake), each read by the real actuator on a
-fake clock and turned into start-up samples by `learning.ReadinessTracker`."""
+fake clock and turned into start-up samples by `learning.ReadinessTracker`; and Ray Serve's
+exact replica start times (`start_time_s`) with their RUNNING transitions
+(`adapters.ray.startups`)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from elastiscale.adapters.ray.actuator import RayServeActuator
+from elastiscale.adapters.ray.startups import ReplicaStartups
 from elastiscale.clock import FakeClock
 from elastiscale.config import Config, validate_mapping
 from elastiscale.learning import ReadinessTracker, StartupEstimator
@@ -125,3 +128,81 @@ def test_sagemaker_copy_counts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
             settle_after_s=180.0,
         )
     assert got == pytest.approx([172.5, 172.5])
+
+
+def test_ray_serve_start_times_are_exact_and_ready_times_to_half_a_look() -> None:
+    """With `measure_startup: true` the actuator reads each replica's `start_time_s` and its
+    state: asked at 15 s, started by Serve at 20 s, RUNNING by the look at 315 s and still
+    STARTING at the look at 300 s: (300 + 315) / 2 - 20 = 287.5 s, where the counts alone say
+    292.5 s (they place the start at the look before the request)."""
+    clock = FakeClock(0.0)
+    serve_s = [0.0]  # the Ray head's clock, as Serve's controller stamps a replica's start
+    with FakeServeDashboard(clock=lambda: serve_s[0]) as dashboard:
+        dashboard.add_application("ext", {"router": 1, "llm": 1}, external_scaler=True)
+        actuator = RayServeActuator(
+            CONFIG,
+            {"address": dashboard.url, "application": "ext", "measure_startup": True,
+             "targets": {"router": "router", "llm": "llm"}},
+            clock=clock,
+        )  # fmt: skip
+        got: list[float] = []
+        for k in range(30):
+            now_s = 15.0 * k
+            clock.set(now_s)
+            serve_s[0] = now_s
+            if now_s == 315.0:
+                dashboard.settle()
+            got.extend(actuator.startups(["llm", "router"], now_s=now_s).get("llm", []))
+            if k == 1:
+                serve_s[0] = 20.0  # Serve's controller starts the actors 5 s after the call
+                assert actuator.scale("llm", 3).ok
+        assert actuator.startups(["llm"]) == {}  # no time, no look
+    assert got == pytest.approx([287.5, 287.5])
+
+
+def _replica(rid: str, state: str, start_s: float | None) -> dict[str, object]:
+    return {"replica_id": rid, "state": state, "start_time_s": start_s}
+
+
+@pytest.mark.parametrize(
+    ("looks", "expected"),
+    [
+        # seen STARTING at 15 and 30, RUNNING at 45: ready at 37.5, started at 10
+        (
+            [
+                (0, []),
+                (15, [_replica("a", "STARTING", 10)]),
+                (30, [_replica("a", "STARTING", 10)]),
+                (45, [_replica("a", "RUNNING", 10)]),
+            ],
+            [27.5],
+        ),
+        # started and RUNNING between two looks: ready between its start (20) and 30
+        ([(15, []), (30, [_replica("a", "RUNNING", 20)])], [5.0]),
+        # RUNNING at the first look: history, no sample; counted once
+        ([(15, [_replica("a", "RUNNING", 1)]), (30, [_replica("a", "RUNNING", 1)])], []),
+        # was there and not starting (UPDATING, then RUNNING): not a start-up
+        ([(15, [_replica("a", "UPDATING", 1)]), (30, [_replica("a", "RUNNING", 1)])], []),
+        # stopped before it ran: nothing; a missing or bad start time: nothing
+        ([(15, []), (30, [_replica("a", "STARTING", 20)]), (45, [])], []),
+        (
+            [
+                (15, []),
+                (30, [_replica("a", "STARTING", None)]),
+                (45, [_replica("a", "RUNNING", None)]),
+            ],
+            [],
+        ),
+        ([(15, []), (30, [_replica("a", "RUNNING", float("nan"))])], []),
+        # a look not after the last one says nothing
+        ([(15, []), (15, [_replica("a", "RUNNING", 10)])], []),
+    ],
+)
+def test_replica_startups(
+    looks: list[tuple[float, list[dict[str, object]]]], expected: list[float]
+) -> None:
+    tracker = ReplicaStartups()
+    got: list[float] = []
+    for now_s, replicas in looks:
+        got.extend(tracker.look(now_s, replicas))
+    assert got == pytest.approx(expected)

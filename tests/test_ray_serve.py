@@ -45,9 +45,9 @@ from elastiscale.adapters.ray.actuator import (
     RayServeParams,
     converged,
     declarative_config,
-    failure_for_status,
     read_token,
 )
+from elastiscale.adapters.ray.client import failure_for_status
 from elastiscale.adapters.ray.policy import ElastiscaleApplicationPolicy, observe_context
 from elastiscale.config import Config, validate_mapping
 from elastiscale.errors import ActuatorError, ConfigError
@@ -806,6 +806,33 @@ def test_external_scaler_read_scale_and_hold(cluster: ServeCluster) -> None:
     cluster.settle("ext", {"llm": 3})
     assert actuator.read(["llm"])["llm"] == ReplicaState(3, 3)
     assert actuator.scale("llm", 3).ok  # idempotent
+    assert actuator.scale("llm", 1).ok
+    cluster.settle("ext", {"llm": 1})
+
+
+@pytest.mark.integration
+def test_measured_startup_from_the_live_replica_details(cluster: ServeCluster) -> None:
+    """Ray's own answer carries what `adapters.ray.startups` reads: a replica keeps its
+    `replica_id` and `start_time_s` from STARTING to RUNNING, the start is on the wall clock
+    (the daemon's, on one host) after the scale call, and the measured start-up lies between
+    the start and the look that saw it RUNNING."""
+    cluster.settle("ext", {"llm": 1})
+    actuator = ext_actuator(cluster, measure_startup=True)
+    assert actuator.startups(["llm"], now_s=time.time()) == {"llm": []}  # the first look
+    asked_s = time.time()
+    assert actuator.scale("llm", 2).ok
+    got: list[float] = []
+    deadline = time.monotonic() + 60
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.25)
+        looked_s = time.time()
+        got = actuator.startups(["llm"], now_s=looked_s)["llm"]
+    assert len(got) == 1, "no replica turned RUNNING within 60 s"
+    replicas = cluster.deployments("ext")["llm"]["replicas"]
+    started = max(r["start_time_s"] for r in replicas)
+    assert asked_s - 1.0 <= started <= looked_s
+    assert 0.0 <= got[0] <= looked_s - started
+    cluster.settle("ext", {"llm": 2})
     assert actuator.scale("llm", 1).ok
     cluster.settle("ext", {"llm": 1})
 

@@ -113,7 +113,7 @@ class Engine:
             replicas=replicas,
             history=self.history,
             interval_s=self.interval_s,
-            startups_s=self._startups(names),
+            startups_s=self._startups(names, now_s),
         )
         proposals = self._propose(ctx)
         shares = self._shares.of(observations) if self._shares is not None else {}
@@ -152,13 +152,15 @@ class Engine:
                 got[name] = Observation.unavailable(name, now_s, reason)
         return got
 
-    def _startups(self, names: Sequence[str]) -> dict[str, list[float]]:
-        """Start-ups the actuator measured since the last tick (its optional `startups`)."""
+    def _startups(self, names: Sequence[str], now_s: float) -> dict[str, list[float]]:
+        """Start-ups the actuator measured since the last tick (its optional `startups`,
+        given the tick's time: a platform that shows states rather than transition times
+        needs to know when it looked)."""
         reader = getattr(self.actuator, "startups", None)
         if reader is None:
             return {}
         try:
-            return {n: list(v) for n, v in reader(names).items()}
+            return {n: list(v) for n, v in reader(names, now_s=now_s).items()}
         except ActuatorError as exc:
             log.debug("actuator start-ups unavailable: %s", exc)
             return {}

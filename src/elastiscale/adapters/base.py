@@ -90,9 +90,10 @@ class Actuator(Protocol):
     the engine falls back to the last known state. It raises `ActuatorError` only when the
     platform as a whole cannot be reached.
 
-    An actuator may also offer `startups(components) -> Mapping[str, Sequence[float]]`: start-up
-    times (seconds from a replica's request to its readiness) measured since the last call;
-    the engine passes them to policies as `TickContext.startups_s`.
+    An actuator may also offer `startups(components, now_s=None) -> Mapping[str,
+    Sequence[float]]`: start-up times (seconds from a replica's request to its readiness)
+    measured since the last call, `now_s` being the tick's time (the engine passes it); the
+    engine passes them to policies as `TickContext.startups_s`.
 
     Adapters built from a config file are constructed as `Cls(config, options)`, `options`
     being the `actuator:` section without `type`, validated by the class's `Params` model

@@ -4,7 +4,9 @@ A real HTTP server on 127.0.0.1 that answers the three calls the `ray-serve` act
 the paths, JSON and status codes of Ray 2.60's dashboard:
 
 - `GET /api/serve/applications/`: every application with its deployments (`status`,
-  `target_num_replicas`, `replicas` with their `state`, `deployment_config`), its
+  `target_num_replicas`, `replicas` with their `replica_id`, `state` and `start_time_s`
+  (from `clock`: a replica keeps its id and start from STARTING to RUNNING),
+  `deployment_config`), its
   `deployed_app_config` (None for an application deployed imperatively) and
   `external_scaler_enabled`;
 - `PUT /api/serve/applications/`: a whole declarative config; applications it omits are
@@ -32,8 +34,8 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from elastiscale.testing.server import FakeServer, LocalServer, QuietHandler
@@ -46,27 +48,50 @@ _APPS_PATH = "/api/serve/applications/"
 
 @dataclass
 class FakeDeployment:
+    """One deployment: its target and replica counts, and each replica's id and start time
+    (`start_time_s` from `clock`, as Serve's controller stamps it when it starts the actor)."""
+
     name: str
     target: int
     running: int
     autoscaling: bool = False
     starting: int = 0
     stopping: int = 0
+    clock: Callable[[], float] = time.time
+    _running_ids: list[tuple[str, float]] = field(default_factory=list)
+    _starting_ids: list[tuple[str, float]] = field(default_factory=list)
+    _serial: int = 0
+
+    def _sync(self) -> None:
+        """As many replica ids as the counts say: new ones started now, extra ones dropped."""
+        for ids, count in ((self._running_ids, self.running), (self._starting_ids, self.starting)):
+            while len(ids) < count:
+                self._serial += 1
+                ids.append((f"{self.name}#{self._serial:04d}", self.clock()))
+            del ids[count:]
 
     def retarget(self, replicas: int, at_once: bool) -> None:
+        self._sync()
         self.target = replicas
         if at_once:
             self.settle()
             return
         self.starting = max(0, replicas - self.running)
         self.stopping = max(0, self.running - replicas)
+        self._sync()
 
     def settle(self) -> None:
+        self._sync()
+        self._running_ids = (self._running_ids + self._starting_ids)[: self.target]
+        self._starting_ids = []
         self.running, self.starting, self.stopping = self.target, 0, 0
+        self._sync()
 
     def details(self) -> JSON:
+        self._sync()
         states = ["RUNNING"] * (self.running - self.stopping)
         states += ["STOPPING"] * self.stopping + ["STARTING"] * self.starting
+        ids = self._running_ids + self._starting_ids
         config: JSON = {"name": self.name, "num_replicas": self.target}
         if self.autoscaling:
             config["autoscaling_config"] = {"min_replicas": 1, "max_replicas": 8}
@@ -78,7 +103,8 @@ class FakeDeployment:
             "deployment_config": config,
             "target_num_replicas": self.target,
             "replicas": [
-                {"replica_id": f"{self.name}-{i}", "state": state} for i, state in enumerate(states)
+                {"replica_id": rid, "state": state, "start_time_s": started}
+                for (rid, started), state in zip(ids, states, strict=True)
             ],
         }
 
@@ -128,9 +154,15 @@ class _Fault:
 class FakeServeDashboard(FakeServer):
     """State and HTTP server of the fake; thread-safe; a context manager."""
 
-    def __init__(self, token: str | None = None, settle_at_once: bool = False) -> None:
+    def __init__(
+        self,
+        token: str | None = None,
+        settle_at_once: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.token = token
         self.settle_at_once = settle_at_once
+        self.clock = clock  # replicas' start_time_s
         self.applications: dict[str, FakeApplication] = {}
         self.http_options: JSON = {"host": "127.0.0.1", "port": 8000}
         self.requests: list[RecordedRequest] = []
@@ -162,7 +194,9 @@ class FakeServeDashboard(FakeServer):
         app = FakeApplication(
             name,
             {
-                d: FakeDeployment(d, target=n, running=n, autoscaling=d in autoscaling)
+                d: FakeDeployment(
+                    d, target=n, running=n, autoscaling=d in autoscaling, clock=self.clock
+                )
                 for d, n in deployments.items()
             },
             external_scaler=external_scaler,
@@ -305,7 +339,9 @@ class FakeServeDashboard(FakeServer):
             app.config = json.loads(json.dumps(config))
             app.external_scaler = external
             for dep_name, entry in entries.items():
-                dep = app.deployments.setdefault(dep_name, FakeDeployment(dep_name, 1, 1))
+                dep = app.deployments.setdefault(
+                    dep_name, FakeDeployment(dep_name, 1, 1, clock=self.clock)
+                )
                 dep.autoscaling = "autoscaling_config" in entry
                 wanted = int(entry.get("num_replicas", dep.target))
                 if wanted != dep.target:

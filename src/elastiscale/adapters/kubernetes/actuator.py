@@ -220,9 +220,12 @@ class KubernetesActuator:
             raise ActuatorError(f"Kubernetes API unavailable: {failures[0].message}")
         return out
 
-    def startups(self, components: Sequence[str]) -> dict[str, list[float]]:
+    def startups(
+        self, components: Sequence[str], now_s: float | None = None
+    ) -> dict[str, list[float]]:
         """Start-up times of the targets' pods ready since the last call, with
-        `measure_startup: true` (else none; `adapters.kubernetes.readiness`)."""
+        `measure_startup: true` (else none; `adapters.kubernetes.readiness`). The pods carry
+        their own times, so `now_s` is not needed."""
         if not self.options.measure_startup:
             return {}
         return self._startups.poll(components)

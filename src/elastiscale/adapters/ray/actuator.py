@@ -41,9 +41,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -56,9 +53,9 @@ from elastiscale.adapters.contract import (
     InProgressGuard,
     OtherAutoscalerError,
     TargetSpec,
-    failure_for_http_status,
-    parse_retry_after,
 )
+from elastiscale.adapters.ray.client import ServeClient, ServeRequestError
+from elastiscale.adapters.ray.startups import ReplicaStartups
 from elastiscale.errors import ActuatorError
 from elastiscale.observations import ReplicaState
 
@@ -93,6 +90,9 @@ class RayServeParams(ActuatorOptions[ServeTarget]):
     check_on_start: bool = Field(
         True, description="check at construction that every target exists and may be scaled"
     )
+    measure_startup: bool = Field(
+        False, description="report replicas' start-ups (start_time_s to RUNNING; startups.py)"
+    )
 
     @field_validator("address")
     @classmethod
@@ -125,27 +125,6 @@ class RayServeParams(ActuatorOptions[ServeTarget]):
         return (target.application or self.application, target.deployment)
 
 
-class ServeRequestError(Exception):
-    """An HTTP exchange with the dashboard that did not succeed, already classified."""
-
-    def __init__(self, failure: Failure, message: str, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.failure = failure
-        self.retry_after_s = retry_after_s
-
-
-def failure_for_status(status: int, body: str) -> Failure:
-    """The engine's word for an HTTP error status of the Serve REST API.
-
-    412 is what Serve answers when the application was not deployed with
-    `external_scaler_enabled: true` (not ours to change: forbidden) or when the deployment is
-    being deleted (gone: not found); the rest as for every HTTP platform.
-    """
-    if status == 412:
-        return Failure.NOT_FOUND if "deleted" in body.lower() else Failure.FORBIDDEN
-    return failure_for_http_status(status)
-
-
 def read_token(params: RayServeParams) -> str | None:
     """The dashboard token, from the first of: env var, configured file, Ray's own places."""
     from_env = os.environ.get(params.auth_token_env, "").strip()
@@ -170,81 +149,6 @@ def read_token(params: RayServeParams) -> str | None:
         if token:
             return token
     return None
-
-
-class ServeClient:
-    """The few calls of the Serve REST API this actuator makes."""
-
-    def __init__(self, address: str, token: str | None, timeout_s: float) -> None:
-        self.address = address
-        self.token = token
-        self.timeout_s = timeout_s
-
-    def request(self, method: str, path: str, body: Any = None) -> Any:
-        """Send one request; return the decoded JSON answer (None when empty) or raise
-        `ServeRequestError`."""
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"Accept": "application/json"}
-        if data is not None:
-            headers["Content-Type"] = "application/json"
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        req = urllib.request.Request(self.address + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                text = resp.read().decode("utf-8", "replace")
-        except urllib.error.HTTPError as exc:
-            text = exc.read().decode("utf-8", "replace")
-            raise ServeRequestError(
-                failure_for_status(exc.code, text),
-                f"{method} {path}: HTTP {exc.code}: {_error_text(text)}",
-                parse_retry_after(exc.headers.get("Retry-After")),
-            ) from None
-        except OSError as exc:  # refused, reset, timed out, name not resolved
-            reason = getattr(exc, "reason", exc)
-            raise ServeRequestError(
-                Failure.UNAVAILABLE, f"{method} {self.address}{path}: {reason}"
-            ) from None
-        if not text.strip():
-            return None
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            raise ServeRequestError(
-                Failure.UNAVAILABLE, f"{method} {path}: answer is not JSON: {text[:200]!r}"
-            ) from None
-
-    def instance(self) -> dict[str, Any]:
-        """`GET /api/serve/applications/`: every application, its deployments and config."""
-        got = self.request("GET", "/api/serve/applications/")
-        if not isinstance(got, dict) or not isinstance(got.get("applications"), dict):
-            raise ServeRequestError(
-                Failure.UNAVAILABLE, "GET /api/serve/applications/: unexpected body"
-            )
-        return got
-
-    def scale(self, application: str, deployment: str, replicas: int) -> None:
-        """The external-scaler call."""
-        path = f"/api/v1/applications/{_quote(application)}/deployments/{_quote(deployment)}/scale"
-        self.request("POST", path, {"target_num_replicas": replicas})
-
-    def deploy(self, config: Mapping[str, Any]) -> None:
-        """The declarative call: the whole Serve config."""
-        self.request("PUT", "/api/serve/applications/", config)
-
-
-def _error_text(body: str) -> str:
-    """The `error` field of a JSON error body, else the body itself (shortened)."""
-    try:
-        parsed = json.loads(body)
-    except json.JSONDecodeError:
-        parsed = None
-    text = str(parsed["error"]) if isinstance(parsed, dict) and "error" in parsed else body
-    return " ".join(text.split())[:300]  # one line
-
-
-def _quote(segment: str) -> str:
-    return urllib.parse.quote(segment, safe="")
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,6 +256,7 @@ class RayServeActuator:
         self.guard = InProgressGuard(params.settle_timeout_s, clock, raise_while_scaling_up=True)
         #: The last count written to each deployment ("app/deployment").
         self.written: dict[str, int] = {}
+        self._startups: dict[str, ReplicaStartups] = {}
         if params.check_on_start:
             self.check()
 
@@ -428,6 +333,28 @@ class RayServeActuator:
                 out[name] = replica_state(details)
             except UnexpectedAnswerError as exc:
                 log.warning("ray-serve: cannot read %s: %s", name, exc)
+        return out
+
+    def startups(
+        self, components: Sequence[str], now_s: float | None = None
+    ) -> dict[str, list[float]]:
+        """Start-ups of the targets' replicas that turned RUNNING since the last call, looked
+        at `now_s`, with `measure_startup: true` (else none; `adapters.ray.startups`)."""
+        if not self.params.measure_startup or now_s is None:
+            return {}
+        try:
+            instance = self.client.instance()
+        except ServeRequestError as exc:
+            raise ActuatorError(f"ray-serve: {exc}") from None
+        out: dict[str, list[float]] = {}
+        for name in (n for n in components if n in self.params.targets):
+            try:
+                details = deployment_details(instance, *self.params.target_of(name))
+                if details is not None:
+                    tracker = self._startups.setdefault(name, ReplicaStartups())
+                    out[name] = tracker.look(now_s, _replicas(details))
+            except UnexpectedAnswerError as exc:
+                log.debug("ray-serve: start-ups of %s: %s", name, exc)
         return out
 
     def scale(self, component: str, replicas: int) -> ActuationResult:
