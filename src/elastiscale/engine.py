@@ -114,6 +114,7 @@ class Engine:
             history=self.history,
             interval_s=self.interval_s,
             startups_s=self._startups(names, now_s),
+            acting=not self.dry_run,
         )
         proposals = self._propose(ctx)
         shares = self._shares.of(observations) if self._shares is not None else {}

@@ -16,6 +16,7 @@ elects a leader. Every field has a default, so a pipeline file without the secti
         lease_duration_s: 15            # client-go's LeaseDuration, RenewDeadline, RetryPeriod
         renew_deadline_s: 10
         retry_period_s: 2
+      gpu_pools: {store: kubernetes}    # GPU pools shared across daemons (a ConfigMap each)
 
 `elastiscale.config.Config` holds one as its `daemon` field, so `elastiscale validate` checks
 this section like any other; the daemon (`elastiscale.daemon`) reads it.
@@ -174,6 +175,74 @@ class ShardingConfig(_Strict):
         return self
 
 
+class GpuPoolsConfig(_Strict):
+    """Where the GPU pools named by pipelines (`params.gpu_pool`) keep their state, so that
+    pipelines run by several daemons share one budget (`controllers/budget.py` has the rules).
+
+    store: `in-process` (default: pipelines of this process share a pool in its memory) or
+    `kubernetes`: one ConfigMap per pool, read-modify-written with resourceVersion.
+    namespace: the ConfigMaps' namespace; default the Kubernetes actuator's, else
+    $POD_NAMESPACE, else the connection's.
+    name_prefix: a pool's ConfigMap is `<name_prefix><pool name>` unless `names` names it.
+    names: ConfigMap name per pool name, for pools whose names are not valid object names.
+    expiry_s: a member's grants lapse `expiry_s / 2` after its last landed write, and others
+    free them after seeing its entry unchanged for `expiry_s`; at least four control
+    intervals, so a member applies its fallback before others grow into its GPUs.
+    conflict_retries: re-reads after a 409 within one tick before holding the allocation.
+    timeout_s: longest wait for one ConfigMap call.
+    connection, kubeconfig, context: how to reach the API; default the Kubernetes actuator's
+    settings, else `auto`.
+
+        daemon:
+          gpu_pools: {store: kubernetes, namespace: serving, expiry_s: 300}
+    """
+
+    store: Literal["in-process", "kubernetes"] = "in-process"
+    namespace: str | None = None
+    name_prefix: str = "elastiscale-gpu-pool-"
+    names: dict[str, str] = Field(default_factory=dict)
+    expiry_s: PositiveFloat = 300.0
+    conflict_retries: int = Field(5, ge=0, le=50)
+    timeout_s: PositiveFloat = 5.0
+    connection: Literal["auto", "in-cluster", "kubeconfig"] | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+
+    @field_validator("namespace")
+    @classmethod
+    def _pool_namespace_valid(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 63 or not _DNS_LABEL.match(value)):
+            raise ValueError(
+                f"{value!r} is not a valid namespace (lower-case letters, digits, '-')"
+            )
+        return value
+
+    @field_validator("names")
+    @classmethod
+    def _names_valid(cls, value: dict[str, str]) -> dict[str, str]:
+        for pool, name in value.items():
+            if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+                raise ValueError(
+                    f"{pool}: {name!r} is not a valid ConfigMap name "
+                    "(lower-case letters, digits, '-' and '.')"
+                )
+        return value
+
+    def object_name(self, pool: str) -> str:
+        """The ConfigMap of pool `pool`."""
+        return self.names.get(pool) or f"{self.name_prefix}{pool}"
+
+    def check_pool(self, pool: str) -> str | None:
+        """Why pool `pool` has no valid ConfigMap name under this section (None: it has)."""
+        name = self.object_name(pool)
+        if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+            return (
+                f"pool {pool!r} makes ConfigMap name {name!r}, not a valid object name; "
+                f"set daemon.gpu_pools.names.{pool}"
+            )
+        return None
+
+
 class DaemonConfig(_Strict):
     """How the sidecar daemon runs (see the module docstring).
 
@@ -188,6 +257,7 @@ class DaemonConfig(_Strict):
     down (the pause doubles from one control interval up to this).
     decisions_kept: how many recent changed decisions `/decisions` serves.
     sharding: several units split over replicas by Leases (`ShardingConfig`).
+    gpu_pools: where shared GPU pools keep their state (`GpuPoolsConfig`).
     """
 
     listen: str = f"127.0.0.1:{DEFAULT_PORT}"
@@ -200,6 +270,7 @@ class DaemonConfig(_Strict):
     decisions_kept: int = Field(1000, ge=1, le=100_000)
     leader_election: LeaderElectionConfig = LeaderElectionConfig()
     sharding: ShardingConfig = ShardingConfig()
+    gpu_pools: GpuPoolsConfig = GpuPoolsConfig()
 
     @field_validator("listen")
     @classmethod

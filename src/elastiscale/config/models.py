@@ -437,6 +437,26 @@ class Config(StrictModel):
                 raise ValueError(f"control.combine.formula: {used[0]!r} names more than one policy")
         return self
 
+    @model_validator(mode="after")
+    def _gpu_pools_fit(self) -> Config:
+        # A store across daemons: every pool named must make a ConfigMap name, and grants must
+        # outlive a few ticks (a member applies its fallback at its next tick after a lapse).
+        pools = self.daemon.gpu_pools
+        if pools.store != "kubernetes":
+            return self
+        if pools.expiry_s < 4 * self.control.interval_s:
+            raise ValueError(
+                f"daemon.gpu_pools.expiry_s = {pools.expiry_s:g} must be at least four "
+                f"control intervals (4 x {self.control.interval_s:g} s)"
+            )
+        for i, policy in enumerate(self.policies):
+            pool = policy.params.get("gpu_pool")
+            if isinstance(pool, str):
+                problem = pools.check_pool(pool)
+                if problem is not None:
+                    raise ValueError(f"policies.{i}.params.gpu_pool: {problem}")
+        return self
+
     def constraints_for(self, component: str) -> ConstraintsConfig:
         """The pipeline-level constraints with the component's own sections laid over them."""
         own = self.pipeline.components[component].constraints

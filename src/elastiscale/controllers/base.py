@@ -41,6 +41,9 @@ class TickContext:
     #: Start-up times measured exactly by the platform since the last tick, per component
     #: (an actuator's optional `startups`); a component absent here has no such measurement.
     startups_s: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    #: False when this tick's decisions will not be acted on (a dry run, a standby replica):
+    #: a policy then changes no state shared with other processes (a GPU pool's grants).
+    acting: bool = True
 
     def load(self, component: str) -> float | None:
         """The component's observed demand in its capacity unit (requests/s or tokens/s)."""

@@ -1,31 +1,46 @@
-"""A shared GPU budget, divided between components by their effect on end-to-end SLO attainment.
+"""A shared GPU budget, divided between components by their effect on end-to-end SLO attainment
+(the rule and its worked numbers: `controllers/division.py`), and GPU pools shared by several
+pipelines, in one process or across daemons.
 
-When the replicas every GPU component wants fit in `max_gpus`, each gets what it wants. When
-they do not, first-come first-served would hand the GPUs to whichever component asked first;
-instead each replica goes where it saves the most late requests per GPU.
+Several pipelines that share GPUs share a `GpuPool` by name. Each pipeline (a *member*, by its
+pipeline or fleet-unit name) claims at its own tick; the pool divides the GPUs over the latest
+needs of every member, and grants a member no more than what the others' grants in force leave,
+so the sum of grants in force never exceeds the pool even while members tick at different
+times, in different processes. The pool's state lives in a store (`controllers/pool_store.py`):
+this process's memory by default, or a Kubernetes ConfigMap per pool
+(`adapters/kubernetes/pool_store.py`, `daemon.gpu_pools`), read-modify-written as one unit.
 
-The effect of a component's count on the SLO: with `n` replicas a component serves
-`served_rps(n)` calls per second within its latency budget (the capacity model's own figure),
-so a share x = (demand - served) / demand of its calls is late. An ingress request that makes
-k calls to it is late when any of them is, with probability 1 - (1 - x)^k, so
+The rules of a request, with `expiry_s` the pool's grant expiry (default 300 s):
 
-    late requests/s (n) = ingress_rps x (1 - (1 - x(n))^k)
+- **Divide, then cap.** The member's share is the division of the pool over every member's
+  needs (members in name order, so every process computes the same division). It gets at most
+  what the pool minus the others' grants leaves: a member that grows waits until the others
+  have shrunk, and a member that shrinks frees GPUs for the others once its write has landed.
+  When even its minimums do not fit what is left (a member joining a full pool), it is granted
+  what is left and the record says so; the others make room at their next tick, since every
+  division reserves every member's minimums.
+- **Write only what changed.** The entry is written when its grants or needs' counts change,
+  and otherwise every `expiry_s / 4`, to show the member is alive (the late-request curves of
+  an unchanged entry are refreshed then).
+- **Hold when the store fails.** When the store cannot be read or written, or keeps answering
+  409 past its retry budget, the member holds: each component keeps at most its last grant
+  that landed (never more GPUs; less when it wants less), or, with no grant landed in this process,
+  at most its current replicas. The allocation's `note` says why, for the decision record.
+- **Grants lapse; dead members expire.** A member's grants are good for `expiry_s / 2` after
+  the start of the write that landed them, on its own clock. Holding past that, it falls back
+  to its minimums. Other members free its GPUs only after seeing its entry unchanged for
+  `expiry_s` on their own clocks (as a Lease candidate does, they do not trust written times):
+  they cut the entry to its minimums, which stay reserved. A member's entry only changes when
+  it is written, which happens after the write started, so the member has fallen back at
+  least `expiry_s / 2` before anyone grows into its GPUs: enough for its next tick to apply
+  the smaller count when ticks come more often than that (`daemon.gpu_pools` checks).
+  A fleet's unit that moves to another daemon replica is refreshed there under the same member
+  name within the shard takeover time (lease duration + one tick), far below `expiry_s`, so
+  only units nobody runs any more expire. Their minimums stay reserved until their entry is
+  deleted from the store (an operator's `kubectl edit`): the pool errs on the side of less.
 
-Worked numbers: a planner called 4 times per request, 10% short, makes 1 - 0.9^4 = 34% of
-requests late; a writer called once, 10% short, makes 10% late. A GPU moved from the writer to
-the planner there saves more than it costs.
-
-Allocation starts every component at its `min` replicas and then repeatedly gives the block of
-replicas with the highest late requests saved per GPU (blocks, not single replicas, because the
-saving is not concave: replicas that leave a component still overloaded save little until the
-one that brings it within budget). It stops when the budget is spent or no block saves anything:
-GPUs that would not change attainment stay free. If even the minimums do not fit, the minimums
-are granted (bounds are the operator's hard word) and the record says so.
-
-Several pipelines that share GPUs share a `GpuPool` by name. Each pipeline's policy claims at
-its own tick; the pool divides the GPUs over the latest claims of all of them, and grants a
-pipeline no more than what the others currently hold leaves, so the sum of grants in force
-never exceeds the pool even while the pipelines tick at different times.
+Without a clock (backtests, the embedded API) nothing lapses or expires and every request
+writes, which is the behaviour of a pool in one process's memory.
 """
 
 from __future__ import annotations
@@ -33,153 +48,227 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
+from elastiscale.controllers.division import (
+    Allocation,
+    Claim,
+    Need,
+    allocate,
+    divide,
+    fit,
+    late_requests,
+    need_of,
+)
+from elastiscale.controllers.pool_store import (
+    InProcessPoolStore,
+    MemberEntry,
+    PoolState,
+    PoolStore,
+    PoolStoreError,
+)
 
 if TYPE_CHECKING:
     from elastiscale.controllers.base import TickContext
     from elastiscale.controllers.queueing import Sizer
 
-Array = npt.NDArray[np.float64]
+__all__ = [
+    "DEFAULT_EXPIRY_S",
+    "Allocation",
+    "Claim",
+    "GpuPool",
+    "allocate",
+    "late_requests",
+    "pipeline_allocation",
+    "shared_pool",
+    "use_pools",
+]
 
+#: Default grant expiry of a pool (see the module docstring).
+DEFAULT_EXPIRY_S = 300.0
 
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """One component's request for GPU replicas."""
-
-    key: str
-    gpus_per_replica: float
-    min_replicas: int
-    wanted: int
-    demand_rps: float  # the call rate it was sized for
-    served_rps: Callable[[int], float]  # calls/s n replicas serve within the budget
-    calls_per_request: float  # calls to it per ingress request
-    ingress_rps: float  # ingress requests per second behind that demand
-
-
-def late_requests(claim: Claim, replicas: int) -> float:
-    """Ingress requests per second made late by `claim` running `replicas` (see above)."""
-    if claim.demand_rps <= 0.0:
-        return 0.0
-    short = max(0.0, claim.demand_rps - claim.served_rps(replicas)) / claim.demand_rps
-    calls = max(claim.calls_per_request, 1.0)
-    return float(claim.ingress_rps * (1.0 - (1.0 - min(short, 1.0)) ** calls))
-
-
-@dataclass(frozen=True, slots=True)
-class Allocation:
-    """Replicas granted per claim key, and whether the budget bound."""
-
-    granted: dict[str, int]
-    binding: bool
-    infeasible: bool  # the minimums alone exceed the budget
-    gpus_used: float
-
-
-def allocate(claims: Sequence[Claim], max_gpus: float) -> Allocation:
-    """Divide `max_gpus` between `claims` (see the module docstring)."""
-    wanted = {c.key: max(c.wanted, c.min_replicas) for c in claims}
-    total = sum(wanted[c.key] * c.gpus_per_replica for c in claims)
-    if total <= max_gpus + 1e-9:
-        return Allocation(wanted, binding=False, infeasible=False, gpus_used=total)
-    granted = {c.key: c.min_replicas for c in claims}
-    used = sum(c.min_replicas * c.gpus_per_replica for c in claims)
-    if used > max_gpus + 1e-9:
-        return Allocation(granted, binding=True, infeasible=True, gpus_used=used)
-    curves = {c.key: _late_curve(c, wanted[c.key]) for c in claims}
-    by_key = {c.key: c for c in claims}
-    while True:
-        best: tuple[float, int, str] | None = None  # (saved per GPU, block, key)
-        for claim in claims:
-            block, per_gpu = _best_block(
-                claim, curves[claim.key], granted[claim.key], wanted[claim.key], max_gpus - used
-            )
-            if block > 0 and per_gpu > 0.0 and (best is None or per_gpu > best[0] + 1e-15):
-                best = (per_gpu, block, claim.key)
-        if best is None:
-            break
-        _, block, key = best
-        granted[key] += block
-        used += block * by_key[key].gpus_per_replica
-    return Allocation(granted, binding=True, infeasible=False, gpus_used=used)
-
-
-def _late_curve(claim: Claim, wanted: int) -> Array:
-    """late_requests(claim, n) for n = 0..wanted."""
-    return np.array([late_requests(claim, n) for n in range(wanted + 1)])
-
-
-def _best_block(
-    claim: Claim, curve: Array, granted: int, wanted: int, gpus_left: float
-) -> tuple[int, float]:
-    """The block of replicas (1..what fits) saving the most late requests per GPU."""
-    if granted >= wanted:
-        return 0, 0.0
-    if claim.gpus_per_replica <= 0:
-        return wanted - granted, math.inf  # free replicas: give them all
-    fits = min(wanted - granted, math.floor(gpus_left / claim.gpus_per_replica + 1e-9))
-    if fits <= 0:
-        return 0, 0.0
-    saved = curve[granted] - curve[granted + 1 : granted + fits + 1]
-    per_gpu = saved / (np.arange(1, fits + 1) * claim.gpus_per_replica)
-    i = int(np.argmax(per_gpu))
-    return i + 1, float(per_gpu[i])
+_SEP = "\x1f"  # between member and claim key in the pooled division: in neither name
 
 
 class GpuPool:
-    """GPUs shared by several pipelines (see the module docstring). Thread-safe."""
+    """GPUs shared by several pipelines (see the module docstring). Thread-safe.
 
-    def __init__(self, name: str, max_gpus: float) -> None:
+    `store`: where the state lives (default: this process's memory). `clock`: a monotonic clock
+    for lapses and expiry, given by the runner that builds the pool (None: neither).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        max_gpus: float,
+        store: PoolStore | None = None,
+        clock: Callable[[], float] | None = None,
+        expiry_s: float = DEFAULT_EXPIRY_S,
+    ) -> None:
         self.name = name
         self.max_gpus = max_gpus
-        self._claims: dict[str, list[Claim]] = {}
-        self._granted: dict[str, dict[str, tuple[int, float]]] = {}  # replicas, gpus each
+        self.store: PoolStore = store if store is not None else InProcessPoolStore()
+        self.clock = clock
+        self.expiry_s = expiry_s
         self._lock = threading.Lock()
+        #: member -> (GPUs granted per need key, when the write that landed them started)
+        self._landed: dict[str, tuple[dict[str, float], float | None]] = {}
+        self._seen: dict[str, tuple[int, float]] = {}  # member -> (seq, first seen at)
 
-    def request(self, member: str, claims: Sequence[Claim]) -> Allocation:
-        """Grants for `member`'s claims, given every member's latest claims."""
+    def request(self, member: str, claims: Sequence[Claim], *, write: bool = True) -> Allocation:
+        """Grants for `member`'s claims, given every member's latest needs. With `write`
+        False (a dry run, a standby daemon), what they would be, leaving the store as it is."""
+        needs = [need_of(c) for c in claims]
         with self._lock:
-            self._claims[member] = list(claims)
-            pooled = [_renamed(c, f"{who}/{c.key}") for who, cs in self._claims.items() for c in cs]
-            overall = allocate(pooled, self.max_gpus)
-            held = sum(
-                n * g for who, grants in self._granted.items() if who != member
-                for n, g in grants.values()
-            )  # fmt: skip
-            mine = {c.key: overall.granted[f"{member}/{c.key}"] for c in claims}
-            room = self.max_gpus - held
-            if sum(mine[c.key] * c.gpus_per_replica for c in claims) > room + 1e-9:
-                capped = [_with_wanted(c, mine[c.key]) for c in claims]
-                mine = allocate(capped, max(room, 0.0)).granted
-            self._granted[member] = {c.key: (mine[c.key], c.gpus_per_replica) for c in claims}
-            used = sum(mine[c.key] * c.gpus_per_replica for c in claims)
-            return Allocation(mine, overall.binding, overall.infeasible, used)
+            now_s = self.clock() if self.clock is not None else None
+            got: list[tuple[Allocation, bool]] = []
+
+            def update(state: PoolState) -> PoolState | None:
+                new, allocation = self._step(state, member, needs, now_s)
+                got[:] = [(allocation, new is not None and write)]
+                return new if write else None
+
+            try:
+                self.store.transact(update)
+            except PoolStoreError as exc:
+                # A write that timed out may have landed: hold no more than it asked for either.
+                tried = got[0][0].granted if got else None
+                return self._hold(member, claims, needs, now_s, str(exc), tried)
+            allocation, wrote = got[0]
+            if wrote:
+                gpus = {n.key: allocation.granted[n.key] * n.gpus_per_replica for n in needs}
+                self._landed[member] = (gpus, now_s)
+            return allocation
 
     def granted_gpus(self) -> float:
-        """GPUs held by the grants in force, over all members."""
-        with self._lock:
-            return sum(n * g for grants in self._granted.values() for n, g in grants.values())
+        """GPUs held by the grants in force, over all members (as the store holds them)."""
+        return self.store.transact(lambda state: None).granted_gpus()
 
+    # --- one request on one read of the state --------------------------------------------------
 
-def _renamed(claim: Claim, key: str) -> Claim:
-    return Claim(
-        key, claim.gpus_per_replica, claim.min_replicas, claim.wanted, claim.demand_rps,
-        claim.served_rps, claim.calls_per_request, claim.ingress_rps,
-    )  # fmt: skip
+    def _step(
+        self, state: PoolState, member: str, needs: Sequence[Need], now_s: float | None
+    ) -> tuple[PoolState | None, Allocation]:
+        """The next state (None: nothing to write) and the member's allocation."""
+        entries = dict(state.members)
+        for who, entry in state.members.items():
+            if who != member and not entry.expired and self._expired(who, entry, now_s):
+                entries[who] = entry.trimmed()
+        others = {who: e for who, e in entries.items() if who != member}
+        size = min([self.max_gpus] + [e.max_gpus for e in others.values() if not e.expired])
+        pooled: list[Need] = []
+        for who in sorted({*others, member}):
+            mine = needs if who == member else others[who].needs
+            pooled += [n.renamed(f"{who}{_SEP}{n.key}") for n in mine]
+        overall = divide(pooled, size)
+        share = {n.key: overall.granted[f"{member}{_SEP}{n.key}"] for n in needs}
+        room = size - sum(e.gpus() for e in others.values())
+        note = None
+        if sum(share[n.key] * n.gpus_per_replica for n in needs) > room + 1e-9:
+            share = fit([n.capped(share[n.key]) for n in needs], room)
+            if any(share[n.key] < n.min_replicas for n in needs):
+                note = (
+                    f"GPU pool {self.name} is full: {max(room, 0.0):g} GPUs left below this "
+                    "pipeline's minimums until the other members shrink"
+                )
+        used = sum(share[n.key] * n.gpus_per_replica for n in needs)
+        allocation = Allocation(share, overall.binding, overall.infeasible, used, note)
+        old = state.members.get(member)
+        entry = MemberEntry(
+            tuple(needs), share, (old.seq + 1) if old else 1, self.max_gpus, expired=False
+        )
+        unchanged = entries == dict(state.members)
+        if old is not None and unchanged and self._fresh(member, old, entry, now_s):
+            return None, allocation
+        entries[member] = entry
+        return PoolState(entries), allocation
 
+    def _expired(self, who: str, entry: MemberEntry, now_s: float | None) -> bool:
+        """Whether `who`'s entry has been seen unchanged for `expiry_s` (on this clock)."""
+        if now_s is None:
+            return False
+        seen = self._seen.get(who)
+        if seen is None or seen[0] != entry.seq:
+            self._seen[who] = (entry.seq, now_s)
+            return False
+        return now_s - seen[1] >= self.expiry_s
 
-def _with_wanted(claim: Claim, wanted: int) -> Claim:
-    return Claim(
-        claim.key, claim.gpus_per_replica, claim.min_replicas, wanted, claim.demand_rps,
-        claim.served_rps, claim.calls_per_request, claim.ingress_rps,
-    )  # fmt: skip
+    def _fresh(self, member: str, old: MemberEntry, new: MemberEntry, now_s: float | None) -> bool:
+        """Whether the stored entry stands for `new` and was written recently enough."""
+        landed = self._landed.get(member)
+        if now_s is None or landed is None or landed[1] is None or old.expired:
+            return False
+        if now_s - landed[1] >= self.expiry_s / 4:
+            return False
+        shape = [(n.key, n.gpus_per_replica, n.min_replicas, n.wanted) for n in new.needs]
+        stored = [(n.key, n.gpus_per_replica, n.min_replicas, n.wanted) for n in old.needs]
+        return (
+            shape == stored
+            and dict(old.grants) == dict(new.grants)
+            and (old.max_gpus == new.max_gpus)
+        )
+
+    def _hold(
+        self,
+        member: str,
+        claims: Sequence[Claim],
+        needs: Sequence[Need],
+        now_s: float | None,
+        why: str,
+        tried: Mapping[str, int] | None = None,
+    ) -> Allocation:
+        """What a member may run when the store failed (see the module docstring)."""
+        landed = self._landed.get(member)
+        lapsed = (
+            landed is not None
+            and now_s is not None
+            and landed[1] is not None
+            and now_s - landed[1] >= self.expiry_s / 2
+        )
+        granted: dict[str, int] = {}
+        for claim, need in zip(claims, needs, strict=True):
+            if landed is None:
+                cap = claim.current if claim.current is not None else need.min_replicas
+            else:
+                cap = 0  # a component new since the last grant has none
+                if need.key in landed[0]:  # in GPUs: a replica's size may have changed since
+                    held_gpus = landed[0][need.key]
+                    size = need.gpus_per_replica
+                    cap = math.floor(held_gpus / size + 1e-9) if size > 0 else need.wanted
+            if lapsed:
+                cap = min(cap, need.min_replicas)
+            if tried is not None:
+                cap = min(cap, tried.get(need.key, cap))
+            granted[need.key] = min(need.wanted, cap)
+        if lapsed:
+            rule = f"grants lapsed (none landed for {self.expiry_s / 2:g} s): minimums"
+        elif landed is None:
+            rule = "no grant yet: holding the current replicas"
+        else:
+            rule = "holding the last grant"
+        used = sum(granted[n.key] * n.gpus_per_replica for n in needs)
+        note = f"GPU pool {self.name} store failed ({why}); {rule}"
+        return Allocation(granted, binding=True, infeasible=False, gpus_used=used, note=note)
 
 
 _POOLS: dict[str, GpuPool] = {}
 _POOLS_LOCK = threading.Lock()
+_FACTORY: Callable[[str, float], GpuPool] | None = None
+_FACTORY_KEY: object = None
+
+
+def use_pools(factory: Callable[[str, float], GpuPool] | None, key: object = None) -> None:
+    """Build the pools of this process with `factory(name, max_gpus)` from now on (the daemon
+    passes one for `daemon.gpu_pools: {store: kubernetes}`); None: in memory. Pools already
+    built are dropped, so call it before the first tick, unless `key` (the settings the
+    factory stands for) is the one already in use: then nothing changes, so several pipelines
+    of one process built one after the other keep their pools."""
+    global _FACTORY, _FACTORY_KEY
+    with _POOLS_LOCK:
+        if key is not None and key == _FACTORY_KEY:
+            return
+        _FACTORY, _FACTORY_KEY = factory, key
+        _POOLS.clear()
 
 
 def shared_pool(name: str, max_gpus: float) -> GpuPool:
@@ -187,7 +276,8 @@ def shared_pool(name: str, max_gpus: float) -> GpuPool:
     with _POOLS_LOCK:
         pool = _POOLS.get(name)
         if pool is None:
-            pool = _POOLS[name] = GpuPool(name, max_gpus)
+            factory = _FACTORY
+            pool = _POOLS[name] = factory(name, max_gpus) if factory else GpuPool(name, max_gpus)
         elif max_gpus < pool.max_gpus:
             pool.max_gpus = max_gpus
         return pool
@@ -204,8 +294,8 @@ def pipeline_allocation(
 ) -> Allocation | None:
     """The GPU budget (`pipeline.max_gpus`) divided over one tick's wanted counts of the GPU
     components (None without a budget): each claim carries its demand, what its sizer serves
-    per count, and its calls per ingress request; with `gpu_pool`, through that named pool
-    shared with other pipelines."""
+    per count, its calls per ingress request and its current replicas; with `gpu_pool`,
+    through that named pool shared with other pipelines."""
     max_gpus = ctx.config.pipeline.max_gpus
     if max_gpus is None:
         return None
@@ -216,6 +306,7 @@ def pipeline_allocation(
         if not comp.is_gpu:
             continue
         calls = sum(g[name] for g in gains.values())
+        current = ctx.replicas.get(name)
         claims.append(
             Claim(
                 key=name,
@@ -226,11 +317,12 @@ def pipeline_allocation(
                 served_rps=sizers[name].served_rps,
                 calls_per_request=calls,
                 ingress_rps=max(ingress_rps, demand_rps[name] / max(calls, 1e-9)),
+                current=current.desired if current is not None else None,
             )
         )
     if not claims:
         return None
     if gpu_pool is not None:
         pool = shared_pool(gpu_pool, max_gpus)
-        return pool.request(ctx.config.pipeline.name, claims)
+        return pool.request(ctx.config.pipeline.name, claims, write=ctx.acting)
     return allocate(claims, max_gpus)

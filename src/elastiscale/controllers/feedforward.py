@@ -251,6 +251,9 @@ class ElastiscalePolicy:
                 if granted != count:
                     reason += f"; GPU budget grants {granted} of {count}"
                     details["clamp"] = "gpu_budget"
+                if allocation.note is not None:
+                    details["budget_note"] = allocation.note
+                    reason += f"; {allocation.note}"
                 count = granted
             if self.calibrator is not None:
                 details.update(self.calibrator.state.details())

@@ -19,6 +19,7 @@ from elastiscale import registry
 from elastiscale.adapters.base import Actuator, MetricSource
 from elastiscale.adapters.memory import DryRunActuator, RecordingActuator
 from elastiscale.config import Config
+from elastiscale.controllers.budget import use_pools
 from elastiscale.daemon.guards import ErrorSink, GuardedSource, JournaledActuator, close_adapter
 from elastiscale.daemon.journal import Journal
 from elastiscale.engine import Engine
@@ -77,6 +78,19 @@ class Runtime:
             close_adapter(policy)  # a policy's `close()`, if any (e.g. its refit worker)
 
 
+def install_gpu_pools(config: Config, dry_run: bool) -> None:
+    """Where this process's shared GPU pools keep their state (`daemon.gpu_pools`). A dry run
+    keeps them in memory, so it takes no GPUs from the daemons that act (a standby replica
+    reads the shared pool without writing: `TickContext.acting`)."""
+    settings = config.daemon.gpu_pools
+    if settings.store == "kubernetes" and not dry_run:
+        from elastiscale.adapters.kubernetes.pool_store import pool_factory
+
+        use_pools(pool_factory(config), key=("kubernetes", settings))
+    else:
+        use_pools(None, key="in-process")
+
+
 def check_runnable(config: Config, dry_run: bool, keda: bool = False) -> list[str]:
     """Problems that keep `config` from running as a daemon (it validated as a file). In KEDA
     mode (`keda`) KEDA acts, so an `actuator:` is optional (read only when given)."""
@@ -108,6 +122,7 @@ def build_runtime(
     problems = check_runnable(config, dry_run, keda=keda_board is not None)
     if problems:
         raise ConfigError(problems)
+    install_gpu_pools(config, dry_run)
     assert config.metrics is not None
     closers: list[Any] = []
     try:

@@ -6,7 +6,8 @@ botocore's `Stubber` stand in for a service. The HTTP fakes inject faults and re
 request.
 
 kubernetes.py        `FakeKubeAPI`: workloads and their `/scale`, custom resources, HPAs and
-                     KEDA ScaledObjects, Leases (`kubernetes_store.py` holds its objects)
+                     KEDA ScaledObjects, Leases, ConfigMaps (`kubernetes_store.py` holds its
+                     objects)
 ray_serve.py         `FakeServeDashboard`: the Ray dashboard's Serve REST API
 sagemaker.py         `FakeSageMaker`: the SageMaker and Application Auto Scaling calls
 prometheus.py        `LocalPrometheus`: a throwaway real Prometheus (needs the `prometheus`

@@ -11,6 +11,8 @@ that speaks the paths and JSON of the API a scaling client uses:
 - autoscaling/v2 HorizontalPodAutoscalers and keda.sh/v1alpha1 ScaledObjects (lists), so
   other autoscalers can be put in the way;
 - coordination.k8s.io/v1 Leases (get, create, replace with resourceVersion), for leader election;
+- core/v1 ConfigMaps (get, create, replace with resourceVersion: 409 when stale, 409
+  AlreadyExists on a second create), for GPU pools shared across daemons;
 - core/v1 Pods (`add_pod`, with creation time and Ready condition), listed with an equality
   `labelSelector` as the real server filters them, for start-up times read from readiness;
 - errors as `Status` objects (404, 403, 409, 422, 500...), faults injected per path (a status
@@ -41,6 +43,7 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from elastiscale.testing.kubernetes_store import (
+    CONFIG_MAPS,
     DEPLOYMENTS,
     HORIZONTAL_POD_AUTOSCALERS,
     INFERENCE_SERVICES,
@@ -58,6 +61,7 @@ from elastiscale.testing.kubernetes_store import (
 from elastiscale.testing.server import FakeServer, LocalServer, QuietHandler
 
 __all__ = [
+    "CONFIG_MAPS",
     "DEPLOYMENTS",
     "HORIZONTAL_POD_AUTOSCALERS",
     "INFERENCE_SERVICES",

@@ -104,6 +104,7 @@ HORIZONTAL_POD_AUTOSCALERS = ResourceType(
 )
 LEASES = ResourceType("coordination.k8s.io", "v1", "leases", "Lease", builtin=True)
 PODS = ResourceType("", "v1", "pods", "Pod", builtin=True)
+CONFIG_MAPS = ResourceType("", "v1", "configmaps", "ConfigMap", builtin=True)
 SCALED_OBJECTS = ResourceType("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject")
 INFERENCE_SERVICES = ResourceType(
     "serving.kserve.io",
@@ -131,6 +132,7 @@ DEFAULT_TYPES: Final = (
     INFERENCE_SERVICES,
     LEADER_WORKER_SETS,
     PODS,
+    CONFIG_MAPS,
 )
 
 _APPS_READY_FIELDS: Final = ("readyReplicas", "availableReplicas", "updatedReplicas")

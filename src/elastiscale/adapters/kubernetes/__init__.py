@@ -4,6 +4,7 @@ actuator.py     `KubernetesActuator` (the `kubernetes` actuator) and `connect`
 options.py      its options and targets (`KubernetesOptions`, `KubernetesTarget`)
 calls.py        one API call with its errors mapped onto `Failure`s
 autoscalers.py  HPAs and KEDA ScaledObjects found on the same workload
+pool_store.py   a shared GPU pool's state in a ConfigMap (`daemon.gpu_pools`)
 
 The fake API server for tests is `elastiscale.testing.kubernetes.FakeKubeAPI`.
 
