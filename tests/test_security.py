@@ -161,7 +161,12 @@ def test_the_role_grants_exactly_what_the_sidecar_sends(tmp_path: Path) -> None:
 
 #: Client methods of the adapter reached only with an option examples/kubernetes leaves off
 #: (their rules are the commented ones in rbac.yaml).
-_OPTIONAL_METHODS = {"get_namespaced_custom_object": "ready_from: workload"}
+_OPTIONAL_METHODS = {
+    "get_namespaced_custom_object": "ready_from: workload",
+    "read_namespaced_config_map": "daemon.gpu_pools: {store: kubernetes}",
+    "create_namespaced_config_map": "daemon.gpu_pools: {store: kubernetes}",
+    "replace_namespaced_config_map": "daemon.gpu_pools: {store: kubernetes}",
+}
 #: The client's names of the kinds the adapter reads (plural -> snake-case kind).
 _KINDS = {
     "deployments": "deployment",
