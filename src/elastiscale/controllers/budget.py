@@ -111,8 +111,9 @@ class GpuPool:
         self.clock = clock
         self.expiry_s = expiry_s
         self._lock = threading.Lock()
-        #: member -> (GPUs granted per need key, when the write that landed them started)
-        self._landed: dict[str, tuple[dict[str, float], float | None]] = {}
+        #: member -> ({need key: (GPUs granted, GPUs an expiry would leave it)}, when the
+        #: write that landed them started)
+        self._landed: dict[str, tuple[dict[str, tuple[float, float]], float | None]] = {}
         self._seen: dict[str, tuple[int, float]] = {}  # member -> (seq, first seen at)
 
     def request(self, member: str, claims: Sequence[Claim], *, write: bool = True) -> Allocation:
@@ -136,7 +137,11 @@ class GpuPool:
                 return self._hold(member, claims, needs, now_s, str(exc), tried)
             allocation, wrote = got[0]
             if wrote:
-                gpus = {n.key: allocation.granted[n.key] * n.gpus_per_replica for n in needs}
+                gpus = {}
+                for n in needs:
+                    count = allocation.granted[n.key]
+                    floor = min(count, n.min_replicas)  # what `MemberEntry.trimmed` leaves
+                    gpus[n.key] = (count * n.gpus_per_replica, floor * n.gpus_per_replica)
                 self._landed[member] = (gpus, now_s)
             return allocation
 
@@ -232,11 +237,11 @@ class GpuPool:
             else:
                 cap = 0  # a component new since the last grant has none
                 if need.key in landed[0]:  # in GPUs: a replica's size may have changed since
-                    held_gpus = landed[0][need.key]
+                    # Lapsed: what the others leave it once they see it expired (the minimums
+                    # of the entry that landed, which may differ from today's).
+                    held_gpus = landed[0][need.key][1 if lapsed else 0]
                     size = need.gpus_per_replica
                     cap = math.floor(held_gpus / size + 1e-9) if size > 0 else need.wanted
-            if lapsed:
-                cap = min(cap, need.min_replicas)
             if tried is not None:
                 cap = min(cap, tried.get(need.key, cap))
             granted[need.key] = min(need.wanted, cap)
