@@ -94,3 +94,32 @@ def test_a_fleet_file_runs_its_units(tmp_path: Path) -> None:
     entries = list(Journal(journal).entries())
     assert [e["units"] for e in entries if e["kind"] == "tick"] == [["rag-qa+support-agent"]]
     assert {e["unit"] for e in entries if e["kind"] == "decision"} == {"rag-qa+support-agent"}
+
+
+def test_a_replica_holding_no_unit_steps_nothing_and_is_ready(tmp_path: Path) -> None:
+    """Another replica holds every unit's Lease (renewed just now): this one's pass steps
+    nothing, journals no `tick`, and still shows a finished tick on /readyz."""
+    from elastiscale.daemon.shards import unit_lease_name
+    from elastiscale.testing.kubernetes import LEASES, FakeKubeAPI
+
+    with FakeKubeAPI() as api:
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+        sharding = (
+            "daemon: {sharding: {enabled: true, name: fleet, connection: kubeconfig, "
+            f"kubeconfig: {kubeconfig}}}}}\n"
+        )
+        paths = [unit_file(tmp_path, name, sharding) for name in ("rag", "agent")]
+        for name in ("rag", "agent"):
+            spec = {"holderIdentity": "other", "leaseDurationSeconds": 15}
+            meta = {"name": unit_lease_name("fleet", name), "labels": {}}
+            api.store.create(LEASES, "default", {"metadata": meta, "spec": spec})
+        units = [(p.stem, load_config(p)) for p in paths]
+        journal = tmp_path / "j.jsonl"
+        options = RunOptions(paths[0], once=True, journal_path=str(journal), identity="me")
+        daemon = FleetDaemon(units, options)
+        assert daemon.run() == 0
+        assert not [e for e in Journal(journal).entries() if e["kind"] in ("tick", "decision")]
+        assert daemon.status.readiness().ready and daemon.status.leader is False
+        for name in ("rag", "agent"):  # untouched: this replica never held them
+            lease = api.get(LEASES, "default", unit_lease_name("fleet", name))
+            assert lease["spec"]["holderIdentity"] == "other"

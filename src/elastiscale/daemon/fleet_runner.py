@@ -234,6 +234,7 @@ class FleetDaemon:
         edges: list[tuple[str, str]] = []
         errors: list[str] = []
         stepped: list[str] = []
+        due = 0
         for unit in self.units:
             mono_s = time.monotonic()
             if not force and mono_s < unit.due_mono_s:
@@ -243,6 +244,7 @@ class FleetDaemon:
             if unit.due_mono_s <= mono_s:  # overran: skip the missed ticks, keeping the phase
                 missed = math.floor((mono_s - unit.due_mono_s) / interval_s) + 1
                 unit.due_mono_s += missed * interval_s
+            due += 1
             if not self._may_act(unit):
                 continue
             error = self._step(unit, now_s, records, ready, edges)
@@ -254,7 +256,7 @@ class FleetDaemon:
             tuple(stepped), time.perf_counter() - started_wall, time.process_time() - started_cpu
         )
         acting = sum(unit.acting for unit in self.units)
-        if stepped:
+        if due:  # a replica holding nothing still shows a finished tick (ready, not stalled)
             self._publish(now_s, stats, records, ready, edges, errors, acting)
         return stats
 
@@ -314,14 +316,15 @@ class FleetDaemon:
         acting: int,
     ) -> None:
         try:
-            self.journal.write(
-                "tick",
-                now_s,
-                units=list(stats.units),
-                acting=acting,
-                wall_s=round(stats.wall_s, 6),
-                cpu_s=round(stats.cpu_s, 6),
-            )
+            if stats.units:
+                self.journal.write(
+                    "tick",
+                    now_s,
+                    units=list(stats.units),
+                    acting=acting,
+                    wall_s=round(stats.wall_s, 6),
+                    cpu_s=round(stats.cpu_s, 6),
+                )
             self.journal.flush()
         except OSError as exc:
             log.error("journal write failed: %s", exc)
