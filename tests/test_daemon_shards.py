@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from elastiscale.adapters.kubernetes.calls import KubeCallError
 from elastiscale.config import load_config
 from elastiscale.daemon.leader import LeaseSettings, connect_coordination
 from elastiscale.daemon.shards import (
@@ -47,7 +48,7 @@ def lease_settings(kubeconfig: Path, identity: str) -> LeaseSettings:
         identity=identity,
         duration_s=DURATION_S,
         renew_s=RETRY_S,
-        timeout_s=2,
+        timeout_s=10,
         connection="kubeconfig",
         kubeconfig=str(kubeconfig),
         context=None,
@@ -229,6 +230,18 @@ class Fleet(RuleBasedStateMachine):
 
     # --- time ---------------------------------------------------------------------------------
 
+    def round(self, name: str, replica: Replica) -> None:
+        """One round; a call that failed for want of an answer (a loaded host) is a fault
+        like a partition: safety is checked through it, the liveness clock restarts."""
+        coordinator = replica.coordinator
+        failed = coordinator.failed_writes
+        try:
+            coordinator.round(self.mono(name), WALL0_S + self.now_s)
+        except KubeCallError:
+            self.changed()
+        if coordinator.failed_writes != failed:
+            self.changed()
+
     @rule(steps=st.integers(1, 12), data=st.data())
     def advance(self, steps: int, data: st.DataObject) -> None:
         """Move the clock quarter by quarter; replicas due round in a drawn order, and the
@@ -240,7 +253,7 @@ class Fleet(RuleBasedStateMachine):
                 replica = self.replicas[name]
                 replica.next_round_s += RETRY_S
                 if not replica.partitioned:
-                    replica.coordinator.round(self.mono(name), WALL0_S + self.now_s)
+                    self.round(name, replica)
                 self.check_one_actor()
 
     @invariant()
