@@ -50,6 +50,7 @@ from elastiscale.decision import Detail
 from elastiscale.errors import RegistryError
 from elastiscale.forecasting import Forecast, Forecaster, ForecastResult, build_forecaster
 from elastiscale.forecasting.intervals import FLOOR_FRACTION, MIN_CALIBRATION, NO_EVIDENCE_WIDTH
+from elastiscale.forecasting.order_stats import sorted_quantile
 from elastiscale.forecasting.quality import asymmetric_error
 from elastiscale.forecasting.refits import RefitMode, RefitScheduler
 
@@ -334,14 +335,15 @@ class DemandForecast:
         of levels a factor 2 apart around the mean. For steady traffic every level sees the
         same changes, and this is the plain quantile of changes.
         """
-        t, y = self.forecaster.history()
-        key = round(float(t[-1]) / self.step_s) if t.size else None
+        extent = self.forecaster.history_extent()  # no copy of the history when cached
+        key = round(extent[0] / self.step_s) if extent is not None and extent[1] else None
         if key is not None and self._persistence_at is not None and self._persistence_err.size:
             # Quantiles over a day of changes move slowly: refresh them once per 1/24 of the
             # history they are computed on (every bin while it is short).
-            every = max(1, min(y.size, self.window_bins) // 24)
+            every = max(1, min(extent[1] if extent else 0, self.window_bins) // 24)
             if 0 <= key - self._persistence_at < every:
                 return
+        _, y = self.forecaster.history()
         bins = MAX_BINS_AHEAD  # all of them at once: the cache then holds until the next bin
         y = y[-(self.window_bins + bins) :]
         seen = y[~np.isnan(y)]
@@ -361,16 +363,21 @@ class DemandForecast:
                 continue
             before, after = before[ok], after[ok]
             scaled = (after - before) / np.maximum(before, max(self._floor, 1e-12))
+            # Sorted once: each level's subset is a mask of the sorted changes, so sorted too,
+            # and its quantiles are read off it (the same doubles as np.quantile, order_stats.py).
+            order = np.argsort(scaled, kind="stable")
+            scaled_sorted, before_sorted = scaled[order], before[order]
+            whole = (sorted_quantile(scaled_sorted, 0.9), sorted_quantile(scaled_sorted, 0.99))
             for g, level in enumerate(self._levels):
-                chosen = scaled
+                q90, q99 = whole
                 for factor in (2.0, 4.0):
-                    near = (before >= level / factor) & (before <= level * factor)
+                    near = (before_sorted >= level / factor) & (before_sorted <= level * factor)
                     if np.count_nonzero(near) >= MIN_CALIBRATION:
-                        chosen = scaled[near]
+                        chosen = scaled_sorted[near]
+                        q90, q99 = sorted_quantile(chosen, 0.9), sorted_quantile(chosen, 0.99)
                         break
-                q90, q99 = np.quantile(chosen, [0.9, 0.99])
-                p90[g, i] = max(float(q90), 0.0)
-                p99[g, i] = max(float(q99), p90[g, i])
+                p90[g, i] = max(q90, 0.0)
+                p99[g, i] = max(q99, p90[g, i])
             got = asymmetric_error(after, before, self.forecaster.params.under_weight)
             err[i] = math.nan if got is None else got
         self._persistence_q = (p90, p99)

@@ -204,6 +204,13 @@ class Forecaster:
         self._ks: IntArray = np.asarray(self._tracker.horizons, dtype=np.int64)
         self._intervals = Intervals(self.params.intervals, self._window_bins)
 
+    def history_extent(self) -> tuple[float, int] | None:
+        """(start time in s of the newest kept bin, bins kept), None before any: `history()`'s
+        last time and length, without copying the history."""
+        if self._last_bin is None:
+            return None
+        return float(self._last_bin * self.step_s), len(self._buffer)
+
     def history(self) -> tuple[Array, Array]:
         """The kept history as (bin start times in s, bin means; NaN = missing)."""
         if self._last_bin is None:

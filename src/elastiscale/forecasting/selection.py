@@ -38,6 +38,9 @@ class AutoSelectModel(GridModel):
 
     def __init__(self, members: MemberSet) -> None:
         self.members = members
+        # horizon -> (the errors array it was chosen on, the choice): `MemberSet.errors`
+        # returns the same array until the next bin, and the choice with it
+        self._chosen: dict[int, tuple[Array, int]] = {}
 
     def fit(self, y: Array, ctx: GridContext) -> None:
         self.members.fit(y, ctx)
@@ -48,8 +51,13 @@ class AutoSelectModel(GridModel):
     def chosen(self, k: int) -> int:
         """Index (in `members.candidates`) of the candidate serving horizon k (bins ahead)."""
         errors = self.members.errors(k, with_combined=True)
+        cached = self._chosen.get(k)
+        if cached is not None and cached[0] is errors:
+            return cached[1]
         known = ~np.isnan(errors)
-        return int(np.flatnonzero(known)[np.argmin(errors[known])]) if known.any() else 0
+        choice = int(np.flatnonzero(known)[np.argmin(errors[known])]) if known.any() else 0
+        self._chosen[k] = (errors, choice)
+        return choice
 
     def forecast(self, ks: IntArray) -> Array:
         choice = np.array([self.chosen(int(k)) for k in ks.tolist()])
