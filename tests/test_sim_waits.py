@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from elastiscale.backtest.runner import build_simulator
 from elastiscale.backtest.simmetrics import SimulatedMetricSource
@@ -188,3 +190,42 @@ def test_a_bad_hand_over_is_refused_naming_the_edge(edge: dict[str, Any], messag
     with pytest.raises(ConfigError) as info:
         validate_mapping({"pipeline": raw})
     assert any(message in line for line in info.value.problems), info.value.problems
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    planner_calls=st.floats(0.0, 3.0),
+    distribution=st.sampled_from(["fixed", "poisson", "geometric"]),
+    parallel_tools=st.booleans(),
+    replicas=st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 3)),
+    seed=st.integers(0, 2**16),
+)
+def test_waits_are_never_negative_and_end_with_the_calls(
+    planner_calls: float,
+    distribution: str,
+    parallel_tools: bool,
+    replicas: tuple[int, int, int],
+    seed: int,
+) -> None:
+    """Whatever the fan-out, the modes and the drops (few or no replicas), a caller's
+    in-flight count is never negative, and once the load has stopped long enough for every
+    call to finish or time out, nothing is left waiting (discrete-event, exactly; fast, too)."""
+    raw = chain(True, planner_calls=planner_calls).pipeline.model_dump(by_alias=True)
+    raw["edges"][0]["fanout_distribution"] = distribution
+    if parallel_tools:
+        raw["edges"][1]["mode"] = "parallel"
+    config = validate_mapping({"pipeline": raw})
+    n = 400
+    trace = Trace(
+        name="stops", t_s=np.arange(n, dtype=float),
+        requests=np.where(np.arange(n) < 100, RATE_RPS, 0.0), bin_s=1.0,
+    )  # fmt: skip
+    planner, tools, writer = replicas
+    start = {"router": 2, "planner": planner, "tools": tools, "writer": writer}
+    for fidelity in FIDELITIES:
+        result = build_simulator(config, trace, start, fidelity=fidelity, seed=seed).result()
+        for name in COMPONENTS:
+            in_flight = result.components[name].in_flight
+            assert float(np.min(in_flight)) >= -1e-9, (fidelity, name)
+            # 100 s of load, then 300 s: every hop waits at most its 30 s timeout.
+            assert float(in_flight[-1]) == pytest.approx(0.0, abs=1e-6), (fidelity, name)

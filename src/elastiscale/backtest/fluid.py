@@ -158,7 +158,8 @@ class FluidSimulator(SimulatorFrame):
         # The count given at least one call is taken as geometric with the edge's mean,
         # so a completed call comes back with probability r = 1 - P(N >= 1) / mean.
         # Worked numbers: fixed 3.0 -> P(N >= 1) = 1, r = 2/3, 1 / (1 - r) = 3 calls.
-        reenter = 1.0 - first / fanout if fanout > 0 else 0.0
+        # (a mean so small that P(N >= 1) underflows to 0 makes no calls: no re-entry)
+        reenter = 1.0 - first / fanout if fanout > 0 and first > 0 else 0.0
         if spec.mode == "parallel" or reenter <= 1e-12:
             spread = fanout_variance(fanout, distribution) if self.fanout_noise else 0.0
             return first, spread, reenter, 0.0
