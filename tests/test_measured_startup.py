@@ -206,3 +206,51 @@ def test_replica_startups(
     for now_s, replicas in looks:
         got.extend(tracker.look(now_s, replicas))
     assert got == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [{"endpoint": "rag-llm"}, {"inference_component": "rag-llm-ic"}],
+    ids=["variant", "inference-component"],
+)
+def test_sagemaker_start_is_the_updates_own_time(
+    target: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With `measure_startup: true` a start is the update's own time as SageMaker says it (a
+    variant's `Updating` StartTime, an inference component's LastModifiedTime while busy):
+    asked at 15 s and accepted at 17 s, finished between the looks at 300 and 315 s:
+    307.5 - 17 = 290.5 s for each new instance or copy (the counts alone say 292.5 s)."""
+    pytest.importorskip("boto3")
+    from elastiscale.adapters.sagemaker.actuator import SageMakerActuator
+    from elastiscale.testing.sagemaker import FakeSageMaker
+
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+    aws_s = [0.0]  # SageMaker's clock
+    with FakeSageMaker(region="us-east-1", clock=lambda: aws_s[0]) as fake:
+        fake.add_endpoint("rag-router", {"AllTraffic": 1})
+        fake.add_endpoint("rag-llm", {"AllTraffic": 1})
+        fake.add_inference_component("rag-llm-ic", endpoint="rag-llm", copies=1)
+        clock = FakeClock(0.0)
+        actuator = SageMakerActuator(
+            CONFIG,
+            {"region": "us-east-1", "endpoint_url": fake.url, "measure_startup": True,
+             "targets": {"router": {"endpoint": "rag-router"}, "llm": target}},
+            clock=clock,
+        )  # fmt: skip
+        got: list[float] = []
+        for k in range(30):
+            now_s = 15.0 * k
+            clock.set(now_s)
+            aws_s[0] = now_s
+            if now_s == 315.0:
+                fake.finish_updates()
+            got.extend(actuator.startups(["llm"], now_s=now_s).get("llm", []))
+            if k == 1:
+                aws_s[0] = 17.0
+                assert actuator.scale("llm", 3).ok
+    assert got == pytest.approx([290.5, 290.5])

@@ -39,8 +39,8 @@ from elastiscale.adapters.sagemaker.actuator import (
     VARIANT_DIMENSION,
     SageMakerActuator,
     SageMakerTarget,
-    failure_for_error,
 )
+from elastiscale.adapters.sagemaker.calls import failure_for_error
 from elastiscale.config import Config, validate_mapping
 from elastiscale.errors import ActuatorError, ConfigError
 from elastiscale.testing.sagemaker import FakeSageMaker
@@ -293,6 +293,19 @@ def test_moto_variant_read_and_scale(moto: str) -> None:
     assert variant["DesiredInstanceCount"] == 3
     assert actuator.read(["router"])["router"] == ReplicaState(3, 3)
     assert actuator.scale("router", 3).ok  # idempotent
+
+
+@pytest.mark.integration
+def test_moto_finishes_updates_at_once_so_no_start_up_is_measured(moto: str) -> None:
+    """moto applies UpdateEndpointWeightsAndCapacities at once (no `Updating`, no
+    VariantStatus, LastModifiedTime unchanged): there is no start-up to measure, and the
+    actuator reports none rather than a zero."""
+    create_endpoint(moto, "rag-router", instances=1)
+    actuator = moto_actuator(moto, measure_startup=True)
+    assert actuator.startups(["router"], now_s=0.0) == {"router": []}
+    assert actuator.scale("router", 3).ok
+    assert actuator.startups(["router"], now_s=15.0) == {"router": []}
+    assert actuator.read(["router"])["router"] == ReplicaState(3, 3)
 
 
 @pytest.mark.integration

@@ -13,8 +13,10 @@ metric source reports them) into start-up samples: each rise of the starting cou
 ready) opens one pending start per replica at the time of the previous look (when the request
 was made, at the latest); each rise of the ready count closes the oldest pending starts at the
 midpoint between the two looks; a fall of the starting count without as many replicas ready
-cancels the newest pending starts (a scale-down cancels starting replicas first). Platforms that
-report exact times (a pod's creation and Ready transition) call `StartupEstimator.add` directly.
+cancels the newest pending starts (a scale-down cancels starting replicas first). A platform
+that says when the change in progress began (SageMaker's update time) passes it as `started_s`,
+which then opens the pending starts instead of the previous look. Platforms that report exact
+times (a pod's creation and Ready transition) call `StartupEstimator.add` directly.
 """
 
 from __future__ import annotations
@@ -107,8 +109,12 @@ class ReadinessTracker:
     last_s: float | None = None
     last_ready: int | None = None
 
-    def look(self, now_s: float, desired: int | None, ready: int | None) -> list[float]:
-        """Counts seen at `now_s`; returns the start-up times completed since the last look."""
+    def look(
+        self, now_s: float, desired: int | None, ready: int | None, started_s: float | None = None
+    ) -> list[float]:
+        """Counts seen at `now_s`; returns the start-up times completed since the last look.
+        `started_s`: when the platform says the change in progress began (SageMaker's update
+        time), which replaces the previous look as the start of replicas opened now."""
         if desired is None or ready is None or not math.isfinite(now_s):
             return []
         if self.last_s is not None and now_s <= self.last_s:
@@ -125,7 +131,10 @@ class ReadinessTracker:
             done.append(max(0.0, ready_at_s - self.pending_s.popleft()))
         while len(self.pending_s) > starting:
             self.pending_s.pop()  # cancelled: the newest first
+        opened_s = self.last_s
+        if started_s is not None and math.isfinite(started_s) and started_s <= now_s:
+            opened_s = started_s
         while len(self.pending_s) < starting:
-            self.pending_s.append(self.last_s)
+            self.pending_s.append(opened_s)
         self.last_s, self.last_ready = now_s, ready
         return done

@@ -11,9 +11,11 @@ Operations:
   UpdateInferenceComponentRuntimeConfig;
 - Application Auto Scaling: DescribeScalingPolicies, DescribeScheduledActions.
 
-An accepted update leaves its target `Updating` (desired count set, current unchanged) until
-`finish_updates()`; while it is, a further update is refused with a ValidationException about
-the update in progress, as SageMaker does. With `finish_at_once=True` updates complete at once.
+An accepted update leaves its target `Updating` (desired count set, current unchanged, the
+update's time from `clock` as LastModifiedTime and, for a variant, as the StartTime of its
+`Updating` VariantStatus) until `finish_updates()`; while it is, a further update is refused
+with a ValidationException about the update in progress, as SageMaker does. With
+`finish_at_once=True` updates complete at once.
 Faults are injected per operation (`fail`: an error code and status for the next N calls;
 `slow`: added latency), and every call is recorded in `calls`.
 
@@ -101,7 +103,9 @@ class FakeSageMaker(FakeServer):
         account: str = "123456789012",
         finish_at_once: bool = False,
         require_signature: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.clock = clock  # when an update is accepted (LastModifiedTime, StartTime)
         self.region = region
         self.account = account
         self.finish_at_once = finish_at_once
@@ -257,6 +261,16 @@ class FakeSageMaker(FakeServer):
                     "DesiredWeight": v.weight,
                     "CurrentInstanceCount": v.current,
                     "DesiredInstanceCount": v.desired,
+                    # As SageMaker says it while a variant is being updated.
+                    **(
+                        {
+                            "VariantStatus": [
+                                {"Status": "Updating", "StartTime": endpoint.modified_s}
+                            ]
+                        }
+                        if endpoint.status == "Updating" and v.current != v.desired
+                        else {}
+                    ),
                 }
                 for v in endpoint.variants.values()
             ],
@@ -285,7 +299,7 @@ class FakeSageMaker(FakeServer):
                 variant.desired = int(change["DesiredInstanceCount"])
             if change.get("DesiredWeight") is not None:
                 variant.weight = float(change["DesiredWeight"])
-        endpoint.modified_s = time.time()
+        endpoint.modified_s = self.clock()
         endpoint.status = "Updating"
         if self.finish_at_once:
             self.finish_updates()
@@ -320,7 +334,7 @@ class FakeSageMaker(FakeServer):
                 f"(status {component.status}).",
             )
         component.desired = copies
-        component.modified_s = time.time()
+        component.modified_s = self.clock()
         component.status = "Updating"
         if self.finish_at_once:
             self.finish_updates()

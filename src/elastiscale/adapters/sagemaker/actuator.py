@@ -37,6 +37,7 @@ boto3 is imported only when an actuator is built (`pip install 'elastiscale[sage
 
 from __future__ import annotations
 
+import datetime as _dt
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -51,7 +52,9 @@ from elastiscale.adapters.contract import (
     OtherAutoscalerError,
     TargetSpec,
 )
+from elastiscale.adapters.sagemaker.calls import SageMakerCallError, classify
 from elastiscale.errors import ActuatorError
+from elastiscale.learning import ReadinessTracker
 from elastiscale.observations import ReplicaState
 
 if TYPE_CHECKING:
@@ -67,37 +70,6 @@ INFERENCE_COMPONENT_DIMENSION = "sagemaker:inference-component:DesiredCopyCount"
 BUSY_STATUSES = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack"})
 #: Statuses in which the target will take no change at all.
 BROKEN_STATUSES = frozenset({"Failed", "OutOfService", "UpdateRollbackFailed"})
-
-_THROTTLING_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "ProvisionedThroughputExceededException",
-        "SlowDown",
-    }
-)
-_FORBIDDEN_CODES = frozenset(
-    {
-        "AccessDenied",
-        "AccessDeniedException",
-        "UnauthorizedOperation",
-        "UnrecognizedClientException",
-        "InvalidClientTokenId",
-        "ExpiredToken",
-        "ExpiredTokenException",
-        "InvalidSignatureException",
-        "SignatureDoesNotMatch",
-        "MissingAuthenticationTokenException",
-    }
-)
-_UNAVAILABLE_CODES = frozenset(
-    {"InternalFailure", "InternalError", "InternalServerError", "ServiceUnavailable"}
-)
 
 
 class SageMakerTarget(TargetSpec):
@@ -154,65 +126,9 @@ class SageMakerParams(ActuatorOptions[SageMakerTarget]):
     check_on_start: bool = Field(
         True, description="check at construction that targets exist and no policy drives them"
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Errors in the engine's words
-
-
-class SageMakerCallError(Exception):
-    """A failed SageMaker or Application Auto Scaling call, already classified."""
-
-    def __init__(self, failure: Failure, message: str) -> None:
-        super().__init__(message)
-        self.failure = failure
-
-
-def failure_for_error(code: str, message: str, http_status: int | None) -> Failure:
-    """The `Failure` an AWS error code (with its message and HTTP status) means.
-
-    SageMaker reports a missing resource as a `ValidationException` "Could not find ..." and a
-    change to a resource that is mid-update as a `ValidationException` about an in-progress
-    update, so the message decides between NOT_FOUND, IN_PROGRESS and INVALID.
-    """
-    text = message.lower()
-    if code in _THROTTLING_CODES:
-        return Failure.THROTTLED
-    if code in _FORBIDDEN_CODES:
-        return Failure.FORBIDDEN
-    if code in ("ResourceNotFound", "ResourceNotFoundException") or (
-        code == "ValidationException"
-        and ("could not find" in text or "not found" in text or "does not exist" in text)
-    ):
-        return Failure.NOT_FOUND
-    if code == "ResourceInUse" or "in-progress" in text or "in progress" in text:
-        return Failure.IN_PROGRESS
-    if code == "ConflictException":
-        return Failure.CONFLICT
-    if code in _UNAVAILABLE_CODES or (http_status is not None and http_status >= 500):
-        return Failure.UNAVAILABLE
-    return Failure.INVALID
-
-
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def classify(exc: Exception, what: str) -> SageMakerCallError:
-    """A boto3/botocore exception as a `SageMakerCallError` naming the call."""
-    from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
-
-    if isinstance(exc, ClientError):
-        response = exc.response if isinstance(exc.response, dict) else {}
-        error = _mapping(response.get("Error"))
-        code = str(error.get("Code", "Unknown"))
-        message = " ".join(str(error.get("Message", "")).split())
-        status = _mapping(response.get("ResponseMetadata")).get("HTTPStatusCode")
-        failure = failure_for_error(code, message, status if isinstance(status, int) else None)
-        return SageMakerCallError(failure, f"{what}: {code}: {message}")
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return SageMakerCallError(Failure.FORBIDDEN, f"{what}: {exc}")
-    return SageMakerCallError(Failure.UNAVAILABLE, f"{what}: {exc}")
+    measure_startup: bool = Field(
+        False, description="report start-ups: an update's start time to its count rising"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,6 +141,9 @@ class TargetState:
     status: str
     desired: int
     current: int
+    #: When the change in progress began (None: settled, or not said): a variant's `Updating`
+    #: VariantStatus StartTime, else LastModifiedTime while the target is busy.
+    changed_s: float | None = None
 
     @property
     def settled(self) -> bool:
@@ -247,6 +166,7 @@ class SageMakerActuator:
         self.params = params
         self.sagemaker, self.autoscaling = _clients(params)
         self.guard = InProgressGuard(params.settle_timeout_s, clock)
+        self._trackers: dict[str, ReadinessTracker] = {}
         if params.check_on_start:
             self.check()
 
@@ -335,10 +255,12 @@ class SageMakerActuator:
                 raise SageMakerCallError(
                     Failure.INVALID, f"{target}: no copy count reported (RuntimeConfig missing)"
                 )
+            status = str(got.get("InferenceComponentStatus", "Unknown"))
             return TargetState(
-                status=str(got.get("InferenceComponentStatus", "Unknown")),
+                status=status,
                 desired=int(desired),
                 current=int(runtime.get("CurrentCopyCount") or 0),
+                changed_s=_stamp(got.get("LastModifiedTime")) if status in BUSY_STATUSES else None,
             )
         assert target.endpoint is not None
         endpoint = None if endpoints is None else endpoints.get(target.endpoint)
@@ -357,10 +279,15 @@ class SageMakerActuator:
                         Failure.INVALID,
                         f"{target}: no instance count (a serverless variant cannot be scaled)",
                     )
+                status = str(endpoint.get("EndpointStatus", "Unknown"))
+                changes = [s.get("StartTime") for s in variant.get("VariantStatus") or []
+                           if s.get("Status") == "Updating"]  # fmt: skip
+                busy = endpoint.get("LastModifiedTime") if status in BUSY_STATUSES else None
                 return TargetState(
-                    status=str(endpoint.get("EndpointStatus", "Unknown")),
+                    status=status,
                     desired=int(desired),
                     current=int(variant.get("CurrentInstanceCount") or 0),
+                    changed_s=_stamp(changes[0] if changes else busy),
                 )
         names = ", ".join(
             str(v.get("VariantName")) for v in endpoint.get("ProductionVariants") or []
@@ -391,6 +318,25 @@ class SageMakerActuator:
             out[name] = ReplicaState(desired=state.desired, ready=state.current)
         if unreachable and not out:
             raise ActuatorError(f"sagemaker: {unreachable[0]}")
+        return out
+
+    def startups(
+        self, components: Sequence[str], now_s: float | None = None
+    ) -> dict[str, list[float]]:
+        """Start-ups completed since the last call, looked at `now_s`, with `measure_startup:
+        true`: from an update's start (exact, SageMaker's time) to the look that saw the
+        count risen (within half a look; `learning.ReadinessTracker`)."""
+        if not self.params.measure_startup or now_s is None:
+            return {}
+        out: dict[str, list[float]] = {}
+        for name in (n for n in components if n in self.params.targets):
+            try:
+                state = self._describe(self.params.targets[name])
+            except SageMakerCallError as exc:
+                log.debug("sagemaker: start-ups of %s: %s", name, exc)
+                continue
+            tracker = self._trackers.setdefault(name, ReadinessTracker())
+            out[name] = tracker.look(now_s, state.desired, state.current, state.changed_s)
         return out
 
     def scale(self, component: str, replicas: int) -> ActuationResult:
@@ -490,3 +436,12 @@ def _clients(params: SageMakerParams) -> tuple[Any, Any]:
     except BotoCoreError as exc:
         raise ActuatorError(f"actuator: cannot set up boto3 clients: {exc}") from None
     return sagemaker, autoscaling
+
+
+def _stamp(value: Any) -> float | None:
+    """A time in an answer (boto3 gives datetimes) as Unix seconds; None when absent."""
+    if isinstance(value, _dt.datetime):
+        return value.timestamp()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
