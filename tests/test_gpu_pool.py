@@ -382,3 +382,22 @@ def test_a_dry_run_engine_tells_its_policies_it_does_not_act() -> None:
         )
         engine.step(0.0)
     assert seen == [True, False]
+
+
+def test_the_decision_record_says_why_the_pool_held() -> None:
+    from elastiscale.controllers import budget
+    from test_feedforward import Driver, make_config
+
+    store = FlakyStore()
+    store.down = True
+    budget.use_pools(lambda name, max_gpus: GpuPool(name, max_gpus, store=store))
+    try:
+        driver = Driver(make_config(max_gpus=30), gpu_pool="team")
+        got = driver.tick(0.0, {"router": 20.0, "planner": 80.0, "writer": 20.0})
+    finally:
+        budget.use_pools(None)
+    planner = got["planner"]
+    note = planner.details["budget_note"]
+    assert isinstance(note, str) and "GPU pool team store failed" in note
+    assert "no grant yet: holding the current replicas" in planner.reason
+    assert planner.replicas == 1  # its current count: a pool it cannot reach never grows it

@@ -178,6 +178,7 @@ def test_a_storm_of_conflicts_holds_the_grant_then_passes(
     assert pool.request("rag", [claim("llm", 9, 9.0)]).granted == {"llm": 9}
     store = pool.store
     assert isinstance(store, KubernetesPoolStore) and store.conflicts == 4
+    assert dict(store.read().members["rag"].grants) == {"llm": 9}
 
 
 @pytest.mark.parametrize(
@@ -308,6 +309,55 @@ def test_members_in_separate_processes_never_exceed_the_budget(
 
 # --------------------------------------------------------------------------------------------
 # The config section and the daemon's wiring
+
+
+def daemon_file(tmp_path: Path, name: str, kubeconfig: Path) -> Path:
+    trace = TESTS.parent / "examples/traces/azure_llm_2023_conv_1s.csv"
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        f"pipeline:\n  name: {name}\n  slo: {{latency_p95_s: 30}}\n  max_gpus: 6\n"
+        "  components:\n"
+        "    router: {ingress: true, capacity_per_replica: 2, service_time_s: 0.05,"
+        " replicas: {min: 1, max: 40}}\n"
+        "    llm: {capacity_per_replica: 1.5, service_time_s: 4, startup_s: 60,"
+        " gpus_per_replica: 1, replicas: {min: 1, max: 20}}\n"
+        "  edges: [{from: router, to: llm, fanout: 3}]\n"
+        "policies: [{name: elastiscale, params: {gpu_pool: shared}}]\n"
+        f"metrics: {{type: trace, path: {trace}, loop: true}}\n"
+        "actuator: {type: dry-run}\n"
+        "daemon:\n  gpu_pools: {store: kubernetes, connection: kubeconfig,"
+        f" kubeconfig: {kubeconfig}}}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_two_daemons_share_one_pool_through_its_configmap(
+    api: FakeKubeAPI, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """`elastiscale run --once` for two pipelines in two processes: the first takes the pool
+    (each wants 18 GPUs of 6), the second finds it full; the ConfigMap holds both."""
+    env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    notes: dict[str, list[Any]] = {}  # the llm's proposal details in each journal
+    for name in ("rag", "agent"):
+        journal = tmp_path / f"{name}.jsonl"
+        command = [sys.executable, "-m", "elastiscale.cli", "run", str(daemon_file(tmp_path,
+                   name, kubeconfig)), "--once", "--journal", str(journal),
+                   "--listen", "127.0.0.1:0"]  # fmt: skip
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        records = [json.loads(line) for line in journal.read_text().splitlines()]
+        notes[name] = [
+            r["proposals"][0]["details"]
+            for r in records
+            if r.get("kind") == "decision" and r["component"] == "llm"
+        ]
+    state = decode_state(api.get(CONFIG_MAPS, "default", NAME)["data"][DATA_KEY])
+    assert set(state.members) == {"rag", "agent"} and state.granted_gpus() <= 6
+    assert dict(state.members["rag"].grants) == {"llm": 6}
+    assert dict(state.members["agent"].grants) == {"llm": 0}  # held at min 1 by its bounds
+    assert notes["rag"][0]["budget_granted"] == 6
+    assert notes["agent"] == []  # 1 -> 1: unchanged, so not journaled
 
 
 def test_the_daemon_keeps_pools_in_configmaps(kubeconfig: Path, api: FakeKubeAPI) -> None:

@@ -80,6 +80,11 @@ class KubernetesPoolStore:
             "members' (409 Conflict)"
         )
 
+    def read(self) -> PoolState:
+        """The state as stored now (one GET; an empty state when there is no object yet), e.g.
+        for a check that the grants in force stay within the pool."""
+        return self._read()[1]
+
     def _read(self) -> tuple[str | None, PoolState]:
         """The resourceVersion (None: no object yet) and the state it holds."""
         try:
