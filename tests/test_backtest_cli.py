@@ -235,6 +235,22 @@ def test_scenario_file_drifts_the_truth(tmp_path: Path, capsys: pytest.CaptureFi
     assert drifted["policies"][hpa]["slo_attainment"] < plain["policies"][hpa]["slo_attainment"]
 
 
+def test_canary_example_backtests_each_variant(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline = ROOT / "examples" / "pipelines" / "rag-canary.yaml"
+    scenario = ROOT / "examples" / "scenarios" / "canary-rollout.yaml"
+    code, _, err = run(
+        [str(pipeline), "--trace", str(AZURE), "--end", "1800", "--policy", "hpa", "--no-plots",
+         "--no-ceiling", "--scenario", str(scenario), "--out", str(tmp_path)],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["settings"]["scenario"]["name"] == "canary-rollout"
+    assert {"llm-stable", "llm-canary"} <= set(report["policies"]["hpa"]["per_component"])
+
+
 def test_bad_scenario_file_is_one_line_naming_the_field(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
