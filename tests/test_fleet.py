@@ -377,3 +377,20 @@ def test_a_pipelines_dir_holding_the_fleet_file_skips_it_and_validate_notes_unsh
     out = capsys.readouterr().out
     assert f"{path}: note: fleet.shared names writer, which only one pipeline has" in out
     assert "embedder, which" not in out
+
+
+def test_a_pipeline_that_is_itself_a_merged_unit_cannot_share_components(tmp_path: Path) -> None:
+    dumped = three(tmp_path).unit("rag").config.model_dump(mode="json", by_alias=True)
+    merged = {k: v for k, v in dumped.items() if v is not None and k != "daemon"}
+    merged["pipeline"]["name"] = "inner"
+    merged["pipeline"]["components"]["writer"] = component()
+    merged["pipeline"]["edges"].append({"from": "agent/planner", "to": "writer"})
+    other = tmp_path / "other"
+    other.mkdir()
+    pipelines = {"inner.yaml": merged, "solo.yaml": solo()}
+    path = write_fleet(other, pipelines, {"shared": ["writer"]})
+    with pytest.raises(ConfigError) as info:
+        load_fleet(path)
+    assert info.value.problems == [
+        "inner.yaml: pipeline.members: not supported in a pipeline that shares components"
+    ]

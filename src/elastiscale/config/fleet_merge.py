@@ -40,6 +40,15 @@ from elastiscale.overrides import OVERRIDES_KEY
 
 __all__ = ["Member", "merge_unit"]
 
+#: The fields merging carries over; a field added to the models must be merged here before
+#: a pipeline of a unit may set it (else it would be dropped without a word).
+_PIPELINE_FIELDS = frozenset(
+    {"name", "slo", "target_utilization", "queue_timeout_s", "max_gpus", "components", "edges"}
+)
+_CONFIG_FIELDS = frozenset(
+    {"pipeline", "policies", "control", "constraints", "metrics", "actuator", "daemon"}
+)
+
 
 def merge_unit(
     name: str,
@@ -56,6 +65,15 @@ def merge_unit(
     `metrics` and `actuator` are the fleet file's sections, used by members without their
     own. Raises `ConfigError` (source `label`) listing every problem."""
     problems: list[str] = []
+    for member in members:
+        fields = [
+            f"pipeline.{f}" for f in member.config.pipeline.model_fields_set - _PIPELINE_FIELDS
+        ]
+        fields += sorted(member.config.model_fields_set - _CONFIG_FIELDS)
+        problems.extend(
+            f"{member.label}: {f}: not supported in a pipeline that shares components"
+            for f in sorted(fields)
+        )
     components = _components(members, shared, problems)
     raw: dict[str, Any] = {
         "pipeline": {
