@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from elastiscale.clock import FakeClock
 from elastiscale.controllers.budget import Claim, GpuPool, allocate
-from elastiscale.controllers.division import need_of
+from elastiscale.controllers.division import need_of, rounded
 from elastiscale.controllers.pool_store import (
     InProcessPoolStore,
     PoolState,
@@ -345,7 +345,7 @@ def test_the_store_holds_what_the_members_were_granted(claims: dict[str, list[Cl
         got = pool.request(member, cs)
         entry = store.read().members[member]
         assert dict(entry.grants) == got.granted
-        assert entry.needs == tuple(need_of(c) for c in cs)
+        assert entry.needs == tuple(rounded(need_of(c)) for c in cs)
 
 
 def test_a_member_that_does_not_act_reads_the_pool_without_writing() -> None:

@@ -436,3 +436,18 @@ def test_the_connection_defaults_to_the_kubernetes_actuator(kubeconfig: Path) ->
     )
     _, namespace = connect_core(config.daemon.gpu_pools, config)
     assert namespace == "serving"
+
+
+def test_a_state_too_large_for_a_configmap_is_refused_in_one_line(
+    api: FakeKubeAPI, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from elastiscale.adapters.kubernetes import pool_store
+
+    pool = member_pool(kubeconfig)
+    assert pool.request("rag", [claim("llm", 4, 4.0)]).granted == {"llm": 4}
+    monkeypatch.setattr(pool_store, "MAX_BYTES", 300)
+    held = pool.request("rag", [claim("llm", 40, 40.0)])
+    assert held.granted == {"llm": 4}
+    assert held.note is not None and "over the 300 a ConfigMap can hold: split the pool" in (
+        held.note
+    )

@@ -59,6 +59,7 @@ from elastiscale.controllers.division import (
     fit,
     late_requests,
     need_of,
+    rounded,
 )
 from elastiscale.controllers.pool_store import (
     InProcessPoolStore,
@@ -119,7 +120,7 @@ class GpuPool:
     def request(self, member: str, claims: Sequence[Claim], *, write: bool = True) -> Allocation:
         """Grants for `member`'s claims, given every member's latest needs. With `write`
         False (a dry run, a standby daemon), what they would be, leaving the store as it is."""
-        needs = [need_of(c) for c in claims]
+        needs = [rounded(need_of(c)) for c in claims]
         with self._lock:
             now_s = self.clock() if self.clock is not None else None
             got: list[tuple[Allocation, bool]] = []

@@ -103,6 +103,14 @@ def need_of(claim: Claim) -> Need:
     return Need(claim.key, claim.gpus_per_replica, claim.min_replicas, wanted, curve)
 
 
+def rounded(need: Need, digits: int = 6) -> Need:
+    """The need with its curve at `digits` significant digits: what a shared pool stores (a
+    third of the bytes of exact floats, and late requests/s are not known to more digits);
+    the member divides with these same numbers, so every process still divides alike."""
+    curve = tuple(float(f"{x:.{digits}g}") for x in need.late_rps)
+    return Need(need.key, need.gpus_per_replica, need.min_replicas, need.wanted, curve)
+
+
 def allocate(claims: Sequence[Claim], max_gpus: float) -> Allocation:
     """Divide `max_gpus` between `claims` (see the module docstring)."""
     wanted = {c.key: max(c.wanted, c.min_replicas) for c in claims}

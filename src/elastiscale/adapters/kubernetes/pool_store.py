@@ -34,6 +34,9 @@ from elastiscale.controllers.pool_store import (
 from elastiscale.extras import require
 
 DATA_KEY = "pool.json"
+#: The most a write may hold: the API server refuses objects past 1 MiB (etcd's request
+#: limit), so a state that large is refused here, in a line that says what to change.
+MAX_BYTES = 1_000_000
 LABELS = {"app.kubernetes.io/managed-by": "elastiscale", "elastiscale.io/role": "gpu-pool"}
 
 
@@ -109,9 +112,15 @@ class KubernetesPoolStore:
             raise PoolStoreError(f"{self.label}: data.{DATA_KEY}: {exc}") from None
 
     def _write(self, version: str | None, state: PoolState) -> None:
+        text = encode_state(state)
+        if len(text) > MAX_BYTES:
+            raise PoolStoreError(
+                f"{self.label}: the pool state is {len(text)} bytes, over the {MAX_BYTES} a "
+                "ConfigMap can hold: split the pool, or lower the members' max replicas"
+            )
         meta: dict[str, Any] = {"name": self.name, "namespace": self.namespace, "labels": LABELS}
         body: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}
-        body["data"] = {DATA_KEY: encode_state(state)}
+        body["data"] = {DATA_KEY: text}
         if version is None:
             call(
                 self.api.create_namespaced_config_map,
