@@ -306,10 +306,8 @@ class DemandForecast:
         return math.floor(at_s / self.step_s + 1e-9) * self.step_s
 
     def _model_error(self, k: int) -> float:
-        quality = self.forecaster.quality(k * self.step_s)
-        if quality is None or quality.asymmetric_error is None:
-            return math.nan
-        return float(quality.asymmetric_error)
+        error = self.forecaster.asymmetric_error(k * self.step_s)
+        return math.nan if error is None else float(error)
 
     def _trust(self, model_error: Array, persistence_error: Array) -> Array:
         """Full at half of persistence's error or less, none at persistence's or more."""

@@ -479,6 +479,13 @@ class Forecaster:
         self._track(k)
         return self._tracker.summary(k, self.step_s)
 
+    def asymmetric_error(self, horizon_s: float) -> float | None:
+        """`quality(horizon_s).asymmetric_error`, without building the whole summary (a
+        policy reads it for every horizon at every tick)."""
+        k = horizon_bins(horizon_s, self.step_s)
+        self._track(k)
+        return self._tracker.asymmetric_error(k)
+
     def qualities(self) -> dict[float, HorizonQuality | None]:
         """Recent quality at every tracked horizon, keyed by horizon in seconds."""
         return {k * self.step_s: self._tracker.summary(k, self.step_s) for k in self._ks.tolist()}
