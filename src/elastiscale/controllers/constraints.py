@@ -24,8 +24,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from elastiscale.config import (
     ComponentConfig,
@@ -42,9 +41,9 @@ from elastiscale.observations import Observation
 Direction = Literal["up", "down"]
 
 
-@dataclass(frozen=True, slots=True)
-class ConstraintInput:
-    """What a constraint knows about one component in one tick."""
+class ConstraintInput(NamedTuple):
+    """What a constraint knows about one component in one tick (a named tuple: the engine
+    builds one per component and tick, and a tuple is the cheapest immutable record)."""
 
     component: str
     now_s: float

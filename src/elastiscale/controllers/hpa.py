@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, NamedTuple, get_args
 
 from pydantic import BeforeValidator, Field, field_validator
 
@@ -152,9 +152,9 @@ class HPAParams(ParamsModel):
         return value
 
 
-@dataclass(frozen=True, slots=True)
-class _Reading:
-    """One metric's outcome: a desired count, or None and why not."""
+class _Reading(NamedTuple):
+    """One metric's outcome: a desired count, or None and why not (a named tuple: one is
+    built per component, metric and tick, and a tuple is the cheapest immutable record)."""
 
     metric: str
     replicas: int | None
@@ -287,7 +287,9 @@ class HPAPolicy(PerComponentPolicy):
         desired, why_limited = self._rate_limit(
             changes, ctx.now_s, current, stabilized, bounds.min, bounds.max
         )
-        details.update(recommended=recommended, stabilized=stabilized, limited=desired)
+        details["recommended"] = recommended
+        details["stabilized"] = stabilized
+        details["limited"] = desired
         reason = f"{best.metric}: {best.reason}"
         for extra in (why_stable, why_limited):
             if extra:
