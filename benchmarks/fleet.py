@@ -15,6 +15,10 @@ Prints:
 - failover: the daemon holding the most units is SIGKILLed; seconds until all its units'
   Leases are held by the others, and until each was stepped by its new holder (the bound is
   lease duration + retry period + one tick), then `--after` ticks of the survivors as above;
+- with `--gpus N`: every pipeline runs `elastiscale` drawing its GPU component from one pool
+  of N GPUs kept in a ConfigMap (`daemon.gpu_pools: {store: kubernetes}`); checked every
+  second over the whole run (start, steady, failover): the grants in force it records and the
+  GPUs the Deployments' counts take, each against N;
 - that no unit was stepped by two daemons at once: a unit's stepper (the journals' `tick`
   entries) changes no more often than its Lease's holder (`leaseTransitions`).
 """
@@ -28,16 +32,24 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from elastiscale.controllers.pool_store import decode_state
 from elastiscale.daemon.journal import Journal
 from elastiscale.daemon.shards import rendezvous_owner, unit_lease_name
-from elastiscale.testing.fleet import pipeline_name, write_fleet
-from elastiscale.testing.kubernetes import LEASES, FakeKubeAPI, RecordedRequest
+from elastiscale.testing.fleet import POOL, component_name, pipeline_name, write_fleet
+from elastiscale.testing.kubernetes import (
+    CONFIG_MAPS,
+    DEPLOYMENTS,
+    LEASES,
+    FakeKubeAPI,
+    RecordedRequest,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TRACE = REPO / "examples" / "traces" / "azure_llm_2023_conv_1s.csv"
@@ -100,6 +112,8 @@ def kind_of(request: RecordedRequest) -> str:
             if request.method == "GET" and request.path.endswith("/leases")
             else ("lease read" if request.method == "GET" else "lease write")
         )
+    if "/configmaps" in request.path:
+        return "pool read" if request.method == "GET" else "pool write"
     if request.path.endswith("/scale"):
         return "scale read" if request.method == "GET" else "scale write"
     return "other"
@@ -131,7 +145,8 @@ def report_calls(requests: list[RecordedRequest], passes: int, steps: int, span_
     total = sum(counts.values())
     print(f"  API calls: {total} in {span_s:.0f} s ({total / span_s:.0f}/s)")
     print("  kind         per daemon tick  per unit tick")
-    for kind in ("lease list", "lease read", "lease write", "scale read", "scale write", "other"):
+    kinds = ("lease list", "lease read", "lease write", "scale read", "scale write")
+    for kind in (*kinds, "pool read", "pool write", "other"):
         n = counts.get(kind, 0)
         print(f"  {kind:12} {n / max(passes, 1):15.1f}  {n / max(steps, 1):13.2f}")
     print(f"  {'all':12} {total / max(passes, 1):15.1f}  {total / max(steps, 1):13.2f}")
@@ -157,6 +172,63 @@ def stepper_changes_without_transition(
     return bad
 
 
+class BudgetWatch:
+    """Checks the shared GPU pool every `every_s` from the start to the end of the run (at
+    least once a tick of every daemon): the GPUs granted in force in its ConfigMap, and the GPUs
+    the Deployments' replica counts actually take (GPU components x replicas), against the
+    pool's size."""
+
+    def __init__(self, api: FakeKubeAPI, gpus: float, gpu_targets: list[str], every_s: float):
+        self.api, self.gpus, self.targets, self.every_s = api, gpus, gpu_targets, every_s
+        self.samples = 0
+        self.granted_over = self.used_over = 0
+        #: The part of the run (start, steady, failover): over-pool samples are kept by part.
+        self.phase = "start"
+        self.over_by_phase: Counter[str] = Counter()
+        self.granted_peak = self.used_peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            used = float(sum(self.api.replicas(DEPLOYMENTS, "default", t) for t in self.targets))
+            try:
+                cm = self.api.get(CONFIG_MAPS, "default", f"elastiscale-gpu-pool-{POOL}")
+                granted = decode_state(cm["data"]["pool.json"]).granted_gpus()
+            except Exception:
+                granted = 0.0  # not written yet
+            self.samples += 1
+            self.granted_peak = max(self.granted_peak, granted)
+            self.used_peak = max(self.used_peak, used)
+            self.granted_over += granted > self.gpus + 1e-9
+            self.used_over += used > self.gpus + 1e-9
+            if used > self.gpus + 1e-9:
+                self.over_by_phase[self.phase] += 1
+            if used > self.gpus + 1e-9 and os.environ.get("FLEET_DEBUG"):
+                counts = {t: self.api.replicas(DEPLOYMENTS, "default", t) for t in self.targets}
+                try:
+                    state = decode_state(cm["data"]["pool.json"])
+                    grants = {m: e.gpus() for m, e in state.members.items()}
+                except Exception:
+                    grants = {}
+                print("OVER", time.time(), used, counts, grants, flush=True)
+
+    def report(self) -> None:
+        print(
+            f"GPU pool of {self.gpus:g}: {self.samples} checks; granted in force peak "
+            f"{self.granted_peak:g}, over the pool {self.granted_over} times; Deployments' GPUs "
+            f"peak {self.used_peak:g}, over the pool {self.used_over} times "
+            f"({dict(self.over_by_phase) or 'never'} by part of the run)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pipelines", type=int, default=100)
@@ -169,6 +241,13 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=10.0, help="renew_deadline_s")
     parser.add_argument("--retry", type=float, default=2.0, help="retry_period_s")
     parser.add_argument("--policy", action="append", help="policies (default: hpa)")
+    parser.add_argument(
+        "--gpus",
+        type=float,
+        default=None,
+        help="a GPU pool of this size shared by every pipeline (policy elastiscale, kept in "
+        "a ConfigMap), checked every second",
+    )
     args = parser.parse_args()
     units = [pipeline_name(i) for i in range(args.pipelines)]
     names = [f"d{i}" for i in range(args.daemons)]
@@ -185,10 +264,18 @@ def main() -> None:
             renew_deadline_s=args.deadline,
             retry_period_s=args.retry,
             policies=args.policy or ["hpa"],
+            gpu_pool_gpus=args.gpus,
         )
+        watch: BudgetWatch | None = None
+        if args.gpus is not None:
+            last = component_name(args.components - 1)
+            targets = [f"{u}-{last}" for u in units]
+            watch = BudgetWatch(api, args.gpus, targets, min(1.0, args.interval / 2))
+            watch.start()
+        policy = "elastiscale, GPU pool" if args.gpus else ", ".join(args.policy or ["hpa"])
         print(
-            f"{args.pipelines} pipelines x {args.components} components on {args.daemons} "
-            f"daemons; ticks every {args.interval:g} s; Leases {args.lease:g} / "
+            f"[{policy}] {args.pipelines} pipelines x {args.components} components on "
+            f"{args.daemons} daemons; ticks every {args.interval:g} s; Leases {args.lease:g} / "
             f"{args.deadline:g} / {args.retry:g} s (duration / renew deadline / retry)"
         )
         replicas = {name: Replica(paths, workdir, name) for name in names}
@@ -202,6 +289,8 @@ def main() -> None:
             )
             print(f"units split as the hashing assigns them {took:.1f} s after the start")
             time.sleep(args.interval)  # one tick for every daemon with its final units
+            if watch is not None:
+                watch.phase = "steady"
             api.clear_requests()
             start_s, started = time.time(), time.monotonic()
             time.sleep(args.ticks * args.interval)
@@ -217,6 +306,8 @@ def main() -> None:
             survivors = [n for n in names if n != victim]
             replicas[victim].process.send_signal(signal.SIGKILL)
             killed_s = time.time()
+            if watch is not None:
+                watch.phase = "failover"
             replicas[victim].process.wait(30)
             wanted = {u: rendezvous_owner(u, survivors) for u in units}
             held_s = wait(
@@ -254,6 +345,9 @@ def main() -> None:
             report_calls(requests, passes, steps, time.monotonic() - started)
             bad = stepper_changes_without_transition(api, list(replicas.values()), units, "fleet")
             print(f"units whose stepper changed without their Lease: {bad} (of {len(units)})")
+            if watch is not None:
+                watch.stop()
+                watch.report()
         finally:
             for replica in replicas.values():
                 if replica.process.poll() is None:

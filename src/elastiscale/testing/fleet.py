@@ -6,7 +6,8 @@ every component a Deployment on a `FakeKubeAPI`, and `daemon.sharding` on.
         paths = write_fleet(tmp_path, api, pipelines=6, components=3, trace=TRACE)
         # `elastiscale run *paths` in each replica process
 
-Pipelines differ in their capacity per replica, so their decisions differ.
+Pipelines differ in their capacity per replica, so their decisions differ. The last component
+of each takes one GPU per replica (the others none), so a shared GPU pool can bind them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from typing import Any
 import yaml
 
 from elastiscale.testing.kubernetes import FakeKubeAPI
+
+#: The name of the shared GPU pool (its ConfigMap: `elastiscale-gpu-pool-shared`).
+POOL = "shared"
 
 
 def pipeline_name(index: int) -> str:
@@ -38,10 +42,13 @@ def fleet_pipeline(
     lease_duration_s: float,
     renew_deadline_s: float,
     retry_period_s: float,
-    policies: list[str],
+    policies: list[Any],
     namespace: str = "default",
+    gpu_pool_gpus: float | None = None,
 ) -> dict[str, Any]:
-    """The raw config of pipeline `index` (see the module docstring)."""
+    """The raw config of pipeline `index` (see the module docstring). With `gpu_pool_gpus`,
+    the policy is `elastiscale` drawing from pool `shared` of that many GPUs, kept in a
+    ConfigMap on the same API server (`daemon.gpu_pools: {store: kubernetes}`)."""
     name = pipeline_name(index)
     capacity = 2.0 + (index % 7)
     parts: dict[str, Any] = {}
@@ -60,7 +67,7 @@ def fleet_pipeline(
     edges = [
         {"from": component_name(c), "to": component_name(c + 1)} for c in range(components - 1)
     ]
-    return {
+    raw: dict[str, Any] = {
         "pipeline": {
             "name": name,
             "slo": {"latency_p95_s": 5},
@@ -90,6 +97,16 @@ def fleet_pipeline(
             },
         },
     }
+    if gpu_pool_gpus is not None:
+        raw["pipeline"]["max_gpus"] = gpu_pool_gpus
+        raw["policies"] = [{"name": "elastiscale", "params": {"gpu_pool": POOL}}]
+        raw["daemon"]["gpu_pools"] = {
+            "store": "kubernetes",
+            "connection": "kubeconfig",
+            "kubeconfig": str(kubeconfig),
+            "namespace": namespace,
+        }
+    return raw
 
 
 def write_fleet(
@@ -104,10 +121,11 @@ def write_fleet(
     lease_duration_s: float = 3.0,
     renew_deadline_s: float = 2.0,
     retry_period_s: float = 0.5,
-    policies: list[str] | None = None,
+    policies: list[Any] | None = None,
+    gpu_pool_gpus: float | None = None,
 ) -> list[Path]:
     """Write the pipeline files into `directory`, add their Deployments (1 replica each) to
-    `api`, and return the files' paths."""
+    `api`, and return the files' paths (`gpu_pool_gpus`: see `fleet_pipeline`)."""
     directory.mkdir(parents=True, exist_ok=True)
     kubeconfig = api.write_kubeconfig(directory / "kubeconfig")
     paths = []
@@ -123,6 +141,7 @@ def write_fleet(
             renew_deadline_s=renew_deadline_s,
             retry_period_s=retry_period_s,
             policies=policies or ["hpa"],
+            gpu_pool_gpus=gpu_pool_gpus,
         )
         for target in raw["actuator"]["targets"].values():
             api.add_deployment("default", target["name"], replicas=1)
