@@ -175,11 +175,20 @@ def stepper_changes_without_transition(
 class BudgetWatch:
     """Checks the shared GPU pool every `every_s` from the start to the end of the run (at
     least once a tick of every daemon): the GPUs granted in force in its ConfigMap, and the GPUs
-    the Deployments' replica counts actually take (GPU components x replicas), against the
-    pool's size."""
+    the Deployments' replica counts actually take (each pipeline's GPU component, one GPU a
+    replica), against the pool's size. With `explain`, each sample over the pool prints the
+    pipelines whose grant differs from their replicas."""
 
-    def __init__(self, api: FakeKubeAPI, gpus: float, gpu_targets: list[str], every_s: float):
-        self.api, self.gpus, self.targets, self.every_s = api, gpus, gpu_targets, every_s
+    def __init__(
+        self,
+        api: FakeKubeAPI,
+        gpus: float,
+        targets: dict[str, str],
+        every_s: float,
+        explain: bool = False,
+    ) -> None:
+        self.api, self.gpus, self.targets, self.every_s = api, gpus, targets, every_s
+        self.explain = explain
         self.samples = 0
         self.granted_over = self.used_over = 0
         #: The part of the run (start, steady, failover): over-pool samples are kept by part.
@@ -196,29 +205,33 @@ class BudgetWatch:
         self._stop.set()
         self._thread.join()
 
+    def _grants(self) -> dict[str, float]:
+        try:
+            cm = self.api.get(CONFIG_MAPS, "default", f"elastiscale-gpu-pool-{POOL}")
+        except Exception:
+            return {}  # not written yet
+        state = decode_state(cm["data"]["pool.json"])
+        return {member: entry.gpus() for member, entry in state.members.items()}
+
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
-            used = float(sum(self.api.replicas(DEPLOYMENTS, "default", t) for t in self.targets))
-            try:
-                cm = self.api.get(CONFIG_MAPS, "default", f"elastiscale-gpu-pool-{POOL}")
-                granted = decode_state(cm["data"]["pool.json"]).granted_gpus()
-            except Exception:
-                granted = 0.0  # not written yet
+            counts = {
+                m: self.api.replicas(DEPLOYMENTS, "default", t) for m, t in self.targets.items()
+            }
+            grants = self._grants()
+            used, granted = float(sum(counts.values())), sum(grants.values())
             self.samples += 1
             self.granted_peak = max(self.granted_peak, granted)
             self.used_peak = max(self.used_peak, used)
             self.granted_over += granted > self.gpus + 1e-9
-            self.used_over += used > self.gpus + 1e-9
             if used > self.gpus + 1e-9:
+                self.used_over += 1
                 self.over_by_phase[self.phase] += 1
-            if used > self.gpus + 1e-9 and os.environ.get("FLEET_DEBUG"):
-                counts = {t: self.api.replicas(DEPLOYMENTS, "default", t) for t in self.targets}
-                try:
-                    state = decode_state(cm["data"]["pool.json"])
-                    grants = {m: e.gpus() for m, e in state.members.items()}
-                except Exception:
-                    grants = {}
-                print("OVER", time.time(), used, counts, grants, flush=True)
+                if self.explain:
+                    differ = {
+                        m: (grants.get(m), n) for m, n in counts.items() if grants.get(m) != n
+                    }
+                    print(f"over ({self.phase}): {used:g} GPUs; (grant, replicas): {differ}")
 
     def report(self) -> None:
         print(
@@ -248,6 +261,9 @@ def main() -> None:
         help="a GPU pool of this size shared by every pipeline (policy elastiscale, kept in "
         "a ConfigMap), checked every second",
     )
+    parser.add_argument(
+        "--explain", action="store_true", help="print every check over the pool, per pipeline"
+    )
     args = parser.parse_args()
     units = [pipeline_name(i) for i in range(args.pipelines)]
     names = [f"d{i}" for i in range(args.daemons)]
@@ -269,8 +285,9 @@ def main() -> None:
         watch: BudgetWatch | None = None
         if args.gpus is not None:
             last = component_name(args.components - 1)
-            targets = [f"{u}-{last}" for u in units]
-            watch = BudgetWatch(api, args.gpus, targets, min(1.0, args.interval / 2))
+            targets = {u: f"{u}-{last}" for u in units}
+            every_s = min(1.0, args.interval / 2)
+            watch = BudgetWatch(api, args.gpus, targets, every_s, args.explain)
             watch.start()
         policy = "elastiscale, GPU pool" if args.gpus else ", ".join(args.policy or ["hpa"])
         print(

@@ -158,6 +158,14 @@ class FleetDaemon:
                 if spec is not None:
                     register_secrets_in(spec.options())
         self.journal.open()
+        in_flight = self.journal.in_flight()
+        for change in in_flight:
+            log.warning(
+                "in flight when the previous run stopped, outcome unknown (the platform shows "
+                "whether it happened): %s",
+                change.describe(),
+            )
+        self.status.in_flight_at_start = tuple(in_flight)
         self.journal.write(
             "start",
             time.time(),
@@ -167,7 +175,7 @@ class FleetDaemon:
             config=str(self.options.config_path),
             dry_run=self.options.dry_run,
             units=[unit.name for unit in self.units],
-            in_flight=[c.to_dict() for c in self.journal.in_flight()],
+            in_flight=[c.to_dict() for c in in_flight],
         )
         if serve_http:
             host, port = parse_listen(self.options.listen or self.config.daemon.listen)
@@ -248,7 +256,8 @@ class FleetDaemon:
             if not self._may_act(unit):
                 continue
             error = self._step(unit, now_s, records, ready, edges)
-            stepped.append(unit.name)
+            if unit.runtime is not None:
+                stepped.append(unit.name)
             if error is not None:
                 errors.append(f"{unit.name}: {error}")
         self.passes += 1
