@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -350,8 +351,6 @@ def test_backtest_replays_a_unit_and_names_units_when_several(
     assert main(base) == 2
     assert "--unit: the fleet has 2 units; name one (agent+rag, solo)" in capsys.readouterr().err
     assert main([*base, "--unit", "rag", "--out", str(tmp_path / "out")]) == 0
-    import json
-
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["pipeline"]["name"] == "agent+rag"
     assert set(report["pipeline"]["ingress"]) == {"agent/router", "rag/router"}
@@ -398,3 +397,55 @@ def test_a_pipeline_that_is_itself_a_merged_unit_cannot_share_components(tmp_pat
     assert info.value.problems == [
         "inner.yaml: pipeline.members: not supported in a pipeline that shares components"
     ]
+
+
+GROUPS = [
+    # (case, each pipeline's components besides its ingress, shared, expected unit names)
+    ("a chain of sharing is one unit", {"a": ["x"], "b": ["x", "y"], "c": ["y"]}, ["x", "y"],
+     ("a+b+c",)),
+    ("nothing shared: one unit each", {"a": ["x"], "b": ["x"]}, [], ("a", "b")),
+    ("two pairs", {"a": ["x"], "b": ["x"], "c": ["y"], "d": ["y"]}, ["x", "y"], ("a+b", "c+d")),
+    ("a lone one beside a pair", {"a": ["x"], "b": ["x"], "c": ["z"]}, ["x"], ("a+b", "c")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("pipelines", "shared", "expected"), [g[1:] for g in GROUPS],
+                         ids=[g[0] for g in GROUPS])  # fmt: skip
+def test_units_are_the_connected_groups_of_sharing(
+    tmp_path: Path, pipelines: dict[str, list[str]], shared: list[str], expected: tuple[str, ...]
+) -> None:
+    files = {f"{name}.yaml": pipeline(name, 10, ["in", *rest]) for name, rest in pipelines.items()}
+    fleet = load_fleet(write_fleet(tmp_path, files, {"shared": shared}))
+    assert fleet.unit_names == expected
+
+
+def test_a_stale_ingress_rate_is_a_missing_share(tmp_path: Path) -> None:
+    config = three(tmp_path).unit("agent+rag").config
+    staleness_s = config.constraints_for("rag/router").missing_data.staleness_s
+
+    class Source:
+        def observe(self, names: Any, now_s: float) -> dict[str, Observation]:
+            at = {"rag/router": now_s - staleness_s - 1.0}
+            return {n: Observation(n, at.get(n, now_s), demand_rps=1.0) for n in names}
+
+    engine = Engine(config, metrics=Source(), actuator=RecordingActuator.for_config(config))
+    record = next(r for r in engine.step(1000.0) if r.component == "embedder")
+    assert record.demand_by_pipeline == {"agent": 4.0, "rag": None}  # 1 x 2 x 2 calls
+    assert "demand_share" not in record.to_dict()
+
+
+def test_capacity_sizes_one_unit_of_a_fleet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "trace.csv"
+    trace.write_text("t_seconds,requests\n" + "".join(f"{t},{2 + t % 3}\n" for t in range(300)))
+    gpu = solo()
+    gpu["pipeline"]["components"]["writer"]["gpus_per_replica"] = 1
+    path = write_fleet(tmp_path, {"rag.yaml": rag(), "agent.yaml": agent(), "solo.yaml": gpu})
+    base = ["capacity", str(path), "--trace", str(trace), "--gpus", "8", "--policy", "static-peak"]
+    assert main(base) == 2
+    assert f"{path}: --unit: the fleet has 2 units" in capsys.readouterr().err
+    assert main([*base, "--unit", "nope"]) == 2
+    assert "--unit: no unit or pipeline 'nope' (units: agent+rag, solo)" in capsys.readouterr().err
+    assert main([*base, "--unit", "solo", "--out", str(tmp_path / "cap")]) == 0
+    assert json.loads((tmp_path / "cap" / "capacity.json").read_text())

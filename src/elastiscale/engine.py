@@ -117,7 +117,7 @@ class Engine:
             acting=not self.dry_run,
         )
         proposals = self._propose(ctx)
-        shares = self._shares.of(observations) if self._shares is not None else {}
+        shares = self._demand_shares(observations, now_s)
         records = [
             self._decide(name, now_s, observations[name], replicas[name], proposals[name])
             for name in names
@@ -131,6 +131,16 @@ class Engine:
         return records
 
     # ----------------------------------------------------------------------------------------
+
+    def _demand_shares(
+        self, observations: Mapping[str, Observation], now_s: float
+    ) -> dict[str, dict[str, float | None]]:
+        """A fleet unit's shared components: each pipeline's share, from fresh ingress rates
+        only (a stale one is a missing share, as it is missing data for scaling)."""
+        if self._shares is None:
+            return {}
+        fresh = {n: o for n, o in observations.items() if now_s - o.at_s <= self._staleness_s[n]}
+        return self._shares.of(fresh)
 
     def _observe(self, names: Sequence[str], now_s: float) -> dict[str, Observation]:
         try:

@@ -21,13 +21,19 @@ from pydantic import ValidationError
 
 from elastiscale.backtest.api import BacktestError
 from elastiscale.config import load_config
+from elastiscale.config.fleet import is_fleet_file, load_unit
 from elastiscale.errors import ConfigError, RegistryError, TraceError
 
 DEFAULT_OUT = "out/capacity"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("pipeline", help="pipeline YAML file")
+    parser.add_argument("pipeline", help="pipeline YAML file, or a fleet file (one unit)")
+    parser.add_argument(
+        "--unit",
+        metavar="NAME",
+        help="with a fleet file: the unit to size, by its name or one of its pipelines'",
+    )
     parser.add_argument("--trace", required=True, metavar="FILE", help="arrival trace (CSV)")
     parser.add_argument("--gpus", required=True, type=float, metavar="N", help="GPU budget")
     parser.add_argument(
@@ -58,7 +64,12 @@ def run(args: argparse.Namespace) -> int:
     from elastiscale.backtest.capacity import capacity, markdown, to_json_dict
 
     try:
-        config = load_config(args.pipeline)
+        if is_fleet_file(args.pipeline):
+            config = load_unit(args.pipeline, args.unit)
+        elif args.unit is not None:
+            raise ConfigError([f"--unit: {args.pipeline} is not a fleet file"])
+        else:
+            config = load_config(args.pipeline)
         results = capacity(
             config,
             args.trace,

@@ -197,22 +197,11 @@ def _fleet_unit(args: argparse.Namespace) -> Config:
 
     A unit's config is an ordinary pipeline whose ingress components are those of all its
     pipelines: the trace arrives at each, as at every ingress of any pipeline."""
-    from elastiscale.config.fleet import load_fleet
+    from elastiscale.config.fleet import load_unit
 
     if args.scenario is not None:
         raise BacktestError("--scenario: not supported with a fleet file")
-    fleet = load_fleet(args.pipeline)
-    if args.unit is None:
-        if len(fleet.units) > 1:
-            raise BacktestError(
-                f"--unit: the fleet has {len(fleet.units)} units; name one "
-                f"({', '.join(fleet.unit_names)})"
-            )
-        return fleet.units[0].config
-    try:
-        return fleet.unit(args.unit).config
-    except KeyError as exc:
-        raise BacktestError(f"--unit: {exc.args[0]}") from None
+    return load_unit(args.pipeline, args.unit)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -133,6 +133,25 @@ def is_fleet_file(path: str | Path) -> bool:
     return is_fleet_mapping(_read_yaml(Path(path)))
 
 
+def load_unit(path: str | Path, unit: str | None = None) -> Config:
+    """The config of one unit of the fleet file `path`, for the commands that replay one
+    pipeline (`backtest`, `capacity`): `unit` names it, or one of its pipelines, and may be
+    left out when the fleet has one unit. `ConfigError` names `--unit` when it does not fit."""
+    fleet = load_fleet(path)
+    if unit is None:
+        if len(fleet.units) > 1:
+            raise ConfigError(
+                [f"--unit: the fleet has {len(fleet.units)} units; name one "
+                 f"({', '.join(fleet.unit_names)})"],
+                source=str(path),
+            )  # fmt: skip
+        return fleet.units[0].config
+    try:
+        return fleet.unit(unit).config
+    except KeyError as exc:
+        raise ConfigError([f"--unit: {exc.args[0]}"], source=str(path)) from None
+
+
 @dataclass(frozen=True, slots=True)
 class _Listed:
     field: str  # where the fleet file lists it: fleet.pipelines[0]
