@@ -449,3 +449,13 @@ def test_capacity_sizes_one_unit_of_a_fleet(
     assert "--unit: no unit or pipeline 'nope' (units: agent+rag, solo)" in capsys.readouterr().err
     assert main([*base, "--unit", "solo", "--out", str(tmp_path / "cap")]) == 0
     assert json.loads((tmp_path / "cap" / "capacity.json").read_text())
+
+
+def test_the_example_fleet_runs_once_as_a_dry_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(EXAMPLE.parents[2])  # its trace path is relative to the repository
+    journal = tmp_path / "journal.jsonl"
+    assert main(["run", str(EXAMPLE), "--once", "--dry-run", "--journal", str(journal)]) == 0
+    start = json.loads(journal.read_text().splitlines()[0])
+    assert start["units"] == ["rag-qa+support-agent"]
