@@ -459,3 +459,29 @@ def test_the_example_fleet_runs_once_as_a_dry_run(
     assert main(["run", str(EXAMPLE), "--once", "--dry-run", "--journal", str(journal)]) == 0
     start = json.loads(journal.read_text().splitlines()[0])
     assert start["units"] == ["rag-qa+support-agent"]
+
+
+def test_a_shared_components_policy_overrides_must_agree_and_local_ones_are_renamed(
+    tmp_path: Path,
+) -> None:
+    hpa = {"name": "hpa", "params": {"components": {"router": {"tolerance": 0.2}}}}
+    rag_file = _with(rag(), policies=[hpa])
+    agent_file = _with(agent(), policies=[{"name": "hpa"}])
+    config = (
+        load_fleet(write_fleet(tmp_path, {"rag.yaml": rag_file, "agent.yaml": agent_file}))
+        .units[0]
+        .config
+    )
+    assert config.policies[0].params == {"components": {"rag/router": {"tolerance": 0.2}}}
+    shared = {"name": "hpa", "params": {"components": {"llm": {"tolerance": 0.2}}}}
+    other = tmp_path / "other"
+    other.mkdir()
+    path = write_fleet(
+        other, {"rag.yaml": _with(rag(), policies=[shared]), "agent.yaml": agent_file}
+    )
+    with pytest.raises(ConfigError) as info:
+        load_fleet(path)
+    assert info.value.problems == [
+        "policies[0].params.components.llm: shared component set differently by agent.yaml "
+        "(agent) (None) and rag.yaml (rag) ({'tolerance': 0.2})"
+    ]

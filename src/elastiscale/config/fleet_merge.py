@@ -224,12 +224,14 @@ def _policies(
             for s in specs
         ]
 
+    alike = True
     for member, specs in lists[1:]:
         if len(specs) != len(merged):
             problems.append(
                 f"policies: {first.describe()} has {len(merged)}, {member.describe()} has "
                 f"{len(specs)}; pipelines sharing a component run one set of policies"
             )
+            alike = False
             continue
         diff = first_difference(without_overrides(merged), without_overrides(specs))
         if diff is not None:
@@ -238,14 +240,33 @@ def _policies(
                 f"policies{field}: {first.describe()} has {a!r}, {member.describe()} has "
                 f"{b!r}; pipelines sharing a component run one set of policies"
             )
-            continue
-        for i, entry in enumerate(specs):
-            for component, params in (entry["params"].get(OVERRIDES_KEY) or {}).items():
-                mine = merged[i]["params"].setdefault(OVERRIDES_KEY, {})
-                if component in mine and mine[component] != params:
-                    problems.append(
-                        f"policies[{i}].params.{OVERRIDES_KEY}.{component}: shared component "
-                        f"set differently by {first.describe()} and {member.describe()}"
-                    )
-                mine.setdefault(component, params)
-    return merged
+            alike = False
+    if not alike:
+        return merged
+    out = without_overrides(merged)
+    for i, spec in enumerate(out):
+        union: dict[str, Any] = {}
+        for _, specs in lists:
+            own = specs[i]["params"].get(OVERRIDES_KEY) or {}
+            union.update({c: v for c, v in own.items() if c not in union})
+        for name in sorted(n for n in shared if n in union or _held_by_several(n, members)):
+            # a shared component's overrides (or their absence) must agree
+            seen = [
+                (m, (specs[i]["params"].get(OVERRIDES_KEY) or {}).get(name))
+                for m, specs in lists
+                if name in m.config.pipeline.components
+            ]
+            other = next(((m, v) for m, v in seen if v != seen[0][1]), None)
+            if other is not None:
+                problems.append(
+                    f"policies[{i}].params.{OVERRIDES_KEY}.{name}: shared component set "
+                    f"differently by {seen[0][0].describe()} ({seen[0][1]!r}) and "
+                    f"{other[0].describe()} ({other[1]!r})"
+                )
+        if union:
+            spec["params"][OVERRIDES_KEY] = union
+    return out
+
+
+def _held_by_several(name: str, members: Sequence[Member]) -> bool:
+    return sum(name in m.config.pipeline.components for m in members) > 1
