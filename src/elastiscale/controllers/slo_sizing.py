@@ -22,7 +22,10 @@ wait, in the terms `backtest/token_slo.py` scores:
   (`pipeline_model.ttft_budget_s`), so there the two are one objective and only TTFT is sized.
 
 As everywhere in the sizer, `burst_share` of each wait allowance is left to swings of demand
-inside the rate window and the rest bounds the random wait.
+inside the rate window and the rest bounds the random wait. The model takes calls of the
+current mean size with exponential service; a wide spread of prompt sizes makes real waits
+longer than it says (docs/results.md shows where). With `queueing: false` (the ablation) the
+component is sized by utilization and its objectives are only scored.
 
 Semantics beside the planners users know: NVIDIA Dynamo's SLA planner sizes prefill replicas as
 the predicted prompt tokens/s over the per-GPU prefill throughput that profiling found within
