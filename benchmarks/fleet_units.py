@@ -92,7 +92,7 @@ def main() -> None:
             f"{args.pipelines} pipelines x {len(CHAIN)} components, {what}: "
             f"{len(fleet.units)} unit(s); load_fleet {loaded - start:.2f} s CPU; budgets and "
             f"shares {modelled - loaded:.2f} s CPU; Engine.step of a {components}-component "
-            f"unit {tick_s * 1000:.0f} ms CPU"
+            f"unit {tick_s * 1000:.1f} ms CPU"
         )
 
 
