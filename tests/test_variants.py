@@ -306,3 +306,39 @@ def test_a_slower_canary_is_learnt_from_its_own_metrics(fidelity: str) -> None:
     stable = [d["llm-stable"]["capacity_in_use"] for d in late]
     assert all(c == pytest.approx(1.2, rel=0.1) for c in canary), canary
     assert all(s == pytest.approx(2.0, rel=0.1) for s in stable), stable
+
+
+def test_each_variant_is_its_own_scale_target(tmp_path: Any) -> None:
+    """The actuator's targets name the variants' components; scaling one moves only its own
+    workload (a target named after the split component itself is refused, naming the
+    components there are)."""
+    from elastiscale.adapters.kubernetes.actuator import KubernetesActuator
+    from elastiscale.testing.kubernetes import DEPLOYMENTS, FakeKubeAPI
+
+    raw = pipeline()
+    targets = {
+        "router": {"kind": "Deployment", "name": "router"},
+        "llm-stable": {"kind": "Deployment", "name": "llm-v1"},
+        "llm-canary": {"kind": "Deployment", "name": "llm-v2"},
+        "tools": {"kind": "Deployment", "name": "tools"},
+    }
+    with FakeKubeAPI() as api:
+        for target in targets.values():
+            api.add_deployment("default", target["name"], replicas=1)
+        raw["actuator"] = {
+            "type": "kubernetes",
+            "namespace": "default",
+            "connection": "kubeconfig",
+            "kubeconfig": str(api.write_kubeconfig(tmp_path / "k")),
+            "targets": targets,
+        }
+        config = validate_mapping(raw)
+        assert config.actuator is not None
+        with KubernetesActuator(config, config.actuator.options()) as actuator:
+            assert actuator.scale("llm-canary", 3).ok
+        assert api.replicas(DEPLOYMENTS, "default", "llm-v2") == 3
+        assert api.replicas(DEPLOYMENTS, "default", "llm-v1") == 1
+    raw["actuator"]["targets"] = {**targets, "llm": {"kind": "Deployment", "name": "llm"}}
+    with pytest.raises(ConfigError) as refused:
+        validate_mapping(raw)
+    assert any("llm" in line and "llm-canary" in line for line in refused.value.problems)
