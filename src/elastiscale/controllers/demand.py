@@ -34,6 +34,7 @@ look-ahead rather than a silent shortfall.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -71,13 +72,19 @@ def quantile_between(mean: Array, p90: Array, p99: Array, quantile: float) -> Ar
     Worked numbers: mean 10, p90 13, p99 16 at quantile 0.95 (z = 1.645): 13 + (1.645 - 1.282)
     / (2.326 - 1.282) x 3 = 14.04. Below the mean (quantile < 0.5) it goes down towards 0.
     """
-    z = NormalDist().inv_cdf(quantile)
+    z = _z_score(quantile)
     if z <= _Z90:
         out = mean + (z / _Z90) * (p90 - mean)
     else:
         out = p90 + (z - _Z90) / (_Z99 - _Z90) * (p99 - p90)
     result: Array = np.maximum(out, 0.0)
     return result
+
+
+@functools.lru_cache(maxsize=64)
+def _z_score(quantile: float) -> float:
+    """The standard normal's `quantile` (a policy asks for the same one or two at every tick)."""
+    return NormalDist().inv_cdf(quantile)
 
 
 @dataclass(frozen=True, slots=True)
