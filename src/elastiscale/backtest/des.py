@@ -37,6 +37,7 @@ import numpy as np
 
 from elastiscale.backtest.des_state import Call, Replica, Request, Station, draw_count
 from elastiscale.backtest.model import (
+    ComponentSeries,
     ServiceModel,
     SimulationResult,
     work_per_request,
@@ -179,7 +180,7 @@ class DiscreteEventSimulator(SimulatorFrame):
             weight=np.ones(len(self._latency)),
             completed_at_s=np.asarray(self._done_at, dtype=float),
             dropped_requests=float(self._dropped_requests),
-            components={st.name: st.log.series() for st in self._stations},
+            components={st.name: ComponentSeries.from_steps(st.log) for st in self._stations},
             fidelity=self.fidelity,
             start_s=self.start_s,
             end_s=self.end_s,

@@ -33,6 +33,7 @@ from elastiscale.backtest.fluid_latency import (
 from elastiscale.backtest.fluid_queue import serve
 from elastiscale.backtest.fluid_waits import CallerWaits, WaitedEdge
 from elastiscale.backtest.model import (
+    ComponentSeries,
     ServiceModel,
     SimulationResult,
     fanout_variance,
@@ -453,7 +454,7 @@ class FluidSimulator(SimulatorFrame):
             weight=weight,
             completed_at_s=done_at,
             dropped_requests=dropped,
-            components={c.name: c.log.series(t_s) for c in self._comps},
+            components={c.name: ComponentSeries.from_steps(c.log, t_s) for c in self._comps},
             fidelity=self.fidelity,
             start_s=self.start_s,
             end_s=self.end_s,

@@ -61,6 +61,33 @@ class ComponentSeries:
             total = total + self.draining
         return total
 
+    @classmethod
+    def from_steps(cls, log: StepLog, t_s: Array | None = None) -> ComponentSeries:
+        """A step log's columns as series (`t_s`: the steps' end times, when the caller shares
+        one array of them between components)."""
+        n = len(log)
+        if t_s is None or t_s.size != n:
+            t_s = log.t0_s + log.step_s * np.arange(1, n + 1, dtype=float)
+        col = log.column
+        busy, capacity = col("busy"), col("capacity")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            utilization = np.where(capacity > 0, busy / np.where(capacity > 0, capacity, 1), np.nan)
+        return cls(
+            t_s=t_s,
+            arrivals=col("arrivals"),
+            work_arrivals=col("work"),
+            completions=col("completions"),
+            dropped=col("dropped"),
+            queue=col("queue"),
+            in_flight=col("in_flight"),
+            ready=col("ready"),
+            starting=col("starting"),
+            desired=col("desired"),
+            utilization=np.minimum(utilization, 1.0),
+            latency_p95_s=col("latency_p95_s"),
+            draining=col("draining"),
+        )
+
 
 @dataclass
 class SimulationResult:

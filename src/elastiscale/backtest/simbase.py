@@ -119,4 +119,4 @@ class SimulatorFrame:
         return self._parts[self._index[component]].log
 
     def series(self, component: str) -> ComponentSeries:
-        return self.steps(component).series()
+        return ComponentSeries.from_steps(self.steps(component))

@@ -24,8 +24,6 @@ from array import array
 import numpy as np
 import numpy.typing as npt
 
-from elastiscale.backtest.model import ComponentSeries
-
 Array = npt.NDArray[np.float64]
 
 #: Columns kept for every step, in `append`'s order of arguments (tokens and the ready count at
@@ -175,29 +173,3 @@ class StepLog:
             return np.zeros(0)
         view = np.frombuffer(values, dtype=np.float64)
         return view if self._frozen else view.copy()
-
-    def series(self, t_s: Array | None = None) -> ComponentSeries:
-        """The columns as a `ComponentSeries` (`t_s`: the steps' end times, when the caller
-        shares one array of them between components)."""
-        n = len(self)
-        if t_s is None or t_s.size != n:
-            t_s = self.t0_s + self.step_s * np.arange(1, n + 1, dtype=float)
-        col = self.column
-        busy, capacity = col("busy"), col("capacity")
-        with np.errstate(invalid="ignore", divide="ignore"):
-            utilization = np.where(capacity > 0, busy / np.where(capacity > 0, capacity, 1), np.nan)
-        return ComponentSeries(
-            t_s=t_s,
-            arrivals=col("arrivals"),
-            work_arrivals=col("work"),
-            completions=col("completions"),
-            dropped=col("dropped"),
-            queue=col("queue"),
-            in_flight=col("in_flight"),
-            ready=col("ready"),
-            starting=col("starting"),
-            desired=col("desired"),
-            utilization=np.minimum(utilization, 1.0),
-            latency_p95_s=col("latency_p95_s"),
-            draining=col("draining"),
-        )
