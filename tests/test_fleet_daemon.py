@@ -53,6 +53,9 @@ def test_one_pass_steps_every_unit_and_the_journal_names_them(tmp_path: Path) ->
     decisions = [e for e in entries if e["kind"] == "decision"]
     # any demand the trace has at this minute needs more than the min of 1 at 0.01 req/s each
     assert {e["unit"] for e in decisions} == {"rag", "agent"}
+    registry = daemon.metrics.registry
+    assert registry.get_sample_value("elastiscale_units") == 2
+    assert registry.get_sample_value("elastiscale_units_acting") == 2
     records = daemon.status.snapshot.records if daemon.status.snapshot else ()
     assert {r.component for r in records} == {"rag/router", "agent/router"}
 
@@ -123,6 +126,7 @@ def test_a_replica_holding_no_unit_steps_nothing_and_is_ready(tmp_path: Path) ->
         assert daemon.run() == 0
         assert not [e for e in Journal(journal).entries() if e["kind"] in ("tick", "decision")]
         assert daemon.status.readiness().ready and daemon.status.leader is False
+        assert daemon.metrics.registry.get_sample_value("elastiscale_units_acting") == 0
         for name in ("rag", "agent"):  # untouched: this replica never held them
             lease = api.get(LEASES, "default", unit_lease_name("fleet", name))
             assert lease["spec"]["holderIdentity"] == "other"

@@ -12,7 +12,7 @@ Journal entries name their unit (`"unit": "<name>"`); each loop pass also writes
 entry with its wall and CPU seconds and the names of the units stepped (the fleet benchmark
 and tests read them).
 `/healthz`, `/readyz`, `/metrics` and `/decisions` are served as for one pipeline, components
-named `<unit>/<component>`.
+named `<unit>/<component>`; `/metrics` adds `elastiscale_units` and `elastiscale_units_acting`.
 
 Signals: SIGTERM and SIGINT end the loop after the current pass and release every Lease held;
 SIGHUP is logged and ignored (a fleet's units change at the next start).
@@ -31,6 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
+
+from prometheus_client import Gauge
 
 from elastiscale.config import Config
 from elastiscale.config.daemon import parse_listen
@@ -138,6 +140,15 @@ class FleetDaemon:
         if self.shards is not None:
             self.status.leader = False
         self.metrics = DaemonMetrics(self.status)
+        self.units_gauge = Gauge(
+            "elastiscale_units", "Units this daemon runs", registry=self.metrics.registry
+        )
+        self.units_gauge.set(len(self.units))
+        self.acting_gauge = Gauge(
+            "elastiscale_units_acting",
+            "Units this replica holds the Lease of and steps (all of them without sharding)",
+            registry=self.metrics.registry,
+        )
         self.journal = Journal(
             options.journal_path or daemon.journal_path,
             max_bytes=daemon.journal_max_bytes,
@@ -350,6 +361,7 @@ class FleetDaemon:
         )
         if self.shards is not None:
             self.status.leader = acting > 0
+        self.acting_gauge.set(acting)
         error = "; ".join(errors) if errors else None
         self.status.publish(snapshot, None, None, error)
         self.metrics.record_tick(snapshot)
