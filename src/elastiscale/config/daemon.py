@@ -127,7 +127,7 @@ class ShardingConfig(_Strict):
     other replica may take over, since it is shorter than the duration).
     retry_period_s: how often Leases are listed, renewed and tried for.
     A dead replica's units are held again within lease_duration_s + retry_period_s of its last
-    renewal, and acted on at the unit's next tick.
+    renewal, and acted on at once.
     name: the fleet's name in Lease names and labels; default the fleet file's `fleet.name`.
     namespace, identity, connection, kubeconfig, context: as in `leader_election` (whose
     values, then the Kubernetes actuator's, are the defaults).

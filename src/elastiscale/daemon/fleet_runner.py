@@ -9,8 +9,9 @@ history then fills the learning policies), and kept while it comes and goes. Wit
 every unit is acted on.
 
 Journal entries name their unit (`"unit": "<name>"`); each loop pass also writes one `tick`
-entry with its wall and CPU seconds and the names of the units stepped (the fleet benchmark
-and tests read them).
+entry with its wall and CPU seconds, the names of the units stepped and how many were due
+(`scheduled`: 0 for a pass that only steps units just taken over, at once rather than at their
+next tick); the fleet benchmark and tests read them.
 `/healthz`, `/readyz`, `/metrics` and `/decisions` are served as for one pipeline, components
 named `<unit>/<component>`; `/metrics` adds `elastiscale_units` and `elastiscale_units_acting`.
 
@@ -130,7 +131,9 @@ class FleetDaemon:
         if daemon.sharding.enabled and not options.dry_run:
             settings = resolve_shard_settings(self.config, fleet_name, options.identity)
             identity = settings.lease.identity
-            self.shards = ShardLoop(settings, names, on_error=self._error)
+            self.shards = ShardLoop(
+                settings, names, on_error=self._error, on_round=self._taken_over
+            )
         self.identity = identity or f"pid-{os.getpid()}"
         interval_s = min(config.control.interval_s for _, config in units)
         stall_after_s = max(60.0, STALL_INTERVALS * interval_s)
@@ -159,6 +162,9 @@ class FleetDaemon:
         self.passes = 0
         self.stop_reason = "finished"
         self._stop = threading.Event()
+        #: Set after each shard round: a unit just taken over is stepped without waiting for
+        #: its next tick.
+        self._wake = threading.Event()
         self._previous_handlers: dict[int, Any] = {}
 
     # --- start and stop -----------------------------------------------------------------------
@@ -220,6 +226,7 @@ class FleetDaemon:
     def request_stop(self, reason: str) -> None:
         self.stop_reason = reason
         self._stop.set()
+        self._wake.set()
 
     def run(self) -> int:
         self._install_signals()
@@ -235,7 +242,8 @@ class FleetDaemon:
             while not self._stop.is_set():
                 self.run_pass()
                 due_s = min(unit.due_mono_s for unit in self.units)
-                self._stop.wait(max(0.0, due_s - time.monotonic()))
+                self._wake.wait(max(0.0, due_s - time.monotonic()))
+                self._wake.clear()
         finally:
             self.shutdown()
             self._restore_signals()
@@ -244,7 +252,8 @@ class FleetDaemon:
     # --- one pass -----------------------------------------------------------------------------
 
     def run_pass(self, force: bool = False) -> PassStats:
-        """Step every unit whose tick is due (all with `force`) and this replica holds."""
+        """Step every unit whose tick is due (all with `force`) and this replica holds, and
+        every unit it has just taken over (its next tick stays on schedule)."""
         self.status.heartbeat(time.monotonic())
         started_wall, started_cpu = time.perf_counter(), time.process_time()
         now_s = time.time()
@@ -256,14 +265,15 @@ class FleetDaemon:
         due = 0
         for unit in self.units:
             mono_s = time.monotonic()
-            if not force and mono_s < unit.due_mono_s:
-                continue
-            interval_s = unit.config.control.interval_s
-            unit.due_mono_s += interval_s
-            if unit.due_mono_s <= mono_s:  # overran: skip the missed ticks, keeping the phase
-                missed = math.floor((mono_s - unit.due_mono_s) / interval_s) + 1
-                unit.due_mono_s += missed * interval_s
-            due += 1
+            if force or mono_s >= unit.due_mono_s:
+                interval_s = unit.config.control.interval_s
+                unit.due_mono_s += interval_s
+                if unit.due_mono_s <= mono_s:  # overran: skip the missed ticks, keeping phase
+                    missed = math.floor((mono_s - unit.due_mono_s) / interval_s) + 1
+                    unit.due_mono_s += missed * interval_s
+                due += 1
+            elif unit.acting or self.shards is None or not self.shards.acting(unit.name):
+                continue  # not due, and not just taken over
             if not self._may_act(unit):
                 continue
             error = self._step(unit, now_s, records, ready, edges)
@@ -276,8 +286,8 @@ class FleetDaemon:
             tuple(stepped), time.perf_counter() - started_wall, time.process_time() - started_cpu
         )
         acting = sum(unit.acting for unit in self.units)
-        if due:  # a replica holding nothing still shows a finished tick (ready, not stalled)
-            self._publish(now_s, stats, records, ready, edges, errors, acting)
+        if due or stepped:  # a replica holding nothing still shows a finished tick
+            self._publish(now_s, stats, records, ready, edges, errors, acting, due)
         return stats
 
     def _may_act(self, unit: _Unit) -> bool:
@@ -334,6 +344,7 @@ class FleetDaemon:
         edges: list[tuple[str, str]],
         errors: list[str],
         acting: int,
+        scheduled: int,
     ) -> None:
         try:
             if stats.units:
@@ -341,6 +352,7 @@ class FleetDaemon:
                     "tick",
                     now_s,
                     units=list(stats.units),
+                    scheduled=scheduled,
                     acting=acting,
                     wall_s=round(stats.wall_s, 6),
                     cpu_s=round(stats.cpu_s, 6),
@@ -393,6 +405,14 @@ class FleetDaemon:
         log.info("unit %s: %s", unit.name, ", ".join(unit.runtime.engine.pipeline.order))
         unit.runtime.warm_start(now_s)
         return unit.runtime
+
+    def _taken_over(self) -> None:
+        """After a shard round (on its thread): wake the loop when a unit became held."""
+        shards = self.shards
+        if shards is not None and any(
+            not unit.acting and shards.acting(unit.name) for unit in self.units
+        ):
+            self._wake.set()
 
     def _error(self, kind: str) -> None:
         self.metrics.error(kind)

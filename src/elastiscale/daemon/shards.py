@@ -285,7 +285,8 @@ class ShardLoop:
 
     `connect` gives the CoordinationV1Api client and namespace (it may raise `ActuatorError`
     when Kubernetes cannot be reached; the loop retries every retry period). `on_error` is
-    told of each failed round. `stop(release=True)` releases every held Lease.
+    told of each failed round, `on_round` of each round done (on the loop's thread).
+    `stop(release=True)` releases every held Lease.
     """
 
     def __init__(
@@ -294,11 +295,13 @@ class ShardLoop:
         units: Sequence[str],
         connect: Callable[[LeaseSettings], tuple[Any, str]] = connect_coordination,
         on_error: Callable[[str], None] | None = None,
+        on_round: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.unit_names = tuple(units)
         self._connect = connect
         self._on_error = on_error
+        self._on_round = on_round
         self.coordinator: ShardCoordinator | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -353,6 +356,8 @@ class ShardLoop:
                 coordinator = self._coordinator()
                 coordinator.round(time.monotonic(), time.time())
                 delay_s = coordinator.next_round_in(time.monotonic())
+                if self._on_round is not None:
+                    self._on_round()
             except (KubeCallError, ActuatorError) as exc:
                 self._failed(exc)
             except Exception:  # the thread must outlive any bug in one round
