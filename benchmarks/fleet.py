@@ -14,7 +14,8 @@ Prints:
   scale writes, other), counted at the fake server over the steady window;
 - failover: the daemon holding the most units is SIGKILLed; seconds until all its units'
   Leases are held by the others, and until each was stepped by its new holder (the bound is
-  lease duration + retry period: a unit taken over is stepped at once), then `--after` ticks of the survivors as above;
+  lease duration + retry period: a unit taken over is stepped at once), then `--after` ticks
+  of the survivors as above;
 - with `--gpus N`: every pipeline runs `elastiscale` drawing its GPU component from one pool
   of N GPUs kept in a ConfigMap (`daemon.gpu_pools: {store: kubernetes}`); checked every
   second over the whole run (start, steady, failover): the grants in force it records and the
