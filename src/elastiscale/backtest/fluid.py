@@ -132,6 +132,7 @@ class FluidSimulator(SimulatorFrame):
         self._step = 0  # steps simulated so far
         self._finished = False
         self._tables: list[LatencyTable] | None = None  # built once, at the first `result()`
+        self._series: dict[str, ComponentSeries] | None = None  # likewise
 
     def _waited(
         self, spec: EdgeConfig, source: FluidComponent, target: FluidComponent, slot: int, mode: str
@@ -440,21 +441,25 @@ class FluidSimulator(SimulatorFrame):
                 )
                 c.release_arrival_records()  # 40 bytes a step, in the table from now on
         tables = self._tables
+        if self._series is None:
+            steps = len(self._comps[0].log) if self._comps else 0
+            t_s = self.start_s + self.step_s * np.arange(1, steps + 1, dtype=float)  # shared
+            self._series = {c.name: ComponentSeries.from_steps(c.log, t_s) for c in self._comps}
+            for c in self._comps:  # in the tables and the series' utilization from now on
+                c.log.release("busy", "capacity")
         sampler = EndToEndSampler(
             tables, self._routes.parallel, self._routes.sequential, self.start_s, self.step_s,
             np.random.default_rng(self.seed),
         )  # fmt: skip
         latency, weight, done_at, dropped, total = sampler.run(self._ingress, np.asarray(self._req))
         origin, dropped_by_origin = sampler.origins
-        steps = len(self._comps[0].log) if self._comps else 0
-        t_s = self.start_s + self.step_s * np.arange(1, steps + 1, dtype=float)  # shared
         return SimulationResult(
             step_s=self.step_s,
             latency_s=latency,
             weight=weight,
             completed_at_s=done_at,
             dropped_requests=dropped,
-            components={c.name: ComponentSeries.from_steps(c.log, t_s) for c in self._comps},
+            components=dict(self._series),
             fidelity=self.fidelity,
             start_s=self.start_s,
             end_s=self.end_s,

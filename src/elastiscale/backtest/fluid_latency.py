@@ -199,8 +199,11 @@ class EndToEndSampler:
             slowest = np.zeros(size)
             for route in parallel:
                 counts = self._counts(route, done)
-                for k in range(1, int(counts.max(initial=0)) + 1):
+                most = int(counts.max(initial=0))
+                for k in range(1, most + 1):
                     sel = counts >= k
+                    if k == most:
+                        del counts  # not needed for the last call
                     if sel.all():
                         sub_latency, sub_survive = self._routed(route, done)
                         np.maximum(slowest, sub_latency, out=slowest)
@@ -210,7 +213,6 @@ class EndToEndSampler:
                         slowest[sel] = np.maximum(slowest[sel], sub_latency)
                         survive[sel] *= sub_survive
                     del sel, sub_latency, sub_survive
-                del counts
             del done
             latency += slowest
             del slowest
@@ -222,8 +224,11 @@ class EndToEndSampler:
         del t_s
         for route in sequential:
             counts = self._counts(route, clock)
-            for k in range(1, int(counts.max(initial=0)) + 1):
+            most = int(counts.max(initial=0))
+            for k in range(1, most + 1):
                 sel = counts >= k
+                if k == most:
+                    del counts  # not needed for the last call
                 if sel.all():
                     sub_latency, sub_survive = self._routed(route, clock)
                     latency += sub_latency
@@ -235,7 +240,6 @@ class EndToEndSampler:
                     clock[sel] += sub_latency
                     survive[sel] *= sub_survive
                 del sel, sub_latency, sub_survive
-            del counts
         return latency, survive
 
     def _counts(self, route: Route, t_s: Array) -> npt.NDArray[np.int64]:

@@ -165,10 +165,21 @@ class StepLog:
     def freeze(self) -> None:
         """No more steps: from now on `column` and `series` give views, not copies."""
         self._frozen = True
+        self._add = ()  # the bound appends hold the columns
+
+    def release(self, *names: str) -> None:
+        """Drop columns nobody will read again (a frozen log, once the end-to-end latency
+        table and the series' utilization hold what they say); reading one then raises."""
+        if not self._frozen:
+            raise ValueError("only a frozen step log releases columns")
+        for name in names:
+            del self.columns[name]
 
     def column(self, name: str) -> Array:
         """One column as a float array (a view once frozen, else a copy)."""
-        values = self.columns[name]
+        values = self.columns.get(name)
+        if values is None:
+            raise ValueError(f"step log column {name!r} was released after the run")
         if not values:
             return np.zeros(0)
         view = np.frombuffer(values, dtype=np.float64)
