@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from elastiscale.backtest import api, baselines, runner
+from elastiscale.backtest.model import ComponentSeries
 from elastiscale.backtest.simmetrics import SimulatedMetricSource
 from elastiscale.backtest.steplog import COLUMNS, StepLog
 from elastiscale.clock import FakeClock
@@ -88,7 +89,7 @@ def test_a_frozen_log_gives_views_and_takes_no_more_steps() -> None:
         append(log, [1.0] * 7)
     view = log.column("arrivals")
     assert np.shares_memory(view, log.column("arrivals"))
-    series = log.series()
+    series = ComponentSeries.from_steps(log)
     assert series.utilization.tolist() == [0.75]
     log.release("busy", "capacity")
     with pytest.raises(ValueError, match="'busy' was released"):
