@@ -451,3 +451,26 @@ def test_a_state_too_large_for_a_configmap_is_refused_in_one_line(
     assert held.note is not None and "over the 300 a ConfigMap can hold: split the pool" in (
         held.note
     )
+
+
+def test_the_fake_serves_configmaps_as_the_api_server_does(
+    api: FakeKubeAPI, kubeconfig: Path
+) -> None:
+    """Through the official client: create, a second create (409 AlreadyExists), a replace with
+    a stale resourceVersion (409 Conflict), one with the current one (accepted, new version)."""
+    from kubernetes.client import ApiException
+
+    core, namespace = connect_core(config_for(kubeconfig).daemon.gpu_pools, config_for(kubeconfig))
+    body = {"metadata": {"name": NAME}, "data": {"k": "1"}}
+    made = core.create_namespaced_config_map(namespace, body)
+    with pytest.raises(ApiException) as exists:
+        core.create_namespaced_config_map(namespace, body)
+    assert exists.value.status == 409 and "already exists" in exists.value.body
+    version = made.metadata.resource_version
+    fresh = {"metadata": {"name": NAME, "resourceVersion": version}, "data": {"k": "2"}}
+    replaced = core.replace_namespaced_config_map(NAME, namespace, fresh)
+    assert replaced.data == {"k": "2"} and replaced.metadata.resource_version != version
+    with pytest.raises(ApiException) as stale:
+        core.replace_namespaced_config_map(NAME, namespace, fresh)  # the old version again
+    assert stale.value.status == 409 and "has been modified" in stale.value.body
+    assert core.read_namespaced_config_map(NAME, namespace).data == {"k": "2"}
