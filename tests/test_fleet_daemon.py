@@ -84,7 +84,7 @@ def test_run_refuses_a_bad_set_of_units_in_one_line(
     assert len(err) == 1 and message in err[0], err
 
 
-def test_a_fleet_file_runs_its_units(tmp_path: Path) -> None:
+def test_a_fleet_file_runs_its_units(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for name in ("rag.yaml", "agent.yaml"):
         shutil.copy(REPO / "examples/fleet" / name, tmp_path / name)
     fleet = tmp_path / "fleet.yaml"
@@ -97,6 +97,8 @@ def test_a_fleet_file_runs_its_units(tmp_path: Path) -> None:
     assert run(args_for([fleet], journal)) == 0
     entries = list(Journal(journal).entries())
     assert [e["units"] for e in entries if e["kind"] == "tick"] == [["rag-qa+support-agent"]]
+    printed = capsys.readouterr().out.splitlines()  # --once: one line per component
+    assert printed and all(line.startswith("rag-qa+support-agent/") for line in printed)
     decided = {e["unit"] for e in entries if e["kind"] == "decision"}
     assert decided <= {"rag-qa+support-agent"}  # what changes depends on the trace's minute
     assert all(e.get("unit") == "rag-qa+support-agent" for e in entries if e["kind"] == "intent")

@@ -220,7 +220,7 @@ def run_fleet(args: argparse.Namespace, paths: list[Path]) -> int:
     )
     try:
         daemon = FleetDaemon(units, options, fleet_name=fleet_name)
-        return daemon.run()
+        code = daemon.run()
     except ConfigError as exc:
         return _problems(label, exc.problems)
     except ElastiscaleError as exc:
@@ -228,6 +228,9 @@ def run_fleet(args: argparse.Namespace, paths: list[Path]) -> int:
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 1
+    if args.once:  # one line per component, named <unit>/<component>
+        _print_tick(daemon.status.snapshot, daemon.status.readiness().reasons)
+    return code
 
 
 def _print_tick(snapshot: TickSnapshot | None, reasons: tuple[str, ...]) -> None:
