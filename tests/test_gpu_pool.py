@@ -401,3 +401,15 @@ def test_the_decision_record_says_why_the_pool_held() -> None:
     assert isinstance(note, str) and "GPU pool team store failed" in note
     assert "no grant yet: holding the current replicas" in planner.reason
     assert planner.replicas == 1  # its current count: a pool it cannot reach never grows it
+
+
+def test_a_scale_down_held_back_keeps_its_gpus_counted_until_it_has_shrunk() -> None:
+    store, clock = FlakyStore(), FakeClock()
+    a, b = pools(store, clock, 2)
+    assert a.request("a", [claim("llm", 15, 15.0, current=1)]).granted == {"llm": 15}
+    # a now wants 5, but its stabilization window keeps 15 running: b gets only the rest.
+    assert a.request("a", [claim("llm", 5, 5.0, current=15)]).granted == {"llm": 5}
+    assert b.request("b", [claim("llm", 15, 15.0, current=1)]).granted == {"llm": 5}
+    assert store.read().members["a"].held_gpus() == 15
+    assert a.request("a", [claim("llm", 5, 5.0, current=5)]).granted == {"llm": 5}  # shrunk
+    assert b.request("b", [claim("llm", 15, 15.0, current=5)]).granted == {"llm": 15}

@@ -14,8 +14,11 @@ The rules of a request, with `expiry_s` the pool's grant expiry (default 300 s):
 
 - **Divide, then cap.** The member's share is the division of the pool over every member's
   needs (members in name order, so every process computes the same division). It gets at most
-  what the pool minus the others' grants leaves: a member that grows waits until the others
-  have shrunk, and a member that shrinks frees GPUs for the others once its write has landed.
+  what the pool minus the others' holdings leaves, a member's holding being per component the
+  larger of its grant and the replicas it ran at its last write (a scale-down held back by a
+  stabilization window keeps its GPUs counted): a member that grows waits until the others
+  have shrunk, and a member that shrinks frees GPUs for the others once it has shrunk and
+  written so.
   When even its minimums do not fit what is left (a member joining a full pool), it is granted
   what is left and the record says so; the others make room at their next tick, since every
   division reserves every member's minimums.
@@ -125,8 +128,10 @@ class GpuPool:
             now_s = self.clock() if self.clock is not None else None
             got: list[tuple[Allocation, bool]] = []
 
+            running = {c.key: c.current for c in claims if c.current is not None}
+
             def update(state: PoolState) -> PoolState | None:
-                new, allocation = self._step(state, member, needs, now_s)
+                new, allocation = self._step(state, member, needs, now_s, running)
                 got[:] = [(allocation, new is not None and write)]
                 return new if write else None
 
@@ -153,7 +158,12 @@ class GpuPool:
     # --- one request on one read of the state --------------------------------------------------
 
     def _step(
-        self, state: PoolState, member: str, needs: Sequence[Need], now_s: float | None
+        self,
+        state: PoolState,
+        member: str,
+        needs: Sequence[Need],
+        now_s: float | None,
+        running: Mapping[str, int],
     ) -> tuple[PoolState | None, Allocation]:
         """The next state (None: nothing to write) and the member's allocation."""
         entries = dict(state.members)
@@ -168,7 +178,7 @@ class GpuPool:
             pooled += [n.renamed(f"{who}{_SEP}{n.key}") for n in mine]
         overall = divide(pooled, size)
         share = {n.key: overall.granted[f"{member}{_SEP}{n.key}"] for n in needs}
-        room = size - sum(e.gpus() for e in others.values())
+        room = size - sum(e.held_gpus() for e in others.values())
         note = None
         if sum(share[n.key] * n.gpus_per_replica for n in needs) > room + 1e-9:
             share = fit([n.capped(share[n.key]) for n in needs], room)
@@ -180,9 +190,8 @@ class GpuPool:
         used = sum(share[n.key] * n.gpus_per_replica for n in needs)
         allocation = Allocation(share, overall.binding, overall.infeasible, used, note)
         old = state.members.get(member)
-        entry = MemberEntry(
-            tuple(needs), share, (old.seq + 1) if old else 1, self.max_gpus, expired=False
-        )
+        seq = (old.seq + 1) if old else 1
+        entry = MemberEntry(tuple(needs), share, seq, self.max_gpus, False, dict(running))
         unchanged = entries == dict(state.members)
         if old is not None and unchanged and self._fresh(member, old, entry, now_s):
             return None, allocation
@@ -211,6 +220,7 @@ class GpuPool:
         return (
             shape == stored
             and dict(old.grants) == dict(new.grants)
+            and dict(old.running) == dict(new.running)
             and (old.max_gpus == new.max_gpus)
         )
 

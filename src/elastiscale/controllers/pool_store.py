@@ -16,7 +16,7 @@ The state as stored (`encode_state` / `decode_state`), one JSON document:
      "members": {"rag": {"seq": 12, "max_gpus": 20, "expired": false,
                          "needs": [{"key": "llm", "gpus_per_replica": 1, "min_replicas": 1,
                                     "wanted": 3, "late_rps": [4.2, 1.1, 0.0]}],
-                         "grants": {"llm": 3}}}}
+                         "grants": {"llm": 3}, "running": {"llm": 2}}}}
 
 A member is a pipeline (or fleet unit) by name, not the daemon running it, so a unit that moves
 to another daemon keeps its entry. `seq` grows with every write of the member's entry: others
@@ -60,18 +60,29 @@ class MemberEntry:
     seq: int
     max_gpus: float
     expired: bool = False
+    #: Replicas each component ran when the entry was written (its desired count), when known.
+    running: Mapping[str, int] = field(default_factory=dict)
 
     def gpus(self) -> float:
         """GPUs its grants hold."""
         per = {n.key: n.gpus_per_replica for n in self.needs}
         return sum(count * per.get(key, 0.0) for key, count in self.grants.items())
 
+    def held_gpus(self) -> float:
+        """GPUs it holds: per component the larger of its grant and what it runs (a scale-down
+        held back by a stabilization window still takes its GPUs)."""
+        return sum(
+            max(self.grants.get(n.key, 0), self.running.get(n.key, 0)) * n.gpus_per_replica
+            for n in self.needs
+        )
+
     def trimmed(self) -> MemberEntry:
         """The entry of a member that stopped refreshing: grants and needs cut to the minimums,
         which stay reserved (see `controllers/budget.py`)."""
         needs = tuple(n.capped(n.min_replicas) for n in self.needs)
         grants = {n.key: min(self.grants.get(n.key, 0), n.min_replicas) for n in self.needs}
-        return MemberEntry(needs, grants, self.seq, self.max_gpus, expired=True)
+        running = {k: min(v, grants.get(k, 0)) for k, v in self.running.items()}
+        return MemberEntry(needs, grants, self.seq, self.max_gpus, True, running)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +92,7 @@ class PoolState:
     members: Mapping[str, MemberEntry] = field(default_factory=dict)
 
     def granted_gpus(self) -> float:
+        """GPUs the grants in force hold, over all members."""
         return sum(entry.gpus() for entry in self.members.values())
 
 
@@ -145,15 +157,17 @@ class _MemberDoc(_Strict):
     expired: bool = False
     needs: list[_NeedDoc]
     grants: dict[str, int]
+    running: dict[str, int] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _grants_name_needs(self) -> _MemberDoc:
         keys = {n.key for n in self.needs}
-        for key, count in self.grants.items():
-            if key not in keys:
-                raise ValueError(f"grants.{key}: no need of that key")
-            if count < 0:
-                raise ValueError(f"grants.{key}: {count} is negative")
+        for field_name, counts in (("grants", self.grants), ("running", self.running)):
+            for key, count in counts.items():
+                if key not in keys:
+                    raise ValueError(f"{field_name}.{key}: no need of that key")
+                if count < 0:
+                    raise ValueError(f"{field_name}.{key}: {count} is negative")
         return self
 
 
@@ -188,6 +202,7 @@ def encode_state(state: PoolState) -> str:
                 for n in entry.needs
             ],
             "grants": dict(entry.grants),
+            "running": dict(entry.running),
         }
     return json.dumps({"version": FORMAT_VERSION, "members": members}, separators=(",", ":"))
 
@@ -205,5 +220,7 @@ def decode_state(text: str) -> PoolState:
             Need(n.key, n.gpus_per_replica, n.min_replicas, n.wanted, tuple(n.late_rps))
             for n in m.needs
         )
-        members[name] = MemberEntry(needs, dict(m.grants), m.seq, m.max_gpus, m.expired)
+        members[name] = MemberEntry(
+            needs, dict(m.grants), m.seq, m.max_gpus, m.expired, dict(m.running)
+        )
     return PoolState(members)
