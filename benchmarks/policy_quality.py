@@ -65,6 +65,8 @@ ABLATIONS = {
     "no-queueing": {"queueing": False},
     "no-burst-reserve": {"burst_reserve": False, "self_calibration": False},
     "no-self-calibration": {"self_calibration": False},
+    "no-time-of-day": {"burst_reserve_time_of_day": False},
+    "lookback-forecast": {"scale_down_lookback": "forecast"},
 }
 #: Multi-day traces replay their first day as a warm-up (simulated for all, scored for none).
 WARMUP_S = 86400.0
@@ -120,6 +122,8 @@ def run_case(job: dict[str, Any]) -> dict[str, Any]:
         job["policies"],
         rate_scale=job["rate_scale"],
         warmup_s=job.get("warmup_s", 0.0),
+        start_s=job.get("start_s"),
+        end_s=job.get("end_s"),
     )
     rows = {}
     for label, run in report.runs.items():
@@ -143,7 +147,12 @@ def main_jobs(
     ablation: bool,
     ablations: tuple[str, ...] = tuple(ABLATIONS),
     skip: tuple[str, ...] = (),
+    everywhere: bool = False,
+    window_days: tuple[float, float] | None = None,
 ) -> list[dict[str, Any]]:
+    """One job per trace x usable pipeline. `everywhere`: the ablation variants on every
+    pipeline (to judge a change of default), not only the agent one. `window_days` (start,
+    length): only that slice of the multi-day traces, its first day the warm-up."""
     jobs = []
     for trace_name in traces:
         trace_path = traces_dir / trace_name
@@ -154,22 +163,25 @@ def main_jobs(
                 continue
             policies: list[Any] = [p for p in POLICIES if p not in skip]
             labels = list(policies)
-            if ablation and pipeline.stem == ABLATION_PIPELINE:
+            if ablation and (everywhere or pipeline.stem == ABLATION_PIPELINE):
                 for label in ablations:
                     params = ABLATIONS[label]
                     policies.append({"name": "elastiscale", "params": params})
                     labels.append(f"elastiscale {label}")
-            jobs.append(
-                {
-                    "kind": "main",
-                    "trace": str(trace_path),
-                    "pipeline": str(pipeline),
-                    "rate_scale": rate_scale(pipeline, trace_path),
-                    "policies": policies,
-                    "labels": labels,
-                    "warmup_s": WARMUP_S if _duration_s(trace_path) > MULTI_DAY_S else 0.0,
-                }
-            )
+            multi_day = _duration_s(trace_path) > MULTI_DAY_S
+            job = {
+                "kind": "main",
+                "trace": str(trace_path),
+                "pipeline": str(pipeline),
+                "rate_scale": rate_scale(pipeline, trace_path),
+                "policies": policies,
+                "labels": labels,
+                "warmup_s": WARMUP_S if multi_day else 0.0,
+            }
+            if multi_day and window_days is not None:
+                first, length = window_days
+                job.update(start_s=first * 86400.0, end_s=(first + length) * 86400.0)
+            jobs.append(job)
     return jobs
 
 
@@ -370,6 +382,16 @@ def main(argv: list[str] | None = None) -> int:
         "--ablation", action="append", choices=list(ABLATIONS), help="only these variants"
     )
     parser.add_argument("--skip-policy", action="append", default=[], help="leave it out")
+    parser.add_argument(
+        "--ablation-everywhere", action="store_true", help="variants on every pipeline"
+    )
+    parser.add_argument(
+        "--days",
+        type=float,
+        nargs=2,
+        metavar=("START", "LENGTH"),
+        help="multi-day traces: only this slice (days; its first day the warm-up)",
+    )
     parser.add_argument("--trace", action="append", help="only these trace files (names)")
     parser.add_argument("--pipeline", action="append", help="only these pipelines (stems)")
     parser.add_argument("--workers", type=int, default=2, help="processes (at most 2)")
@@ -394,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
                 not args.no_ablation,
                 tuple(args.ablation or ABLATIONS),
                 tuple(args.skip_policy),
+                args.ablation_everywhere,
+                tuple(args.days) if args.days else None,
             )
             if Path(j["pipeline"]) in pipelines
         ]

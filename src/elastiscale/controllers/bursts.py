@@ -32,6 +32,30 @@ import numpy as np
 import numpy.typing as npt
 
 Array = npt.NDArray[np.float64]
+Mask = npt.NDArray[np.bool_]
+
+DAY_S = 86400.0
+#: The reserve is conditioned on time of day once the history spans this many days.
+TIME_OF_DAY_MIN_DAYS = 2.0
+#: Pairs starting within this far of the coming bins' time of day count as "the same time".
+TIME_OF_DAY_HALF_WIDTH_S = 5400.0
+
+
+def same_time_of_day(
+    t_s: Array, centre_s: float, half_width_s: float = TIME_OF_DAY_HALF_WIDTH_S
+) -> Mask | None:
+    """Mask of the samples whose time of day is within `half_width_s` of `centre_s`'s, or None
+    when the history spans fewer than `TIME_OF_DAY_MIN_DAYS` (one day of each hour is no
+    record). Worked numbers: centre 05:30 and 90 minutes either side keep 04:00 to 07:00 of
+    every day, 6 h of a 2-day history at 30 s bins: 360 pairs per horizon."""
+    if t_s.size < 2:
+        return None
+    span_s = float(t_s[-1] - t_s[0] + t_s[1] - t_s[0])  # the bins cover one more step
+    if span_s < TIME_OF_DAY_MIN_DAYS * DAY_S - 1e-6:
+        return None
+    offset = np.abs((t_s - centre_s + DAY_S / 2.0) % DAY_S - DAY_S / 2.0)
+    mask: Mask = offset <= half_width_s
+    return mask
 
 
 def shortfall_reserve(rise: Array, weight: Array, budget: float) -> float:

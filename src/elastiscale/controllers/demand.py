@@ -46,7 +46,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from elastiscale import registry
-from elastiscale.controllers.bursts import level_reserves, window_peaks
+from elastiscale.controllers.bursts import Mask, level_reserves, same_time_of_day, window_peaks
 from elastiscale.decision import Detail
 from elastiscale.errors import RegistryError
 from elastiscale.forecasting import Forecast, Forecaster, ForecastResult, build_forecaster
@@ -176,6 +176,7 @@ class DemandForecast:
         gating: bool = True,
         refits: RefitScheduler | None = None,
         attainment_target: float | None = None,
+        time_of_day: bool = False,
     ) -> None:
         self.forecaster = forecaster
         # Without a scheduler, refits run inline (blocking), as a plain `Forecaster.refit()`.
@@ -185,6 +186,7 @@ class DemandForecast:
         self.rate_window_s = rate_window_s
         self.gating = gating
         self.attainment_target = attainment_target
+        self.time_of_day = time_of_day  # burst reserve conditioned on time of day (bursts.py)
         self.window_bins = max(1, math.ceil(forecaster.params.window_s / self.step_s - 1e-9))
         self._latest: tuple[float, float] | None = None
         self._persistence_at: int | None = None  # last closed bin the figures below are for
@@ -202,6 +204,7 @@ class DemandForecast:
         gating: bool,
         refits: RefitScheduler,
         attainment_target: float | None = None,
+        time_of_day: bool = False,
     ) -> DemandForecast:
         """The forecast a policy's `ForecastParams` describe (the forecaster's `step_s` half
         the rate window unless given)."""
@@ -213,6 +216,7 @@ class DemandForecast:
             gating=gating,
             refits=refits,
             attainment_target=attainment_target,
+            time_of_day=time_of_day,
         )
 
     @classmethod
@@ -226,6 +230,7 @@ class DemandForecast:
         gating: bool = True,
         refits: RefitScheduler | None = None,
         attainment_target: float | None = None,
+        time_of_day: bool = False,
     ) -> DemandForecast:
         """A forecast on a forecaster from the registry (`name`, `params`)."""
         forecaster = build_forecaster(name, dict(params))
@@ -236,6 +241,7 @@ class DemandForecast:
             gating=gating,
             refits=refits,
             attainment_target=attainment_target,
+            time_of_day=time_of_day,
         )
 
     # ----------------------------------------------------------------------------------------
@@ -342,15 +348,15 @@ class DemandForecast:
         """
         extent = self.forecaster.history_extent()  # no copy of the history when cached
         key = round(extent[0] / self.step_s) if extent is not None and extent[1] else None
+        # Quantiles over a day of changes move slowly: refresh them once per 1/24 of the
+        # history they are computed on (every bin while it is short).
+        every = max(1, min(extent[1] if extent else 0, self.window_bins) // 24)
         if key is not None and self._persistence_at is not None and self._persistence_err.size:
-            # Quantiles over a day of changes move slowly: refresh them once per 1/24 of the
-            # history they are computed on (every bin while it is short).
-            every = max(1, min(extent[1] if extent else 0, self.window_bins) // 24)
             if 0 <= key - self._persistence_at < every:
                 return
-        _, y = self.forecaster.history()
+        t_all, y_all = self.forecaster.history()
         bins = MAX_BINS_AHEAD  # all of them at once: the cache then holds until the next bin
-        y = y[-(self.window_bins + bins) :]
+        y = y_all[-(self.window_bins + bins) :]
         seen = y[~np.isnan(y)]
         mean = float(seen.mean()) if seen.size else 0.0
         self._floor = FLOOR_FRACTION * mean
@@ -387,22 +393,35 @@ class DemandForecast:
             err[i] = math.nan if got is None else got
         self._persistence_q = (p90, p99)
         self._persistence_err = err
-        self._reserve = self._reserves(y, bins)
+        self._reserve = None
+        if self.attainment_target is not None and self.time_of_day and t_all.size:
+            # Until the next refresh the reserve serves the coming `every` bins: condition it
+            # on the time of day at their middle (None: too little history for that).
+            centre_s = float(t_all[-1]) + (every + 1) * self.step_s / 2.0
+            select = same_time_of_day(t_all, centre_s)
+            if select is not None:
+                self._reserve = self._reserves(y_all, bins, select)
+        if self._reserve is None:
+            self._reserve = self._reserves(y, bins)
         self._persistence_at = key
 
-    def _reserves(self, y: Array, bins: int) -> Array | None:
+    def _reserves(self, y: Array, bins: int, select: Mask | None = None) -> Array | None:
         """Burst reserves per (level, bins ahead), relative to the level; None without an
-        attainment target, or while any horizon has too few pairs (the quantiles serve)."""
+        attainment target, or while any horizon has too few pairs (the quantiles serve).
+        `select` (a mask over `y`) keeps only the pairs that start where it is true."""
         if self.attainment_target is None:
             return None
         allowance = 1.0 - self.attainment_target
         out = np.zeros((LEVEL_GRID.size, bins))
         peaks = window_peaks(y, bins)
-        if len(peaks) < bins:
+        if len(peaks) < bins or (select is not None and not select.any()):
             return None
         for i, peak in enumerate(peaks):
+            before = y[: peak.size]
+            if select is not None:
+                before, peak = before[select[: peak.size]], peak[select[: peak.size]]
             got = level_reserves(
-                y[: peak.size], peak, self._levels, self._floor, allowance, MIN_CALIBRATION
+                before, peak, self._levels, self._floor, allowance, MIN_CALIBRATION
             )
             if got is None:
                 return None

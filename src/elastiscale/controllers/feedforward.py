@@ -13,8 +13,8 @@ lead time. One tick, for every component c (in topological order):
    from now to now + H_c, its peak carried to c through the fan-outs measured online
    (fanout.py). Where the model has not beaten persistence, the forecast is persistence: the
    latest rate plus the burst reserve (bursts.py), the headroom for the rise demand can make
-   within the lead time, sized to `slo.attainment_target` from the history's own rises (the
-   cost guard: such a forecast never buys more). A token-sized component takes the ingress's
+   within the lead time, sized to `slo.attainment_target` from the history's own rises at
+   a similar level and time of day (the cost guard: such a forecast never buys more). A token-sized component takes the ingress's
    token forecast the same way, times a measured factor (its tokens per propagated ingress
    token, prior 1).
 3. Reactive floors, always kept (the max of the valid proposals): c's own load plus its queue
@@ -150,6 +150,7 @@ class ElastiscalePolicy:
                 gating=self.params.gating,
                 refits=self.refits,
                 attainment_target=self._reserve_target(),
+                time_of_day=self.params.burst_reserve_time_of_day,
             )
             self._forecasts[key] = known
         return known
@@ -354,6 +355,10 @@ class ElastiscalePolicy:
             proposals[label] = self._replicas(state, sizer, rate, comp.replicas.min)
             details[f"{label}_rps"] = round(rate, 6)
             details[f"{label}_replicas"] = proposals[label]
+        if ff_base_rps is not None:
+            details["feedforward_base_replicas"] = self._replicas(
+                state, sizer, ff_base_rps, comp.replicas.min
+            )
         driver = max(proposals, key=lambda k: (proposals[k], k == "feedforward"))
         need = proposals[driver]
         demand = valid[driver]

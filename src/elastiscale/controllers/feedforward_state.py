@@ -75,6 +75,11 @@ class ElastiscaleParams(ForecastParams):
         description="headroom over persistence sized to slo.attainment_target from the "
         "history's rises within each lead time (else: the quantile of its changes)",
     )
+    burst_reserve_time_of_day: bool = Field(
+        True,
+        description="once the history spans two days, learn the burst reserve from the rises "
+        "that started near the same time of day (bursts.py), else from all of them",
+    )
     learn: bool = Field(
         False,
         description="plan with start-up, capacity and service time measured online "
