@@ -156,6 +156,9 @@ def main() -> None:
         if at_s < scored_s:
             continue
         h = min(int((at_s - scored_s) // 3600), hours - 1)
+        setting = next(iter(by_name.values())).get("calibration_setting")
+        if setting is not None:
+            settings[str(setting)] += interval_s / 3600.0
         for name, details in by_name.items():
             if not gpu_of.get(name):
                 continue
@@ -166,9 +169,6 @@ def main() -> None:
                 gh = parts[term] * gpu_of[name] * interval_s / 3600.0
                 totals[name][term] += gh
                 per_hour[h, i] += gh
-            setting = details.get("calibration_setting")
-            if setting is not None:
-                settings[str(setting)] += interval_s / 3600.0 / len(by_name)
     print("\nDesired GPU-hours of elastiscale by term (what holds the GPUs):")
     for name, parts in totals.items():
         total = sum(parts.values())

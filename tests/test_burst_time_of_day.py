@@ -1,16 +1,25 @@
-"""The burst reserve conditioned on time of day (bursts.same_time_of_day, demand.py).
+"""The burst reserve conditioned on time of day (bursts.allocated_reserve, demand.py).
 
-Scenarios on a fake clock: a history with flash spikes at one hour of every day raises the
-reserve at that hour only, and lowers it at the calm hours below what the whole history would
-give; with less than two days of history the reserve is the unconditioned one.
+Worked numbers, an invariant of the allocation (hypothesis: it never leaves more short than the
+budget, and never costs more reserve than one reserve for all hours), and scenarios on a fake
+clock: a history with flash spikes at one hour of every day raises the reserve at that hour
+only, and lowers it at the calm hours below what the whole history would give; with less than
+two days of history the reserve is the unconditioned one.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from elastiscale.controllers.bursts import DAY_S, same_time_of_day
+from elastiscale.controllers.bursts import (
+    DAY_S,
+    allocated_reserve,
+    shortfall_reserve,
+    time_of_day_buckets,
+)
 from elastiscale.controllers.demand import DemandForecast
 from elastiscale.observations import Observation
 from test_feedforward import Driver, make_config
@@ -57,16 +66,57 @@ def _until(days: int, hour: float) -> int:
     return int((days * DAY_S + hour * 3600.0) / STEP_S)
 
 
-def test_same_time_of_day_worked_numbers() -> None:
+def test_time_of_day_buckets_worked_numbers() -> None:
     t = np.arange(0.0, 2 * DAY_S, STEP_S)
-    mask = same_time_of_day(t, 5.5 * 3600.0)
-    assert mask is not None
-    assert int(mask.sum()) == 2 * (3 * 30 + 1)  # 04:00 to 07:00 of both days, inclusive
-    assert same_time_of_day(t[: int(1.5 * DAY_S / STEP_S)], 5.5 * 3600.0) is None
-    # Across midnight: 23:30 keeps 22:00 to 01:00.
-    mask = same_time_of_day(t, 23.5 * 3600.0)
-    assert mask is not None and bool(mask[0]) and bool(mask[int(22 * 3600 / STEP_S)])
-    assert not bool(mask[int(12 * 3600 / STEP_S)])
+    got = time_of_day_buckets(t, 5.5 * 3600.0)
+    assert got is not None
+    buckets, current = got
+    assert current == 2  # 04:00 to 06:00
+    assert int(buckets[int(DAY_S / STEP_S) + int(4.5 * 3600 / STEP_S)]) == 2  # day 2, 04:30
+    assert int(buckets.max()) == 11
+    assert time_of_day_buckets(t[: int(1.5 * DAY_S / STEP_S)], 5.5 * 3600.0) is None
+
+
+def test_allocated_reserve_worked_numbers() -> None:
+    rise = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    weight = np.ones(8)
+    bucket = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    assert allocated_reserve(rise, weight, bucket, 0, 1.0, min_pairs=4) == 0.0
+    assert allocated_reserve(rise, weight, bucket, 1, 1.0, min_pairs=4) == 1.0
+    assert allocated_reserve(rise, weight, bucket, 1, 1.0, min_pairs=5) is None
+    # One bucket: the single reserve.
+    one = np.zeros(8, dtype=np.int64)
+    got = allocated_reserve(rise, weight, one, 0, 1.0, min_pairs=4)
+    assert got == pytest.approx(shortfall_reserve(rise, weight, 1.0))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(-1.0, 10.0), st.floats(0.1, 5.0), st.integers(0, 3)),
+        min_size=8,
+        max_size=60,
+    ),
+    st.floats(0.0, 20.0),
+)
+def test_the_allocation_fits_the_budget_and_costs_no_more_than_one_reserve(
+    pairs: list[tuple[float, float, int]], budget: float
+) -> None:
+    rise = np.array([p[0] for p in pairs])
+    weight = np.array([p[1] for p in pairs])
+    bucket = np.array([p[2] for p in pairs], dtype=np.int64)
+    present = sorted(set(bucket.tolist()))
+    reserves = {}
+    for b in present:
+        got = allocated_reserve(rise, weight, bucket, b, budget, min_pairs=1)
+        assert got is not None and got >= 0.0
+        reserves[b] = got
+    r_of = np.array([reserves[int(b)] for b in bucket])
+    short = float(np.sum(weight * np.maximum(rise - r_of, 0.0)))
+    assert short <= budget * (1 + 1e-9) + 1e-9
+    single = shortfall_reserve(rise, weight, budget)
+    # Cost: each pair pays its bucket's reserve.
+    assert float(np.sum(weight * r_of)) <= float(np.sum(weight)) * single * (1 + 1e-9) + 1e-6
 
 
 def test_spikes_at_one_hour_raise_the_reserve_at_that_hour_only() -> None:

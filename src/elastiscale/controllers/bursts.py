@@ -32,30 +32,91 @@ import numpy as np
 import numpy.typing as npt
 
 Array = npt.NDArray[np.float64]
-Mask = npt.NDArray[np.bool_]
+Buckets = npt.NDArray[np.int64]
 
 DAY_S = 86400.0
 #: The reserve is conditioned on time of day once the history spans this many days.
 TIME_OF_DAY_MIN_DAYS = 2.0
-#: Pairs starting within this far of the coming bins' time of day count as "the same time".
-TIME_OF_DAY_HALF_WIDTH_S = 5400.0
+#: Width of the time-of-day buckets the shortfall allowance is shared between.
+BUCKET_S = 7200.0
 
 
-def same_time_of_day(
-    t_s: Array, centre_s: float, half_width_s: float = TIME_OF_DAY_HALF_WIDTH_S
-) -> Mask | None:
-    """Mask of the samples whose time of day is within `half_width_s` of `centre_s`'s, or None
+def time_of_day_buckets(t_s: Array, centre_s: float) -> tuple[Buckets, int] | None:
+    """Each sample's time-of-day bucket (`BUCKET_S` wide) and the bucket of `centre_s`, or None
     when the history spans fewer than `TIME_OF_DAY_MIN_DAYS` (one day of each hour is no
-    record). Worked numbers: centre 05:30 and 90 minutes either side keep 04:00 to 07:00 of
-    every day, 6 h of a 2-day history at 30 s bins: 360 pairs per horizon."""
+    record). Worked numbers: 2 h buckets; 05:30 is in bucket 2 (04:00 to 06:00) of every day."""
     if t_s.size < 2:
         return None
     span_s = float(t_s[-1] - t_s[0] + t_s[1] - t_s[0])  # the bins cover one more step
     if span_s < TIME_OF_DAY_MIN_DAYS * DAY_S - 1e-6:
         return None
-    offset = np.abs((t_s - centre_s + DAY_S / 2.0) % DAY_S - DAY_S / 2.0)
-    mask: Mask = offset <= half_width_s
-    return mask
+    buckets: Buckets = ((t_s % DAY_S) // BUCKET_S).astype(np.int64)
+    return buckets, int((centre_s % DAY_S) // BUCKET_S)
+
+
+def allocated_reserve(
+    rise: Array, weight: Array, bucket: Buckets, current: int, budget: float, min_pairs: int
+) -> float | None:
+    """The reserve of bucket `current` when one shortfall budget is shared by all buckets at the
+    least total reserve, or None with fewer than `min_pairs` pairs in `current`.
+
+    A bucket's reserve r_b is paid over all its pairs (cost r_b x sum of its weights) and
+    leaves sum (rise - r_b)^+ x weight short. For a price per request short, each bucket's best
+    r_b is the one above which the same share q of its weight lies; the budget then fixes q
+    (the largest whose total shortfall fits, by bisection). So a time of day whose rises are
+    rare and small pays little, and the hours where bursts happen hold what the budget asks.
+    With one bucket this is the single reserve of `shortfall_reserve`.
+    Worked numbers: bucket 0 rises [1, 0, 0, 0], bucket 1 rises [1, 1, 1, 1], weights 1,
+    budget 1: q = 1/4 leaves bucket 0 at r = 0 (short 1) and bucket 1 at 1 (short 0)."""
+    groups = []
+    for b in np.unique(bucket):
+        sel = bucket == b
+        x, w = rise[sel], weight[sel]
+        order = np.argsort(-x, kind="stable")
+        x, w = x[order], w[order]
+        positive = int(np.count_nonzero(x > 0.0))
+        groups.append((int(b), x, np.cumsum(w), np.cumsum(w * x), positive))
+    mine = next((g for g in groups if g[0] == current), None)
+    if mine is None or mine[1].size < min_pairs:
+        return None
+
+    def at(q: float) -> tuple[float, dict[int, tuple[float, float]]]:
+        """Total shortfall and each bucket's (reserve, shortfall) at share q."""
+        total = 0.0
+        out: dict[int, tuple[float, float]] = {}
+        for b, x, cw, cwx, positive in groups:
+            j = min(int(np.searchsorted(cw, q * float(cw[-1]), side="right")), positive)
+            r = float(x[j]) if j < positive else 0.0
+            short = float(cwx[j - 1] - r * cw[j - 1]) if j > 0 else 0.0
+            total += short
+            out[b] = (r, short)
+        return total, out
+
+    lo, hi = 0.0, 1.0
+    total, chosen = at(hi)
+    if total <= budget:
+        return chosen[current][0]
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if at(mid)[0] <= budget:
+            lo = mid
+        else:
+            hi = mid
+    total, chosen = at(lo)
+    # The reserves sit on rises; the budget left over goes, exactly, to the buckets whose
+    # reserve steps down between lo and hi (the marginal ones), in bucket order.
+    slack = budget - total
+    stepped = at(hi)[1]
+    for b, x, cw, _cwx, _positive in groups:
+        r, short = chosen[b]
+        if slack <= 0.0 or stepped[b][0] >= r:
+            continue
+        weights = np.diff(cw, prepend=0.0)
+        lower = max(shortfall_reserve(x, weights, short + slack), stepped[b][0])
+        spent = float(np.sum(weights * np.maximum(x - lower, 0.0))) - short
+        chosen[b] = (lower, short + spent)
+        slack -= spent
+    return chosen[current][0]
 
 
 def shortfall_reserve(rise: Array, weight: Array, budget: float) -> float:
@@ -90,14 +151,18 @@ def level_reserves(
     floor: float,
     allowance: float,
     min_pairs: int,
+    buckets: tuple[Buckets, int] | None = None,
 ) -> Array | None:
     """Relative reserve per level of `levels` (see the module docstring), or None with fewer
     than `min_pairs` pairs. `before` is each sample's rate, `peak_after` the highest rate of
-    the window after it; `allowance` is 1 - attainment target."""
+    the window after it; `allowance` is 1 - attainment target. With `buckets` (each pair's
+    time-of-day bucket, and the bucket to size for), the allowance is shared between the
+    buckets (`allocated_reserve`) and the reserve is the current bucket's."""
     ok = ~np.isnan(before) & ~np.isnan(peak_after)
     if np.count_nonzero(ok) < min_pairs:
         return None
     before, peak_after = before[ok], peak_after[ok]
+    bucket = buckets[0][ok] if buckets is not None else None
     scale = np.maximum(before, max(floor, 1e-12))
     rise = (peak_after - before) / scale
     demand = np.maximum(peak_after, 0.0)
@@ -110,7 +175,12 @@ def level_reserves(
                 chosen = near
                 break
         budget = allowance * float(demand[chosen].sum())
-        out[g] = shortfall_reserve(rise[chosen], scale[chosen], budget)
+        got = None
+        if bucket is not None and buckets is not None:
+            got = allocated_reserve(
+                rise[chosen], scale[chosen], bucket[chosen], buckets[1], budget, min_pairs
+            )
+        out[g] = shortfall_reserve(rise[chosen], scale[chosen], budget) if got is None else got
     return out
 
 

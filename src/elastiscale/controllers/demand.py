@@ -46,7 +46,12 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from elastiscale import registry
-from elastiscale.controllers.bursts import Mask, level_reserves, same_time_of_day, window_peaks
+from elastiscale.controllers.bursts import (
+    Buckets,
+    level_reserves,
+    time_of_day_buckets,
+    window_peaks,
+)
 from elastiscale.decision import Detail
 from elastiscale.errors import RegistryError
 from elastiscale.forecasting import Forecast, Forecaster, ForecastResult, build_forecaster
@@ -398,30 +403,31 @@ class DemandForecast:
             # Until the next refresh the reserve serves the coming `every` bins: condition it
             # on the time of day at their middle (None: too little history for that).
             centre_s = float(t_all[-1]) + (every + 1) * self.step_s / 2.0
-            select = same_time_of_day(t_all, centre_s)
-            if select is not None:
-                self._reserve = self._reserves(y_all, bins, select)
+            buckets = time_of_day_buckets(t_all, centre_s)
+            if buckets is not None:
+                self._reserve = self._reserves(y_all, bins, buckets)
         if self._reserve is None:
             self._reserve = self._reserves(y, bins)
         self._persistence_at = key
 
-    def _reserves(self, y: Array, bins: int, select: Mask | None = None) -> Array | None:
+    def _reserves(
+        self, y: Array, bins: int, buckets: tuple[Buckets, int] | None = None
+    ) -> Array | None:
         """Burst reserves per (level, bins ahead), relative to the level; None without an
         attainment target, or while any horizon has too few pairs (the quantiles serve).
-        `select` (a mask over `y`) keeps only the pairs that start where it is true."""
+        With `buckets` (each bin's time-of-day bucket, and the coming bins' one), the reserve
+        of the coming bins' time of day (bursts.allocated_reserve)."""
         if self.attainment_target is None:
             return None
         allowance = 1.0 - self.attainment_target
         out = np.zeros((LEVEL_GRID.size, bins))
         peaks = window_peaks(y, bins)
-        if len(peaks) < bins or (select is not None and not select.any()):
+        if len(peaks) < bins:
             return None
         for i, peak in enumerate(peaks):
-            before = y[: peak.size]
-            if select is not None:
-                before, peak = before[select[: peak.size]], peak[select[: peak.size]]
+            pairs = None if buckets is None else (buckets[0][: peak.size], buckets[1])
             got = level_reserves(
-                before, peak, self._levels, self._floor, allowance, MIN_CALIBRATION
+                y[: peak.size], peak, self._levels, self._floor, allowance, MIN_CALIBRATION, pairs
             )
             if got is None:
                 return None

@@ -14,9 +14,9 @@ lead time. One tick, for every component c (in topological order):
    (fanout.py). Where the model has not beaten persistence, the forecast is persistence: the
    latest rate plus the burst reserve (bursts.py), the headroom for the rise demand can make
    within the lead time, sized to `slo.attainment_target` from the history's own rises at
-   a similar level and time of day (the cost guard: such a forecast never buys more). A token-sized component takes the ingress's
-   token forecast the same way, times a measured factor (its tokens per propagated ingress
-   token, prior 1).
+   a similar level and time of day (the cost guard: such a forecast never buys more). A
+   token-sized component takes the ingress's token forecast the same way, times a measured
+   factor (its tokens per propagated ingress token, prior 1).
 3. Reactive floors, always kept (the max of the valid proposals): c's own load plus its queue
    drained within its slack, and what its direct upstreams' current demand (and their queues,
    drained within their slack) will send it. The second is the ordering rule: a downstream
