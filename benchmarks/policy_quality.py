@@ -148,11 +148,11 @@ def main_jobs(
     ablations: tuple[str, ...] = tuple(ABLATIONS),
     skip: tuple[str, ...] = (),
     everywhere: bool = False,
-    window_days: tuple[float, float] | None = None,
+    window_days: tuple[float, float, float] | None = None,
 ) -> list[dict[str, Any]]:
     """One job per trace x usable pipeline. `everywhere`: the ablation variants on every
     pipeline (to judge a change of default), not only the agent one. `window_days` (start,
-    length): only that slice of the multi-day traces, its first day the warm-up."""
+    length, warm-up): only that slice of the multi-day traces, its first days the warm-up."""
     jobs = []
     for trace_name in traces:
         trace_path = traces_dir / trace_name
@@ -179,8 +179,9 @@ def main_jobs(
                 "warmup_s": WARMUP_S if multi_day else 0.0,
             }
             if multi_day and window_days is not None:
-                first, length = window_days
-                job.update(start_s=first * 86400.0, end_s=(first + length) * 86400.0)
+                first, length, warmup = window_days
+                job.update(start_s=first * 86400.0, end_s=(first + length) * 86400.0,
+                           warmup_s=warmup * 86400.0)  # fmt: skip
             jobs.append(job)
     return jobs
 
@@ -388,9 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--days",
         type=float,
-        nargs=2,
-        metavar=("START", "LENGTH"),
-        help="multi-day traces: only this slice (days; its first day the warm-up)",
+        nargs=3,
+        metavar=("START", "LENGTH", "WARMUP"),
+        help="multi-day traces: only this slice (days), its first WARMUP days the warm-up",
     )
     parser.add_argument("--trace", action="append", help="only these trace files (names)")
     parser.add_argument("--pipeline", action="append", help="only these pipelines (stems)")
