@@ -356,9 +356,9 @@ class DemandForecast:
         # Quantiles over a day of changes move slowly: refresh them once per 1/24 of the
         # history they are computed on (every bin while it is short).
         every = max(1, min(extent[1] if extent else 0, self.window_bins) // 24)
-        if key is not None and self._persistence_at is not None and self._persistence_err.size:
-            if 0 <= key - self._persistence_at < every:
-                return
+        cached = self._persistence_at is not None and self._persistence_err.size > 0
+        if key is not None and cached and 0 <= key - (self._persistence_at or 0) < every:
+            return
         t_all, y_all = self.forecaster.history()
         bins = MAX_BINS_AHEAD  # all of them at once: the cache then holds until the next bin
         y = y_all[-(self.window_bins + bins) :]

@@ -25,13 +25,10 @@ lead time. One tick, for every component c (in topological order):
 4. Sizing: a queueing model against c's share of the end-to-end SLO (queueing.py; shares as
    the oracle computes them, `pipeline_model.latency_budgets`), and against its own TTFT and
    ITL objectives where it has them, the record naming the one that binds (slo_sizing.py).
-5. Scale-down looks ahead and back. Ahead: the count proposed is the need over the lead time
-   (forecast and burst reserve). Back (`scale_down_lookback`): for `startup_s + interval` it
-   keeps the highest need of that window (`need`, the default), or the highest need without
-   the burst reserve (`forecast`: the reserve already covers rises within the lead time), or
-   only what observed load needed (`observed`). A replica released and needed again within its
-   start-up time costs as much as keeping it, and the requests that wait for it are late. A
-   CPU router (10 s start) follows demand within 25 s; an LLM (240 s start) holds for 255 s.
+5. Scale-down looks ahead (the need over the lead time) and back (`scale_down_lookback`): for
+   `startup_s + interval` it keeps the highest need (`need`, the default), the highest need
+   without the burst reserve (`forecast`), or what observed load needed (`observed`): a
+   replica released and needed again within its start-up time costs as much as keeping it.
 6. Scale to zero (components with `min: 0`): zero when no request is likely within the lead
    time, i.e. P(no arrival in H_c) = exp(-demand x H_c) >= `quantile`; a forecast of demand
    within the lead time starts the first replica ahead of it (pre-warming).
@@ -40,10 +37,9 @@ lead time. One tick, for every component c (in topological order):
 8. `learn: true` plans with measured start-up, capacity and service time, the file's values
    their priors (controllers/learned.py; `feedforward_state.replan`).
 
-Forecaster refits (statsmodels fits, up to about a second each) run off the tick on a
-background worker by default (`refit: background`); backtests build the policy with `refit:
-inline` (`backtest_params`), so their results stay reproducible (forecasting/refits.py). The
-daemon stops the worker through `close()`.
+Forecaster refits (statsmodels fits, up to a second each) run off the tick on a background
+worker (`refit: background`); backtests refit inline (`backtest_params`), so their results
+reproduce (forecasting/refits.py). The daemon stops the worker through `close()`.
 
 Every part can be switched off (`feedforward`, `measured_fanout`, `gating`, `queueing`,
 `burst_reserve`) for the ablation that measures what each contributes. Decision records carry,
@@ -355,10 +351,8 @@ class ElastiscalePolicy:
             proposals[label] = self._replicas(state, sizer, rate, comp.replicas.min)
             details[f"{label}_rps"] = round(rate, 6)
             details[f"{label}_replicas"] = proposals[label]
-        if ff_base_rps is not None:
-            details["feedforward_base_replicas"] = self._replicas(
-                state, sizer, ff_base_rps, comp.replicas.min
-            )
+        if ff_base_rps is not None:  # the feed-forward need without the burst reserve
+            details["feedforward_base_replicas"] = self._replicas(state, sizer, ff_base_rps, 0)
         driver = max(proposals, key=lambda k: (proposals[k], k == "feedforward"))
         need = proposals[driver]
         demand = valid[driver]
