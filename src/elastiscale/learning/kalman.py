@@ -8,11 +8,15 @@ y = theta x + noise.
 
 - The measurement noise is relative: its standard deviation is `noise_cv` x the prediction, so a
   busy replica and a quiet one weigh their evidence alike.
-- Outliers: the innovation is clipped at `clip` standard deviations before the update (a Huber
-  step), so one wild sample moves the estimate by at most a bounded amount.
-- Change points: when `change_after` clipped innovations in a row point the same way, the
-  uncertainty is inflated back to the prior's, so a real change is followed within a few samples
-  instead of at the clip's pace.
+- Outliers: a sample whose innovation is beyond `clip` standard deviations does not move the
+  estimate at all (clipping it instead, a Huber step, still moves it by `clip` deviations each
+  time, and outliers that lean one way, x5 and x20 more often than x0, then bias it by 10% or
+  more); it only counts towards a change point.
+- Change points: when `change_after` rejected innovations in a row point the same way and agree
+  with each other (their ratios y / x lie within the clip's band of their median), the estimate
+  restarts at that median, as certain as those samples make it, so a real change is followed
+  within a few samples instead of never. A run of outliers that disagree with each other (x20,
+  then x5) is not a change: a new level repeats itself, outliers do not.
 - Confidence is 1 - variance / prior variance, in [0, 1]; callers use the estimate only above a
   threshold. A missing, NaN or infinite x or y, or x <= 0, is ignored: it never moves the
   estimate.
@@ -25,7 +29,7 @@ confidence above 0.95.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 def _finite(value: float | None) -> bool:
@@ -46,7 +50,8 @@ class ScalarKalman:
     variance: float = math.nan
     updated_s: float | None = None
     samples: int = 0
-    _run: int = 0  # clipped innovations in a row with the same sign (signed)
+    _run: int = 0  # rejected innovations in a row with the same sign (signed)
+    _run_ratios: list[float] = field(default_factory=list)  # their y / x, latest last
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.prior) and self.prior > 0):
@@ -82,26 +87,46 @@ class ScalarKalman:
         noise = (self.noise_cv * max(predicted, 1e-12)) ** 2
         spread = self.variance * x * x + noise
         raw = y - predicted
-        innovation = raw
         bound = self.clip * math.sqrt(spread)
         if abs(raw) > bound:
             sign = 1 if raw > 0 else -1
-            self._run = self._run + sign if self._run * sign > 0 else sign
-            if abs(self._run) >= self.change_after:
-                # A run of surprises the same way is a change, not noise: forget the certainty.
-                self.variance = self.prior_variance
-                self._run = 0
-                spread = self.variance * x * x + noise
-                bound = self.clip * math.sqrt(spread)
-            innovation = max(-bound, min(bound, raw))
-        else:
-            self._run = 0
+            if self._run * sign > 0:
+                self._run += sign
+            else:
+                self._run, self._run_ratios = sign, []
+            self._run_ratios = [*self._run_ratios, y / x][-self.change_after :]
+            if abs(self._run) >= self.change_after and self._consistent(self._run_ratios):
+                # Surprises the same way that agree with each other: a new level, not noise.
+                self._restart(sorted(self._run_ratios)[len(self._run_ratios) // 2], now_s)
+            else:
+                self._touch(now_s)
+            return True
+        self._run, self._run_ratios = 0, []
         gain = self.variance * x / spread
-        self.theta = max(self.theta + gain * innovation, 1e-12)
+        self.theta = max(self.theta + gain * raw, 1e-12)
         self.variance = max((1.0 - gain * x) * self.variance, 1e-18)
-        self.updated_s = max(now_s, self.updated_s) if self.updated_s is not None else now_s
+        self._touch(now_s)
         self.samples += 1
         return True
+
+    def _touch(self, now_s: float) -> None:
+        self.updated_s = now_s if self.updated_s is None else max(now_s, self.updated_s)
+
+    def _consistent(self, ratios: list[float]) -> bool:
+        """The ratios agree within the clip's band of measurement noise around their median."""
+        middle = sorted(ratios)[len(ratios) // 2]
+        band = self.clip * self.noise_cv * middle
+        return middle > 0 and all(abs(r - middle) <= band for r in ratios)
+
+    def _restart(self, theta: float, now_s: float) -> None:
+        """Start again at `theta` (a change point), as certain as the prior and the run's
+        `change_after` agreeing samples together make it."""
+        self.theta = max(theta, 1e-12)
+        sample_variance = (self.noise_cv * self.theta) ** 2
+        self.variance = 1.0 / (1.0 / self.prior_variance + self.change_after / sample_variance)
+        self._run, self._run_ratios = 0, []
+        self._touch(now_s)
+        self.samples += 1
 
     @property
     def relative_std(self) -> float:
