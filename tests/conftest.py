@@ -17,6 +17,7 @@ ELASTISCALE_REQUIRE_PROMETHEUS is set (as in CI), where a missing binary fails t
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -166,6 +167,19 @@ def _build_history(workdir: Path) -> tuple[PromHistory, Path]:
         hist_end_s=hist_end_s,
     )
     return history, path
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_log_handlers() -> Iterator[None]:
+    """Take off the root logger the stream handlers a test's code put there (the daemon's
+    `setup_logging`, run in-process, writes to that test's captured stderr, which is closed
+    afterwards), so a later test's log records never go to a closed stream."""
+    root = logging.getLogger()
+    before = {id(h) for h in root.handlers}
+    yield
+    for handler in list(root.handlers):
+        if id(handler) not in before and type(handler) is logging.StreamHandler:
+            root.removeHandler(handler)
 
 
 @pytest.fixture(scope="session")
