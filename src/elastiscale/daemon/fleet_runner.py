@@ -39,8 +39,7 @@ from elastiscale.config import Config
 from elastiscale.config.daemon import parse_listen
 from elastiscale.daemon.http import StatusServer
 from elastiscale.daemon.journal import Journal
-from elastiscale.daemon.logs import register_secrets_in
-from elastiscale.daemon.runner import STALL_INTERVALS, RunOptions
+from elastiscale.daemon.runner import STALL_INTERVALS, RunOptions, open_journal
 from elastiscale.daemon.runtime import TRANSIENT, Runtime, build_runtime
 from elastiscale.daemon.shards import ShardLoop, resolve_shard_settings
 from elastiscale.daemon.status import DaemonStatus, TickSnapshot
@@ -170,19 +169,7 @@ class FleetDaemon:
     # --- start and stop -----------------------------------------------------------------------
 
     def start(self, serve_http: bool = True) -> None:
-        for unit in self.units:
-            for spec in (unit.config.metrics, unit.config.actuator):
-                if spec is not None:
-                    register_secrets_in(spec.options())
-        self.journal.open()
-        in_flight = self.journal.in_flight()
-        for change in in_flight:
-            log.warning(
-                "in flight when the previous run stopped, outcome unknown (the platform shows "
-                "whether it happened): %s",
-                change.describe(),
-            )
-        self.status.in_flight_at_start = tuple(in_flight)
+        open_journal(self.journal, self.status, [unit.config for unit in self.units])
         self.journal.write(
             "start",
             time.time(),
@@ -192,7 +179,7 @@ class FleetDaemon:
             config=str(self.options.config_path),
             dry_run=self.options.dry_run,
             units=[unit.name for unit in self.units],
-            in_flight=[c.to_dict() for c in in_flight],
+            in_flight=[c.to_dict() for c in self.status.in_flight_at_start],
         )
         if serve_http:
             host, port = parse_listen(self.options.listen or self.config.daemon.listen)

@@ -21,6 +21,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -60,6 +61,24 @@ _RESTART_ONLY = (
     "leader_election",
     "sharding",
 )
+
+
+def open_journal(journal: Journal, status: DaemonStatus, configs: Sequence[Config]) -> None:
+    """Register the adapters' secrets for redaction, open the journal and report (log and
+    status) the changes the previous run left in flight."""
+    for config in configs:
+        for spec in (config.metrics, config.actuator):
+            if spec is not None:
+                register_secrets_in(spec.options())
+    journal.open()
+    in_flight = journal.in_flight()
+    for change in in_flight:
+        log.warning(
+            "in flight when the previous run stopped, outcome unknown (the platform shows "
+            "whether it happened): %s",
+            change.describe(),
+        )
+    status.in_flight_at_start = tuple(in_flight)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,18 +149,7 @@ class Daemon:
         HTTP server, build the adapters and, with election on, try for the Lease once.
 
         Raises OSError (journal, address) and the build's non-transient errors."""
-        for spec in (self.config.metrics, self.config.actuator):
-            if spec is not None:
-                register_secrets_in(spec.options())
-        self.journal.open()
-        in_flight = self.journal.in_flight()
-        for change in in_flight:
-            log.warning(
-                "in flight when the previous run stopped, outcome unknown (the platform shows "
-                "whether it happened): %s",
-                change.describe(),
-            )
-        self.status.in_flight_at_start = tuple(in_flight)
+        open_journal(self.journal, self.status, [self.config])
         self.journal.write(
             "start",
             self.clock.now_s(),
@@ -150,7 +158,7 @@ class Daemon:
             identity=self.identity,
             config=str(self.options.config_path),
             dry_run=self.options.dry_run,
-            in_flight=[c.to_dict() for c in in_flight],
+            in_flight=[c.to_dict() for c in self.status.in_flight_at_start],
         )
         if serve_http:
             host, port = parse_listen(self.options.listen or self.config.daemon.listen)
