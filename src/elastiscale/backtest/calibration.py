@@ -6,6 +6,8 @@ gates and burst statistics learn from it as a live policy would have); the secon
 simulated and scored, with the fair-comparison rules of a backtest (same start counts, same
 simulated metrics). So a candidate is judged as it would have run with the history the policy
 had, not as a policy that has seen nothing, and the replay costs half the window's ticks.
+The warm-up runs once: the first candidate replays it, the others take a copy of what it
+learned (controllers/warm_copy.py; the same numbers as their own warm-up).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from elastiscale.controllers.calibration import (
     Replay,
     traffic_trace_arrays,
 )
+from elastiscale.controllers.feedforward import ElastiscalePolicy
+from elastiscale.controllers.warm_copy import copy_warm_state
 from elastiscale.observations import Observation
 from elastiscale.trace import Trace
 
@@ -82,12 +86,16 @@ def replay_candidates(
         raise BacktestError("calibration: too little observed ingress to replay")
     ingress = next(n for n, c in config.pipeline.components.items() if c.ingress)
     initial = baselines.initial_replicas(config, scored)
-    evidence = []
-    for label, p in zip(labels, params, strict=True):
-        policy = baselines.build_policy("elastiscale", config, p, trace=scored)
+    policies = [baselines.build_policy("elastiscale", config, p, trace=scored) for p in params]
+    warmed: ElastiscalePolicy | None = None  # the first candidate warmed (before it runs)
+    for policy in policies:
         warm_start = getattr(policy, "warm_start", None)
-        if warm_start is not None and len(warm) > 0:
+        if warm_start is not None and len(warm) > 0 and not _copied(warmed, policy):
             warm_start(history_snapshots(warm, ingress, rate_window_s))
+            if warmed is None and isinstance(policy, ElastiscalePolicy):
+                warmed = policy
+    evidence = []
+    for label, policy in zip(labels, policies, strict=True):
         result = simulate(
             config,
             scored,
@@ -109,3 +117,11 @@ def replay_candidates(
         evidence=tuple(evidence),
         ceiling=math.nan if ceiling.slo_attainment is None else float(ceiling.slo_attainment),
     )
+
+
+def _copied(warmed: ElastiscalePolicy | None, policy: object) -> bool:
+    """Whether `policy` took the warmed candidate's state (controllers/warm_copy.py) instead
+    of replaying the warm-up half once more."""
+    if warmed is None or not isinstance(policy, ElastiscalePolicy):
+        return False
+    return copy_warm_state(warmed, policy)
