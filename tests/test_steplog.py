@@ -124,3 +124,45 @@ def test_observations_are_the_same_whatever_the_look_back_kept() -> None:
         return seen
 
     assert observed(1) == observed(100_000)
+
+
+step = st.sampled_from([1.0, 10.0, 0.5, 3.0])
+level = st.floats(0.0, 500.0, allow_nan=False) | st.sampled_from([0.0, 1.0, 1 / 3, 2.5])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(level, level, level), min_size=1, max_size=60),
+    st.integers(1, 64),
+    step,
+)
+def test_derived_columns_are_the_doubles_the_fluid_model_stored(
+    rows: list[tuple[float, float, float]], slots: int, step_s: float
+) -> None:
+    """A derived column (not stored) reads as the column the fluid model's own arithmetic
+    stored: capacity = ready_avg * slots * dt, work = arrivals * 1.0, in flight = busy / dt."""
+    stored, derived = StepLog(0.0, step_s), StepLog(0.0, step_s)
+    derived.derive(capacity_slots=slots, work=True, in_flight=True)
+    for arrivals, ready, busy in rows:
+        for log in (stored, derived):
+            log.append(
+                arrivals, arrivals * 1.0, 0.0, arrivals, 0.0, 0.0, busy / step_s, ready, 0.0,
+                0.0, 1.0, 1.0, busy, ready * slots * step_s, math.nan,
+            )  # fmt: skip
+    assert sorted(derived.columns) == sorted(set(COLUMNS) - {"capacity", "work", "in_flight"})
+    for log in (stored, derived):
+        log.freeze()
+    for name in COLUMNS:
+        want, got = stored.column(name), derived.column(name)
+        assert want.tobytes() == got.tobytes(), name
+    derived.release("busy", "capacity")
+    for name in ("busy", "capacity", "in_flight"):
+        with pytest.raises(ValueError, match="released"):
+            derived.column(name)
+
+
+def test_columns_are_derived_before_the_first_step_only() -> None:
+    log = StepLog(0.0, 1.0)
+    append(log, [1.0] * 7)
+    with pytest.raises(ValueError, match="before the first step"):
+        log.derive(work=True)

@@ -124,6 +124,12 @@ class FluidSimulator(SimulatorFrame):
             if waited
             else None
         )
+        for comp in self._comps:  # columns `_record` computes from others (steplog.py)
+            comp.log.derive(
+                capacity_slots=comp.slots,
+                work=comp.unit == "requests",
+                in_flight=self._waits is None,
+            )
         self._ingress = [self._index[n] for n in self.pipeline.ingress]
         self._req, tin, tout = self.arrivals(trace)
         self._has_tokens = tin is not None

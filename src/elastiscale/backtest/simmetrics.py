@@ -125,6 +125,13 @@ class SimulatedMetricSource:
             busy, capacity = tail[end + _CB], tail[end + _CC]
             completions, latency_sum = tail[end + _CN], tail[end + _CL]
         columns = log.columns
+        in_flight_col = columns.get("in_flight")
+        # A fluid log without callers that wait derives it: busy / step_s (steplog.py).
+        in_flight = (
+            in_flight_col[i - 1]
+            if in_flight_col is not None
+            else columns["busy"][i - 1] / log.step_s
+        )
         missing: dict[str, str] = {}
         tokens_per_s: float | None
         if self._units[name] != "requests":
@@ -153,7 +160,7 @@ class SimulatedMetricSource:
             log.t0_s + i * self.step_s,
             arrivals / window_s,
             tokens_per_s,
-            columns["in_flight"][i - 1],
+            in_flight,
             columns["queue"][i - 1],
             utilization,
             latency,
