@@ -422,8 +422,12 @@ class FluidSimulator(SimulatorFrame):
         """Run the remaining steps and sample end-to-end latency (`backtest.fluid_latency`)."""
         self._finish()
         total_steps = self.n_steps + self._drain_steps
-        if self._tables is None:
-            self._tables = []
+        if self._tables is None or self._series is None:
+            self._tables, self._series = [], {}
+            steps = len(self._comps[0].log) if self._comps else 0
+            t_s = self.start_s + self.step_s * np.arange(1, steps + 1, dtype=float)  # shared
+            # One component at a time: its table, then its series, then what neither needs
+            # again is dropped before the next component's (the peak of a month at 1 s).
             for c in self._comps:
                 c.log.freeze()  # the series below are views of the logs' columns, not copies
                 self._tables.append(
@@ -446,13 +450,9 @@ class FluidSimulator(SimulatorFrame):
                     )
                 )
                 c.release_arrival_records()  # 40 bytes a step, in the table from now on
+                self._series[c.name] = ComponentSeries.from_steps(c.log, t_s)
+                c.log.release("busy", "capacity")  # in the table and the series from now on
         tables = self._tables
-        if self._series is None:
-            steps = len(self._comps[0].log) if self._comps else 0
-            t_s = self.start_s + self.step_s * np.arange(1, steps + 1, dtype=float)  # shared
-            self._series = {c.name: ComponentSeries.from_steps(c.log, t_s) for c in self._comps}
-            for c in self._comps:  # in the tables and the series' utilization from now on
-                c.log.release("busy", "capacity")
         sampler = EndToEndSampler(
             tables, self._routes.parallel, self._routes.sequential, self.start_s, self.step_s,
             np.random.default_rng(self.seed),

@@ -145,6 +145,9 @@ class MemberSet:
         self._errors: dict[tuple[int, bool], Array] = {}
         self._weights_cache: dict[int, Array] = {}
         self._nearest: dict[int, int] = {}
+        #: Counts the changes of the members' errors (a fit, a new bin): what is computed
+        #: from `errors` holds while this stays the same.
+        self.generation = 0
 
     @property
     def combo_label(self) -> str | None:
@@ -166,6 +169,7 @@ class MemberSet:
         """Fit every member; raise when none can be fitted."""
         self.labels, self.models, self.trackers, self.notes = [], [], [], {}
         self._errors.clear()
+        self.generation += 1
         self._weights_cache.clear()
         self._nearest.clear()
         self.ks = np.asarray(ctx.horizons, dtype=np.int64)
@@ -216,6 +220,7 @@ class MemberSet:
     def append(self, value: float) -> None:
         self.latest += 1
         self._errors.clear()
+        self.generation += 1
         self._weights_cache.clear()
         for model, tracker in zip(self.models, self.trackers, strict=True):
             tracker.resolve(self.latest, value)

@@ -41,6 +41,9 @@ class AutoSelectModel(GridModel):
         # horizon -> (the errors array it was chosen on, the choice): `MemberSet.errors`
         # returns the same array until the next bin, and the choice with it
         self._chosen: dict[int, tuple[Array, int]] = {}
+        # the horizons asked for -> (the members' error generation, the choice at each): a
+        # forecast is asked for two or three times a bin with the same horizons
+        self._choices: dict[bytes, tuple[int, IntArray]] = {}
 
     def fit(self, y: Array, ctx: GridContext) -> None:
         self.members.fit(y, ctx)
@@ -60,7 +63,14 @@ class AutoSelectModel(GridModel):
         return choice
 
     def forecast(self, ks: IntArray) -> Array:
-        choice = np.array([self.chosen(int(k)) for k in ks.tolist()])
+        key = ks.dtype.str.encode() + ks.tobytes()
+        generation = self.members.generation
+        cached = self._choices.get(key)
+        if cached is not None and cached[0] == generation:
+            choice = cached[1]
+        else:
+            choice = np.array([self.chosen(int(k)) for k in ks.tolist()])
+            self._choices[key] = (generation, choice)
         if choice.size and (choice == choice[0]).all() and choice[0] < len(self.members.models):
             return self.members.models[int(choice[0])].forecast(ks)
         rows = self.members.forecasts(ks)
