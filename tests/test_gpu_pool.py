@@ -189,13 +189,14 @@ def test_a_unit_taken_over_by_another_daemon_keeps_its_entry() -> None:
     assert store.read().members["rag"].seq == 2  # the same member, refreshed
 
 
-def test_a_full_pool_grants_a_newcomer_what_is_left_and_makes_room_next_tick() -> None:
+def test_a_full_pool_grants_an_undeclared_newcomer_what_is_left_and_makes_room_next_tick() -> None:
+    """A member no daemon declared (test_pool_minimums.py: declared ones are reserved)."""
     store, clock = FlakyStore(), FakeClock()
     a, b = pools(store, clock, 2, max_gpus=10)
     assert a.request("a", [claim("llm", 10, 10.0)]).granted == {"llm": 10}
     newcomer = b.request("b", [claim("llm", 10, 10.0, min_replicas=3)])
     assert newcomer.granted == {"llm": 0}
-    assert newcomer.note is not None and "full" in newcomer.note
+    assert newcomer.note is not None and "over-committed" in newcomer.note
     assert a.request("a", [claim("llm", 10, 10.0)]).granted["llm"] <= 7
     assert b.request("b", [claim("llm", 10, 10.0, min_replicas=3)]).granted["llm"] >= 3
 

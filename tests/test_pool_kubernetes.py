@@ -161,7 +161,7 @@ def test_the_budget_holds_under_concurrent_updates(
     assert states, "nothing was written"
     check_versions(states, max_gpus)  # every version of the object the server accepted
     for member, allocations in got.items():
-        assert all(a.note is None or "full" in a.note for a in allocations)
+        assert all(a.note is None or "over-committed" in a.note for a in allocations)
         final = [s.members[member] for s in states if member in s.members][-1]
         assert dict(final.grants) == allocations[-1].granted
 

@@ -37,6 +37,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from elastiscale.config.daemon import DaemonConfig
 from elastiscale.config.fleet_graph import Member
 from elastiscale.config.fleet_merge import merge_unit
+from elastiscale.config.fleet_pools import pool_problems
 from elastiscale.config.loading import _pydantic_problems, _read_yaml, validate_mapping
 from elastiscale.config.models import Config, PluginSpec, StrictModel
 from elastiscale.errors import ConfigError
@@ -220,6 +221,7 @@ def load_fleet(path: str | Path) -> Fleet:
             problems.extend(exc.problems)
             continue
         units.append(FleetUnit(unit_name, pipelines, config))
+    problems += pool_problems(unit.config for unit in units)  # minimums are a promise
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)), source=source)
     units.sort(key=lambda u: u.name)

@@ -19,9 +19,16 @@ The rules of a request, with `expiry_s` the pool's grant expiry (default 300 s):
   stabilization window keeps its GPUs counted): a member that grows waits until the others
   have shrunk, and a member that shrinks frees GPUs for the others once it has shrunk and
   written so.
-  When even its minimums do not fit what is left (a member joining a full pool), it is granted
-  what is left and the record says so; the others make room at their next tick, since every
-  division reserves every member's minimums.
+- **Minimums reserved up front.** The daemon declares the pool's members from its configs
+  (`declare_members`, `controllers/pool_roster.py`; a pool smaller than the sum of their
+  minimums is refused at load): a declared member with no entry yet counts as holding its
+  minimums (its Deployments run them before its first tick), and the first write stores
+  that as its entry (`seq` 0, expired: minimums only) until the member writes its own. So
+  every grant leaves every declared member's minimums free. A member no daemon declared
+  (several daemons with different configs on one pool) that finds its minimums taken is
+  granted what is left and its record says the pool is over-committed: its Deployments
+  keep their minimums, and the others make room at their next tick, since every division
+  reserves every member's minimums.
 - **Write only what changed.** The entry is written when its grants or needs' counts change,
   and otherwise every `expiry_s / 4`, to show the member is alive (the late-request curves of
   an unchanged entry are refreshed then).
@@ -82,6 +89,7 @@ __all__ = [
     "Claim",
     "GpuPool",
     "allocate",
+    "declare_members",
     "late_requests",
     "pipeline_allocation",
     "shared_pool",
@@ -119,6 +127,9 @@ class GpuPool:
         #: write that landed them started)
         self._landed: dict[str, tuple[dict[str, tuple[float, float]], float | None]] = {}
         self._seen: dict[str, tuple[int, float]] = {}  # member -> (seq, first seen at)
+        #: member -> its GPU components at their minimums: members declared up front
+        #: (`declare_members`), held at their minimums until they write themselves.
+        self.reserved: dict[str, tuple[Need, ...]] = {}
 
     def request(self, member: str, claims: Sequence[Claim], *, write: bool = True) -> Allocation:
         """Grants for `member`'s claims, given every member's latest needs. With `write`
@@ -170,6 +181,10 @@ class GpuPool:
         for who, entry in state.members.items():
             if who != member and not entry.expired and self._expired(who, entry, now_s):
                 entries[who] = entry.trimmed()
+        for who, minimums in self.reserved.items():
+            if who != member and who not in entries:  # declared, not written yet
+                grants = {n.key: n.min_replicas for n in minimums}
+                entries[who] = MemberEntry(minimums, grants, 0, self.max_gpus, True)
         others = {who: e for who, e in entries.items() if who != member}
         size = min([self.max_gpus] + [e.max_gpus for e in others.values() if not e.expired])
         pooled: list[Need] = []
@@ -183,9 +198,11 @@ class GpuPool:
         if sum(share[n.key] * n.gpus_per_replica for n in needs) > room + 1e-9:
             share = fit([n.capped(share[n.key]) for n in needs], room)
             if any(share[n.key] < n.min_replicas for n in needs):
+                minimum = sum(n.min_replicas * n.gpus_per_replica for n in needs)
                 note = (
-                    f"GPU pool {self.name} is full: {max(room, 0.0):g} GPUs left below this "
-                    "pipeline's minimums until the other members shrink"
+                    f"GPU pool {self.name} over-committed: {max(room, 0.0):g} GPUs left for "
+                    f"this pipeline's minimums of {minimum:g}, which run over the pool until "
+                    "the other members shrink (a member the daemons' configs do not declare)"
                 )
         used = sum(share[n.key] * n.gpus_per_replica for n in needs)
         allocation = Allocation(share, overall.binding, overall.infeasible, used, note)
@@ -269,6 +286,7 @@ class GpuPool:
 
 _POOLS: dict[str, GpuPool] = {}
 _POOLS_LOCK = threading.Lock()
+_DECLARED: dict[str, dict[str, tuple[Need, ...]]] = {}
 _FACTORY: Callable[[str, float], GpuPool] | None = None
 _FACTORY_KEY: object = None
 
@@ -287,6 +305,20 @@ def use_pools(factory: Callable[[str, float], GpuPool] | None, key: object = Non
         _POOLS.clear()
 
 
+def declare_members(pools: Mapping[str, Mapping[str, Sequence[Need]]]) -> None:
+    """The members of each pool known before they tick: pool -> member -> its GPU components at
+    their minimums (`controllers/pool_roster.py` builds them from the daemon's configs). Every
+    request to a pool counts a declared member with no entry yet as holding its minimums (and
+    writes that entry: `seq` 0, expired), so nobody grows into the GPUs its Deployments already
+    run. Replaces what was declared before, for pools built and still to be built."""
+    with _POOLS_LOCK:
+        _DECLARED.clear()
+        for pool, members in pools.items():
+            _DECLARED[pool] = {m: tuple(needs) for m, needs in members.items()}
+        for name, built in _POOLS.items():
+            built.reserved = dict(_DECLARED.get(name, {}))
+
+
 def shared_pool(name: str, max_gpus: float) -> GpuPool:
     """The process-wide pool `name`; its size is the smallest `max_gpus` any member declared."""
     with _POOLS_LOCK:
@@ -294,6 +326,7 @@ def shared_pool(name: str, max_gpus: float) -> GpuPool:
         if pool is None:
             factory = _FACTORY
             pool = _POOLS[name] = factory(name, max_gpus) if factory else GpuPool(name, max_gpus)
+            pool.reserved = dict(_DECLARED.get(name, {}))
         elif max_gpus < pool.max_gpus:
             pool.max_gpus = max_gpus
         return pool

@@ -25,6 +25,7 @@ from elastiscale.clock import Clock, OffsetFileClock, SystemClock
 from elastiscale.config import Config, load_config
 from elastiscale.config import fleet as fleet_config
 from elastiscale.config.daemon import parse_listen
+from elastiscale.config.fleet_pools import pool_problems
 from elastiscale.daemon.logs import setup_logging
 from elastiscale.daemon.runner import Daemon, RunOptions
 from elastiscale.daemon.runtime import check_runnable
@@ -100,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         return _problems(path, exc.problems)
     keda_listen = getattr(args, "keda_listen", None)
     problems = check_runnable(config, args.dry_run, keda=keda_listen is not None)
+    problems += pool_problems([config])
     if keda_listen is not None:
         try:
             parse_listen(keda_listen)
@@ -174,6 +176,9 @@ def load_units(paths: list[Path]) -> tuple[list[tuple[str, Config]], str | None]
             )  # fmt: skip
         seen[name] = path
         units.append((name, config))
+    problems = pool_problems(config for _, config in units)  # as `load_fleet` checks
+    if problems:
+        raise ConfigError(problems, source=", ".join(str(p) for p in paths))
     return units, None
 
 

@@ -40,7 +40,7 @@ from elastiscale.config.daemon import parse_listen
 from elastiscale.daemon.http import StatusServer
 from elastiscale.daemon.journal import Journal
 from elastiscale.daemon.runner import STALL_INTERVALS, RunOptions, open_journal
-from elastiscale.daemon.runtime import TRANSIENT, Runtime, build_runtime
+from elastiscale.daemon.runtime import TRANSIENT, Runtime, build_runtime, declare_gpu_pools
 from elastiscale.daemon.shards import ShardLoop, resolve_shard_settings
 from elastiscale.daemon.status import DaemonStatus, TickSnapshot
 from elastiscale.daemon.telemetry import DaemonMetrics
@@ -125,6 +125,7 @@ class FleetDaemon:
         self.config = units[0][1]
         daemon = self.config.daemon
         self.units = [_Unit(name, config) for name, config in units]
+        declare_gpu_pools(config for _, config in units)  # their minimums reserved up front
         self.shards: ShardLoop | None = None
         identity = options.identity
         if daemon.sharding.enabled and not options.dry_run:

@@ -11,7 +11,7 @@ Build failures come in two kinds:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -19,6 +19,7 @@ from elastiscale import registry
 from elastiscale.adapters.base import Actuator, MetricSource
 from elastiscale.adapters.memory import DryRunActuator, RecordingActuator
 from elastiscale.config import Config
+from elastiscale.controllers import pool_roster
 from elastiscale.controllers.budget import use_pools
 from elastiscale.daemon.guards import ErrorSink, GuardedSource, JournaledActuator, close_adapter
 from elastiscale.daemon.journal import Journal
@@ -89,6 +90,13 @@ def install_gpu_pools(config: Config, dry_run: bool) -> None:
         use_pools(pool_factory(config), key=("kubernetes", settings))
     else:
         use_pools(None, key="in-process")
+
+
+def declare_gpu_pools(configs: Iterable[Config]) -> None:
+    """Declare the members of the shared GPU pools `configs` (every unit this daemon may run)
+    draw from, so each pool reserves their minimums before they tick
+    (`controllers/pool_roster.py`)."""
+    pool_roster.declare(configs)
 
 
 def check_runnable(config: Config, dry_run: bool, keda: bool = False) -> list[str]:
