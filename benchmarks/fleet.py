@@ -14,8 +14,8 @@ Prints:
   scale writes, other), counted at the fake server over the steady window;
 - failover: the daemon holding the most units is SIGKILLed; seconds until all its units'
   Leases are held by the others, and until each was stepped by its new holder (the bound is
-  lease duration + retry period: a unit taken over is stepped at once), then `--after` ticks
-  of the survivors as above;
+  lease duration + retry period, the retry period at most one tick: a unit taken over is
+  stepped at once), then `--after` ticks of the survivors as above;
 - with `--gpus N`: every pipeline runs `elastiscale` drawing its GPU component from one pool
   of N GPUs kept in a ConfigMap (`daemon.gpu_pools: {store: kubernetes}`); checked every
   second over the whole run (start, steady, failover): the grants in force it records and the
@@ -346,11 +346,12 @@ def main() -> None:
                 lambda: len(first_steps()) == len(moved), 10 * args.lease, "the moved units' steps"
             )
             stepped_s = max(first_steps().values()) - killed_s
-            bound_s = args.lease + args.retry
+            retry_s = min(args.retry, args.interval)  # the retry period runs as at most a tick
             print(
                 f"failover: {victim} (holding {len(moved)} units) SIGKILLed; all its units' Leases "
                 f"held by the others after {held_s:.2f} s, every one stepped by its new holder "
-                f"after {stepped_s:.2f} s (bound: lease + retry = {bound_s:g} s)"
+                f"after {stepped_s:.2f} s (bound: lease + retry = {args.lease + retry_s:g} s, "
+                f"within lease + one tick = {args.lease + args.interval:g} s)"
             )
             time.sleep(args.interval)
             api.clear_requests()

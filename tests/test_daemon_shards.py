@@ -7,6 +7,7 @@ actor, the owner the hashing names among the connected replicas."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tempfile
 from pathlib import Path
@@ -132,6 +133,106 @@ def test_settings_take_client_go_timings_and_leader_election_defaults(tmp_path: 
     assert got.lease.name == member_lease_name("platform", "pod-1")
     with pytest.raises(ConfigError, match=r"daemon\.sharding\.name"):
         resolve_shard_settings(config, None)
+
+
+@pytest.mark.parametrize(
+    ("retry_s", "tick_s", "expected_s"),
+    [(2.0, 15.0, 2.0), (2.0, 0.5, 0.5), (2.0, None, 2.0), (1.5, 1.5, 1.5)],
+)
+def test_the_retry_period_is_at_most_one_tick(
+    tmp_path: Path, retry_s: float, tick_s: float | None, expected_s: float
+) -> None:
+    sharding = {"enabled": True, "retry_period_s": retry_s}
+    config = load_config(config_file(tmp_path, sharding))
+    got = resolve_shard_settings(config, "platform", identity="pod-1", tick_s=tick_s)
+    assert got.lease.renew_s == expected_s
+    assert got.lease.deadline_s == 10  # renew_deadline_s as configured
+
+
+def takeover_s(
+    kubeconfig: Path, lease: LeaseSettings, observer_lag_s: float, kill_after_s: float
+) -> float:
+    """Seconds from the SIGKILL of replica `a` until `b` acts on the unit `a` held (one the
+    hashing gives `a` while both are live), each replica rounding as `ShardLoop` does
+    (`next_round_in`) on a fake clock. `b` rounds `observer_lag_s` before `a` does; `a` dies
+    `kill_after_s` after one of its rounds."""
+    unit = next(u for u in UNITS if rendezvous_owner(u, ["a", "b"]) == "a")  # a's while live
+    coordinators = {}
+    for identity in ("a", "b"):
+        settings = dataclasses.replace(
+            lease,
+            name=member_lease_name("fleet", identity),
+            identity=identity,
+            connection="kubeconfig",
+            kubeconfig=str(kubeconfig),
+        )
+        client, namespace = connect_coordination(settings)
+        coordinators[identity] = ShardCoordinator(
+            client, namespace, ShardSettings("fleet", settings), [unit]
+        )
+    a, b = coordinators["a"], coordinators["b"]
+    a.round(0.0, WALL0_S)  # a takes the unit before b is live
+    retry_s = lease.renew_s
+    next_s = {"a": retry_s, "b": retry_s - observer_lag_s}
+    killed_s = 3 * retry_s + kill_after_s  # after a's fourth round
+    now_s = 0.0
+    while now_s < killed_s + 10 * lease.duration_s:
+        who = min((n for n in next_s if n == "b" or now_s < killed_s), key=next_s.__getitem__)
+        now_s = next_s[who]
+        if who == "a" and now_s >= killed_s:
+            del next_s["a"]  # dead: no more rounds
+            continue
+        coordinators[who].round(now_s, WALL0_S + now_s)
+        next_s[who] = now_s + coordinators[who].next_round_in(now_s)
+        assert now_s >= killed_s or not b.acting(unit, now_s)
+        if now_s >= killed_s and b.acting(unit, now_s):
+            return now_s - killed_s
+    raise AssertionError("never taken over")
+
+
+@pytest.mark.parametrize(
+    ("retry_s", "tick_s", "lag_s", "kill_s"),
+    [
+        (3.0, 1.0, 0.01, 0.01),  # the worst phase: b listed just before a's last renewal
+        (3.0, 1.0, 0.5, 0.9),
+        (3.0, 1.0, 0.9, 0.5),
+        (2.0, 15.0, 0.01, 0.01),  # a retry period below the tick is kept
+    ],
+)
+def test_a_dead_replicas_unit_is_taken_over_within_lease_duration_plus_one_tick(
+    tmp_path: Path, retry_s: float, tick_s: float, lag_s: float, kill_s: float
+) -> None:
+    sharding = {
+        "enabled": True,
+        "lease_duration_s": DURATION_S,
+        "renew_deadline_s": 3.7,
+        "retry_period_s": retry_s,
+    }
+    config = load_config(config_file(tmp_path, sharding))
+    lease = resolve_shard_settings(config, "fleet", identity="a", tick_s=tick_s).lease
+    with FakeKubeAPI() as api:
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+        took_s = takeover_s(kubeconfig, lease, lag_s * lease.renew_s, kill_s * lease.renew_s)
+    assert lease.duration_s - lease.renew_s <= took_s <= lease.duration_s + min(retry_s, tick_s)
+    assert took_s <= DURATION_S + tick_s
+
+
+def test_the_configured_retry_period_would_miss_that_bound(tmp_path: Path) -> None:
+    """The same worst phase with the retry period as configured (3 s, above the 1 s tick):
+    the renewal is seen up to 3 s late, so the takeover comes after lease duration + one
+    tick. What cutting the retry period to the tick prevents."""
+    sharding = {
+        "enabled": True,
+        "lease_duration_s": DURATION_S,
+        "renew_deadline_s": 3.7,
+        "retry_period_s": 3.0,
+    }
+    config = load_config(config_file(tmp_path, sharding))
+    lease = resolve_shard_settings(config, "fleet", identity="a").lease
+    with FakeKubeAPI() as api:
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+        took_s = takeover_s(kubeconfig, lease, 0.01 * 3.0, 0.01 * 3.0)
+    assert took_s > DURATION_S + 1.0
 
 
 # --- the state machine --------------------------------------------------------------------------

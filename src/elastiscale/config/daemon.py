@@ -125,9 +125,10 @@ class ShardingConfig(_Strict):
     lease_duration_s: a Lease unrenewed this long (on the reader's own clock) may be taken over.
     renew_deadline_s: a holder that has not renewed for this long stops acting (before any
     other replica may take over, since it is shorter than the duration).
-    retry_period_s: how often Leases are listed, renewed and tried for.
-    A dead replica's units are held again within lease_duration_s + retry_period_s of its last
-    renewal, and acted on at once.
+    retry_period_s: how often Leases are listed, renewed and tried for; at most one control
+    tick (a longer one runs as the units' shortest `control.interval_s`).
+    A dead replica's units are held again within lease_duration_s + retry_period_s of its death
+    (so within lease duration + one tick), and acted on at once.
     name: the fleet's name in Lease names and labels; default the fleet file's `fleet.name`.
     namespace, identity, connection, kubeconfig, context: as in `leader_election` (whose
     values, then the Kubernetes actuator's, are the defaults).

@@ -128,14 +128,23 @@ class FleetDaemon:
         declare_gpu_pools(config for _, config in units)  # their minimums reserved up front
         self.shards: ShardLoop | None = None
         identity = options.identity
+        interval_s = min(config.control.interval_s for _, config in units)
         if daemon.sharding.enabled and not options.dry_run:
-            settings = resolve_shard_settings(self.config, fleet_name, options.identity)
+            settings = resolve_shard_settings(
+                self.config, fleet_name, options.identity, tick_s=interval_s
+            )
+            if settings.lease.renew_s < daemon.sharding.retry_period_s:
+                log.info(
+                    "daemon.sharding.retry_period_s = %g s runs as one tick, %g s (a dead "
+                    "replica's units are taken over within lease duration + one tick)",
+                    daemon.sharding.retry_period_s,
+                    settings.lease.renew_s,
+                )
             identity = settings.lease.identity
             self.shards = ShardLoop(
                 settings, names, on_error=self._error, on_round=self._taken_over
             )
         self.identity = identity or f"pid-{os.getpid()}"
-        interval_s = min(config.control.interval_s for _, config in units)
         stall_after_s = max(60.0, STALL_INTERVALS * interval_s)
         label = fleet_name or daemon.sharding.name or "fleet"
         self.status = DaemonStatus(label, self.identity, stall_after_s, daemon.decisions_kept)

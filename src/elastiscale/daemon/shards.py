@@ -23,7 +23,12 @@ the members' views are; the hashing only decides who tries.
 Bounds (duration D, retry R): a replica that dies (SIGKILL) renewed its Leases at most R
 before; the others see that last change within R (they list every R), so its member Lease and
 its unit Leases expire in their view within D + R of its death, and the new owners take the
-units over at that round (a round is scheduled at the earliest expiry). A replica cut off from
+units over at that round (a round is scheduled at the earliest expiry). The R is the lag of
+seeing the last renewal: a replica never trusts another's timestamps (clocks differ), so it
+times a Lease from the list that first showed the change, up to R after it was made; only a
+shorter R shortens it. The daemon therefore runs with R at most one control tick (a longer
+`retry_period_s` is cut to the units' shortest `control.interval_s`), and a dead replica's
+units are held within D + one tick of its death, and stepped at once. A replica cut off from
 the API stops acting `renew_deadline_s` after its last renewal, before anyone takes over. A
 replica stopped cleanly releases its Leases: the others take its units at their next round.
 
@@ -109,10 +114,15 @@ class ShardSettings:
 
 
 def resolve_shard_settings(
-    config: Config, fleet_name: str | None = None, identity: str | None = None
+    config: Config,
+    fleet_name: str | None = None,
+    identity: str | None = None,
+    tick_s: float | None = None,
 ) -> ShardSettings:
     """The settings of `config.daemon.sharding`, defaults from the leader-election block, the
-    Kubernetes actuator and the pod's environment (see `leader.resolve_settings`)."""
+    Kubernetes actuator and the pod's environment (see `leader.resolve_settings`). With
+    `tick_s` (the units' shortest control interval) the retry period is at most one tick, so
+    a dead replica's units are taken over within lease duration + one tick."""
     own = config.daemon.sharding
     fleet = own.name or fleet_name
     if not fleet:
@@ -123,7 +133,7 @@ def resolve_shard_settings(
         namespace=own.namespace or base.namespace,
         identity=base.identity,
         duration_s=own.lease_duration_s,
-        renew_s=own.retry_period_s,
+        renew_s=min(own.retry_period_s, tick_s) if tick_s is not None else own.retry_period_s,
         timeout_s=own.timeout_s,
         connection=own.connection or base.connection,
         kubeconfig=own.kubeconfig or base.kubeconfig,
