@@ -178,7 +178,8 @@ def load_units(paths: list[Path]) -> tuple[list[tuple[str, Config]], str | None]
         units.append((name, config))
     problems = pool_problems(config for _, config in units)  # as `load_fleet` checks
     if problems:
-        raise ConfigError(problems, source=", ".join(str(p) for p in paths))
+        others = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+        raise ConfigError(problems, source=f"{paths[0]}{others}")
     return units, None
 
 
