@@ -332,3 +332,41 @@ def test_the_gpus_acted_on_never_exceed_the_pool(
         assert fleet.store.read().granted_gpus() <= size + 1e-9
         fleet.clock.advance(1.0)
     assert fleet.notes == []
+
+
+def test_a_component_without_data_keeps_its_gpus_counted() -> None:
+    """A GPU component with no count this tick (its data missing) holds its replicas: the
+    member goes on writing its entry with their GPUs, so its entry does not expire while its
+    Deployments run them, and no other member grows into them (before, a member with no data
+    did not write, and after `expiry_s` the others cut it to its minimums)."""
+    from test_feedforward import Driver, make_config
+
+    store, clock = InProcessPoolStore(), FakeClock()
+
+    def view() -> GpuPool:
+        return GpuPool("team", 30, store=store, clock=clock.now_s, expiry_s=EXPIRY_S)
+
+    budget.use_pools(lambda name, max_gpus: view())
+    try:
+        driver = Driver(make_config(max_gpus=30), gpu_pool="team")
+        for _ in range(3):
+            driver.tick(clock.now_s(), {"router": 20.0, "planner": 80.0, "writer": 20.0})
+            clock.advance(15.0)
+        held = store.read().members["t"].held_gpus()
+        assert held > 2  # grown past the minimums
+        other = view()  # another member, in another daemon
+        llm = Claim("llm", 1.0, 0, 30, 30.0, lambda n: float(n), 1.0, 30.0, current=0)
+        other.request("other", [llm])
+        # Taken over by another daemon, which finds no data at all from then on.
+        again = Driver(make_config(max_gpus=30), gpu_pool="team")
+        again.replicas = dict(driver.replicas)  # what the Deployments run
+        for _ in range(int(1.5 * EXPIRY_S / 15)):
+            got = again.tick(clock.now_s(), {"router": None, "planner": None, "writer": None})
+            assert got["planner"].replicas is None  # no data: it holds
+            clock.advance(15.0)
+            assert other.request("other", [llm]).gpus_used <= 30 - held
+        entry = store.read().members["t"]
+        assert entry.held_gpus() == held and not entry.expired
+        assert {n.key for n in entry.needs} == {"planner", "writer"}
+    finally:
+        budget.use_pools(None)

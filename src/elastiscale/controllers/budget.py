@@ -344,7 +344,9 @@ def pipeline_allocation(
     """The GPU budget (`pipeline.max_gpus`) divided over one tick's wanted counts of the GPU
     components (None without a budget): each claim carries its demand, what its sizer serves
     per count, its calls per ingress request and its current replicas; with `gpu_pool`,
-    through that named pool shared with other pipelines."""
+    through that named pool shared with other pipelines (a GPU component with no count this
+    tick, its data missing, holds its replicas: it claims them as its minimum, so the pool keeps
+    counting the GPUs it runs)."""
     max_gpus = ctx.config.pipeline.max_gpus
     if max_gpus is None:
         return None
@@ -369,9 +371,37 @@ def pipeline_allocation(
                 current=current.desired if current is not None else None,
             )
         )
+    if gpu_pool is not None:
+        claims += _held(ctx, wanted)
     if not claims:
         return None
     if gpu_pool is not None:
         pool = shared_pool(gpu_pool, max_gpus)
         return pool.request(ctx.config.pipeline.name, claims, write=ctx.acting)
     return allocate(claims, max_gpus)
+
+
+def _held(ctx: TickContext, wanted: Mapping[str, int]) -> list[Claim]:
+    """The GPU components without a count this tick, each claiming exactly what it runs (at
+    least its minimum): it holds its replicas, and a pool member's entry must go on holding
+    their GPUs, else the others would grow into them."""
+    out = []
+    for name, comp in ctx.pipeline.components.items():
+        if not comp.is_gpu or name in wanted:
+            continue
+        state = ctx.replicas.get(name)
+        runs = max(state.desired if state is not None else 0, comp.replicas.min)
+        out.append(
+            Claim(
+                key=name,
+                gpus_per_replica=comp.gpus_per_replica,
+                min_replicas=runs,
+                wanted=runs,
+                demand_rps=0.0,
+                served_rps=lambda n: 0.0,
+                calls_per_request=1.0,
+                ingress_rps=0.0,
+                current=state.desired if state is not None else None,
+            )
+        )
+    return out
