@@ -43,6 +43,7 @@ from elastiscale.adapters.sagemaker.actuator import (
 from elastiscale.adapters.sagemaker.calls import failure_for_error
 from elastiscale.config import Config, validate_mapping
 from elastiscale.errors import ActuatorError, ConfigError
+from elastiscale.testing.lifetime import die_with_parent
 from elastiscale.testing.sagemaker import FakeSageMaker
 
 boto3 = pytest.importorskip("boto3")
@@ -200,7 +201,9 @@ def moto_process() -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         proc = subprocess.Popen(
-            _moto_command(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            die_with_parent(_moto_command(port)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
     except OSError as exc:
         _unavailable(f"cannot start moto_server: {exc}")

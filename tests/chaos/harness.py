@@ -34,6 +34,7 @@ from prometheus_client import Counter, Gauge
 from chaos.proxy import FaultProxy
 from conftest import REPO, WAIT_SLACK, wait_for
 from elastiscale.daemon.journal import Journal
+from elastiscale.testing.lifetime import die_with_parent
 from elastiscale.testing.prometheus import MetricsEndpoint, free_port
 
 HERE = Path(__file__).resolve().parent
@@ -75,7 +76,7 @@ class KubeProcess:
         self.log_path = workdir / "kube.log"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, str(HERE / "kube_server.py"), str(ready), *names],
+                die_with_parent([sys.executable, str(HERE / "kube_server.py"), str(ready), *names]),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -213,7 +214,11 @@ class DaemonProcess:
         command += ["--identity", self.identity]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, env=self.env
+                die_with_parent(command),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                env=self.env,
             )
 
     @property

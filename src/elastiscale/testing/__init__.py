@@ -13,6 +13,8 @@ sagemaker.py         `FakeSageMaker`: the SageMaker and Application Auto Scaling
 prometheus.py        `LocalPrometheus`: a throwaway real Prometheus (needs the `prometheus`
                      binary), and `MetricsEndpoint` for it to scrape
 server.py            what the HTTP fakes share: `LocalServer`, `QuietHandler`, `FakeServer`
+lifetime.py          `die_with_parent`: a child server (Prometheus, moto, a daemon under test)
+                     killed by the kernel when the process that started it dies untidily
 
 Each is importable from `elastiscale.testing` itself. For in-memory twins of a metric source or
 an actuator, see `elastiscale.adapters.memory`.

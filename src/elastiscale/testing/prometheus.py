@@ -3,7 +3,8 @@ and `MetricsEndpoint`, a prometheus-client registry served for it to scrape.
 
 `LocalPrometheus` runs the `prometheus` binary with its own free port, data directory and
 config (never the system service's), loads recorded history before it starts, scrapes targets
-listed at run time through file-based discovery, and is stopped by its PID:
+listed at run time through file-based discovery, is stopped by its PID, and dies with the
+process that started it when that one is killed before stopping it (`testing/lifetime.py`):
 
     with LocalPrometheus(tmp_dir, history=[write_openmetrics(tmp_dir / "h.om", families)]) as prom:
         prom.set_targets({"127.0.0.1:8000": {"component": "llm"}})
@@ -38,6 +39,8 @@ import numpy.typing as npt
 import requests
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from urllib3.exceptions import InsecureRequestWarning
+
+from elastiscale.testing.lifetime import die_with_parent
 
 
 def free_port() -> int:
@@ -225,21 +228,21 @@ class LocalPrometheus:
         for _attempt in range(1 if keep_port else 3):
             if not keep_port:
                 self.port = free_port()
+            command = [
+                self.binary,
+                f"--config.file={self.config_path}",
+                f"--storage.tsdb.path={self.data_dir}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--storage.tsdb.retention.time=100y",
+                "--log.level=warn",
+            ]
+            if self.web_config is not None:
+                command.append(f"--web.config.file={self.web_config_path}")
             log = self.log_path.open("ab")
+            # Its own session (a Ctrl-C reaches the test first, which stops it in order), and
+            # killed by the kernel when the test process dies without stopping it.
             self._process = subprocess.Popen(
-                [
-                    self.binary,
-                    f"--config.file={self.config_path}",
-                    f"--storage.tsdb.path={self.data_dir}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    "--storage.tsdb.retention.time=100y",
-                    "--log.level=warn",
-                    *(
-                        [f"--web.config.file={self.web_config_path}"]
-                        if self.web_config is not None
-                        else []
-                    ),
-                ],
+                die_with_parent(command),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
