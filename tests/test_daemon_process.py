@@ -19,8 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,10 +27,11 @@ import pytest
 import yaml
 from prometheus_client import Gauge
 
+from chaos.harness import DaemonProcess
 from conftest import REPO, require_prometheus, wait_for
 from elastiscale.daemon.journal import Journal
 from elastiscale.testing.kubernetes import DEPLOYMENTS, LEASES, FakeKubeAPI
-from elastiscale.testing.prometheus import LocalPrometheus, MetricsEndpoint, free_port
+from elastiscale.testing.prometheus import LocalPrometheus, MetricsEndpoint
 
 pytestmark = pytest.mark.integration
 
@@ -149,79 +148,21 @@ def write_config(
     return path
 
 
-class Daemon:
-    """`python -m elastiscale.cli run CONFIG` with its own port, journal, identity and log."""
-
-    def __init__(self, config: Path, workdir: Path, identity: str) -> None:
-        self.port = free_port()
-        self.journal = workdir / f"{identity}.jsonl"
-        self.log_path = workdir / f"{identity}.log"
-        command = [sys.executable, "-m", "elastiscale.cli", "run", str(config)]
-        command += ["--listen", f"127.0.0.1:{self.port}", "--journal", str(self.journal)]
-        command += ["--identity", identity]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir
-            )
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-        except OSError:
-            return 0, ""
-
-    def ready(self) -> bool:
-        return self.get("/readyz")[0] == 200
-
-    def decisions(self) -> dict[str, Any]:
-        code, body = self.get("/decisions")
-        assert code == 200, body
-        got: dict[str, Any] = json.loads(body)
-        return got
-
-    def metric(self, line_start: str) -> float | None:
-        for line in self.get("/metrics")[1].splitlines():
-            if line.startswith(line_start + " "):
-                return float(line.rsplit(" ", 1)[1])
-        return None
-
-    def entries(self) -> list[dict[str, Any]]:
-        return list(Journal(self.journal).entries())
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def terminate(self) -> tuple[int, float]:
-        """SIGTERM; (exit code, seconds to exit)."""
-        started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=15)
-        return code, time.monotonic() - started
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
 @pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
+def daemons() -> Iterator[list[DaemonProcess]]:
+    started: list[DaemonProcess] = []
     yield started
     for daemon in started:
         daemon.kill()
 
 
 def start(
-    daemons: list[Daemon], config: Path, workdir: Path, identity: str, ready: bool = True
-) -> Daemon:
-    daemon = Daemon(config, workdir, identity)
+    daemons: list[DaemonProcess], config: Path, workdir: Path, identity: str, ready: bool = True
+) -> DaemonProcess:
+    daemon = DaemonProcess(config, workdir, identity)
     daemons.append(daemon)
     if ready:
-        wait_for(daemon.ready, 30, f"{identity} ready; log: {daemon.log()[-2000:]}")
+        daemon.wait_ready()
     return daemon
 
 
@@ -244,7 +185,7 @@ def test_scales_holds_while_prometheus_is_down_recovers_and_stops_on_sigterm(
     prom: LocalPrometheus,
     exporter: Exporter,
     kube: FakeKubeAPI,
-    daemons: list[Daemon],
+    daemons: list[DaemonProcess],
     tmp_path: Path,
 ) -> None:
     demand(exporter, "outage", 45)
@@ -289,7 +230,7 @@ def test_sighup_refuses_a_broken_config_and_applies_a_good_one(
     prom: LocalPrometheus,
     exporter: Exporter,
     kube: FakeKubeAPI,
-    daemons: list[Daemon],
+    daemons: list[DaemonProcess],
     tmp_path: Path,
 ) -> None:
     demand(exporter, "hup", 45)
@@ -302,18 +243,18 @@ def test_sighup_refuses_a_broken_config_and_applies_a_good_one(
     raw["pipeline"]["components"]["router"]["capacity_per_replica"] = -5
     raw["control"]["intervall_s"] = 1
     config.write_text(yaml.safe_dump(raw))
-    daemon.process.send_signal(signal.SIGHUP)
+    daemon.signal(signal.SIGHUP)
     wait_for(lambda: "refused" in daemon.log(), 10, "the reload refused")
     log = daemon.log()
     assert "pipeline.components.router.capacity_per_replica" in log
     assert "control.intervall_s: unknown key" in log
     ticks = daemon.decisions()["tick"]
     wait_for(lambda: daemon.decisions()["tick"] >= ticks + 2, 10, "ticks after the refusal")
-    assert daemon.process.poll() is None and daemon.ready() and replicas(kube) == 5
+    assert daemon.alive() and daemon.ready() and replicas(kube) == 5
     assert daemon.metric('elastiscale_config_reloads_total{result="refused"}') == 1
 
     write_config(config, prom, kubeconfig, "hup", capacity=5)
-    daemon.process.send_signal(signal.SIGHUP)
+    daemon.signal(signal.SIGHUP)
     wait_for(lambda: replicas(kube) == 9, 20, "scaled to 9 = 45 / 5 on the new config")
     assert daemon.metric('elastiscale_config_reloads_total{result="ok"}') == 1
     code, elapsed_s = daemon.terminate()
@@ -324,7 +265,7 @@ def test_two_daemons_only_the_leader_acts_and_the_other_takes_over(
     prom: LocalPrometheus,
     exporter: Exporter,
     kube: FakeKubeAPI,
-    daemons: list[Daemon],
+    daemons: list[DaemonProcess],
     tmp_path: Path,
 ) -> None:
     demand(exporter, "pair", 45)
@@ -361,7 +302,7 @@ def test_a_change_in_flight_at_a_crash_is_reported_at_the_next_start(
     prom: LocalPrometheus,
     exporter: Exporter,
     kube: FakeKubeAPI,
-    daemons: list[Daemon],
+    daemons: list[DaemonProcess],
     tmp_path: Path,
 ) -> None:
     demand(exporter, "crash", 45)

@@ -272,6 +272,10 @@ class DaemonProcess:
                 out[key] = float(value)
         return out
 
+    def metric(self, sample: str) -> float | None:
+        """One sample of /metrics by its name and labels as printed (None when absent)."""
+        return self.metrics().get(sample)
+
     def entries(self) -> list[dict[str, Any]]:
         return list(Journal(self.journal).entries()) if self.journal.exists() else []
 
