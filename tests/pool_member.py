@@ -9,10 +9,34 @@ import json
 import random
 import sys
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from elastiscale.config import Config
 from elastiscale.config.daemon import GpuPoolsConfig
 from elastiscale.controllers.budget import Claim
+
+#: The pipeline of every member: one ingress component of 1 to 10 replicas.
+PIPELINE: dict[str, Any] = {
+    "name": "rag",
+    "slo": {"latency_p95_s": 30},
+    "components": {
+        "llm": {
+            "ingress": True,
+            "capacity_per_replica": 1,
+            "service_time_s": 1,
+            "startup_s": 10,
+            "replicas": {"min": 1, "max": 10},
+        }
+    },
+}
+
+
+def member_config(name: str, gpu_pools: Mapping[str, Any]) -> Config:
+    """`PIPELINE` named `name`, with `gpu_pools` as its `daemon.gpu_pools` section."""
+    return Config.model_validate(
+        {"pipeline": {**PIPELINE, "name": name}, "daemon": {"gpu_pools": dict(gpu_pools)}}
+    )
 
 
 def main(kubeconfig: str, member: str, seed: int, rounds: int, max_gpus: float) -> None:
@@ -21,24 +45,7 @@ def main(kubeconfig: str, member: str, seed: int, rounds: int, max_gpus: float) 
     settings = GpuPoolsConfig(
         store="kubernetes", connection="kubeconfig", kubeconfig=kubeconfig, conflict_retries=20
     )
-    config = Config.model_validate(
-        {
-            "pipeline": {
-                "name": member,
-                "slo": {"latency_p95_s": 30},
-                "components": {
-                    "llm": {
-                        "ingress": True,
-                        "capacity_per_replica": 1,
-                        "service_time_s": 1,
-                        "startup_s": 10,
-                        "replicas": {"min": 1, "max": 10},
-                    }
-                },
-            },
-            "daemon": {"gpu_pools": settings.model_dump()},
-        }
-    )
+    config = member_config(member, settings.model_dump())
     pool = pool_factory(config, connect=connect_core, clock=time.monotonic)("shared", max_gpus)
     rng = random.Random(seed)
     for _ in range(rounds):

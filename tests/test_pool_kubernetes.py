@@ -32,24 +32,12 @@ from elastiscale.controllers.pool_store import PoolState, decode_state
 from elastiscale.daemon.runtime import install_gpu_pools
 from elastiscale.errors import ConfigError
 from elastiscale.testing.kubernetes import CONFIG_MAPS, FakeKubeAPI
+from pool_member import PIPELINE, member_config
 from test_gpu_pool import DIVISIONS, claim, expected_division, member_claims
 
 NAME = "elastiscale-gpu-pool-shared"
 PATH = f"/api/v1/namespaces/default/configmaps/{NAME}"
 TESTS = Path(__file__).parent
-PIPELINE = {
-    "name": "rag",
-    "slo": {"latency_p95_s": 30},
-    "components": {
-        "llm": {
-            "ingress": True,
-            "capacity_per_replica": 1,
-            "service_time_s": 1,
-            "startup_s": 10,
-            "replicas": {"min": 1, "max": 10},
-        }
-    },
-}
 SRC = TESTS.parent / "src"
 
 
@@ -71,12 +59,7 @@ def kubeconfig(api: FakeKubeAPI, tmp_path_factory: pytest.TempPathFactory) -> It
 def config_for(kubeconfig: Path, **pools: Any) -> Config:
     section = {"store": "kubernetes", "connection": "kubeconfig", "kubeconfig": str(kubeconfig)}
     section.update(pools)
-    return Config.model_validate(
-        {
-            "pipeline": PIPELINE,
-            "daemon": {"gpu_pools": section},
-        }
-    )
+    return member_config(str(PIPELINE["name"]), section)
 
 
 def member_pool(
