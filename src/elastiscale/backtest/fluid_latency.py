@@ -126,13 +126,17 @@ def latency_table(records: CallRecords, step_s: float, total_steps: int) -> Late
         empty = (cap <= 0) & ~has[:m]
         p_drop[:m] = np.where(empty, 1.0, p_drop[:m])
     rho_c = np.minimum(rho, RHO_CAP)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p_wait = np.where(
-            (servers >= 1) & (rho > 0) & ~backlog,
-            rho_c ** (np.sqrt(2.0 * (servers + 1.0)) - 1.0),
-            0.0,
-        )
-        mean_wait = np.where(p_wait > 0, 0.5 * hold / (servers * (1.0 - rho_c)), 0.0)
+    p_wait = np.where(
+        (servers >= 1) & (rho > 0) & ~backlog,
+        rho_c ** (np.sqrt(2.0 * (servers + 1.0)) - 1.0),
+        0.0,
+    )
+    # The mean wait only where there is one: there servers >= 1 and 1 - rho_c >= 0.05, so it is
+    # at most 10 holds. Elsewhere the formula would divide by anything down to a sliver of a
+    # replica (a scale to 0 at 2e-311 s into a step leaves 4e-311 servers) and overflow.
+    waiting = p_wait > 0
+    mean_wait = np.zeros(n)
+    mean_wait[waiting] = 0.5 * hold[waiting] / (servers[waiting] * (1.0 - rho_c[waiting]))
     return LatencyTable(first, last, hold, p_drop, p_wait, mean_wait)
 
 
