@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -202,18 +202,11 @@ class EndToEndSampler:
             done = t_s + latency
             slowest = np.zeros(size)
             for route in parallel:
-                counts = self._counts(route, done)
-                most = int(counts.max(initial=0))
-                for k in range(1, most + 1):
-                    sel = counts >= k
-                    if k == most:
-                        del counts  # not needed for the last call
-                    if sel.all():
-                        sub_latency, sub_survive = self._routed(route, done)
+                for sel, sub_latency, sub_survive in self._fanned_out(route, done):
+                    if sel is None:
                         np.maximum(slowest, sub_latency, out=slowest)
                         survive *= sub_survive
                     else:
-                        sub_latency, sub_survive = self._routed(route, done[sel])
                         slowest[sel] = np.maximum(slowest[sel], sub_latency)
                         survive[sel] *= sub_survive
                     del sel, sub_latency, sub_survive
@@ -227,24 +220,39 @@ class EndToEndSampler:
         clock = t_s + latency
         del t_s
         for route in sequential:
-            counts = self._counts(route, clock)
-            most = int(counts.max(initial=0))
-            for k in range(1, most + 1):
-                sel = counts >= k
-                if k == most:
-                    del counts  # not needed for the last call
-                if sel.all():
-                    sub_latency, sub_survive = self._routed(route, clock)
+            # `clock` moves on in place between the calls, so each starts after the last.
+            for sel, sub_latency, sub_survive in self._fanned_out(route, clock):
+                if sel is None:
                     latency += sub_latency
                     clock += sub_latency
                     survive *= sub_survive
                 else:
-                    sub_latency, sub_survive = self._routed(route, clock[sel])
                     latency[sel] += sub_latency
                     clock[sel] += sub_latency
                     survive[sel] *= sub_survive
                 del sel, sub_latency, sub_survive
         return latency, survive
+
+    def _fanned_out(
+        self, route: Route, t_s: Array
+    ) -> Iterator[tuple[npt.NDArray[np.bool_] | None, Array, Array]]:
+        """The calls the requests at `t_s` make on `route`, round by round: round k holds the
+        k-th call of every request that makes at least k, as (which requests, or None for all
+        of them; the calls' latency; their survival). Each round reads `t_s` when it starts,
+        so a caller that moves `t_s` on in place (sequential calls) starts the next round after
+        the last; the counts are drawn before the first round, as the plain loop drew them."""
+        counts = self._counts(route, t_s)
+        most = int(counts.max(initial=0))
+        for k in range(1, most + 1):
+            sel = counts >= k
+            if k == most:
+                del counts  # not needed for the last call
+            if sel.all():
+                del sel
+                yield None, *self._routed(route, t_s)
+            else:
+                yield sel, *self._routed(route, t_s[sel])
+                del sel
 
     def _counts(self, route: Route, t_s: Array) -> npt.NDArray[np.int64]:
         """Each request's call count on `route`, with the fan-out in force at its time."""
