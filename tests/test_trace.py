@@ -42,9 +42,13 @@ def test_parses_columns_and_bin() -> None:
             "x.csv: row 4, column t_seconds: timestamp 1 is d",
         ),
         ("t_seconds,requests\n0,1\n1,1,7\n", "x.csv: row 3: 3 fields, the header has 2"),
+        ("t_seconds,requests\n# a note\n", "x.csv: row 2: 1 fields, the header has 2"),
+        ("t_seconds,requests\n0,1\n# a note\n1,1\n", "x.csv: row 3: 1 fields, the header"),
+        ("t_seconds,requests\n0,1 # a note\n", "x.csv: row 2, column requests: not a number"),
         ("t_seconds,requests\n0,1\n1,1\n2,1\n5,1\n", "x.csv: row 5, column t_seconds: step 3 s"),
     ],
 )
+@pytest.mark.filterwarnings("error")  # refused with its one line, and nothing else said
 def test_bad_input_names_file_row_and_column(text: str, message: str) -> None:
     with pytest.raises(TraceError) as info:
         parse_trace(text, name="x.csv")

@@ -164,9 +164,11 @@ def parse_trace(text: str, name: str = "<trace>") -> Trace:
 
 
 def _parse_numbers(body: str, header: list[str], name: str) -> Array:
-    """All cells as floats; the slow path runs only to name the first bad cell."""
+    """All cells as floats; the slow path runs only to name the first bad cell. A `#` is a
+    character like any other (no comments), so both paths read the same rows and row numbers
+    count every line."""
     try:
-        data = np.loadtxt(io.StringIO(body), delimiter=",", ndmin=2, dtype=float)
+        data = np.loadtxt(io.StringIO(body), delimiter=",", ndmin=2, dtype=float, comments=None)
     except ValueError:
         data = None
     if data is not None and data.shape[1] == len(header):
