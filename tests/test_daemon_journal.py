@@ -20,7 +20,7 @@ def lines_of(path: Path) -> list[dict[str, object]]:
 def test_entries_carry_kind_time_and_run_and_cannot_be_overridden(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.jsonl")
     journal.write("decision", 12.5, {"at_s": 99.0, "kind": "other", "component": "llm"}, tick=3)
-    journal.flush()
+    journal.close()
     (entry,) = lines_of(tmp_path / "j.jsonl")
     assert entry == {
         "kind": "decision",

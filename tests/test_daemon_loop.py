@@ -9,7 +9,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,19 @@ from elastiscale.daemon.runner import Daemon, RunOptions
 from elastiscale.decision import Proposal
 from elastiscale.errors import ActuatorError, ConfigError, MetricSourceError, TraceError
 from elastiscale.observations import Observation, ReplicaState
+from elastiscale.testing.prometheus import free_port
 
 _names = itertools.count()
+#: Daemons started by `World.daemon` that a test may leave running: their journals are closed
+#: after each test (`_close_journals`).
+_started: list[Daemon] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_journals() -> Iterator[None]:
+    yield
+    while _started:
+        _started.pop().journal.close()
 
 
 class DemandPolicy:
@@ -129,6 +140,8 @@ class World:
             "daemon": {
                 "journal_path": str(tmp_path / "journal.jsonl"),
                 "metrics_backoff_max_s": 40,
+                # a port of its own: the default one may be another daemon's on this host
+                "listen": f"127.0.0.1:{free_port()}",
                 **daemon_section,
             },
         }
@@ -150,6 +163,7 @@ class World:
     def daemon(self, dry_run: bool = False) -> Daemon:
         options = RunOptions(config_path=self.path, dry_run=dry_run)
         daemon = Daemon(self.config(), options, clock=self.clock)
+        _started.append(daemon)
         daemon.start(serve_http=False)
         return daemon
 
