@@ -63,28 +63,35 @@ def pipeline_config(components: int, policies: Sequence[str] = ()) -> dict[str, 
     return config
 
 
-def diurnal_engine(config: Config, ticks: int) -> tuple[Engine, np.ndarray]:
-    """An `Engine` on `config` fed a noisy diurnal ingress demand (propagated down the graph)
-    through `SeriesMetricSource`, and the `ticks + 1` tick times (seconds) it has data for."""
+def diurnal_source(
+    config: Config, times_s: np.ndarray, in_flight_per_rps: float
+) -> SeriesMetricSource:
+    """A noisy diurnal ingress demand at `times_s` (seconds), propagated down the graph of
+    `config`, with `in_flight_per_rps` requests in flight per request/s, an empty queue and
+    utilization 0.6 everywhere."""
     pipeline = Pipeline(config.pipeline)
     rng = np.random.default_rng(0)
-    times = np.arange(ticks + 1) * config.control.interval_s
-    ingress = 20 + 15 * np.sin(times / 3600) + rng.normal(0, 2, times.size).clip(-10, 10)
-    demand = pipeline.propagate_series({"c0": ingress})
-    series = {
-        name: {
-            "demand_rps": (times, demand[name]),
-            "in_flight": (times, demand[name] * 0.5),
-            "queue_length": (times, np.zeros(times.size)),
-            "utilization": (times, np.full(times.size, 0.6)),
+    noise = rng.normal(0, 2, times_s.size).clip(-10, 10)
+    demand = pipeline.propagate_series({"c0": 20 + 15 * np.sin(times_s / 3600) + noise})
+    return SeriesMetricSource(
+        {
+            name: {
+                "demand_rps": (times_s, demand[name]),
+                "in_flight": (times_s, demand[name] * in_flight_per_rps),
+                "queue_length": (times_s, np.zeros(times_s.size)),
+                "utilization": (times_s, np.full(times_s.size, 0.6)),
+            }
+            for name in pipeline.order
         }
-        for name in pipeline.order
-    }
-    engine = Engine(
-        config,
-        metrics=SeriesMetricSource(series),
-        actuator=RecordingActuator.for_config(config),
     )
+
+
+def diurnal_engine(config: Config, ticks: int) -> tuple[Engine, np.ndarray]:
+    """An `Engine` on `config` fed `diurnal_source`, and the `ticks + 1` tick times (seconds)
+    it has data for."""
+    times = np.arange(ticks + 1) * config.control.interval_s
+    metrics = diurnal_source(config, times, in_flight_per_rps=0.5)
+    engine = Engine(config, metrics=metrics, actuator=RecordingActuator.for_config(config))
     return engine, times
 
 

@@ -22,15 +22,13 @@ import numpy as np
 
 from elastiscale import (
     Engine,
-    Pipeline,
     RecordingActuator,
-    SeriesMetricSource,
     load_config,
     registry,
 )
 from elastiscale.controllers.base import TickContext
 from elastiscale.decision import Proposal
-from engine_tick import pipeline_config
+from engine_tick import diurnal_source, pipeline_config
 
 POLICIES = ("hpa", "kpa", "step-scaling", "target-tracking")
 
@@ -54,23 +52,10 @@ def measure(name: str, components: int, minutes: float) -> tuple[float, int, lis
     config = load_config(pipeline_config(components))
     policy = Timed(registry.build("policy", name, config, {}))
     interval_s = float(policy.inner.interval_s)
-    pipeline = Pipeline(config.pipeline)
     times = np.arange(0.0, minutes * 60 + interval_s, interval_s)
-    rng = np.random.default_rng(0)
-    ingress = 20 + 15 * np.sin(times / 3600) + rng.normal(0, 2, times.size).clip(-10, 10)
-    demand = pipeline.propagate_series({"c0": ingress})
-    series = {
-        name: {
-            "demand_rps": (times, demand[name]),
-            "in_flight": (times, demand[name] * 2.0),
-            "queue_length": (times, np.zeros(times.size)),
-            "utilization": (times, np.full(times.size, 0.6)),
-        }
-        for name in pipeline.order
-    }
     engine = Engine(
         config,
-        metrics=SeriesMetricSource(series),
+        metrics=diurnal_source(config, times, in_flight_per_rps=2.0),
         actuator=RecordingActuator.for_config(config),
         policies=[policy],
     )
