@@ -200,6 +200,11 @@ class DemandForecast:
         self._reserve: Array | None = None  # relative burst reserve per (level, bins ahead)
         self._floor = 0.0
         self._levels: Array = np.zeros(0)
+        # The last `_level_row` answer: (levels array, level, row); and the details of the
+        # last outlook asked for (every component of a tick asks for the same one).
+        self._row_memo: tuple[Array, float, int] | None = None
+        self._details_memo: tuple[DemandOutlook | None, dict[tuple[int, str], dict[str, Detail]]]
+        self._details_memo = (None, {})
 
     @classmethod
     def from_params(
@@ -445,13 +450,30 @@ class DemandForecast:
 
     def _level_row(self, level: float) -> int:
         """Index of the grid level nearest to `level` (in ratio)."""
-        if self._levels.size == 0 or self._levels[0] <= 0:
+        levels = self._levels
+        memo = self._row_memo
+        if memo is not None and memo[0] is levels and memo[1] == level:
+            return memo[2]
+        if levels.size == 0 or levels[0] <= 0:
             return 0
-        ratio = np.abs(np.log(np.maximum(level, 1e-12) / self._levels))
-        return int(np.argmin(ratio))
+        ratio = np.abs(np.log(np.maximum(level, 1e-12) / levels))
+        row = int(np.argmin(ratio))
+        self._row_memo = (levels, level, row)
+        return row
 
     def details(self, outlook: DemandOutlook, index: int, prefix: str) -> dict[str, Detail]:
-        """Flat key/values describing the forecast at bin `index` (-1: the latest rate)."""
+        """Flat key/values describing the forecast at bin `index` (-1: the latest rate); the
+        caller copies them (the same outlook's are kept for the next component)."""
+        seen, known = self._details_memo
+        if seen is not outlook:
+            known = {}
+            self._details_memo = (outlook, known)
+        got = known.get((index, prefix))
+        if got is None:
+            got = known[(index, prefix)] = self._details(outlook, index, prefix)
+        return got
+
+    def _details(self, outlook: DemandOutlook, index: int, prefix: str) -> dict[str, Detail]:
         if index < 0:
             return {
                 f"{prefix}_latest": round(outlook.latest, 6),
