@@ -302,6 +302,7 @@ class EndToEndSampler:
             offset = (strata + self.rng.random(steps.size)) / per_step_samples
             t_s = self.t0_s + (steps + offset) * self.step_s
             weight = requests[steps] / per_step_samples
+            del steps, strata, offset  # three arrays of samples fewer through the graph
             latency, survive = self._call(component, t_s)
             latencies.append(latency)
             weights.append(weight * survive)
