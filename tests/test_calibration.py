@@ -256,3 +256,27 @@ def test_a_real_replay_scores_every_candidate_on_the_observed_traffic() -> None:
     assert 0.9 <= got.ceiling <= 1.0
     for e in got.evidence:
         assert 0.0 < e.attainment <= 1.0 and e.gpu_hours > 0.0
+
+
+def test_a_pipeline_of_several_ingresses_says_why_it_does_not_calibrate(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A fleet unit of several pipelines has an ingress per pipeline, each with its own
+    traffic; a replay sends one trace to every ingress, so it would judge the candidates on
+    traffic the unit never had. The policy keeps its configured setting and says why."""
+    fake = FakeReplayer(CHEAP_ENOUGH)
+    config = make_config(
+        components={"planner": {"ingress": True}},
+        edges=[{"from": "planner", "to": "writer", "fanout": 0.25}],
+    )
+    with caplog.at_level("INFO"):
+        driver = Driver(config, refit="inline", calibration_min_history_s=1800.0)
+    assert driver.policy.calibrator is not None
+    driver.policy.calibrator._replayer = fake
+    driver.run(0.0, 3600.0, 10.0)
+    got = driver.tick(3600.0, {"router": 10.0, "planner": 40.0, "writer": 10.0})
+    assert not fake.calls
+    off = str(got["writer"].details["calibration_off"])
+    assert "2 ingress components (router, planner)" in off, off
+    assert got["writer"].details["calibration_setting"] == "reserve+hold"
+    assert "self-calibration replays one ingress trace" in caplog.text

@@ -21,6 +21,7 @@ from elastiscale.controllers.calibration import (
     load_replayer,
 )
 from elastiscale.controllers.demand import DemandForecast
+from elastiscale.decision import Detail
 from elastiscale.forecasting.refits import RefitScheduler
 
 if TYPE_CHECKING:
@@ -60,12 +61,31 @@ class Calibrator:
         units = {c.capacity_unit for c in config.pipeline.components.values()}
         self.why_not: str | None = None
         if len(ingress) != 1:
-            self.why_not = "self-calibration replays one ingress; this pipeline has several"
+            # The simulators send one trace to every ingress, so a replay of a unit of several
+            # pipelines (each its own traffic) would run one pipeline's traffic at all of them.
+            self.why_not = (
+                f"self-calibration replays one ingress trace, and this pipeline has "
+                f"{len(ingress)} ingress components ({', '.join(ingress)}) with traffic of "
+                "their own: a replay sends one trace to every ingress"
+            )
         elif units - {"requests", "tokens"}:
             self.why_not = "self-calibration replays requests and total tokens only"
         self.ingress = ingress[0] if ingress else ""
         self.tokens = "tokens" in units
         self._first_s: float | None = None
+        if self.why_not is not None:
+            log.info(
+                "elastiscale: pipeline %s: %s; the configured setting stays",
+                config.pipeline.name,
+                self.why_not,
+            )
+
+    def details(self) -> dict[str, Detail]:
+        """The calibration's part of a decision record (`calibration_off`: why it never runs)."""
+        out = self.state.details()
+        if self.why_not is not None:
+            out["calibration_off"] = self.why_not
+        return out
 
     def value(self, key: str) -> Any:
         """A setting's value in force (the configured parameter until a candidate is adopted)."""

@@ -253,7 +253,7 @@ class ElastiscalePolicy:
                     reason += f"; {allocation.note}"
                 count = granted
             if self.calibrator is not None:
-                details.update(self.calibrator.state.details())
+                details.update(self.calibrator.details())
             if self.learned is not None:
                 details.update(self._components[name].details)
             out[name] = Proposal(self.name, count, reason, details)
