@@ -92,6 +92,8 @@ def test_foreign_runnable_leaves_out_the_benchmarks_own_tree() -> None:
         21: (20, "R", 0),  # its worker
         22: (20, "S", 0),  # asleep
         30: (1, "R", 10),  # a niced job: about a tenth of a CPU against nice 0
+        2: (0, "R", 0),  # kthreadd
+        15: (2, "R", 0),  # a kernel thread (softirq work for the benchmark's own traffic)
     }
     assert foreign_runnable(processes, own_root=10) == pytest.approx(2.0 + 1.25**-10)
 

@@ -18,7 +18,9 @@ Each measure, and when it refuses, over the last `window_s` (5 s):
 - `foreign_load_per_cpu`: runnable processes outside the benchmark's own process tree (Ray's
   processes and replicas, Prometheus and the daemon are its descendants), each weighed by its
   scheduler weight against nice 0 (a nice-10 process counts 0.11), per CPU, averaged over the
-  window's samples (/proc/<pid>/stat); > 1.0;
+  window's samples (/proc/<pid>/stat); > 1.0. Kernel threads (kthreadd, pid 2, and its
+  children) are left out: on this benchmark they are mostly softirq and RCU work for its own
+  loopback traffic, and what they do take shows in the three symptoms above;
 - `load_per_cpu`: the 1-minute load average per CPU (/proc/loadavg), recorded, not judged: it
   counts the benchmark's own processes, whose starts (22 replicas for the ceiling run) push it
   past 4 on a host that keeps up, and it trails by a minute.
@@ -125,6 +127,9 @@ def parse_pid_stat(text: str) -> tuple[int, str, int]:
     return int(fields[1]), fields[0], int(fields[16])
 
 
+KTHREADD_PID = 2  # the kernel's thread spawner: the parent of every kernel thread
+
+
 def cpu_weight(nice: int) -> float:
     """A process's share of a contended CPU against one at nice 0: Linux's scheduler weighs
     each nice level 1.25x the next (1024 at nice 0, 110 at nice 10)."""
@@ -132,9 +137,10 @@ def cpu_weight(nice: int) -> float:
 
 
 def foreign_runnable(processes: Mapping[int, tuple[int, str, int]], own_root: int) -> float:
-    """Runnable (state R) processes that are neither `own_root` nor its descendants, each
-    weighed by `cpu_weight` of its nice level: what other work takes from the benchmark's
-    processes (which run at nice 0) when all want a CPU."""
+    """Runnable (state R) processes that are neither `own_root` nor its descendants nor
+    kernel threads (pid 2 and its children), each weighed by `cpu_weight` of its nice level:
+    what other work takes from the benchmark's processes (which run at nice 0) when all want
+    a CPU."""
     children: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in processes.items():
         children.setdefault(ppid, []).append(pid)
@@ -145,8 +151,8 @@ def foreign_runnable(processes: Mapping[int, tuple[int, str, int]], own_root: in
         stack.extend(children.get(pid, []))
     return sum(
         cpu_weight(nice)
-        for pid, (_, state, nice) in processes.items()
-        if state == "R" and pid not in own
+        for pid, (ppid, state, nice) in processes.items()
+        if state == "R" and pid not in own and pid != KTHREADD_PID and ppid != KTHREADD_PID
     )
 
 
