@@ -442,25 +442,26 @@ def test_the_harness_refuses_to_score_beside_a_cpu_hog(tmp_path: Path) -> None:
     _needs_ray_and_prometheus()
     command = [sys.executable, str(LIVE / "run.py"), "--smoke", "--host-check", "enforce"]
     command += ["--runs", "ray-serve", "--duration", "380", "--out", str(tmp_path)]
-    bench = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     hogs: list[subprocess.Popen[bytes]] = []
     output: list[str] = []
-    try:
-        assert bench.stdout is not None
-        for line in bench.stdout:
-            output.append(line)
-            if "ray-serve: load" in line and not hogs:
-                n = 4 * (os.cpu_count() or 1)
-                hogs = [
-                    subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)
-                ]
-        status = bench.wait(timeout=600)
-    finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait()
-        if bench.poll() is None:
-            bench.kill()
+    with subprocess.Popen(  # its pipe closed on the way out
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as bench:
+        try:
+            assert bench.stdout is not None
+            for line in bench.stdout:
+                output.append(line)
+                if "ray-serve: load" in line and not hogs:
+                    n = 4 * (os.cpu_count() or 1)
+                    busy_loop = [sys.executable, "-c", "while True: pass"]
+                    hogs = [subprocess.Popen(busy_loop) for _ in range(n)]
+            status = bench.wait(timeout=600)
+        finally:
+            for hog in hogs:
+                hog.kill()
+                hog.wait()
+            if bench.poll() is None:
+                bench.kill()
     assert hogs, "the run never started: " + "".join(output)[-3000:]
     assert status == 3, "".join(output)[-3000:]
     refused = json.loads((tmp_path / "refused.json").read_text(encoding="utf-8"))

@@ -173,16 +173,16 @@ def test_resuming_after_a_killed_sweep_redoes_no_finished_cell(
     spec_path = write_spec(tmp_path / "spec.yaml", small_spec())
     out = tmp_path / "out"
     results = out / "results.csv"
-    child = _run_cli([str(spec_path), "--out", str(out), "--workers", "1"])
-    try:
-        # Kill it (SIGKILL: no clean-up) once some but not all cells are written.
-        while child.poll() is None and len(read_rows(results)) < 3:
-            time.sleep(0.01)
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
+    with _run_cli([str(spec_path), "--out", str(out), "--workers", "1"]) as child:  # pipes closed
+        try:
+            # Kill it (SIGKILL: no clean-up) once some but not all cells are written.
+            while child.poll() is None and len(read_rows(results)) < 3:
+                time.sleep(0.01)
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=60)
+        finally:
+            if child.poll() is None:
+                child.kill()
     finished = {tuple(r[c] for c in COLUMNS[:5]) for r in read_rows(results)}
     assert 3 <= len(finished) < 8, "the sweep ended before it could be killed"
     with results.open("a") as f:
