@@ -19,7 +19,9 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from elastiscale.clock import Clock, OffsetFileClock, SystemClock
 from elastiscale.config import Config, load_config
@@ -32,6 +34,9 @@ from elastiscale.daemon.runtime import check_runnable
 from elastiscale.daemon.status import TickSnapshot
 from elastiscale.daemon.telemetry import decision_reason
 from elastiscale.errors import ConfigError, ElastiscaleError
+
+if TYPE_CHECKING:
+    from elastiscale.daemon.fleet_runner import FleetDaemon
 
 log = logging.getLogger("elastiscale.daemon")
 
@@ -102,25 +107,42 @@ def run(args: argparse.Namespace) -> int:
     keda_listen = getattr(args, "keda_listen", None)
     problems = check_runnable(config, args.dry_run, keda=keda_listen is not None)
     problems += pool_problems([config])
-    if keda_listen is not None:
-        try:
-            parse_listen(keda_listen)
-        except ValueError as exc:
-            problems.append(f"--keda-listen: {exc}")
-    if args.listen is not None:
-        try:
-            parse_listen(args.listen)
-        except ValueError as exc:
-            problems.append(f"--listen: {exc}")
+    problems += _address_problems("--keda-listen", keda_listen)
+    problems += _address_problems("--listen", args.listen)
     if args.log_format not in (None, "text", "json"):  # from the environment, unchecked
         problems.append(f"ELASTISCALE_LOG_FORMAT: {args.log_format!r} is not text or json")
     if problems:
         return _problems(path, problems)
+    options = _run_options(args, path, config.daemon.log_format, keda_listen)
+    offset_file = os.environ.get("ELASTISCALE_CLOCK_OFFSET_FILE")
+    clock: Clock = OffsetFileClock(offset_file) if offset_file else SystemClock()
+    return _run_daemon(path, lambda: Daemon(config, options, clock=clock), args.once)
+
+
+def _address_problems(flag: str, address: str | None) -> list[str]:
+    """The problem of an address flag that does not parse as HOST:PORT (none when unset)."""
+    if address is None:
+        return []
+    try:
+        parse_listen(address)
+    except ValueError as exc:
+        return [f"{flag}: {exc}"]
+    return []
+
+
+def _run_options(
+    args: argparse.Namespace,
+    config_path: Path,
+    log_format: Literal["text", "json"],
+    keda_listen: str | None = None,
+) -> RunOptions:
+    """Logging set up (the flag's format, else the config's `log_format`; DEBUG with -v), and
+    the run's options from the flags."""
     verbose = int(getattr(args, "verbose", 0) or 0)
     level = logging.DEBUG if verbose > 0 else logging.INFO
-    setup_logging(args.log_format or config.daemon.log_format, level)
-    options = RunOptions(
-        config_path=path,
+    setup_logging(args.log_format or log_format, level)
+    return RunOptions(
+        config_path=config_path,
         once=args.once,
         dry_run=args.dry_run,
         listen=args.listen,
@@ -130,19 +152,23 @@ def run(args: argparse.Namespace) -> int:
         log_level=level,
         keda_listen=keda_listen,
     )
-    offset_file = os.environ.get("ELASTISCALE_CLOCK_OFFSET_FILE")
-    clock: Clock = OffsetFileClock(offset_file) if offset_file else SystemClock()
-    daemon = Daemon(config, options, clock=clock)
+
+
+def _run_daemon(label: Path, build: Callable[[], Daemon | FleetDaemon], once: bool) -> int:
+    """Build the daemon and run it: its exit code, or a problem of the config or the start
+    as one line (2), or a start that cannot open the journal or the address (1). With
+    `once`, its tick is printed."""
     try:
+        daemon = build()
         code = daemon.run()
     except ConfigError as exc:
-        return _problems(path, exc.problems)
+        return _problems(label, exc.problems)
     except ElastiscaleError as exc:  # a bad trace file, an unknown plugin...
-        return _problems(path, [str(exc)])
+        return _problems(label, [str(exc)])
     except OSError as exc:  # the journal or the listen address
         log.error("cannot start: %s", exc)
         return 1
-    if args.once:
+    if once:  # one line per component (named <unit>/<component> in a fleet)
         _print_tick(daemon.status.snapshot, daemon.status.readiness().reasons)
     return code
 
@@ -195,11 +221,7 @@ def run_fleet(args: argparse.Namespace, paths: list[Path]) -> int:
     problems: list[str] = []
     for name, config in units:
         problems += [f"unit {name}: {p}" for p in check_runnable(config, args.dry_run)]
-    if args.listen is not None:
-        try:
-            parse_listen(args.listen)
-        except ValueError as exc:
-            problems.append(f"--listen: {exc}")
+    problems += _address_problems("--listen", args.listen)
     if getattr(args, "keda_listen", None) is not None:
         problems.append("--keda-listen: not supported with several units")
     first = units[0][1]
@@ -211,32 +233,8 @@ def run_fleet(args: argparse.Namespace, paths: list[Path]) -> int:
         problems.append("daemon.sharding.name: required when the units are pipeline files")
     if problems:
         return _problems(label, problems)
-    verbose = int(getattr(args, "verbose", 0) or 0)
-    level = logging.DEBUG if verbose > 0 else logging.INFO
-    setup_logging(args.log_format or first.daemon.log_format, level)
-    options = RunOptions(
-        config_path=paths[0],
-        once=args.once,
-        dry_run=args.dry_run,
-        listen=args.listen,
-        journal_path=args.journal,
-        identity=args.identity,
-        log_format=args.log_format,
-        log_level=level,
-    )
-    try:
-        daemon = FleetDaemon(units, options, fleet_name=fleet_name)
-        code = daemon.run()
-    except ConfigError as exc:
-        return _problems(label, exc.problems)
-    except ElastiscaleError as exc:
-        return _problems(label, [str(exc)])
-    except OSError as exc:
-        log.error("cannot start: %s", exc)
-        return 1
-    if args.once:  # one line per component, named <unit>/<component>
-        _print_tick(daemon.status.snapshot, daemon.status.readiness().reasons)
-    return code
+    options = _run_options(args, paths[0], first.daemon.log_format)
+    return _run_daemon(label, lambda: FleetDaemon(units, options, fleet_name=fleet_name), args.once)
 
 
 def _print_tick(snapshot: TickSnapshot | None, reasons: tuple[str, ...]) -> None:
