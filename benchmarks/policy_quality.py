@@ -67,6 +67,12 @@ ABLATIONS = {
     "no-self-calibration": {"self_calibration": False},
     "no-time-of-day": {"burst_reserve_time_of_day": False},
     "lookback-forecast": {"scale_down_lookback": "forecast"},
+    "cost-guard": {"burst_reserve_cap": "reactive"},
+    "warm-history": {"calibration_warmup": "history"},
+    "reactive-reference": {
+        "calibration_reference": "hpa",
+        "calibration_candidates": ["reserve+hold", "reserve", "quantile+hold", "guarded+hold"],
+    },
 }
 #: Multi-day traces replay their first day as a warm-up (simulated for all, scored for none).
 WARMUP_S = 86400.0

@@ -30,6 +30,7 @@ from elastiscale.controllers.calibration import (
     Replay,
     choose,
     effective_target,
+    goal,
 )
 from elastiscale.observations import Observation
 from test_feedforward import TICK_S, Driver, make_config
@@ -66,6 +67,42 @@ def test_choose(
     assert choose(replay(*rows, ceiling=ceiling), 0.99, current) == want
 
 
+@pytest.mark.parametrize(
+    ("reference", "ceiling", "want"),
+    [
+        (None, 0.9987, 0.99 * 0.9987),  # no reference: the target of the ceiling
+        (0.8856, 0.9987, 0.9987 - 0.5 * (0.9987 - 0.8856)),  # the docstring: 0.9421
+        (0.991, 0.9987, 0.99 * 0.9987),  # the reference near the target: the target
+        (0.8856, math.nan, 0.99),  # no ceiling: the target itself
+    ],
+    ids=["no-reference", "far-reference", "near-reference", "no-ceiling"],
+)
+def test_goal_relaxes_to_half_the_reactive_misses_only_when_they_are_large(
+    reference: float | None, ceiling: float, want: float
+) -> None:
+    ref = None if reference is None else Evidence("hpa", reference, 50.0)
+    got = goal(Replay(0.0, 3600.0, (), ceiling, ref), 0.99)
+    assert got == pytest.approx(want)
+    assert got <= effective_target(0.99, ceiling)
+
+
+@pytest.mark.parametrize(
+    ("reference", "want"),
+    [
+        # hpa misses 11.3 points: half of them (goal 94.2%) is met by the cheaper "b".
+        (0.8856, "b"),
+        # hpa at 98.5%: the target's bar (98.87%) stands, only "a" meets it.
+        (0.985, "a"),
+    ],
+)
+def test_choose_with_a_reactive_reference(reference: float, want: str) -> None:
+    rows = (Evidence("a", 0.975 + 0.014, 190.0), Evidence("b", 0.95, 120.0),
+            Evidence("c", 0.90, 70.0))  # fmt: skip
+    got = choose(Replay(0.0, 3600.0, rows, 0.9987, Evidence("hpa", reference, 100.0)), 0.99,
+                 None)  # fmt: skip
+    assert got == want
+
+
 def test_effective_target_worked_numbers() -> None:
     assert effective_target(0.99, 0.9985) == pytest.approx(0.988515)
     assert effective_target(0.99, math.nan) == 0.99
@@ -93,7 +130,9 @@ class FakeReplayer:
 
     def __init__(self, evidence: Mapping[str, tuple[float, float]]) -> None:
         self.evidence = evidence
+        self.ceiling = math.nan
         self.calls: list[tuple[ObservedTraffic, list[Mapping[str, Any]]]] = []
+        self.references: list[str | None] = []
         self.release = threading.Event()
         self.release.set()
 
@@ -104,11 +143,16 @@ class FakeReplayer:
         params: Sequence[Mapping[str, Any]],
         labels: Sequence[str],
         rate_window_s: float,
+        /,
+        reference: str | None = None,
     ) -> Replay:
         self.release.wait(timeout=30)
         self.calls.append((traffic, list(params)))
+        self.references.append(reference)
         rows = tuple(Evidence(label, *self.evidence[label]) for label in labels)
-        return Replay(math.nan, traffic.t_s.size * traffic.bin_s, rows, math.nan)
+        ref = None if reference is None else Evidence(reference, *self.evidence[reference])
+        ceiling = self.ceiling
+        return Replay(math.nan, traffic.t_s.size * traffic.bin_s, rows, ceiling, ref)
 
 
 def calibrating_driver(fake: FakeReplayer, refit: str = "inline", **params: Any) -> Driver:
@@ -280,3 +324,78 @@ def test_a_pipeline_of_several_ingresses_says_why_it_does_not_calibrate(
     assert "2 ingress components (router, planner)" in off, off
     assert got["writer"].details["calibration_setting"] == "reserve+hold"
     assert "self-calibration replays one ingress trace" in caplog.text
+
+
+# --------------------------------------------------------------------------------------------
+# The reactive reference, and warming the candidates on the whole history
+
+
+def test_a_configured_reference_is_replayed_and_relaxes_a_target_out_of_reach() -> None:
+    # hpa misses a tenth of the requests in the replay: the 99% target is out of reach of
+    # every candidate, and half of hpa's misses (95%) is met by the cheaper "reserve".
+    evidence = {"reserve+hold": (0.975, 190.0), "reserve": (0.96, 150.0),
+                "quantile+hold": (0.93, 110.0), "hpa": (0.90, 100.0)}  # fmt: skip
+    fake = FakeReplayer(evidence)
+    fake.ceiling = 1.0
+    driver = calibrating_driver(fake, calibration_reference="hpa")
+    driver.run(0.0, 1785.0, 10.0)
+    assert fake.references == ["hpa"]
+    got = driver.tick(1785.0, {"router": 10.0, "planner": 40.0, "writer": 10.0})
+    details = got["writer"].details
+    assert details["calibration_setting"] == "reserve"
+    assert "hpa: 90.00% / 100 GPU-h" in str(details["calibration_evidence"])
+    # Without the reference the same evidence buys the most attainment, whatever it costs.
+    fake = FakeReplayer(evidence)
+    fake.ceiling = 1.0
+    driver = calibrating_driver(fake)
+    driver.run(0.0, 1785.0, 10.0)
+    assert fake.references == [None]
+    got = driver.tick(1785.0, {"router": 10.0, "planner": 40.0, "writer": 10.0})
+    assert got["writer"].details["calibration_setting"] == "reserve+hold"
+
+
+@pytest.mark.parametrize(
+    ("warmup", "scored_bins"),
+    [
+        ("half", None),  # the 900 s window only; its second half scored
+        ("history", 15),  # all the history; the window's second half (450 s) scored
+    ],
+)
+def test_history_warmup_replays_all_the_history_and_scores_the_window_half(
+    warmup: str, scored_bins: int | None
+) -> None:
+    fake = FakeReplayer(CHEAP_ENOUGH)
+    driver = calibrating_driver(
+        fake,
+        calibration_warmup=warmup,
+        calibration_window_s=900.0,
+        calibration_min_history_s=900.0,
+        calibration_every_s=1800.0,
+    )
+    driver.run(0.0, 3600.0, _pattern)
+    assert len(fake.calls) == 2  # at 900 s of history, then 1800 s later
+    traffic, _ = fake.calls[1]
+    assert traffic.scored_bins == scored_bins
+    span_s = traffic.t_s.size * traffic.bin_s
+    if warmup == "half":
+        assert span_s <= 900.0 + 1e-6
+    else:  # about 2700 s of history seen by then, all of it replayed
+        assert span_s >= 2700.0 - 2 * traffic.bin_s
+
+
+def test_a_real_replay_with_history_warmup_and_a_reference() -> None:
+    config = make_config()
+    step_s = 30.0
+    t_s = np.arange(0.0, 3 * 3600.0, step_s)
+    rate = np.array([_pattern(float(t)) for t in t_s])
+    traffic = ObservedTraffic(t_s, rate, None, step_s, scored_bins=120)  # the last hour
+    base = {"refit": "inline", "self_calibration": False}
+    params = [{**base, **dict(setting)} for _, setting in CANDIDATES]
+    got = replay_candidates(config, traffic, params, LABELS, 60.0, "hpa")
+    assert [e.label for e in got.evidence] == LABELS
+    assert got.reference is not None and got.reference.label == "hpa"
+    assert 0.0 < got.reference.attainment <= 1.0 and got.reference.gpu_hours > 0.0
+    # Only the last hour is scored: GPU-hours of at most an hour of max replicas.
+    most = sum(c.replicas.max * c.gpus_per_replica for c in config.pipeline.components.values())
+    for e in (*got.evidence, got.reference):
+        assert e.gpu_hours <= most * 1.0 + 1e-6

@@ -1,7 +1,8 @@
 """The replay behind `elastiscale`'s self-calibration (controllers/calibration.py): the
 ingress traffic a policy observed, as a trace, replayed under every candidate setting.
 
-The first half of the observed window warms each candidate up (`warm_start`: its forecasts,
+The first half of the observed window (with `calibration_warmup: history`, all the history
+before the window's second half) warms each candidate up (`warm_start`: its forecasts,
 gates and burst statistics learn from it as a live policy would have); the second half is
 simulated and scored, with the fair-comparison rules of a backtest (same start counts, same
 simulated metrics). So a candidate is judged as it would have run with the history the policy
@@ -75,11 +76,16 @@ def replay_candidates(
     params: Sequence[Mapping[str, Any]],
     labels: Sequence[str],
     rate_window_s: float,
+    /,
+    reference: str | None = None,
 ) -> Replay:
     """Each parameter set as an `elastiscale`, warmed on the first half of the observed
-    traffic and scored on the second."""
+    traffic (or all of it before `traffic.scored_bins`) and scored on the rest; with
+    `reference`, that policy too, with its defaults, on the scored part."""
     whole = observed_trace(traffic)
-    half_s = whole.t_s[0] + (whole.t_s.size // 2) * whole.bin_s
+    n = whole.t_s.size
+    warm_bins = n // 2 if traffic.scored_bins is None else max(0, n - traffic.scored_bins)
+    half_s = whole.t_s[0] + warm_bins * whole.bin_s
     warm = whole.window(None, half_s)
     scored = whole.window(half_s, None)
     if len(scored) == 0:
@@ -94,6 +100,10 @@ def replay_candidates(
             warm_start(history_snapshots(warm, ingress, rate_window_s))
             if warmed is None and isinstance(policy, ElastiscalePolicy):
                 warmed = policy
+    labels = list(labels)
+    if reference is not None:  # a reactive policy needs no warm-up
+        policies.append(baselines.build_policy(reference, config, {}, trace=scored))
+        labels.append(reference)
     evidence = []
     for label, policy in zip(labels, policies, strict=True):
         result = simulate(
@@ -114,8 +124,9 @@ def replay_candidates(
     return Replay(
         at_s=math.nan,
         span_s=whole.duration_s,
-        evidence=tuple(evidence),
+        evidence=tuple(evidence[: len(params)]),
         ceiling=math.nan if ceiling.slo_attainment is None else float(ceiling.slo_attainment),
+        reference=evidence[-1] if reference is not None else None,
     )
 
 

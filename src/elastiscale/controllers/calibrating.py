@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from elastiscale.controllers.calibration import (
-    CANDIDATES,
+    CATALOGUE,
     CalibrationState,
     ObservedTraffic,
     Replay,
@@ -30,14 +30,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SETTINGS: Mapping[str, Mapping[str, Any]] = dict(CANDIDATES)
+SETTINGS: Mapping[str, Mapping[str, Any]] = CATALOGUE
 
 
 def configured_label(params: ElastiscaleParams) -> str:
     """The candidate the configured parameters are (the first one that matches), else
     `configured`."""
-    for label, setting in CANDIDATES:
-        if all(getattr(params, k) == v for k, v in setting.items()):
+    for label in params.calibration_candidates:
+        if all(getattr(params, k) == v for k, v in CATALOGUE[label].items()):
             return label
     return "configured"
 
@@ -146,9 +146,14 @@ class Calibrator:
             self._replayer = load_replayer()
         base = self.params.model_dump()
         base.update(self_calibration=False, gpu_pool=None, refit="inline")
-        params = [{**base, **dict(setting)} for _, setting in CANDIDATES]
-        labels = [label for label, _ in CANDIDATES]
-        got = self._replayer(self.config, traffic, params, labels, self.params.rate_window_s)
+        labels = list(self.params.calibration_candidates)
+        params = [{**base, **dict(CATALOGUE[label])} for label in labels]
+        window_s = self.params.rate_window_s
+        reference = self.params.calibration_reference
+        if reference == "none":
+            got = self._replayer(self.config, traffic, params, labels, window_s)
+        else:
+            got = self._replayer(self.config, traffic, params, labels, window_s, reference)
         return dataclasses.replace(got, at_s=now_s)
 
     def _span_s(self, demand: DemandForecast) -> float:
@@ -173,6 +178,11 @@ class Calibrator:
         step_s = demand.step_s
         keep = max(1, math.ceil(self.params.calibration_window_s / step_s - 1e-9))
         first = max(int(seen[0]), rate.size - keep)
+        scored: int | None = None
+        if self.params.calibration_warmup == "history":
+            # Warm the candidates on all the history kept (as the live policy has seen it, so
+            # they judge the reserve by time of day it uses), score the window's second half.
+            scored, first = max(1, (rate.size - first) // 2), int(seen[0])
         t_s, rate = t_s[first:], rate[first:]
         token_rate = None
         if self.tokens:
@@ -181,4 +191,4 @@ class Calibrator:
             tt, ty = tokens.forecaster.history()
             index = {round(float(t) / step_s): float(v) for t, v in zip(tt, ty, strict=True)}
             token_rate = np.array([index.get(round(float(t) / step_s), math.nan) for t in t_s])
-        return ObservedTraffic(t_s=t_s, rate_rps=rate, tokens_per_s=token_rate, bin_s=step_s)
+        return ObservedTraffic(t_s, rate, token_rate, step_s, scored)

@@ -11,15 +11,20 @@ so the policy asks it. A calibration:
    observed rates at the forecaster's step, the last `calibration_window_s` of them) as a
    trace, token rates too where components are sized in tokens;
 2. replays it (`elastiscale.backtest`, fast fidelity, the same pipeline, simulated metrics with
-   the policy's rate window) once per candidate of `CANDIDATES`, each an `elastiscale` with the
-   policy's own parameters and the candidate's settings (and no self-calibration of its own);
+   the policy's rate window) once per candidate of `calibration_candidates` (`CATALOGUE`; by
+   default `DEFAULT_CANDIDATES`), each an `elastiscale` with the policy's own parameters and
+   the candidate's settings (and no self-calibration of its own), warmed up on the first half
+   of the window, or with `calibration_warmup: history` on all the history kept before the
+   window's second half (so the candidates judge the reserve by time of day the live policy
+   uses); with `calibration_reference: hpa`, the reactive policy on the same traffic too;
 3. scores each: SLO attainment and GPU-hours over the replay, and the replay's ceiling (every
    component at its max replicas from the start);
-4. chooses (`choose`): the cheapest candidate whose attainment meets the target, where the
-   target is `slo.attainment_target` of what the ceiling attains (so a replay in which even
-   unlimited capacity misses some requests does not ask for the impossible); when none meets
-   it, the one that attains most. Hysteresis: the setting in force stays unless the new choice
-   is at least `SWITCH_MARGIN` cheaper, or the one in force falls short of the target.
+4. chooses (`choose`): the cheapest candidate whose attainment meets the goal (`goal`):
+   `slo.attainment_target` of what the ceiling attains (so a replay in which even unlimited
+   capacity misses some requests does not ask for the impossible), or, with a reference that
+   misses more than twice what that allows, half the reference's avoidable misses; when none
+   meets it, the one that attains most. Hysteresis: the setting in force stays unless the new
+   choice is at least `SWITCH_MARGIN` cheaper, or the one in force falls short of the goal.
 
 When: the first calibration once `calibration_min_history_s` of ingress has been seen, then
 each time the history has doubled, and at most every `calibration_every_s` after that. Where:
@@ -39,10 +44,10 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -54,11 +59,25 @@ if TYPE_CHECKING:
 
 Array = npt.NDArray[np.float64]
 
-#: Candidate settings, safest first: label -> the `elastiscale` parameters they set.
-CANDIDATES: tuple[tuple[str, Mapping[str, Any]], ...] = (
-    ("reserve+hold", {"burst_reserve": True, "scale_down_lookback": "need"}),
-    ("reserve", {"burst_reserve": True, "scale_down_lookback": "forecast"}),
-    ("quantile+hold", {"burst_reserve": False, "scale_down_lookback": "need"}),
+#: Every setting a calibration can replay: label -> the `elastiscale` parameters it sets.
+#: `guarded`: the burst reserve capped at reactive headroom (cost_guard.py).
+CATALOGUE: Mapping[str, Mapping[str, Any]] = {
+    "reserve+hold": {"burst_reserve": True, "scale_down_lookback": "need",
+                     "burst_reserve_cap": "none"},
+    "reserve": {"burst_reserve": True, "scale_down_lookback": "forecast",
+                "burst_reserve_cap": "none"},
+    "quantile+hold": {"burst_reserve": False, "scale_down_lookback": "need",
+                      "burst_reserve_cap": "none"},
+    "guarded+hold": {"burst_reserve": True, "scale_down_lookback": "need",
+                     "burst_reserve_cap": "reactive"},
+    "guarded": {"burst_reserve": True, "scale_down_lookback": "forecast",
+                "burst_reserve_cap": "reactive"},
+}  # fmt: skip
+#: The candidates replayed by default, safest first (`calibration_candidates`).
+DEFAULT_CANDIDATES: tuple[str, ...] = ("reserve+hold", "reserve", "quantile+hold")
+#: (label, setting) of the default candidates.
+CANDIDATES: tuple[tuple[str, Mapping[str, Any]], ...] = tuple(
+    (label, CATALOGUE[label]) for label in DEFAULT_CANDIDATES
 )
 #: A new choice replaces the setting in force only when this much cheaper (hysteresis).
 SWITCH_MARGIN = 0.05
@@ -75,6 +94,9 @@ class ObservedTraffic:
     rate_rps: Array
     tokens_per_s: Array | None
     bin_s: float
+    #: The last this many bins are scored, all before them warm the candidates up (None: the
+    #: second half is scored).
+    scored_bins: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,13 +116,24 @@ class Replay:
     span_s: float
     evidence: tuple[Evidence, ...]
     ceiling: float
+    #: The reactive policy replayed on the same traffic (`calibration_reference`), or None.
+    reference: Evidence | None = None
 
 
-#: Replays `traffic` under each candidate's parameters: (config, traffic, params per candidate,
-#: labels, rate window) -> a `Replay` (its `at_s` is filled in by the caller).
-Replayer = Callable[
-    ["Config", ObservedTraffic, Sequence[Mapping[str, Any]], Sequence[str], float], Replay
-]
+class Replayer(Protocol):
+    """Replays `traffic` under each candidate's parameters (and, when `reference` names a
+    policy, that policy with its defaults) -> a `Replay` (its `at_s` filled in by the caller)."""
+
+    def __call__(
+        self,
+        config: Config,
+        traffic: ObservedTraffic,
+        params: Sequence[Mapping[str, Any]],
+        labels: Sequence[str],
+        rate_window_s: float,
+        /,
+        reference: str | None = ...,
+    ) -> Replay: ...
 
 
 def load_replayer(path: str = REPLAYER) -> Replayer:
@@ -120,11 +153,28 @@ def effective_target(target: float, ceiling: float) -> float:
     return target * min(ceiling, 1.0)
 
 
+def goal(replay: Replay, target: float) -> float:
+    """The attainment a candidate must reach: `target` of the ceiling, or, where the reactive
+    reference misses more than twice what that allows, half the reference's avoidable misses
+    (buying more is insurance the target cannot justify: on such traffic even the target's
+    reserve is short of the bursts, and costs more than all of reactive scaling's GPUs).
+
+    Worked numbers: target 0.99, ceiling 0.9987, reference 0.8856: the target allows 0.0100
+    of avoidable misses, the reference misses 0.1131, half of it 0.0566: the goal is 0.9421.
+    Reference 0.991: half its 0.0077 is below the target's 0.0100: the goal is 0.9887."""
+    bar = effective_target(target, replay.ceiling)
+    ref = replay.reference
+    if ref is None or math.isnan(replay.ceiling):
+        return bar
+    half = replay.ceiling - 0.5 * max(replay.ceiling - ref.attainment, 0.0)
+    return min(bar, half)
+
+
 def choose(replay: Replay, target: float, current: str | None) -> str:
     """The label to adopt (see the module docstring, step 4)."""
-    goal = effective_target(target, replay.ceiling)
+    goal_ = goal(replay, target)
     by_label = {e.label: e for e in replay.evidence}
-    meeting = [e for e in replay.evidence if e.attainment >= goal]
+    meeting = [e for e in replay.evidence if e.attainment >= goal_]
     if meeting:
         best = min(meeting, key=lambda e: e.gpu_hours)
     else:
@@ -132,7 +182,7 @@ def choose(replay: Replay, target: float, current: str | None) -> str:
     held = by_label.get(current) if current is not None else None
     if held is None or held.label == best.label:
         return best.label
-    held_ok = held.attainment >= goal or (not meeting and held.attainment >= best.attainment)
+    held_ok = held.attainment >= goal_ or (not meeting and held.attainment >= best.attainment)
     if held_ok and best.gpu_hours > (1.0 - SWITCH_MARGIN) * held.gpu_hours:
         return held.label
     return best.label
@@ -167,9 +217,9 @@ class CalibrationState:
             out["calibration_at_s"] = round(r.at_s, 3)
             out["calibration_span_s"] = round(r.span_s, 3)
             out["calibration_ceiling"] = None if math.isnan(r.ceiling) else round(r.ceiling, 6)
+            rows = r.evidence if r.reference is None else (*r.evidence, r.reference)
             out["calibration_evidence"] = "; ".join(
-                f"{e.label}: {100 * e.attainment:.2f}% / {e.gpu_hours:.4g} GPU-h"
-                for e in r.evidence
+                f"{e.label}: {100 * e.attainment:.2f}% / {e.gpu_hours:.4g} GPU-h" for e in rows
             )
         if self.failure is not None:
             out["calibration_failure"] = self.failure

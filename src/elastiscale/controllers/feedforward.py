@@ -6,15 +6,15 @@ the LLM minutes before the LLM's new replicas are ready. This policy forecasts d
 enters the pipeline and carries it down the graph, so every component starts early by its own
 lead time. One tick, for every component c (in topological order):
 
-1. Lead time: H_c = startup_s + control interval + actuation delay + upstream path latency (the
-   service times along the slowest path from an ingress to c). Writer of the agent example:
-   240 + 15 + 0 + 2.07 = 257 s.
+1. Lead time: H_c = startup_s + control interval + actuation delay + the service times on the
+   slowest path from an ingress to c. Agent example's writer: 240 + 15 + 0 + 2.07 = 257 s.
 2. Feed-forward demand: each ingress's gated upper-quantile forecast (demand.py) over the bins
    from now to now + H_c, its peak carried to c through the fan-outs measured online
    (fanout.py). Where the model has not beaten persistence, the forecast is persistence: the
    latest rate plus the burst reserve (bursts.py), the headroom for the rise demand can make
    within the lead time, sized to `slo.attainment_target` from the history's own rises at
-   a similar level and time of day (the cost guard: such a forecast never buys more). A
+   a similar level and time of day (the cost guard: such a forecast never buys more, and with
+   `burst_reserve_cap: reactive` the reserve adds at most reactive headroom, cost_guard.py). A
    token-sized component takes the ingress's token forecast the same way, times a measured
    factor (its tokens per propagated ingress token, prior 1).
 3. Reactive floors, always kept (the max of the valid proposals): c's own load plus its queue
@@ -29,23 +29,20 @@ lead time. One tick, for every component c (in topological order):
    `startup_s + interval` it keeps the highest need (`need`, the default), the highest need
    without the burst reserve (`forecast`), or what observed load needed (`observed`): a
    replica released and needed again within its start-up time costs as much as keeping it.
-6. Scale to zero (components with `min: 0`): zero when no request is likely within the lead
-   time, i.e. P(no arrival in H_c) = exp(-demand x H_c) >= `quantile`; a forecast of demand
-   within the lead time starts the first replica ahead of it (pre-warming).
-7. A shared GPU budget (`pipeline.max_gpus`, or a named pool shared by several pipelines) is
-   divided by effect on end-to-end SLO attainment (budget.py).
+6. Scale to zero (`min: 0`): zero when P(no arrival in H_c) = exp(-demand x H_c) >=
+   `quantile`; a forecast of demand within the lead time pre-warms the first replica.
+7. A shared GPU budget (`pipeline.max_gpus`, or a pool shared by several pipelines) is divided
+   by effect on end-to-end SLO attainment (budget.py).
 8. `learn: true` plans with measured start-up, capacity and service time, the file's values
    their priors (controllers/learned.py; `feedforward_state.replan`).
 
-Forecaster refits (statsmodels fits, up to a second each) run off the tick on a background
-worker (`refit: background`); backtests refit inline (`backtest_params`), so their results
-reproduce (forecasting/refits.py). The daemon stops the worker through `close()`.
+Forecaster refits run off the tick on a background worker (`refit: background`); backtests
+refit inline (`backtest_params`), so they reproduce (forecasting/refits.py; `close()` stops it).
 
 Every part can be switched off (`feedforward`, `measured_fanout`, `gating`, `queueing`,
-`burst_reserve`) for the ablation that measures what each contributes. Decision records carry,
-per component, the forecast and its quality (with the burst reserve), the demand through each
-incoming edge, measured fan-out vs prior, the budget share, each proposal and the clamp the
-policy applied.
+`burst_reserve`) for the ablation. Decision records carry, per component, the forecast and its
+quality (with the burst reserve), the demand through each incoming edge, measured fan-out vs
+prior, the budget share, each proposal and the clamp the policy applied.
 """
 
 from __future__ import annotations
@@ -57,6 +54,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from elastiscale.controllers.base import TickContext
 from elastiscale.controllers.budget import pipeline_allocation
 from elastiscale.controllers.calibrating import Calibrator
+from elastiscale.controllers.cost_guard import apply_guard
 from elastiscale.controllers.demand import MAX_BINS_AHEAD, DemandForecast, DemandOutlook
 from elastiscale.controllers.fanout import FanoutEstimator
 from elastiscale.controllers.feedforward_state import (
@@ -120,9 +118,6 @@ class ElastiscalePolicy:
         if not self.setting("burst_reserve"):
             return None
         return self.config.pipeline.slo.attainment_target
-
-    # ----------------------------------------------------------------------------------------
-    # Set-up
 
     def _component(self, ctx: TickContext, name: str) -> ComponentState:
         known = self._components.get(name)
@@ -195,9 +190,6 @@ class ElastiscalePolicy:
     def close(self) -> None:
         """Stop the refit worker (queued refits are dropped; the models in use stay)."""
         self.refits.close()
-
-    # ----------------------------------------------------------------------------------------
-    # One tick
 
     def propose(self, ctx: TickContext) -> dict[str, Proposal]:
         now_s = ctx.now_s
@@ -352,7 +344,12 @@ class ElastiscalePolicy:
             details[f"{label}_rps"] = round(rate, 6)
             details[f"{label}_replicas"] = proposals[label]
         if ff_base_rps is not None:  # the feed-forward need without the burst reserve
-            details["feedforward_base_replicas"] = self._replicas(state, sizer, ff_base_rps, 0)
+            base = self._replicas(state, sizer, ff_base_rps, 0)
+            details["feedforward_base_replicas"] = base
+            if self.setting("burst_reserve_cap") == "reactive" and per_request:
+                u = ctx.config.pipeline.utilization_target(name)
+                capacity_rps = comp.capacity_per_replica / per_request
+                apply_guard(proposals, base, ff_base_rps, capacity_rps, u, details)
         driver = max(proposals, key=lambda k: (proposals[k], k == "feedforward"))
         need = proposals[driver]
         demand = valid[driver]

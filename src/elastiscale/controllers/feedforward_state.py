@@ -7,9 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from elastiscale.controllers.base import TickContext
+from elastiscale.controllers.calibration import CATALOGUE, DEFAULT_CANDIDATES
 from elastiscale.controllers.constraints import WindowExtreme
 from elastiscale.controllers.demand import ForecastParams
 from elastiscale.controllers.fanout import RatioEstimator
@@ -80,6 +81,36 @@ class ElastiscaleParams(ForecastParams):
         description="once the history spans two days, learn the burst reserve from the rises "
         "that started near the same time of day (bursts.py), else from all of them",
     )
+    burst_reserve_cap: Literal["none", "reactive"] = Field(
+        "none",
+        description="cap what the burst reserve adds to a component's need at what reactive "
+        "scaling (load / target utilization) would hold for the demand without it "
+        "(cost_guard.py), or none",
+    )
+    calibration_candidates: tuple[str, ...] = Field(
+        DEFAULT_CANDIDATES,
+        min_length=1,
+        description="the settings a calibration replays, safest first (calibration.CATALOGUE)",
+    )
+    calibration_reference: Literal["none", "hpa"] = Field(
+        "none",
+        description="a reactive policy replayed beside the candidates: where it misses more "
+        "than twice what the target allows, half its misses is the goal (calibration.goal)",
+    )
+    calibration_warmup: Literal["half", "history"] = Field(
+        "half",
+        description="what warms a calibration's candidates up before the scored part of the "
+        "replay: the first half of the replayed window, or all the history kept before it",
+    )
+
+    @field_validator("calibration_candidates")
+    @classmethod
+    def _known_candidates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [v for v in value if v not in CATALOGUE]
+        if unknown:
+            raise ValueError(f"unknown candidate {unknown[0]!r} (known: {', '.join(CATALOGUE)})")
+        return value
+
     learn: bool = Field(
         False,
         description="plan with start-up, capacity and service time measured online "
