@@ -9,8 +9,8 @@ statistics), and none of that depends on `scale_down_lookback` or `burst_reserve
 never computes (its `DemandForecast` has no attainment target, so its `_reserve` stays None at
 every refresh, while the refresh times, quantiles and errors are the same). So a candidate's
 warm state is a copy of the first candidate's with, where the reserve is off, the table
-dropped: the same numbers as its own warm start, at the price of a deep copy instead of replaying the half
-window once more (the replay's forecaster updates, refits and refreshes).
+dropped: the same numbers as its own warm start, at the price of a deep copy instead of
+replaying the half window once more (the replay's forecaster updates, refits and refreshes).
 """
 
 from __future__ import annotations
