@@ -172,6 +172,14 @@ class ChaosExporter:
         with self._lock:
             self.rate_rps[component] = rps
 
+    def set_demand(
+        self, labels: dict[str, str], router_rps: float, worker_rps: float = 25.0
+    ) -> None:
+        """The demand of a router and worker pair (`labels`: their label values): the
+        router's as the gauge, the worker's as the counter's rate."""
+        self.gauge.labels(labels["router"]).set(router_rps)
+        self.set_rate(labels["worker"], worker_rps)
+
     def reset_counter(self, component: str) -> None:
         """The counter starts again from 0 (a restarted server)."""
         with self._lock:

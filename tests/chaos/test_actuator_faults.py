@@ -51,11 +51,6 @@ class Env:
     daemon: DaemonProcess
 
 
-def set_demand(exporter: ChaosExporter, router_rps: float, worker_rps: float = 25.0) -> None:
-    exporter.gauge.labels(LABELS["router"]).set(router_rps)
-    exporter.set_rate(LABELS["worker"], worker_rps)
-
-
 @pytest.fixture(scope="module")
 def env(
     tmp_path_factory: pytest.TempPathFactory,
@@ -63,7 +58,7 @@ def env(
     chaos_exporter: ChaosExporter,
 ) -> Iterator[Env]:
     workdir = tmp_path_factory.mktemp("actuator-faults")
-    set_demand(chaos_exporter, 45.0)
+    chaos_exporter.set_demand(LABELS, 45.0)
     kube = KubeProcess(workdir, list(COMPONENTS))
     proxy = FaultProxy(kube.url)
     kubeconfig = write_kubeconfig(workdir / "kubeconfig", proxy.url)
@@ -153,7 +148,7 @@ ROWS = [
 @pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
 def test_actuator_fault(env: Env, row: Row) -> None:
     daemon, kube = env.daemon, env.kube
-    set_demand(env.exporter, 45.0)
+    env.exporter.set_demand(LABELS, 45.0)
     wait_for(
         lambda: kube.replicas("router") == 5 and kube.replicas("worker") == 3,
         20,
@@ -163,7 +158,7 @@ def test_actuator_fault(env: Env, row: Row) -> None:
     watch = Watch.start(daemon, COMPONENTS)
     row.inject(env)
     try:
-        set_demand(env.exporter, 65.0)
+        env.exporter.set_demand(LABELS, 65.0)
         seen: list[tuple[int, int]] = []
         deadline = time.monotonic() + FAULT_S
         while time.monotonic() < deadline:
@@ -237,8 +232,7 @@ def test_sagemaker_endpoint_stuck_updating(
     from chaos.sagemaker import create_endpoint, instance_count, sagemaker_env
 
     labels = {"router": "sm-router", "worker": "sm-worker"}
-    chaos_exporter.gauge.labels(labels["router"]).set(25.0)
-    chaos_exporter.set_rate(labels["worker"], 15.0)
+    chaos_exporter.set_demand(labels, 25.0, 15.0)
     for name in ("chaos-router", "chaos-worker"):
         create_endpoint(moto_url, name)
     proxy = FaultProxy(moto_url)

@@ -56,11 +56,6 @@ def daemons() -> Iterator[list[DaemonProcess]]:
         daemon.kill()
 
 
-def set_demand(exporter: ChaosExporter, router_rps: float, worker_rps: float = 25.0) -> None:
-    exporter.gauge.labels(LABELS["router"]).set(router_rps)
-    exporter.set_rate(LABELS["worker"], worker_rps)
-
-
 def config(
     tmp_path: Path, prom: LocalPrometheus, kube: KubeProcess, leader_election: bool = False
 ) -> Path:
@@ -94,14 +89,14 @@ def test_sigterm_mid_write_finishes_the_tick_and_exits_0(
     kube: KubeProcess,
     daemons: list[DaemonProcess],
 ) -> None:
-    set_demand(chaos_exporter, 45.0)
+    chaos_exporter.set_demand(LABELS, 45.0)
     start = len(applied(kube, "router"))
     daemon = DaemonProcess(config(tmp_path, chaos_prom, kube), tmp_path, "term")
     daemons.append(daemon)
     daemon.wait_ready()
     at_level_a(kube)
     kube.inject(scale_path("router"), latency_s=2.0, times=1, method="PATCH")
-    set_demand(chaos_exporter, 65.0)
+    chaos_exporter.set_demand(LABELS, 65.0)
     wait_for(lambda: any(e["to_replicas"] == 7 for e in daemon.intents()), 10, "the write sent")
     code, elapsed_s = daemon.terminate()
     print(f"SIGTERM mid-write: exit {code} after {elapsed_s:.2f} s")
@@ -123,7 +118,7 @@ def test_sigkill_mid_write_and_restart_loses_and_doubles_nothing(
     kube: KubeProcess,
     daemons: list[DaemonProcess],
 ) -> None:
-    set_demand(chaos_exporter, 45.0)
+    chaos_exporter.set_demand(LABELS, 45.0)
     path = config(tmp_path, chaos_prom, kube)
     start = len(applied(kube, "router"))
     daemon = DaemonProcess(path, tmp_path, "kill")
@@ -133,7 +128,7 @@ def test_sigkill_mid_write_and_restart_loses_and_doubles_nothing(
     before = len(applied(kube, "router"))
     writes_before = len(kube.scale_writes("router"))
     kube.inject(scale_path("router"), latency_s=3.0, times=1, method="PATCH")
-    set_demand(chaos_exporter, 65.0)
+    chaos_exporter.set_demand(LABELS, 65.0)
     wait_for(lambda: any(e["to_replicas"] == 7 for e in daemon.intents()), 10, "the write sent")
     daemon.kill()  # the write is still waiting for its answer
     (lost,) = Journal(daemon.journal).in_flight()
@@ -165,7 +160,7 @@ def test_leader_failover_within_lease_plus_a_tick_never_both_acting(
     kube: KubeProcess,
     daemons: list[DaemonProcess],
 ) -> None:
-    set_demand(chaos_exporter, 45.0)
+    chaos_exporter.set_demand(LABELS, 45.0)
     path = config(tmp_path, chaos_prom, kube, leader_election=True)
     first = DaemonProcess(path, tmp_path, "first")
     daemons.append(first)
@@ -175,14 +170,14 @@ def test_leader_failover_within_lease_plus_a_tick_never_both_acting(
     second = DaemonProcess(path, tmp_path, "second")
     daemons.append(second)
     second.wait_ready()
-    set_demand(chaos_exporter, 65.0)
+    chaos_exporter.set_demand(LABELS, 65.0)
     wait_for(lambda: kube.replicas("router") == 7, 20, "router at 7 by the leader")
     second.wait_ticks(2)
     assert not second.intents()  # the follower never acted
 
     first.kill()  # no release: the Lease must expire
     killed_at = time.monotonic()
-    set_demand(chaos_exporter, 85.0)
+    chaos_exporter.set_demand(LABELS, 85.0)
     wait_for(lambda: kube.lease_holder(LEASE) == "second", 15, "second takes the Lease")
     took_s = time.monotonic() - killed_at
     wait_for(lambda: kube.replicas("router") == 9, 20, "router at 9 by the new leader")
@@ -210,7 +205,7 @@ def test_clock_steps_neither_burst_nor_run_time_backward(
 ) -> None:
     offset = tmp_path / "clock-offset"
     offset.write_text("0")
-    set_demand(chaos_exporter, 45.0)
+    chaos_exporter.set_demand(LABELS, 45.0)
     daemon = DaemonProcess(
         config(tmp_path, chaos_prom, kube),
         tmp_path,
@@ -243,7 +238,7 @@ def test_clock_steps_neither_burst_nor_run_time_backward(
     # forward an hour: no catch-up burst; the data looks an hour old: held, never scaled down
     offset.write_text("3600")
     watch = Watch.start(daemon, COMPONENTS)
-    set_demand(chaos_exporter, 5.0, 5.0)
+    chaos_exporter.set_demand(LABELS, 5.0, 5.0)
     seen = tick_times(3.0)
     assert seen == sorted(seen)
     watch.assert_ticking()
@@ -257,7 +252,7 @@ def test_clock_steps_neither_burst_nor_run_time_backward(
     watch = Watch.start(daemon, COMPONENTS)
     stepped_tick = daemon.tick()
     offset.write_text("0")
-    set_demand(chaos_exporter, 65.0, 45.0)
+    chaos_exporter.set_demand(LABELS, 65.0, 45.0)
     wait_for(lambda: kube.replicas("router") == 7 and kube.replicas("worker") == 5, 20, "7 and 5")
     ticks = daemon.tick() - stepped_tick
     print(f"clock back to the truth: recovered in {ticks} ticks")

@@ -38,8 +38,7 @@ LABELS = {"router": "sec-router", "worker": "sec-worker"}
 def test_no_secret_in_any_output(
     tmp_path: Path, chaos_exporter: ChaosExporter, prom_proxy: FaultProxy
 ) -> None:
-    chaos_exporter.gauge.labels(LABELS["router"]).set(45.0)
-    chaos_exporter.set_rate(LABELS["worker"], 25.0)
+    chaos_exporter.set_demand(LABELS, 45.0, 25.0)
     kube = KubeProcess(tmp_path, ["router", "worker"], token=KUBE_TOKEN)
     daemon: DaemonProcess | None = None
     try:
