@@ -19,7 +19,8 @@ seasonality (period detection), naive, smoothing, holt_winters, arima, ensemble,
 
 from typing import Any
 
-from elastiscale.forecasting.base import Forecaster, ForecasterParams, RefitJob
+from elastiscale.forecasting.base import Forecaster, RefitJob
+from elastiscale.forecasting.params import ForecasterParams
 from elastiscale.forecasting.quality import HorizonQuality, asymmetric_error
 from elastiscale.forecasting.results import FitStatus, Forecast, ForecastResult, NoForecast
 from elastiscale.forecasting.seasonality import SeasonalPeriod, detect_periods

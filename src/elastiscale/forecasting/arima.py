@@ -27,7 +27,7 @@ from pydantic import Field, NonNegativeInt, model_validator
 
 from elastiscale.decision import Detail
 from elastiscale.extras import require
-from elastiscale.forecasting.base import Forecaster, ForecasterParams
+from elastiscale.forecasting.base import Forecaster
 from elastiscale.forecasting.grid import (
     DAY_S,
     Array,
@@ -38,6 +38,7 @@ from elastiscale.forecasting.grid import (
     observed,
 )
 from elastiscale.forecasting.naive import PeriodChoice
+from elastiscale.forecasting.params import ForecasterParams
 from elastiscale.forecasting.seasonality import detect_periods
 
 #: Finest resolution accepted, seconds.

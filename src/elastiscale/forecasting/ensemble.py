@@ -19,9 +19,10 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator
 
 from elastiscale.decision import Detail
-from elastiscale.forecasting.base import Forecaster, ForecasterParams
+from elastiscale.forecasting.base import Forecaster
 from elastiscale.forecasting.grid import Array, GridContext, GridModel, IntArray
 from elastiscale.forecasting.members import Combine, MemberSet, MemberSpec, build_models
+from elastiscale.forecasting.params import ForecasterParams
 
 
 class EnsembleModel(GridModel):

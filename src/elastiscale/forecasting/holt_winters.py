@@ -36,7 +36,7 @@ from pydantic import Field, NonNegativeFloat, PositiveFloat
 
 from elastiscale.decision import Detail
 from elastiscale.extras import require
-from elastiscale.forecasting.base import Forecaster, ForecasterParams
+from elastiscale.forecasting.base import Forecaster
 from elastiscale.forecasting.ewma import HALF_LIFE_GRID_BINS, forward_fill, horizon_mae, tuning_bins
 from elastiscale.forecasting.grid import (
     DAY_S,
@@ -51,6 +51,7 @@ from elastiscale.forecasting.grid import (
     observed,
 )
 from elastiscale.forecasting.naive import PeriodChoice
+from elastiscale.forecasting.params import ForecasterParams
 from elastiscale.forecasting.seasonality import CYCLES, detect_periods
 from elastiscale.forecasting.smoothing import damped_sum, damped_sums, holt_filter, search_holt
 

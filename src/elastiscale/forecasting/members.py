@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from elastiscale.forecasting.base import ForecasterParams
 from elastiscale.forecasting.grid import (
     Array,
     FitRefusedError,
@@ -28,6 +27,7 @@ from elastiscale.forecasting.grid import (
     IntArray,
     NotEnoughHistoryError,
 )
+from elastiscale.forecasting.params import ForecasterParams
 from elastiscale.forecasting.quality import ErrorTracker
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import Field, PositiveFloat, model_validator
 
 from elastiscale.decision import Detail
-from elastiscale.forecasting.base import Forecaster, ForecasterParams
+from elastiscale.forecasting.base import Forecaster
 from elastiscale.forecasting.grid import (
     DAY_S,
     WEEK_S,
@@ -24,6 +24,7 @@ from elastiscale.forecasting.grid import (
     IntArray,
     NotEnoughHistoryError,
 )
+from elastiscale.forecasting.params import ForecasterParams
 from elastiscale.forecasting.seasonality import detect_periods
 
 

@@ -22,9 +22,10 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from elastiscale.decision import Detail
-from elastiscale.forecasting.base import Forecaster, ForecasterParams
+from elastiscale.forecasting.base import Forecaster
 from elastiscale.forecasting.grid import Array, GridContext, GridModel, IntArray
 from elastiscale.forecasting.members import Combine, MemberSet, MemberSpec, build_models
+from elastiscale.forecasting.params import ForecasterParams
 
 DEFAULT_CANDIDATES = ("ewma", "holt", "holt-winters", "seasonal-naive", "last-value")
 #: Candidates whose combination is a candidate too (the naive ones add noise to an average).

@@ -24,7 +24,7 @@ from pydantic import Field, PositiveFloat
 from scipy import signal
 
 from elastiscale.decision import Detail
-from elastiscale.forecasting.base import Forecaster, ForecasterParams
+from elastiscale.forecasting.base import Forecaster
 from elastiscale.forecasting.ewma import (
     DEFAULT_HALF_LIFE_S,
     HALF_LIFE_GRID_BINS,
@@ -42,6 +42,7 @@ from elastiscale.forecasting.grid import (
     NotEnoughHistoryError,
     observed,
 )
+from elastiscale.forecasting.params import ForecasterParams
 
 #: Candidate trend smoothing (beta) and damping (phi) constants of Holt's method.
 TREND_GRID = (0.02, 0.1, 0.3)
