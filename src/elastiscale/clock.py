@@ -15,9 +15,13 @@ from typing import Protocol
 class Clock(Protocol):
     """A source of the current time in seconds and a way to wait."""
 
-    def now_s(self) -> float: ...
+    def now_s(self) -> float:
+        """The current time, seconds."""
+        ...
 
-    def sleep(self, duration_s: float) -> None: ...
+    def sleep(self, duration_s: float) -> None:
+        """Wait `duration_s` seconds (at once, on a fake clock)."""
+        ...
 
 
 class SystemClock:
@@ -72,6 +76,7 @@ class OffsetFileClock:
         self.path = Path(path)
 
     def offset_s(self) -> float:
+        """The file's offset, seconds (0 when there is none; see the class docstring)."""
         try:
             text = self.path.read_text(encoding="utf-8").strip()
         except OSError:

@@ -158,14 +158,17 @@ class LocalPrometheus:
 
     @property
     def url(self) -> str:
+        """The server's base URL (https with a TLS web config)."""
         tls = self.web_config is not None and "tls_server_config" in self.web_config
         return f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int | None:
+        """The process's PID while one was started and not stopped."""
         return self._process.pid if self._process is not None else None
 
     def running(self) -> bool:
+        """Whether the process is alive (a paused one counts)."""
         return self._process is not None and self._process.poll() is None
 
     # ----------------------------------------------------------------------------------------
@@ -355,6 +358,7 @@ class MetricsEndpoint:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop serving and close the socket."""
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
