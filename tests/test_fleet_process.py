@@ -32,6 +32,7 @@ from elastiscale.daemon.journal import Journal
 from elastiscale.daemon.shards import rendezvous_owner, unit_lease_name
 from elastiscale.testing.fleet import pipeline_name, write_fleet
 from elastiscale.testing.kubernetes import LEASES, FakeKubeAPI
+from elastiscale.testing.lifetime import die_with_parent
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +56,7 @@ class Replica:
         env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env
+                die_with_parent(command), stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env
             )
 
     def ticks(self) -> list[dict[str, Any]]:
