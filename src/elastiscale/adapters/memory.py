@@ -119,8 +119,16 @@ def _rolling_mean(values: Array, bins: int) -> Array:
     return means
 
 
+def table_states(table: Mapping[str, int], components: Sequence[str]) -> dict[str, ReplicaState]:
+    """The counts of `components` kept in `table`, as a platform would report them with every
+    replica it was asked for ready (a component not in the table is unknown: left out)."""
+    return {n: ReplicaState(desired=table[n], ready=table[n]) for n in components if n in table}
+
+
 @dataclass(frozen=True, slots=True)
 class ScaleCall:
+    """One `scale` call: the component and the count it was asked for."""
+
     component: str
     replicas: int
 
@@ -143,11 +151,7 @@ class RecordingActuator:
         return cls(start)
 
     def read(self, components: Sequence[str]) -> dict[str, ReplicaState]:
-        return {
-            n: ReplicaState(desired=self.replicas[n], ready=self.replicas[n])
-            for n in components
-            if n in self.replicas
-        }
+        return table_states(self.replicas, components)
 
     def scale(self, component: str, replicas: int) -> ActuationResult:
         self.calls.append(ScaleCall(component, replicas))
@@ -168,9 +172,7 @@ class DryRunActuator:
     def read(self, components: Sequence[str]) -> Mapping[str, ReplicaState]:
         if self.inner is not None:
             return self.inner.read(components)
-        return {
-            n: ReplicaState(self._table[n], self._table[n]) for n in components if n in self._table
-        }
+        return table_states(self._table, components)
 
     def scale(self, component: str, replicas: int) -> ActuationResult:
         log.info("dry run: would scale %s to %d", component, replicas)

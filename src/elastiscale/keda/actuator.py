@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from elastiscale.adapters.base import ActuationResult, Actuator
+from elastiscale.adapters.memory import table_states
 from elastiscale.keda.board import DesiredReplicas
 from elastiscale.observations import ReplicaState
 
@@ -29,9 +30,7 @@ class KedaActuator:
     def read(self, components: Sequence[str]) -> Mapping[str, ReplicaState]:
         if self.inner is not None:
             return self.inner.read(components)
-        return {
-            n: ReplicaState(self._table[n], self._table[n]) for n in components if n in self._table
-        }
+        return table_states(self._table, components)
 
     def scale(self, component: str, replicas: int) -> ActuationResult:
         self._table[component] = replicas
