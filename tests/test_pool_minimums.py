@@ -370,3 +370,32 @@ def test_a_component_without_data_keeps_its_gpus_counted() -> None:
         assert {n.key for n in entry.needs} == {"planner", "writer"}
     finally:
         budget.use_pools(None)
+
+
+@pytest.mark.parametrize(
+    ("policies", "refused"),
+    [
+        ([{"name": "elastiscale", "params": {"gpu_pool": "shared"}}], False),
+        ([{"name": "elastiscale", "params": {"gpu_pool": "shared"}}, {"name": "hpa"}], True),
+        ([{"name": "elastiscale"}, {"name": "hpa"}], False),  # no pool: combined as ever
+    ],
+)
+def test_a_pool_member_that_would_combine_policies_does_not_run(
+    policies: list[dict[str, Any]], refused: bool
+) -> None:
+    """The daemon combines every policy's proposal, and only the pool's policy is held to its
+    grant: another's (hpa) could scale a GPU component past it."""
+    from elastiscale.daemon.runtime import check_runnable
+
+    raw = pipeline("a", 1, 4)
+    raw["policies"] = policies
+    problems = [p for p in check_runnable(Config.model_validate(raw), True) if "policies" in p]
+    assert problems == (
+        [
+            "policies: elastiscale, hpa would be combined, and only the policy drawing from GPU "
+            "pool shared is held to its grant: run that policy alone (the others are for "
+            "backtests)"
+        ]
+        if refused
+        else []
+    )

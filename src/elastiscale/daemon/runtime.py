@@ -19,6 +19,7 @@ from elastiscale import registry
 from elastiscale.adapters.base import Actuator, MetricSource
 from elastiscale.adapters.memory import DryRunActuator, RecordingActuator
 from elastiscale.config import Config
+from elastiscale.config.fleet_pools import pools_of
 from elastiscale.controllers import pool_roster
 from elastiscale.controllers.budget import use_pools
 from elastiscale.daemon.guards import ErrorSink, GuardedSource, JournaledActuator, close_adapter
@@ -110,6 +111,16 @@ def check_runnable(config: Config, dry_run: bool, keda: bool = False) -> list[st
         )
     if config.actuator is None and not dry_run and not keda:
         problems.append("actuator: required by `elastiscale run` (or pass --dry-run)")
+    pools = pools_of(config)
+    if pools and len(config.policies) > 1:
+        # The engine combines every policy's proposal (control.combine); only the pool's
+        # policy is held to its grant, so another's could take GPUs the pool gave others.
+        names = ", ".join(p.name for p in config.policies)
+        problems.append(
+            f"policies: {names} would be combined, and only the policy drawing from GPU pool "
+            f"{pools[0]} is held to its grant: run that policy alone (the others are for "
+            "backtests)"
+        )
     return problems
 
 
