@@ -39,9 +39,10 @@ class AutoSelectModel(GridModel):
 
     def __init__(self, members: MemberSet) -> None:
         self.members = members
-        # horizon -> (the errors array it was chosen on, the choice): `MemberSet.errors`
-        # returns the same array until the next bin, and the choice with it
-        self._chosen: dict[int, tuple[Array, int]] = {}
+        # horizon -> (the members' error generation it was chosen in, the choice):
+        # `MemberSet.errors` returns the same array until the next bin or fit, and the
+        # choice holds with it
+        self._chosen: dict[int, tuple[int, int]] = {}
         # the horizons asked for -> (the members' error generation, the choice at each): a
         # forecast is asked for two or three times a bin with the same horizons
         self._choices: dict[bytes, tuple[int, IntArray]] = {}
@@ -54,13 +55,14 @@ class AutoSelectModel(GridModel):
 
     def chosen(self, k: int) -> int:
         """Index (in `members.candidates`) of the candidate serving horizon k (bins ahead)."""
-        errors = self.members.errors(k, with_combined=True)
+        generation = self.members.generation
         cached = self._chosen.get(k)
-        if cached is not None and cached[0] is errors:
+        if cached is not None and cached[0] == generation:
             return cached[1]
+        errors = self.members.errors(k, with_combined=True)
         known = ~np.isnan(errors)
         choice = int(np.flatnonzero(known)[np.argmin(errors[known])]) if known.any() else 0
-        self._chosen[k] = (errors, choice)
+        self._chosen[k] = (generation, choice)
         return choice
 
     def forecast(self, ks: IntArray) -> Array:
