@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import urllib3
 
+from daemon_world import World
 from elastiscale.adapters.base import Failure
 from elastiscale.adapters.kubernetes.calls import KubeCallError, call
 from elastiscale.daemon import runner
@@ -27,7 +28,6 @@ from elastiscale.decision import DecisionRecord
 from elastiscale.engine import Engine
 from elastiscale.errors import ActuatorError
 from elastiscale.observations import Observation, ReplicaState
-from test_daemon_loop import World
 from test_engine import Failing, Fixed, Source, make_config
 
 
