@@ -15,7 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from elastiscale.controllers.bursts import level_reserves, shortfall_reserve, window_peaks
+from elastiscale.controllers.bursts import (
+    level_reserves,
+    min_windows,
+    shortfall_reserve,
+    window_peaks,
+)
 from elastiscale.controllers.demand import DemandForecast
 from elastiscale.errors import ConfigError
 from test_feedforward import TICK_S, Driver, make_config
@@ -95,6 +100,37 @@ def _reserve_at(forecast: DemandForecast, bins: int) -> float:
     return got
 
 
+@pytest.mark.parametrize(
+    ("allowance", "floor", "want"),
+    [(0.01, 30, 100), (0.001, 30, 1000), (0.05, 30, 30), (0.0, 30, 30), (1 / 3, 1, 3)],
+)
+def test_min_windows(allowance: float, floor: int, want: int) -> None:
+    assert min_windows(allowance, floor) == want
+
+
+@pytest.mark.parametrize(
+    ("minutes", "reserve"),
+    [
+        (30, False),  # 60 windows: fewer than the 100 a 1% tail needs; the quantile serves
+        (45, False),  # 90
+        (60, True),  # 120 (less the 16 bins of look-ahead): the reserve is learnt
+    ],
+)
+def test_a_history_too_short_for_the_targets_tail_keeps_the_quantile(
+    minutes: int, reserve: bool
+) -> None:
+    rng = np.random.default_rng(5)
+    rates = 100.0 + rng.normal(0.0, 5.0, 2 * minutes)
+    rates[::15] *= 3.0  # a spike every 7.5 minutes
+    forecast = _fed(rates)
+    outlook = forecast.outlook(8)
+    assert outlook is not None
+    got = forecast.reserve(outlook, 7)
+    assert (got is not None) == reserve
+    if not reserve:  # persistence's quantile of the changes, not a reserve of zero
+        assert float(outlook.persistence[7]) > float(outlook.latest)
+
+
 def test_flash_spikes_raise_the_reserve_and_calm_lowers_it() -> None:
     rng = np.random.default_rng(3)
     calm = 100.0 + rng.normal(0.0, 2.0, 960)
@@ -112,7 +148,7 @@ def test_flash_spikes_raise_the_reserve_and_calm_lowers_it() -> None:
 
 def test_a_higher_attainment_target_never_buys_a_smaller_reserve() -> None:
     rng = np.random.default_rng(5)
-    rates = 50.0 * rng.lognormal(0.0, 0.5, 900)
+    rates = 50.0 * rng.lognormal(0.0, 0.5, 1200)  # 0.999 needs 1000 windows
     got = [_reserve_at(_fed(rates, target=t), 8) for t in (0.9, 0.99, 0.999)]
     assert got[0] <= got[1] <= got[2]
 

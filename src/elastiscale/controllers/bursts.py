@@ -24,9 +24,20 @@ allowance raise it.
 As persistence's quantiles in demand.py, the rises are conditioned on the level they start
 from (pairs within a factor 2 of it, then 4, then all), because bursty traffic at the top of a
 burst mostly falls back and from a quiet minute can jump many times over.
+
+How many windows it takes (`min_windows`): a reserve that may leave `1 - target` of the demand
+short is a statement about the top `1 - target` of the rises, and a history of fewer than
+`1 / (1 - target)` windows (100 at 0.99, 50 minutes of 30 s bins) does not contain that tail:
+with 30 windows the rule can only return about the largest rise seen, an extreme of a small
+sample that is paid for at every tick. Until the history holds that many windows, the
+persistence quantile serves. A level's and a time of day's own pairs then refine it from 30
+of them on (`MIN_CALIBRATION`, as the quantiles): they share the whole history's allowance
+(the budget is a share of their demand, and the time-of-day buckets split one budget).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +50,15 @@ DAY_S = 86400.0
 TIME_OF_DAY_MIN_DAYS = 2.0
 #: Width of the time-of-day buckets the shortfall allowance is shared between.
 BUCKET_S = 7200.0
+
+
+def min_windows(allowance: float, floor: int) -> int:
+    """The fewest windows a reserve for a shortfall `allowance` is learnt from: 1 / allowance,
+    at least `floor` (module docstring). Worked numbers: 0.01 -> 100; 0.001 -> 1000; 0.05 with
+    a floor of 30 -> 30."""
+    if allowance <= 0.0:
+        return max(floor, 1)
+    return max(floor, math.ceil(1.0 / allowance - 1e-9))
 
 
 def time_of_day_buckets(t_s: Array, centre_s: float) -> tuple[Buckets, int] | None:
@@ -152,14 +172,17 @@ def level_reserves(
     allowance: float,
     min_pairs: int,
     buckets: tuple[Buckets, int] | None = None,
+    min_total: int = 0,
 ) -> Array | None:
     """Relative reserve per level of `levels` (see the module docstring), or None with fewer
-    than `min_pairs` pairs. `before` is each sample's rate, `peak_after` the highest rate of
-    the window after it; `allowance` is 1 - attainment target. With `buckets` (each pair's
-    time-of-day bucket, and the bucket to size for), the allowance is shared between the
-    buckets (`allocated_reserve`) and the reserve is the current bucket's."""
+    than max(`min_pairs`, `min_total`) pairs. `before` is each sample's rate, `peak_after` the
+    highest rate of the window after it; `allowance` is 1 - attainment target. A level's (and
+    a time of day's) own pairs serve from `min_pairs` of them, refining a reserve the whole
+    history, of at least `min_total` pairs, holds the tail for (`min_windows`). With `buckets`
+    (each pair's time-of-day bucket, and the bucket to size for), the allowance is shared
+    between the buckets (`allocated_reserve`) and the reserve is the current bucket's."""
     ok = ~np.isnan(before) & ~np.isnan(peak_after)
-    if np.count_nonzero(ok) < min_pairs:
+    if np.count_nonzero(ok) < max(min_pairs, min_total):
         return None
     before, peak_after = before[ok], peak_after[ok]
     bucket = buckets[0][ok] if buckets is not None else None

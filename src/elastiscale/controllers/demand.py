@@ -49,6 +49,7 @@ from elastiscale import registry
 from elastiscale.controllers.bursts import (
     Buckets,
     level_reserves,
+    min_windows,
     time_of_day_buckets,
     window_peaks,
 )
@@ -419,21 +420,22 @@ class DemandForecast:
         self, y: Array, bins: int, buckets: tuple[Buckets, int] | None = None
     ) -> Array | None:
         """Burst reserves per (level, bins ahead), relative to the level; None without an
-        attainment target, or while any horizon has too few pairs (the quantiles serve).
+        attainment target, or while any horizon has fewer pairs than the target's tail needs
+        (bursts.min_windows: 100 at 0.99; the quantiles serve).
         With `buckets` (each bin's time-of-day bucket, and the coming bins' one), the reserve
         of the coming bins' time of day (bursts.allocated_reserve)."""
         if self.attainment_target is None:
             return None
         allowance = 1.0 - self.attainment_target
+        tail = min_windows(allowance, MIN_CALIBRATION)  # a history that holds the tail
         out = np.zeros((LEVEL_GRID.size, bins))
         peaks = window_peaks(y, bins)
         if len(peaks) < bins:
             return None
         for i, peak in enumerate(peaks):
             pairs = None if buckets is None else (buckets[0][: peak.size], buckets[1])
-            got = level_reserves(
-                y[: peak.size], peak, self._levels, self._floor, allowance, MIN_CALIBRATION, pairs
-            )
+            args = (self._levels, self._floor, allowance, MIN_CALIBRATION, pairs, tail)
+            got = level_reserves(y[: peak.size], peak, *args)
             if got is None:
                 return None
             out[:, i] = got
