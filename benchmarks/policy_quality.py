@@ -82,6 +82,8 @@ ABLATION_PIPELINE = "agent"
 MEAN_REPLICAS = 25.0
 PEAK_SHARE_OF_MAX = 0.8
 UTILIZATIONS = (0.5, 0.6, 0.7, 0.85)
+#: `--reactive-curve`: hpa at these target utilizations too (its default is 0.7).
+CURVE_UTILIZATIONS = (0.5, 0.6)
 QUANTILES = (0.6, 0.75, 0.9, 0.99)
 
 
@@ -155,6 +157,7 @@ def main_jobs(
     skip: tuple[str, ...] = (),
     everywhere: bool = False,
     window_days: tuple[float, float, float] | None = None,
+    reactive_curve: bool = False,
 ) -> list[dict[str, Any]]:
     """One job per trace x usable pipeline. `everywhere`: the ablation variants on every
     pipeline (to judge a change of default), not only the agent one. `window_days` (start,
@@ -174,6 +177,10 @@ def main_jobs(
                     params = ABLATIONS[label]
                     policies.append({"name": "elastiscale", "params": params})
                     labels.append(f"elastiscale {label}")
+            if reactive_curve:  # hpa's trade-off curve, to judge a point off it
+                for u in CURVE_UTILIZATIONS:
+                    policies.append({"name": "hpa", "params": {"target_utilization": u}})
+                    labels.append(f"hpa u={u:g}")
             multi_day = _duration_s(trace_path) > MULTI_DAY_S
             job = {
                 "kind": "main",
@@ -308,6 +315,12 @@ def targets(results: list[dict[str, Any]], target: float = 0.99) -> str:
     return "\n".join(lines)
 
 
+def _order(result: dict[str, Any]) -> tuple[int, str, str]:
+    """Shared traces in their order, then any other trace file by name."""
+    name = Path(result["trace"]).name
+    return (TRACES.index(name) if name in TRACES else len(TRACES), name, result["pipeline"])
+
+
 def _ratio(mine: float, theirs: float) -> float:
     """mine / theirs, where no miss on either side (below one in a billion) counts as zero."""
     mine, theirs = max(mine, 0.0), max(theirs, 0.0)
@@ -350,7 +363,7 @@ def plot_sweep(results: list[dict[str, Any]], path: Path) -> None:
 def report(out: Path, plot: Path | None) -> None:
     """Tables (and the plot) from the JSON files a run left in `out`."""
     main_runs = [json.loads(p.read_text()) for p in sorted(out.glob("main_*.json"))]
-    main_runs.sort(key=lambda r: (TRACES.index(Path(r["trace"]).name), r["pipeline"]))
+    main_runs.sort(key=_order)
     if main_runs:
         print("SLO attainment / GPU-hours\n")
         print(table(main_runs, POLICIES))
@@ -359,6 +372,11 @@ def report(out: Path, plot: Path | None) -> None:
         ablated = [r for r in main_runs if any(v in r["runs"] for v in variants)]
         present = [v for v in variants if any(v in r["runs"] for r in ablated)]
         print(table(ablated, ("elastiscale", *present)))
+        curve = [r for r in main_runs if "hpa u=0.5" in r["runs"]]
+        if curve:
+            print("\nhpa's trade-off curve\n")
+            labels = ("hpa", *(f"hpa u={u:g}" for u in CURVE_UTILIZATIONS), "elastiscale")
+            print(table(curve, labels))
         print("\nTargets\n")
         print(targets(main_runs))
     sweeps = [json.loads(p.read_text()) for p in sorted(out.glob("sweep_*.json"))]
@@ -400,6 +418,11 @@ def main(argv: list[str] | None = None) -> int:
         help="multi-day traces: only this slice (days), its first WARMUP days the warm-up",
     )
     parser.add_argument("--trace", action="append", help="only these trace files (names)")
+    parser.add_argument(
+        "--reactive-curve",
+        action="store_true",
+        help=f"hpa also at target utilization {', '.join(map(str, CURVE_UTILIZATIONS))}",
+    )
     parser.add_argument("--pipeline", action="append", help="only these pipelines (stems)")
     parser.add_argument("--workers", type=int, default=2, help="processes (at most 2)")
     parser.add_argument("--report", action="store_true", help="only print tables from --out")
@@ -410,8 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     pipelines = [p for p in PIPELINES if not args.pipeline or p.stem in args.pipeline]
     traces: tuple[str, ...] = SHORT if args.quick else TRACES
-    if args.trace:
-        traces = tuple(t for t in TRACES if t in args.trace)
+    if args.trace:  # a shared trace by name, or any trace file in --traces-dir
+        traces = tuple(args.trace)
     if args.sweep:
         jobs = sweep_jobs(args.traces_dir, pipelines)
     else:
@@ -425,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
                 tuple(args.skip_policy),
                 args.ablation_everywhere,
                 tuple(args.days) if args.days else None,
+                args.reactive_curve,
             )
             if Path(j["pipeline"]) in pipelines
         ]
@@ -443,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
                 name += f"_{result['utilization']:g}"
             (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))
             print(f"done {name} in {result['elapsed_s']:.0f} s", file=sys.stderr, flush=True)
-    results.sort(key=lambda r: (TRACES.index(Path(r["trace"]).name), r["pipeline"]))
+    results.sort(key=_order)
     if args.sweep:
         for r in results:
             print(r["pipeline"], r["utilization"], r["quantile"])
