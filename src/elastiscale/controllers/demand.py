@@ -458,7 +458,9 @@ class DemandForecast:
             return memo[2]
         if levels.size == 0 or levels[0] <= 0:
             return 0
-        ratio = np.abs(np.log(np.maximum(level, 1e-12) / levels))
+        # A subnormal grid level overflows the quotient to inf: the right order (farthest).
+        with np.errstate(over="ignore"):
+            ratio = np.abs(np.log(np.maximum(level, 1e-12) / levels))
         row = int(np.argmin(ratio))
         self._row_memo = (levels, level, row)
         return row
