@@ -42,6 +42,7 @@ import numpy as np
 from elastiscale.backtest.api import backtest, prepare_trace
 from elastiscale.backtest.baselines import component_demand, window_means
 from elastiscale.config import load_config
+from elastiscale.controllers.calibration import CATALOGUE
 
 ROOT = Path(__file__).resolve().parent.parent
 # examples/pipelines/custom.yaml names its policy as `custom_policy:HalfCapacityPolicy`, which
@@ -71,7 +72,8 @@ ABLATIONS = {
     "warm-history": {"calibration_warmup": "history"},
     "reactive-reference": {
         "calibration_reference": "hpa",
-        "calibration_candidates": ["reserve+hold", "reserve", "quantile+hold", "guarded+hold"],
+        "calibration_candidates": list(CATALOGUE),  # the guarded settings too
+        "calibration_warmup": "history",
     },
 }
 #: Multi-day traces replay their first day as a warm-up (simulated for all, scored for none).
