@@ -186,6 +186,10 @@ class FakeKubeAPI(FakeServer):
         self._faults: list[Fault] = []
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
+        #: Held while a request is served and recorded, so `requests` lists writes in the
+        #: order the store took them (else one could be listed after a write made on it, and
+        #: the record would show an update lost that was not). Latency is waited outside it.
+        self._serving = threading.Lock()
         self._stopping = threading.Event()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -405,11 +409,16 @@ class FakeKubeAPI(FakeServer):
             body = json.loads(raw) if raw else None
         except ValueError:
             code, answer = 400, StatusError(400, "the request body is not valid JSON").body()
+            fault, valid = None, False
         else:
+            valid = True
             fault = self._take_fault(url.path, method)
             if fault is not None and fault.latency_s > 0:
-                self._stopping.wait(fault.latency_s)
-            if fault is not None and fault.status is not None:
+                self._stopping.wait(fault.latency_s)  # outside `_serving`: delays overlap
+        with self._serving:  # served and recorded as one step (see `_serving`)
+            if not valid:
+                pass  # answered above
+            elif fault is not None and fault.status is not None:
                 code = fault.status
                 answer = StatusError(code, f"injected fault on {url.path}").body()
                 if fault.retry_after_s is not None:
@@ -423,17 +432,17 @@ class FakeKubeAPI(FakeServer):
                         answer["items"] = _selected(answer["items"], selector[0])
                 except StatusError as exc:
                     code, answer = exc.code, exc.body()
-        record = RecordedRequest(
-            method=method,
-            path=url.path,
-            query=parse_qs(url.query),
-            content_type=content_type,
-            body=body,
-            status=code,
-            headers=headers,
-        )
-        with self._lock:
-            self._requests.append(record)
+            record = RecordedRequest(
+                method=method,
+                path=url.path,
+                query=parse_qs(url.query),
+                content_type=content_type,
+                body=body,
+                status=code,
+                headers=headers,
+            )
+            with self._lock:
+                self._requests.append(record)
         return code, answer, extra
 
     def _take_fault(self, path: str, method: str) -> Fault | None:
