@@ -1,7 +1,8 @@
 """One member of a shared GPU pool in its own process, for tests/test_pool_kubernetes.py:
 `python pool_member.py KUBECONFIG MEMBER SEED ROUNDS MAX_GPUS` requests `ROUNDS` times with
 claims drawn from `SEED`, through a ConfigMap on the API server of KUBECONFIG, and prints one
-JSON line per request (its grants, GPUs and note)."""
+JSON line per request (its grants, GPUs and note). It first prints `ready` and waits for a line
+on stdin, so that the members' requests overlap however long each took to start."""
 
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ def main(kubeconfig: str, member: str, seed: int, rounds: int, max_gpus: float) 
     )
     config = member_config(member, settings.model_dump())
     pool = pool_factory(config, connect=connect_core, clock=time.monotonic)("shared", max_gpus)
+    print("ready", flush=True)  # started and connected: the test starts every member at once
+    sys.stdin.readline()
     rng = random.Random(seed)
     for _ in range(rounds):
         claims = []

@@ -269,6 +269,7 @@ def test_members_in_separate_processes_never_exceed_the_budget(
     procs = [
         subprocess.Popen(
             [sys.executable, script, str(kubeconfig), f"unit-{i}", str(i), "25", "10"],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -276,6 +277,13 @@ def test_members_in_separate_processes_never_exceed_the_budget(
         )
         for i in range(3)
     ]
+    # All connected before any requests: their rounds overlap whatever each start-up took.
+    ready = [p.stdout.readline() if p.stdout else "" for p in procs]
+    assert ready == ["ready\n"] * 3, [p.communicate(timeout=120)[1] for p in procs]
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
     outputs = [p.communicate(timeout=120) for p in procs]
     for p, (out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err
