@@ -98,6 +98,19 @@ def test_foreign_runnable_leaves_out_the_benchmarks_own_tree() -> None:
     assert foreign_runnable(processes, own_root=10) == pytest.approx(2.0 + 1.25**-10)
 
 
+def test_foreign_runnable_weighs_nice_levels_against_the_benchmarks_own() -> None:
+    # Everything started from a shell at nice 19: the hogs take full shares all the same.
+    processes = {
+        1: (0, "S", 0),
+        10: (1, "S", 19),  # the benchmark, niced with its shell
+        11: (10, "R", 19),  # its raylet
+        20: (1, "R", 19),  # a hog at the same level
+        21: (1, "R", 19),  # another
+        30: (1, "R", 0),  # work at nice 0 outweighs the benchmark ~70x
+    }
+    assert foreign_runnable(processes, own_root=10) == pytest.approx(2.0 + 1.25**19)
+
+
 def test_read_proc_is_missing_where_proc_is(tmp_path: Path) -> None:
     assert read_proc(tmp_path) is None
     (tmp_path / "stat").write_text(STAT)

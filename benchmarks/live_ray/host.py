@@ -17,10 +17,10 @@ Each measure, and when it refuses, over the last `window_s` (5 s):
 - `cpu_steal`: CPU time stolen by the hypervisor, of all CPU time (/proc/stat); > 0.10;
 - `foreign_load_per_cpu`: runnable processes outside the benchmark's own process tree (Ray's
   processes and replicas, Prometheus and the daemon are its descendants), each weighed by its
-  scheduler weight against nice 0 (a nice-10 process counts 0.11), per CPU, averaged over the
-  window's samples (/proc/<pid>/stat); > 1.0. Kernel threads (kthreadd, pid 2, and its
-  children) are left out: on this benchmark they are mostly softirq and RCU work for its own
-  loopback traffic, and what they do take shows in the three symptoms above;
+  scheduler weight against the benchmark's own nice level (10 levels nicer counts 0.11), per
+  CPU, averaged over the window's samples (/proc/<pid>/stat); > 1.0. Kernel threads
+  (kthreadd, pid 2, and its children) are left out: on this benchmark they are mostly softirq
+  and RCU work for its own loopback traffic, and what they take shows in the symptoms above;
 - `load_per_cpu`: the 1-minute load average per CPU (/proc/loadavg), recorded, not judged: it
   counts the benchmark's own processes, whose starts (22 replicas for the ceiling run) push it
   past 4 on a host that keeps up, and it trails by a minute.
@@ -138,9 +138,10 @@ def cpu_weight(nice: int) -> float:
 
 def foreign_runnable(processes: Mapping[int, tuple[int, str, int]], own_root: int) -> float:
     """Runnable (state R) processes that are neither `own_root` nor its descendants nor
-    kernel threads (pid 2 and its children), each weighed by `cpu_weight` of its nice level:
-    what other work takes from the benchmark's processes (which run at nice 0) when all want
-    a CPU."""
+    kernel threads (pid 2 and its children), each weighed by `cpu_weight` of its nice level
+    relative to the benchmark's own (`own_root`'s): what other work takes from the benchmark's
+    processes when all want a CPU. Relative, because only the difference counts to the
+    scheduler: a hog at the benchmark's own nice level takes a full share, whatever the level."""
     children: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in processes.items():
         children.setdefault(ppid, []).append(pid)
@@ -149,8 +150,9 @@ def foreign_runnable(processes: Mapping[int, tuple[int, str, int]], own_root: in
         pid = stack.pop()
         own.add(pid)
         stack.extend(children.get(pid, []))
+    own_nice = processes[own_root][2] if own_root in processes else 0
     return sum(
-        cpu_weight(nice)
+        cpu_weight(nice - own_nice)
         for pid, (ppid, state, nice) in processes.items()
         if state == "R" and pid not in own and pid != KTHREADD_PID and ppid != KTHREADD_PID
     )
