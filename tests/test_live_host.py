@@ -43,6 +43,7 @@ from host import (  # noqa: E402
     read_proc,
     refusal,
     refusal_markdown,
+    timeline_csv,
 )
 from load import Watch, replay  # noqa: E402
 
@@ -178,6 +179,17 @@ def test_hold_overrun_per_deployment(
     monitor = HostMonitor(cpus=2)
     monitor.holds(holds)
     assert [r.where for r in monitor.check(1.0)] == refused_at
+
+
+def test_the_timeline_places_every_judged_reading_in_the_run() -> None:
+    monitor = HostMonitor(cpus=2)
+    monitor.holds({"planner": (10.5, 10.0)})
+    monitor.check(1.0)
+    monitor.holds({"planner": (12.0, 10.0)})
+    monitor.check(1.5)
+    rows = timeline_csv(monitor.timeline).splitlines()
+    assert rows[0] == "at_s,measure,where,value,limit"
+    assert rows[1:] == ["1.00,hold_overrun,planner,0.05,0.1", "1.50,hold_overrun,planner,0.2,0.1"]
 
 
 def test_hold_windows_leave_out_short_and_missing_holds() -> None:

@@ -44,9 +44,14 @@ class ServeCluster:
         self.dashboard_port = free_port()
         self.http_port = free_port()
         # The raylet's workers inherit this environment: they import the stand-in models from
-        # this directory, and Serve reads its metric push intervals from it.
+        # this directory, and Serve reads its metric push intervals from it. Ray starts its
+        # workers (every replica) at nice 15 (`worker_niceness`, so that a node's own daemons
+        # come first); on a node that also runs the load generator, Prometheus and the daemon at
+        # nice 0, the replicas then get a 28th of a CPU whenever those are busy, and their holds
+        # overrun several-fold. The benchmark measures the replicas, so they run at nice 0.
         os.environ.update(
             {
+                "RAY_worker_niceness": "0",
                 "RAY_AUTH_MODE": "token",
                 "RAY_AUTH_TOKEN_PATH": str(self.token_file),
                 "PYTHONPATH": os.pathsep.join(

@@ -200,11 +200,14 @@ class HostMonitor:
 
     `check(now_s)` returns the measures past their limits (empty: the host keeps up);
     `worst` keeps each measure's worst windowed value over the monitor's life, the figures a
-    scored run reports."""
+    scored run reports; `timeline` every judged reading with its time (`at_s`, seconds into
+    the load), so a refusal or a worst value can be placed in the run (run.py writes it as
+    host_timeline.csv)."""
 
     thresholds: Thresholds = field(default_factory=Thresholds)
     cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
     worst: dict[str, float] = field(default_factory=dict)
+    timeline: list[tuple[float, Reading]] = field(default_factory=list)
     _sends: deque[tuple[float, float]] = field(default_factory=deque)
     _lags: deque[tuple[float, float]] = field(default_factory=deque)
     _holds: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -267,6 +270,7 @@ class HostMonitor:
         for reading in self.measures(now_s):
             key = reading.measure + (f"[{reading.where}]" if reading.where else "")
             self.worst[key] = max(self.worst.get(key, -math.inf), reading.value)
+            self.timeline.append((now_s, reading))
             if reading.value > reading.limit:
                 past.append(reading)
         return past
@@ -283,6 +287,14 @@ def hold_windows(
         for name in measured_s
         if name in nominal_s and hold_s.get(name, 0.0) >= floor
     }
+
+
+def timeline_csv(timeline: list[tuple[float, Reading]]) -> str:
+    """The monitor's timeline as CSV: at_s, measure, where, value, limit (one row a reading)."""
+    rows = ["at_s,measure,where,value,limit"]
+    for at_s, r in timeline:
+        rows.append(f"{at_s:.2f},{r.measure},{r.where},{r.value:.6g},{r.limit:g}")
+    return "\n".join(rows) + "\n"
 
 
 def refusal(error: HostOverloadedError, context: Mapping[str, Any]) -> dict[str, Any]:

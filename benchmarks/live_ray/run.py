@@ -47,7 +47,14 @@ sys.path.insert(0, str(HERE))
 from cluster import Scraper, ServeCluster, wait_until  # noqa: E402
 from deploy import APP, RUNS, Daemon, application, daemon_config  # noqa: E402
 from fidelity import SIMULATED, fidelity_of  # noqa: E402
-from host import HostMonitor, HostOverloadedError, hold_windows, refusal, refusal_markdown  # noqa: E402
+from host import (  # noqa: E402
+    HostMonitor,
+    HostOverloadedError,
+    hold_windows,
+    refusal,
+    refusal_markdown,
+    timeline_csv,
+)
 from load import LiveRun, Watch, replay  # noqa: E402
 from measure import live_figures, read_call_log, simulated_figures, step_p95  # noqa: E402
 from memory import PeakMemory  # noqa: E402
@@ -106,10 +113,11 @@ def live_run(
     config = scenario.wall_config
     start_unix = time.time()
     print(f"{scenario.slice_name} seed {scenario.seed}: {run}: load", flush=True)
+    monitor = HostMonitor()
     watch = Watch(
         read_app=lambda: cluster.applications().get(APP, {}),
         tick=lambda: (scraper.refresh(), memory.sample(time.monotonic())),
-        monitor=HostMonitor(),
+        monitor=monitor,
         read_holds=_holds(scraper, scenario),
         enforce=enforce,
     )
@@ -128,6 +136,7 @@ def live_run(
     finally:
         if daemon is not None:
             daemon.stop()
+        (workdir / "host_timeline.csv").write_text(timeline_csv(monitor.timeline), encoding="utf-8")
     end_unix = time.time()
     series = component_series(scraper.url, start_unix, end_unix, scenario.rate_window_s)
     calls = read_call_log(scraper.registry_dir, start_unix)
