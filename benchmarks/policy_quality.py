@@ -69,6 +69,8 @@ ABLATIONS = {
     "no-time-of-day": {"burst_reserve_time_of_day": False},
     "lookback-forecast": {"scale_down_lookback": "forecast"},
     "cost-guard": {"burst_reserve_cap": "reactive"},
+    "bursty-arrivals": {"arrival_variability": "measured"},
+    "no-cpu-hold": {"cpu_scale_down_floor_s": 0.0},
     "warm-history": {"calibration_warmup": "history"},
     "reactive-reference": {
         "calibration_reference": "hpa",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 
 from elastiscale import registry
 from elastiscale.config import Config, load_config
@@ -294,6 +295,35 @@ def test_fast_components_follow_demand_down_and_slow_ones_wait_for_their_startup
                if t - now_s < 240.0)  # fmt: skip
     assert seen["writer"][-1] < high["writer"]
     assert seen["router"][-1] <= high["router"]
+
+
+@pytest.mark.parametrize(
+    ("floor_s", "router_holds_s", "planner_holds_s"),
+    [
+        (None, 300.0, 165.0),  # the default: a component without GPUs holds at least 300 s
+        (0.0, 25.0, 165.0),  # no floor: start-up + interval, as every component
+        (600.0, 600.0, 165.0),  # GPU components keep their own window whatever the floor
+    ],
+)
+def test_components_without_gpus_hold_at_least_the_cpu_floor(
+    floor_s: float | None, router_holds_s: float, planner_holds_s: float
+) -> None:
+    params = {} if floor_s is None else {"cpu_scale_down_floor_s": floor_s}
+    config = make_config(components={"router": {"capacity_per_replica": 5.0}})
+    driver = Driver(config, **params)
+    now_s = steady(driver, 20.0, 60)  # an hour: every earlier, higher need is out of its window
+    high = dict(driver.replicas)
+    assert high["router"] > 2
+    shrunk: dict[str, float] = {}
+    for t in np.arange(now_s, now_s + 900.0, TICK_S):
+        driver.tick(float(t), {"router": 2.0, "planner": 8.0, "writer": 2.0})
+        for name in ("router", "planner"):
+            if name not in shrunk and driver.replicas[name] < high[name]:
+                shrunk[name] = float(t) - now_s
+    # The window remembers the highest need of its last `window` seconds, from the last high
+    # tick; the observations' age (one tick) can add a tick.
+    assert router_holds_s - TICK_S <= shrunk["router"] <= router_holds_s + 2 * TICK_S
+    assert planner_holds_s - TICK_S <= shrunk["planner"] <= planner_holds_s + 2 * TICK_S
 
 
 def test_downstream_shrinks_only_after_upstream_demand_has_fallen() -> None:

@@ -51,6 +51,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from elastiscale.controllers.arrivals import ArrivalVariability
 from elastiscale.controllers.base import TickContext
 from elastiscale.controllers.budget import pipeline_allocation
 from elastiscale.controllers.calibrating import Calibrator
@@ -99,6 +100,13 @@ class ElastiscalePolicy:
         self.refits = RefitScheduler(p.refit)
         self._forecasts: dict[tuple[str, str], DemandForecast] = {}
         self._components: dict[str, ComponentState] = {}
+        #: Each component's measured arrival variability (`arrival_variability: measured`).
+        self.arrivals: dict[str, ArrivalVariability] = {}
+        if p.arrival_variability == "measured" and p.queueing:
+            self.arrivals = {
+                n: ArrivalVariability(p.rate_window_s, p.arrival_half_life_s)
+                for n in self.pipeline.order
+            }
         self._token_units = any(
             c.capacity_unit != "requests" for c in config.pipeline.components.values()
         )
@@ -164,6 +172,7 @@ class ElastiscalePolicy:
                 n: snapshot[n].demand_rps if n in snapshot else None for n in self.pipeline.order
             }
             self.fanout.update(at_s, rates)
+            self._observe_arrivals(snapshot)
             if not self.params.feedforward:
                 continue
             for ingress in self.pipeline.ingress:
@@ -180,6 +189,15 @@ class ElastiscalePolicy:
             last_s = at_s
         if last_s is not None:
             self._calibrate(last_s)
+
+    def _observe_arrivals(self, snapshot: Mapping[str, Observation | None]) -> None:
+        """Feed each component's arrival variability its rate reading (missing breaks a pair)."""
+        for name, estimator in self.arrivals.items():
+            obs = snapshot.get(name)
+            if obs is None:
+                estimator.update(0.0, None)
+            else:
+                estimator.update(obs.at_s, obs.demand_rps)
 
     def _calibrate(self, now_s: float) -> None:
         """Run the self-calibration's tick; a changed setting reaches the forecasts at once."""
@@ -199,6 +217,7 @@ class ElastiscalePolicy:
         if self.learned is not None:
             self.learned.update(ctx)
         self.fanout.update(now_s, rates)
+        self._observe_arrivals(fresh)
         fanouts = self.fanout.fanouts()
         gains = {i: pipeline.propagate({i: 1.0}, fanouts) for i in pipeline.ingress}
 
@@ -417,6 +436,15 @@ class ElastiscalePolicy:
     ) -> Sizer | None:
         """The component's sizer; for a token-sized one, learn its call size and token factor
         from this tick's data first (None until its call size has been seen once)."""
+        variability = 1.0
+        estimator = self.arrivals.get(state.name)
+        if estimator is not None:
+            variability = estimator.wait_factor()
+            if estimator.dispersion is not None:
+                details["arrival_dispersion"] = round(estimator.dispersion, 4)
+            details["wait_factor"] = round(variability, 4)
+        if state.by_variability is not None:
+            return state.by_variability.sizer_for(variability)
         if state.sizer is not None:
             return state.sizer
         assert state.tokens_per_request is not None and state.token_factor is not None
@@ -439,7 +467,7 @@ class ElastiscalePolicy:
             return None
         details["tokens_per_request"] = round(size, 3)
         details["token_factor"] = round(state.token_factor.value or 1.0, 4)
-        return state.token_sizers.sizer(size)
+        return state.token_sizers.sizer(size, variability)
 
     def _feedforward_rps(
         self,

@@ -20,6 +20,7 @@ from elastiscale.controllers.queueing import (
     Sizer,
     TokenSizerCache,
     UtilizationSizer,
+    VariabilitySizers,
 )
 from elastiscale.controllers.slo_sizing import SLOSizer, objectives
 from elastiscale.decision import Detail
@@ -39,7 +40,17 @@ class ElastiscaleParams(ForecastParams):
         description="share of each component's queueing slack left to swings inside a window",
     )
     scale_down_delay_s: float | None = Field(
-        None, ge=0, description="scale-down window; default: each component's startup + interval"
+        None,
+        ge=0,
+        description="scale-down window; default: each component's startup + interval, and for "
+        "a component without GPUs at least cpu_scale_down_floor_s",
+    )
+    cpu_scale_down_floor_s: float = Field(
+        300.0,
+        ge=0,
+        description="the shortest default scale-down window of a component without GPUs (the "
+        "HPA's default stabilization): its replicas cost no GPU-hours, and one released "
+        "between bursts is back only after detection and start-up, queueing the chain below",
     )
     fanout_half_life_s: float = Field(120.0, gt=0, description="memory of the fan-out estimate")
     fanout_prior_requests: float = Field(
@@ -52,6 +63,14 @@ class ElastiscaleParams(ForecastParams):
     measured_fanout: bool = Field(True, description="measure fan-out online (else: the priors)")
     gating: bool = Field(True, description="blend towards reactive where the forecast is poor")
     queueing: bool = Field(True, description="Erlang-C sizing (else: target utilization)")
+    arrival_variability: Literal["poisson", "measured"] = Field(
+        "poisson",
+        description="the arrivals Erlang-C sizing assumes: Poisson, or as bursty as each "
+        "component's own rate readings show (arrivals.py: the Allen-Cunneen factor)",
+    )
+    arrival_half_life_s: float = Field(
+        3600.0, gt=0, description="memory of the measured arrival variability"
+    )
     scale_down_lookback: Literal["need", "forecast", "observed"] = Field(
         "need",
         description="what the scale-down window holds: the whole need, the need without the "
@@ -131,6 +150,8 @@ class ComponentState:
     sizer: Sizer | None  # None for token-sized components (sized per call size)
     token_sizers: TokenSizerCache | None
     down: WindowExtreme
+    #: Its Erlang-C sizers per arrival variability (request-sized, no TTFT/ITL objectives).
+    by_variability: VariabilitySizers | None = None
     tokens_per_request: RatioEstimator | None = None
     token_factor: RatioEstimator | None = None
     seeded: bool = False
@@ -169,9 +190,12 @@ def build_component(
     delay_s = p.scale_down_delay_s
     if delay_s is None:
         delay_s = comp.startup_s + ctx.interval_s
+        if comp.gpus_per_replica == 0:
+            delay_s = max(delay_s, p.cpu_scale_down_floor_s)
     utilization = ctx.config.pipeline.utilization_target(name)
     sizer: Sizer | None = None
     tokens: TokenSizerCache | None = None
+    by_variability: VariabilitySizers | None = None
     slo_sizers = _slo_factory(comp, params, budget_s) if p.queueing else None
     if comp.capacity_unit == "requests":
         if slo_sizers is not None:
@@ -184,6 +208,8 @@ def build_component(
                 max_replicas=comp.replicas.max,
                 burst_share=p.burst_share,
             )
+            if p.arrival_variability == "measured":
+                by_variability = VariabilitySizers(sizer, p.burst_share)
         else:
             sizer = UtilizationSizer(
                 capacity_rps=comp.capacity_per_replica,
@@ -208,6 +234,7 @@ def build_component(
         sizer=sizer,
         token_sizers=tokens,
         down=WindowExtreme(delay_s, lowest=False),
+        by_variability=by_variability,
     )
     if tokens is not None:
         half_life_s = p.fanout_half_life_s

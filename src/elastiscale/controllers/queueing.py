@@ -18,6 +18,12 @@ The slack is shared as the oracle shares it: `burst_share` of it is left to the 
 demand inside the window the rate is measured over (the forecast covers the window's mean, not
 the seconds inside it), the rest bounds the random Erlang-C wait.
 
+Bursty arrivals (arrivals.py) wait `variability` times longer than Erlang C says (the
+Allen-Cunneen correction, `(c_a^2 + 1) / 2` against M/M/c): the random wait's allowance is
+divided by it, so a component whose calls come in batches keeps the free slots a batch needs
+(at the limit, the square-root staffing that makes waiting itself rare). Sizers per factor are
+cached on a 10% geometric grid (`sizer_for`); a factor of 1 is the sizer as without it.
+
 A token-sized component (capacity in tokens/s) is sized in requests of its current mean size:
 3,000 tokens/s per replica at 1,500 tokens a call is 2 calls/s per replica. Tables are cached
 per size, on a 2% geometric grid of sizes, so a drifting mean size costs a table now and then.
@@ -39,6 +45,13 @@ Array = npt.NDArray[np.float64]
 
 #: Tables of a token-sized component are cached per mean call size on this geometric grid.
 SIZE_GRID_RATIO = 1.02
+#: ... and per arrival variability factor on this one (1 is a point of it).
+VARIABILITY_GRID_RATIO = 1.1
+
+
+def variability_index(factor: float) -> int:
+    """The grid point of a variability factor (0 for 1, Poisson)."""
+    return max(0, round(math.log(max(factor, 1.0)) / math.log(VARIABILITY_GRID_RATIO)))
 
 
 class Sizer(Protocol):
@@ -57,7 +70,8 @@ class Sizer(Protocol):
 
 class QueueingSizer:
     """Erlang-C sizing against a latency budget (see the module docstring); `slack_s`, when
-    given, is the queue wait the objective allows outright instead of budget - service time."""
+    given, is the queue wait the objective allows outright instead of budget - service time;
+    `variability` (>= 1) divides the random wait's allowance (bursty arrivals)."""
 
     def __init__(
         self,
@@ -69,6 +83,7 @@ class QueueingSizer:
         burst_share: float,
         quantile: float = 0.95,
         slack_s: float | None = None,
+        variability: float = 1.0,
     ) -> None:
         self.capacity_rps = capacity_rps
         self.service_time_s = service_time_s
@@ -81,6 +96,11 @@ class QueueingSizer:
         else:
             # A wait allowance given outright (slo_sizing.py: TTFT and ITL objectives).
             self.wait_budget_s = service_time_s + (1.0 - burst_share) * slack_s
+        if variability > 1.0:
+            self.wait_budget_s = (
+                service_time_s + max(self.wait_budget_s - service_time_s, 0.0) / variability
+            )
+        self.variability = variability
         self.quantile = quantile
         self.table: Array = max_rate_within_budget(
             max_replicas, capacity_rps, service_time_s, self.wait_budget_s, quantile
@@ -142,12 +162,14 @@ class TokenSizerCache:
         self.queueing = queueing
         self.utilization = utilization
         self.factory = factory  # the sizer for a call size, when not the budget's own
-        self._cache: dict[int, Sizer] = {}
+        self._cache: dict[tuple[int, int], Sizer] = {}
 
-    def sizer(self, tokens_per_request: float) -> Sizer:
-        """The sizer for calls of `tokens_per_request` (snapped to the 2% grid)."""
+    def sizer(self, tokens_per_request: float, variability: float = 1.0) -> Sizer:
+        """The sizer for calls of `tokens_per_request` (snapped to the 2% grid) arriving with
+        `variability` (snapped to the 10% grid; only the Erlang-C sizer uses it)."""
         index = round(math.log(max(tokens_per_request, 1e-9)) / math.log(SIZE_GRID_RATIO))
-        cached = self._cache.get(index)
+        spread = variability_index(variability) if self.queueing and self.factory is None else 0
+        cached = self._cache.get((index, spread))
         if cached is not None:
             return cached
         size = SIZE_GRID_RATIO**index
@@ -162,6 +184,7 @@ class TokenSizerCache:
                 budget_s=self.budget_s,
                 max_replicas=self.max_replicas,
                 burst_share=self.burst_share,
+                variability=VARIABILITY_GRID_RATIO**spread,
             )
         else:
             made = UtilizationSizer(
@@ -169,5 +192,31 @@ class TokenSizerCache:
                 utilization=self.utilization,
                 max_replicas=self.max_replicas,
             )
-        self._cache[index] = made
+        self._cache[(index, spread)] = made
         return made
+
+
+class VariabilitySizers:
+    """The Erlang-C sizers of one request-sized component per arrival variability factor
+    (snapped to the 10% grid); the factor 1 is `base` itself."""
+
+    def __init__(self, base: QueueingSizer, burst_share: float) -> None:
+        self.base = base
+        self.burst_share = burst_share
+        self._cache: dict[int, QueueingSizer] = {0: base}
+
+    def sizer_for(self, variability: float) -> QueueingSizer:
+        spread = variability_index(variability)
+        cached = self._cache.get(spread)
+        if cached is None:
+            cached = QueueingSizer(
+                capacity_rps=self.base.capacity_rps,
+                service_time_s=self.base.service_time_s,
+                budget_s=self.base.budget_s,
+                max_replicas=self.base.max_replicas,
+                burst_share=self.burst_share,
+                quantile=self.base.quantile,
+                variability=VARIABILITY_GRID_RATIO**spread,
+            )
+            self._cache[spread] = cached
+        return cached

@@ -3,14 +3,15 @@ into a fresh one that differs from it only in the settings a calibration chooses
 
 A self-calibration (calibration.py) replays the observed ingress under each candidate, each
 first warmed on the same half of the window (`ElastiscalePolicy.warm_start`). The warm start
-feeds only the fan-out estimates and the ingress forecasts (their models, gates and burst
-statistics), and none of that depends on `scale_down_lookback` or `burst_reserve_cap`; of
-`burst_reserve` it depends only on the burst reserve table, which a policy without the reserve
-never computes (its `DemandForecast` has no attainment target, so its `_reserve` stays None at
-every refresh, while the refresh times, quantiles and errors are the same). So a candidate's
-warm state is a copy of the first candidate's with, where the reserve is off, the table
-dropped: the same numbers as its own warm start, at the price of a deep copy instead of
-replaying the half window once more (the replay's forecaster updates, refits and refreshes).
+feeds only the fan-out estimates, the arrival variability and the ingress forecasts (their
+models, gates and burst statistics), and none of that depends on `scale_down_lookback` or
+`burst_reserve_cap`; of `burst_reserve` it depends only on the burst reserve table, which a
+policy without the reserve never computes (its `DemandForecast` has no attainment target, so its
+`_reserve` stays None at every refresh, while the refresh times, quantiles and errors are the
+same). So a candidate's warm state is a copy of the first candidate's with, where the reserve is
+off, the table dropped: the same numbers as its own warm start, at the price of a deep copy
+instead of replaying the half window once more (the replay's forecaster updates, refits and
+refreshes).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def copy_warm_state(source: ElastiscalePolicy, target: ElastiscalePolicy) -> boo
             return False  # the reserve table `target` needs was never computed
     memo = {id(source.refits): target.refits, id(source.pipeline): target.pipeline}
     target.fanout = copy.deepcopy(source.fanout, memo)
+    target.arrivals = copy.deepcopy(source.arrivals, memo)
     forecasts = copy.deepcopy(source._forecasts, memo)
     for forecast in forecasts.values():
         if forecast.attainment_target != wanted:
