@@ -87,7 +87,7 @@ MEAN_REPLICAS = 25.0
 PEAK_SHARE_OF_MAX = 0.8
 UTILIZATIONS = (0.5, 0.6, 0.7, 0.85)
 #: `--reactive-curve`: hpa at these target utilizations too (its default is 0.7).
-CURVE_UTILIZATIONS = (0.5, 0.6)
+CURVE_UTILIZATIONS = (0.4, 0.5, 0.6)
 QUANTILES = (0.6, 0.75, 0.9, 0.99)
 
 
