@@ -256,7 +256,11 @@ def test_clock_steps_neither_burst_nor_run_time_backward(
     wait_for(lambda: kube.replicas("router") == 7 and kube.replicas("worker") == 5, 20, "7 and 5")
     ticks = daemon.tick() - stepped_tick
     print(f"clock back to the truth: recovered in {ticks} ticks")
-    assert ticks <= 6
+    # 4 for the mechanism (the offset seen at the next tick, the rate window filling with the
+    # new demand, the scrape, the write), 1 for reading the tick count after the wait returns,
+    # and the two ticks of a shared host's scheduling every bound here allows (7 seen once in
+    # a full CI run on 2 CPUs, 4 alone).
+    assert ticks <= 7
     assert len(watch.lines_with("wall clock stepped back by 3[56]")) == 1
     watch.assert_ticking()
     watch.assert_one_record_per_component_per_tick()
