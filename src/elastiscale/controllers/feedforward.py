@@ -29,6 +29,8 @@ lead time. One tick, for every component c (in topological order):
    `startup_s + interval` it keeps the highest need (`need`, the default), the highest need
    without the burst reserve (`forecast`), or what observed load needed (`observed`): a
    replica released and needed again within its start-up time costs as much as keeping it.
+   A component without GPUs keeps at least `cpu_scale_down_floor_s` (300 s): its replicas
+   cost no GPU-hours, and one released between bursts queues the chain below until it is back.
 6. Scale to zero (`min: 0`): zero when P(no arrival in H_c) = exp(-demand x H_c) >=
    `quantile`; a forecast of demand within the lead time pre-warms the first replica.
 7. A shared GPU budget (`pipeline.max_gpus`, or a pool shared by several pipelines) is divided
