@@ -92,10 +92,14 @@ class ArrivalVariability:
         return self._squares / self._rates
 
     def wait_factor(self, service_scv: float = 1.0) -> float:
-        """How much longer than Erlang C's the queueing wait is: `(c_a^2 + c_s^2) / 2` with
-        `c_a^2` the measured dispersion, never below 1 (Poisson: the Erlang-C sizing as is),
-        1 until measured."""
-        got = self.dispersion
-        if got is None:
-            return 1.0
-        return max(1.0, 0.5 * (got + service_scv))
+        """`wait_factor` of the measured dispersion."""
+        return wait_factor(self.dispersion, service_scv)
+
+
+def wait_factor(dispersion: float | None, service_scv: float = 1.0) -> float:
+    """How much longer than Erlang C's the queueing wait is: `(c_a^2 + c_s^2) / 2` with `c_a^2`
+    the arrivals' dispersion, never below 1 (Poisson: the Erlang-C sizing as is), 1 while it is
+    not measured (None)."""
+    if dispersion is None:
+        return 1.0
+    return max(1.0, 0.5 * (dispersion + service_scv))

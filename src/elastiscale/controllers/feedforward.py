@@ -53,7 +53,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from elastiscale.controllers.arrivals import ArrivalVariability
+from elastiscale.controllers.arrivals import ArrivalVariability, wait_factor
 from elastiscale.controllers.base import TickContext
 from elastiscale.controllers.budget import pipeline_allocation
 from elastiscale.controllers.calibrating import Calibrator
@@ -441,9 +441,10 @@ class ElastiscalePolicy:
         variability = 1.0
         estimator = self.arrivals.get(state.name)
         if estimator is not None:
-            variability = estimator.wait_factor()
-            if estimator.dispersion is not None:
-                details["arrival_dispersion"] = round(estimator.dispersion, 4)
+            dispersion = estimator.dispersion
+            variability = wait_factor(dispersion)
+            if dispersion is not None:
+                details["arrival_dispersion"] = round(dispersion, 4)
             details["wait_factor"] = round(variability, 4)
         if state.by_variability is not None:
             return state.by_variability.sizer_for(variability)
