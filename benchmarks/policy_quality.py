@@ -72,6 +72,7 @@ ABLATIONS = {
     "bursty-arrivals": {"arrival_variability": "measured"},
     "no-cpu-hold": {"cpu_scale_down_floor_s": 0.0},
     "replay-day": {"calibration_window_s": 86400.0},
+    "no-novelty": {"calibration_novelty_factor": None},
     "warm-history": {"calibration_warmup": "history"},
     "reactive-reference": {
         "calibration_reference": "hpa",

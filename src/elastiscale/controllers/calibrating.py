@@ -21,6 +21,7 @@ from elastiscale.controllers.calibration import (
     load_replayer,
 )
 from elastiscale.controllers.demand import DemandForecast
+from elastiscale.controllers.novelty import Array, NoveltyWatch
 from elastiscale.decision import Detail
 from elastiscale.forecasting.refits import RefitScheduler
 
@@ -73,6 +74,7 @@ class Calibrator:
         self.ingress = ingress[0] if ingress else ""
         self.tokens = "tokens" in units
         self._first_s: float | None = None
+        self.novelty = NoveltyWatch(params.calibration_novelty_factor)
         if self.why_not is not None:
             log.info(
                 "elastiscale: pipeline %s: %s; the configured setting stays",
@@ -102,16 +104,46 @@ class Calibrator:
         if demand is None:
             return False
         state = self.state
+        changed = False
+        if demand.latest is not None:
+            self.novelty.observe(*demand.latest)
         if state.pending is None:
+            if state.novel_since_s is None and self.novelty.novel():
+                changed = self._fall_back(now_s)
             span_s = self._span_s(demand)
             p = self.params
-            if state.due(now_s, span_s, p.calibration_min_history_s, p.calibration_every_s):
-                traffic = self._traffic(demand, forecasts.get((self.ingress, "tokens_per_s")))
+            novel_wait_s = p.calibration_window_s / 2.0
+            if state.due(now_s, span_s, p.calibration_min_history_s, p.calibration_every_s,
+                         novel_wait_s):  # fmt: skip
+                t_s, rate = demand.forecaster.history()
+                traffic = self._traffic(
+                    demand.step_s, t_s, rate, forecasts.get((self.ingress, "tokens_per_s"))
+                )
                 if traffic is not None:
                     state.last_at_s = now_s
                     state.last_span_s = span_s
+                    state.novel_since_s = None
+                    self.novelty.cover(t_s, rate)
                     state.pending = self.refits.submit(lambda: self._replay(traffic, now_s))
-        return self._collect()
+        return self._collect() or changed
+
+    def _fall_back(self, now_s: float) -> bool:
+        """Novel ingress (novelty.py): the safest candidate until a calibration covers it."""
+        state = self.state
+        safest = self.params.calibration_candidates[0]
+        log.info(
+            "elastiscale: ingress at %.4g requests/s, above %g x the busiest hour (%.4g) of "
+            "the history %s was chosen on: %s until a calibration covers it",
+            self.novelty.recent_rps() or 0.0,
+            self.novelty.factor,
+            self.novelty.covered_rps or 0.0,
+            state.setting,
+            safest,
+        )
+        state.novel_since_s = now_s
+        changed = state.setting != safest
+        state.setting = safest
+        return changed
 
     def _collect(self) -> bool:
         state = self.state
@@ -168,14 +200,13 @@ class Calibrator:
         return min(span_s, self.params.calibration_window_s)
 
     def _traffic(
-        self, demand: DemandForecast, tokens: DemandForecast | None
+        self, step_s: float, t_s: Array, rate: Array, tokens: DemandForecast | None
     ) -> ObservedTraffic | None:
-        """The last `calibration_window_s` of observed ingress (None before any)."""
-        t_s, rate = demand.forecaster.history()
+        """The last `calibration_window_s` of the observed ingress history `t_s`, `rate`
+        (None before any)."""
         seen = np.flatnonzero(~np.isnan(rate))
         if seen.size == 0:
             return None
-        step_s = demand.step_s
         keep = max(1, math.ceil(self.params.calibration_window_s / step_s - 1e-9))
         first = max(int(seen[0]), rate.size - keep)
         scored: int | None = None

@@ -27,7 +27,11 @@ so the policy asks it. A calibration:
    choice is at least `SWITCH_MARGIN` cheaper, or the one in force falls short of the goal.
 
 When: the first calibration once `calibration_min_history_s` of ingress has been seen, then
-each time the history has doubled, and at most every `calibration_every_s` after that. Where:
+each time the history has doubled, and at most every `calibration_every_s` after that. When
+the ingress becomes novel (its last hour above `calibration_novelty_factor` x the busiest hour
+of the history the setting was chosen on, novelty.py), the safest candidate is in force at
+once and a calibration is due half a window later, when the replay's scored half holds the
+new traffic. Where:
 on the policy's refit worker (`RefitScheduler.submit`): inline in backtests, so results
 reproduce; in the background live, so a tick never waits for a replay (the setting in force
 stays until the replay's result is collected at a later tick).
@@ -198,12 +202,20 @@ class CalibrationState:
     pending: Future[Replay] | None = None
     replay: Replay | None = None
     failure: str | None = None
+    #: When the ingress became novel (novelty.py), until the calibration that covers it.
+    novel_since_s: float | None = None
 
-    def due(self, now_s: float, span_s: float, min_s: float, every_s: float) -> bool:
-        """Whether a calibration should start, given `span_s` of observed history."""
+    def due(
+        self, now_s: float, span_s: float, min_s: float, every_s: float, novel_wait_s: float = 0.0
+    ) -> bool:
+        """Whether a calibration should start, given `span_s` of observed history (and, once
+        the ingress became novel, `novel_wait_s` after that: the replay's scored part then
+        holds the new traffic)."""
         if self.pending is not None or span_s < min_s:
             return False
         if self.last_at_s is None:
+            return True
+        if self.novel_since_s is not None and now_s - self.novel_since_s >= novel_wait_s:
             return True
         if now_s - self.last_at_s >= every_s:
             return True
@@ -223,6 +235,8 @@ class CalibrationState:
             )
         if self.failure is not None:
             out["calibration_failure"] = self.failure
+        if self.novel_since_s is not None:
+            out["calibration_novel_since_s"] = round(self.novel_since_s, 3)
         return out
 
 

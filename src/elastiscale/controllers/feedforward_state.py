@@ -90,6 +90,13 @@ class ElastiscaleParams(ForecastParams):
     calibration_window_s: float = Field(
         12 * 3600.0, gt=0, description="how much of the observed history a calibration replays"
     )
+    calibration_novelty_factor: float | None = Field(
+        2.0,
+        gt=1.0,
+        description="ingress whose last hour averages more than this times the busiest hour "
+        "of the history the setting was chosen on is novel: the safest candidate is in "
+        "force until a calibration covers it (novelty.py); null: never",
+    )
     burst_reserve: bool = Field(
         True,
         description="headroom over persistence sized to slo.attainment_target from the "
