@@ -36,16 +36,18 @@ WINDOW_S = 3600.0
 
 
 def busiest_mean(t_s: Array, rate: Array, window_s: float = WINDOW_S) -> float | None:
-    """The highest mean of `rate` (NaN: missing) over `window_s` of consecutive bins, counting
-    only windows at least half observed; None when no window is (less history than that).
+    """The highest mean of `rate` (NaN: missing) over `window_s` of consecutive bins (all of
+    them when fewer, but at least half a window), counting only windows at least half
+    observed; None when no window is.
     Worked numbers: 30 s bins, a window of 120 s (4 bins), rates 1, 1, 3, 3, 1: means 2.0 and
     2.0 of the two full windows, so 2.0."""
     if t_s.size < 2:
         return None
     step_s = float(t_s[1] - t_s[0])
     bins = max(1, round(window_s / step_s))
-    if rate.size < bins:
+    if rate.size < bins / 2.0:
         return None
+    bins = min(bins, rate.size)
     seen = ~np.isnan(rate)
     sums = np.concatenate([[0.0], np.cumsum(np.where(seen, rate, 0.0))])
     counts = np.concatenate([[0], np.cumsum(seen)])
