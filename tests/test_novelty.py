@@ -81,9 +81,7 @@ def _at(rate: float) -> dict[str, float]:
 
 def test_a_level_far_above_the_history_brings_the_safest_setting_then_a_calibration() -> None:
     fake = FakeReplayer(CHEAP_ENOUGH)
-    driver = calibrating_driver(
-        fake, calibration_window_s=3600.0, calibration_min_history_s=3600.0
-    )
+    driver = calibrating_driver(fake, calibration_window_s=3600.0, calibration_min_history_s=3600.0)
     driver.run(0.0, 3570.0, 10.0)
     got = driver.tick(3570.0, LOAD)
     assert got["writer"].details["calibration_setting"] == "reserve"  # cheapest on calm days
