@@ -13,6 +13,7 @@ import numpy as np
 
 from elastiscale.controllers.calibration import (
     CATALOGUE,
+    Array,
     CalibrationState,
     ObservedTraffic,
     Replay,
@@ -21,7 +22,7 @@ from elastiscale.controllers.calibration import (
     load_replayer,
 )
 from elastiscale.controllers.demand import DemandForecast
-from elastiscale.controllers.novelty import Array, NoveltyWatch
+from elastiscale.controllers.novelty import NoveltyWatch
 from elastiscale.decision import Detail
 from elastiscale.forecasting.refits import RefitScheduler
 
@@ -112,9 +113,8 @@ class Calibrator:
                 changed = self._fall_back(now_s)
             span_s = self._span_s(demand)
             p = self.params
-            novel_wait_s = p.calibration_window_s / 2.0
-            if state.due(now_s, span_s, p.calibration_min_history_s, p.calibration_every_s,
-                         novel_wait_s):  # fmt: skip
+            wait_s = p.calibration_window_s / 2.0  # after novel ingress: its scored half
+            if state.due(now_s, span_s, p.calibration_min_history_s, p.calibration_every_s, wait_s):
                 t_s, rate = demand.forecaster.history()
                 traffic = self._traffic(
                     demand.step_s, t_s, rate, forecasts.get((self.ingress, "tokens_per_s"))
