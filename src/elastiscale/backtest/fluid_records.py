@@ -13,9 +13,9 @@ change.
 
 Why: five float arrays of every step are 40 bytes per component and step, 643 MB for the
 benchmark's month at 1 s steps through 6 components (`benchmarks/backtest_speed.py`). Raw,
-they would not shrink as runs (a step without arrivals, 40% of them at 1 s, reads NaN); filled,
-the waits and the hold of a component that never queues are one run each, and the drop
-probability mostly 0.
+they would not shrink as runs (a step without arrivals reads NaN, and at 1 s many have none);
+filled, the waits and the hold of a component that never queues are one run each, and the drop
+probability mostly 0: 50 MB for that month, most of it the LLM's waits.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 A `ComponentSeries` of a month at 1 s steps has 2.68 million steps per field; six of its fields
 (the replica counts, the drops and, for most components, the queue) hold a few runs of equal
-doubles (`backtest.runs`). Stored as runs, they cost a few KB instead of 21 MB each: 734 MB
-for the benchmark's 6 components (`benchmarks/backtest_speed.py`). A reader still gets a
+doubles (`backtest.runs`). Stored as runs, they cost a few KB instead of 21 MB each: 35 of
+the 36 of the benchmark's 6 components (`benchmarks/backtest_speed.py`; its LLM's queue
+changes too often) are 750 MB as arrays. A reader still gets a
 numpy float array with the same doubles: the first read of a field expands its runs and keeps
 the array in their place, so later reads are that same array (writes to it stick, as they do
 to any field's array), and only the fields somebody reads take the memory of an array.

@@ -9,8 +9,8 @@ costs a few KB for a month, and arrivals 8 bytes a step, as an array does.
 
 The dense storage is allocated once for the number of steps the simulator will run when it
 says so (`capacity`; pages not yet written take no memory), so a month does not grow 21 MB
-arrays by reallocation: with 60 of them growing side by side, the copies the allocator kept
-were about 290 MB of a month's peak. Without a capacity, or past it, it doubles.
+arrays by reallocation: with 60 of them grown side by side, the benchmark's month ended its
+loop 287 MiB of RSS above the arrays it held. Without a capacity, or past it, it doubles.
 
 Reading gives the same doubles as a dense array appended to would: `[i]` one value (the
 simulated metric source reads the last steps while the run goes on), `dense()` all of them,

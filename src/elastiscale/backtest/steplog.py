@@ -19,7 +19,7 @@ bytes a step (279 MB per component), where a row of 22 doubles with the running 
 Stored as runs, the replica counts (ready, starting, draining, desired), the drops and a queue
 that is mostly empty take a few KB each: the benchmark's month (`benchmarks/backtest_speed.py`)
 keeps 4 dense columns for most components (arrivals, completions, busy, p95 latency: 32 bytes
-a step, 86 MB), 5 for its LLM, whose queue changes at 45% of the steps.
+a step, 86 MB), 5 for its LLM, whose queue changes at 45% of the steps (3 days measured).
 
 A simulator that computes some columns from others declares them (`derive`), and they are then
 not stored but computed on reading with the simulator's own arithmetic, so the same doubles:
