@@ -21,13 +21,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from elastiscale.backtest import stepcolumn
 from elastiscale.backtest.fluid_component import FluidComponent, noisy_count, reentry_spread
 from elastiscale.backtest.fluid_latency import (
-    CallRecords,
     EndToEndSampler,
     LatencyTable,
-    latency_table,
+    StepLoad,
     queueing_delay,
+    table_of,
     wait_quantile,
 )
 from elastiscale.backtest.fluid_queue import serve
@@ -82,7 +83,9 @@ class FluidSimulator(SimulatorFrame):
         self._drain_steps = (max(depth.values()) + 1) * (math.ceil(max_timeout / self.step_s) + 2)
         total = self.n_steps + self._drain_steps
         self._comps = [
-            FluidComponent(i, self.models[name], start, self.start_s, self.step_s, total)
+            FluidComponent(
+                i, self.models[name], start, self.start_s, self.step_s, total, self.n_steps
+            )
             for i, (name, start) in enumerate(
                 zip(self.pipeline.order, self.initial_counts(initial_replicas), strict=True)
             )
@@ -136,6 +139,7 @@ class FluidSimulator(SimulatorFrame):
         self._tin = tin if tin is not None else array("d")
         self._tout = tout if tout is not None else array("d")
         self._step = 0  # steps simulated so far
+        self._seal_at = stepcolumn.CHUNK  # the step at which the arrival records are sealed next
         self._finished = False
         self._tables: list[LatencyTable] | None = None  # built once, at the first `result()`
         self._series: dict[str, ComponentSeries] | None = None  # likewise
@@ -246,6 +250,8 @@ class FluidSimulator(SimulatorFrame):
         waits = self._waits
         first_calls = [0.0] * self._noise_slots if waits is not None else None
         rows: list[tuple[FluidComponent, _Row]] = []
+        if j >= self._seal_at:
+            self._seal(j)
         if j < self.n_steps:
             req = self._req[j]
             for i in self._ingress:
@@ -270,6 +276,8 @@ class FluidSimulator(SimulatorFrame):
             ready_avg, starting_avg, draining_avg = comp.replicas.close_step(b, dt)
             mu = ready_avg * comp.cap
             mix = [x / areq for x in classes] if classes and areq > 0 else None
+            records = comp.records
+            k = j - records.base  # this step in the records' window
             if areq > 0:
                 tin_pr = flow_tin[i] / areq
                 tout_pr = flow_tout[i] / areq
@@ -277,13 +285,13 @@ class FluidSimulator(SimulatorFrame):
                     work_per_request(comp.unit, tin_pr, tout_pr) if comp.unit != "requests" else 1.0
                 )
                 work = areq * wpr
-                comp.arrived_by_arrival[j] = areq
+                records.arrived[k] = areq
                 if work > 0:
-                    comp.hold_by_arrival[j] = comp.hold_per_work * wpr
+                    records.hold[k] = comp.hold_per_work * wpr
                     comp.queue.append([a, b, work / dt, j, areq / work, tin_pr, tout_pr, 0.0, mix])
                 else:  # zero-token requests need no service time
-                    comp.hold_by_arrival[j] = 0.0
-                    comp.wait_first[j] = comp.wait_last[j] = 0.0
+                    records.hold[k] = 0.0
+                    records.wait_first[k] = records.wait_last[k] = 0.0
             else:
                 work = 0.0
             queue = comp.queue
@@ -298,7 +306,7 @@ class FluidSimulator(SimulatorFrame):
             elif len(queue) == 1 and work > 0 and work <= mu * dt * (1 + 1e-12):
                 # Fast path: an empty queue and enough capacity: every unit served on arrival.
                 queue.clear()
-                comp.wait_first[j] = comp.wait_last[j] = 0.0
+                records.wait_first[k] = records.wait_last[k] = 0.0
                 served_w, served_r, dropped_r = work, areq, 0.0
                 s_tin, s_tout = flow_tin[i], flow_tout[i]
                 served_cls = classes
@@ -353,6 +361,14 @@ class FluidSimulator(SimulatorFrame):
             )
             for (part, values), held in zip(rows, awaiting, strict=True):
                 self._record(part, *values, held)
+
+    def _seal(self, j: int) -> None:
+        """At the start of step j: seal each component's arrival records of the steps before
+        its oldest queued cohort (`backtest.fluid_records`)."""
+        for comp in self._comps:
+            queue = comp.queue
+            comp.records.seal(min(int(queue[0][3]), j) if queue else j, j)
+        self._seal_at = j + stepcolumn.CHUNK
 
     def _deviates(self, j: int) -> list[float]:
         """The normal deviates of step j: a function of the seed and j only."""
@@ -418,6 +434,22 @@ class FluidSimulator(SimulatorFrame):
             self._run_step(self.n_steps + extra, record=False)
         self._finished = True
 
+    def _table(self, comp: FluidComponent, total_steps: int) -> LatencyTable:
+        """The latency table of a frozen component; its arrival records are handed over."""
+        log = comp.log
+        load = StepLoad(
+            capacity=log.column("capacity"),
+            busy=log.column("busy"),
+            ready=log.column("ready"),
+            queue=log.column("queue"),
+            # the log's arrivals are the records' wherever there were any (an arrival step's
+            # record is 0 without arrivals, and so is the log's)
+            arrived=log.column("arrivals") > 0,
+            slots=comp.slots,
+            mean_hold_s=comp.model.mean_hold_s,
+        )
+        return table_of(comp.records.waits(total_steps), load, self.step_s, total_steps)
+
     def result(self) -> SimulationResult:
         """Run the remaining steps and sample end-to-end latency (`backtest.fluid_latency`)."""
         self._finish()
@@ -429,27 +461,8 @@ class FluidSimulator(SimulatorFrame):
             # One component at a time: its table, then its series, then what neither needs
             # again is dropped before the next component's (the peak of a month at 1 s).
             for c in self._comps:
-                c.log.freeze()  # the series below are views of the logs' columns, not copies
-                self._tables.append(
-                    latency_table(
-                        CallRecords(
-                            arrived=c.arrived_by_arrival,
-                            dropped=c.dropped_by_arrival,
-                            wait_first=c.wait_first,
-                            wait_last=c.wait_last,
-                            hold=c.hold_by_arrival,
-                            capacity=c.log.column("capacity"),
-                            busy=c.log.column("busy"),
-                            ready=c.log.column("ready"),
-                            queue=c.log.column("queue"),
-                            slots=c.slots,
-                            mean_hold_s=c.model.mean_hold_s,
-                        ),
-                        self.step_s,
-                        total_steps,
-                    )
-                )
-                c.release_arrival_records()  # 40 bytes a step, in the table from now on
+                c.log.freeze()  # the series below: views of the dense columns, runs of the others
+                self._tables.append(self._table(c, total_steps))
                 self._series[c.name] = ComponentSeries.from_steps(c.log, t_s)
                 c.log.release("busy", "capacity")  # in the table and the series from now on
         tables = self._tables

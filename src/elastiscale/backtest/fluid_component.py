@@ -4,18 +4,18 @@
 start-up time, draining after a scale-down), for billing and for the capacity of each step.
 `FluidComponent` is one component's static description (its `ServiceModel`, out-edges,
 re-entry classes of sequential calls) and mutable state (queue of cohorts, per-arrival-step
-records, step log). `noisy_count` and `reentry_spread` give flows of calls the spread that
-random fan-out counts give them.
+records (`backtest.fluid_records`), step log). `noisy_count` and `reentry_spread` give flows
+of calls the spread that random fan-out counts give them.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from array import array
 from collections import deque
 from typing import Any
 
+from elastiscale.backtest.fluid_records import ArrivalRecords
 from elastiscale.backtest.model import ServiceModel, fanout_variance
 from elastiscale.backtest.simbase import ComponentFrame
 
@@ -128,10 +128,7 @@ class FluidComponent(ComponentFrame):
     """Static description and mutable state of one component in the fluid model."""
 
     __slots__ = (
-        "arrived_by_arrival",
         "cap",
-        "dropped_by_arrival",
-        "hold_by_arrival",
         "last_util",
         "noise_slot",
         "out_edges",
@@ -139,17 +136,24 @@ class FluidComponent(ComponentFrame):
         "pending_tin",
         "pending_tout",
         "queue",
+        "records",
         "reenter",
         "reenter_spread",
         "replicas",
-        "wait_first",
-        "wait_last",
     )
 
     def __init__(
-        self, index: int, model: ServiceModel, replicas: int, t0_s: float, step_s: float, n: int
+        self,
+        index: int,
+        model: ServiceModel,
+        replicas: int,
+        t0_s: float,
+        step_s: float,
+        n: int,
+        logged: int,
     ) -> None:
-        super().__init__(index, model, t0_s, step_s)
+        """`n`: arrival steps the simulation may record; `logged`: steps its log records."""
+        super().__init__(index, model, t0_s, step_s, logged)
         self.cap = model.capacity
         self.replicas = ReplicaBook(replicas, model.startup_s, t0_s)
         # (target, calls per completed request that reach the target now, their variance per
@@ -167,21 +171,10 @@ class FluidComponent(ComponentFrame):
         # requests per work, input tokens per request, output tokens per request, started,
         # share of each re-entrant class or None].
         self.queue: deque[list[Any]] = deque()
-        # Per arrival step, as flat float arrays (8 bytes a step; a list of floats costs four
-        # times that): 2.7 million steps of a month at 1 s bins.
-        nans, zeros = array("d", [math.nan]), array("d", [0.0])
-        self.wait_first = nans * n
-        self.wait_last = nans * n
-        self.arrived_by_arrival = zeros * n
-        self.dropped_by_arrival = zeros * n
-        self.hold_by_arrival = nans * n
+        # Per arrival step: arrivals, drops, first and last waits, hold (a window of recent
+        # steps written in place, the older ones sealed into columns).
+        self.records = ArrivalRecords(n)
         self.last_util = 0.0
-
-    def release_arrival_records(self) -> None:
-        """Drop the per-arrival-step records (once the end-to-end latency table holds them)."""
-        empty = array("d")
-        self.wait_first = self.wait_last = self.hold_by_arrival = empty
-        self.arrived_by_arrival = self.dropped_by_arrival = empty
 
 
 def noisy_count(z: float, mean: float, variance: float) -> float:

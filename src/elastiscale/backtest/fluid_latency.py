@@ -22,8 +22,7 @@ import numpy.typing as npt
 
 from elastiscale.backtest.model import draw_fanout, draw_fanouts
 from elastiscale.backtest.routes import Route
-
-Array = npt.NDArray[np.float64]
+from elastiscale.backtest.runs import Array, Column, Runs, compact, dense, take
 
 #: Utilization above which the stationary queueing formula is capped (it diverges at 1, where
 #: the fluid queue itself takes over).
@@ -78,66 +77,140 @@ class CallRecords:
 
 
 @dataclass(frozen=True, slots=True)
-class LatencyTable:
-    """Per step: what a call arriving then meets at one component."""
+class ArrivalWaits:
+    """Per arrival step, the records of `CallRecords` as the latency table reads them: the
+    steps without served arrivals filled in (`arrival_waits`), the drops a probability."""
 
-    first: Array  # wait of the first served unit, seconds
-    last: Array  # wait of the last served unit, seconds
-    hold: Array  # seconds
-    p_drop: Array  # probability of being dropped
-    p_wait: Array  # probability of a stationary queueing delay
-    mean_wait: Array  # mean of that delay when there is one, seconds
+    first: Column  # wait of the first served unit, seconds
+    last: Column  # wait of the last served unit, seconds
+    hold: Column  # seconds; NaN before the first step with arrivals
+    p_drop: Column  # probability of being dropped (before the no-capacity rule of the table)
+
+
+@dataclass(frozen=True, slots=True)
+class StepLoad:
+    """What the latency table reads of a component's step log, one entry per logged step."""
+
+    capacity: Array  # ready capacity (slot-seconds)
+    busy: Array  # busy capacity (slot-seconds)
+    ready: Array  # ready replicas (time average)
+    queue: Array  # requests waiting at the end of the step
+    arrived: npt.NDArray[np.bool_]  # whether requests arrived in the step
+    slots: int  # slots per replica
+    mean_hold_s: float  # hold of a request of mean size
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyTable:
+    """Per step: what a call arriving then meets at one component (each column dense or as
+    runs, `backtest.runs`: the same doubles)."""
+
+    first: Column  # wait of the first served unit, seconds
+    last: Column  # wait of the last served unit, seconds
+    hold: Column  # seconds
+    p_drop: Column  # probability of being dropped
+    p_wait: Column  # probability of a stationary queueing delay
+    mean_wait: Column  # mean of that delay when there is one, seconds
+
+
+def arrival_waits(
+    arrived: Array,
+    dropped: Array,
+    first: Array,
+    last: Array,
+    hold: Array,
+    after: tuple[float, float] = (0.0, math.nan),
+) -> tuple[Array, Array, Array, Array]:
+    """(first, last, hold, p_drop) of `ArrivalWaits` for consecutive arrival steps.
+
+    A step without served arrivals (none came, or all were dropped) waits as the last step
+    that had some, so a sample arriving then sees the backlog that was there; its last wait
+    is the first wait so carried. `after`: the filled first wait and hold of the step before
+    these (0 and NaN before the first step), so that steps filled a stretch at a time give
+    what the whole run filled at once gives. Each value depends on its step and the earlier
+    ones only."""
+    has = arrived > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p_drop = np.where(has, np.clip(dropped / np.where(has, arrived, 1.0), 0.0, 1.0), 0.0)
+    first = _ffill(first, after[0])
+    # `first` has no NaN left, so neither has this (the fill of the whole run did fill it again)
+    last = np.where(np.isnan(last), first, last)
+    hold = _ffill(hold, after[1])
+    return first, last, hold, p_drop
 
 
 def latency_table(records: CallRecords, step_s: float, total_steps: int) -> LatencyTable:
     """What a call arriving in each step meets at one component (see `LatencyTable`)."""
+    arrived = np.asarray(records.arrived, dtype=float)
+    waits = arrival_waits(
+        arrived,
+        np.asarray(records.dropped, dtype=float),
+        np.asarray(records.wait_first, dtype=float),
+        np.asarray(records.wait_last, dtype=float),
+        np.asarray(records.hold, dtype=float),
+    )
+    load = StepLoad(
+        records.capacity, records.busy, records.ready, records.queue, arrived > 0,
+        records.slots, records.mean_hold_s,
+    )  # fmt: skip
+    return table_of(ArrivalWaits(*waits), load, step_s, total_steps)
+
+
+def table_of(waits: ArrivalWaits, load: StepLoad, step_s: float, total_steps: int) -> LatencyTable:
+    """The latency table of one component from its filled arrival records and its step log.
+
+    Memory: for a month at 1 s steps each array here is 21 MB, so temporaries go as soon as
+    they are used, the hold is read only where there is a stationary wait, and the columns
+    that are mostly one value (all but the stationary wait's, for most components) are kept
+    as runs (`runs.compact`)."""
     n = total_steps
-    arrived = np.asarray(records.arrived)
-    dropped = np.asarray(records.dropped)
-    first = np.asarray(records.wait_first, dtype=float)
-    last = np.asarray(records.wait_last, dtype=float)
-    hold = np.asarray(records.hold, dtype=float)
-    has = arrived > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p_drop = np.where(has, np.clip(dropped / np.where(has, arrived, 1.0), 0.0, 1.0), 0.0)
-    # A step without served arrivals (none came, or all were dropped): wait as the last
-    # step that had some, so a sample arriving then sees the backlog that was there.
-    first = _ffill(first, 0.0)
-    last = _ffill(np.where(np.isnan(last), first, last), 0.0)
-    hold = _ffill(hold, records.mean_hold_s)
-    m = records.capacity.shape[0]
+    hold = waits.hold
+    if isinstance(hold, Runs):  # before the first arrival: a request of mean size
+        hold = hold.map_values(_ffill(hold.values, load.mean_hold_s))
+    else:
+        hold = _ffill(hold, load.mean_hold_s)
+    p_drop = waits.p_drop
+    m = load.capacity.shape[0]
     rho = np.zeros(n)
     servers = np.zeros(n)
     backlog = np.ones(n, dtype=bool)
     if m:
-        cap = records.capacity
+        cap = load.capacity
         with np.errstate(invalid="ignore", divide="ignore"):
-            rho[:m] = np.where(cap > 0, records.busy / np.where(cap > 0, cap, 1), 0)
+            rho[:m] = np.where(cap > 0, load.busy / np.where(cap > 0, cap, 1), 0)
         # Utilization over about one hold: the stationary formula describes fluctuations
         # faster than that, the steps' own (noisy) arrivals the slower ones.
-        span = max(1, round(records.mean_hold_s / step_s))
+        span = max(1, round(load.mean_hold_s / step_s))
         if span > 1:
             kernel = np.ones(span) / span
             rho[:m] = np.convolve(rho[:m], kernel)[:m]
-        servers[:m] = records.ready * records.slots
-        queued = records.queue > 0
+        servers[:m] = load.ready * load.slots
+        queued = load.queue > 0
         backlog[:m] = queued | np.concatenate([[False], queued[:-1]])
+        del queued
         # No ready capacity: a call arriving then waits for the timeout and is dropped.
-        empty = (cap <= 0) & ~has[:m]
-        p_drop[:m] = np.where(empty, 1.0, p_drop[:m])
+        empty = (cap <= 0) & ~load.arrived[:m]
+        if empty.any():
+            dropping = dense(p_drop).copy()
+            dropping[:m] = np.where(empty, 1.0, dropping[:m])
+            p_drop = compact(dropping)
+            del dropping
+        del empty
     rho_c = np.minimum(rho, RHO_CAP)
     p_wait = np.where(
         (servers >= 1) & (rho > 0) & ~backlog,
         rho_c ** (np.sqrt(2.0 * (servers + 1.0)) - 1.0),
         0.0,
     )
+    del rho, backlog
     # The mean wait only where there is one: there servers >= 1 and 1 - rho_c >= 0.05, so it is
     # at most 10 holds. Elsewhere the formula would divide by anything down to a sliver of a
     # replica (a scale to 0 at 2e-311 s into a step leaves 4e-311 servers) and overflow.
-    waiting = p_wait > 0
+    waiting = np.flatnonzero(p_wait > 0)
     mean_wait = np.zeros(n)
-    mean_wait[waiting] = 0.5 * hold[waiting] / (servers[waiting] * (1.0 - rho_c[waiting]))
-    return LatencyTable(first, last, hold, p_drop, p_wait, mean_wait)
+    mean_wait[waiting] = 0.5 * take(hold, waiting) / (servers[waiting] * (1.0 - rho_c[waiting]))
+    del servers, rho_c, waiting
+    return LatencyTable(waits.first, waits.last, hold, p_drop, compact(p_wait), compact(mean_wait))
 
 
 Edges = list[list[Route]]  # per component: its routes (`backtest.routes`) of one mode
@@ -164,7 +237,7 @@ class EndToEndSampler:
         self.sequential = sequential
         self.t0_s = t0_s
         self.step_s = step_s
-        self.total_steps = tables[0].first.size if tables else 0
+        self.total_steps = len(tables[0].first) if tables else 0
         self.rng = rng
         #: Of the last `run`: the ingress (index into its `ingress`) of each sample, and the
         #: requests dropped per ingress.
@@ -186,16 +259,16 @@ class EndToEndSampler:
         rng = self.rng
         size = t_s.size
         idx = np.clip(((t_s - self.t0_s) / self.step_s).astype(np.int64), 0, self.total_steps - 1)
-        first = table.first[idx]
-        latency = first + rng.random(size) * (table.last[idx] - first)  # the wait, for now
+        first = take(table.first, idx)
+        latency = first + rng.random(size) * (take(table.last, idx) - first)  # the wait, for now
         del first
         # As many draws whatever the outcome, so runs that differ only in capacity see the same
         # random numbers (common random numbers: comparisons are not blurred by them).
-        waits = rng.random(size) < table.p_wait[idx]
-        latency += np.where(waits, rng.exponential(1.0, size) * table.mean_wait[idx], 0.0)
+        waits = rng.random(size) < take(table.p_wait, idx)
+        latency += np.where(waits, rng.exponential(1.0, size) * take(table.mean_wait, idx), 0.0)
         del waits
-        latency += table.hold[idx]
-        survive = 1.0 - table.p_drop[idx]
+        latency += take(table.hold, idx)
+        survive = 1.0 - take(table.p_drop, idx)
         del idx
         parallel, sequential = self.parallel[comp], self.sequential[comp]
         if parallel:

@@ -2,7 +2,8 @@
 
 The queue is a deque of cohorts (the arrivals of one step, spread evenly over it); `serve`
 drains it over one step [a, b] and records the waits of each arrival step's first and last
-served units and its drops (docs/simulator.md, "The fluid model").
+served units and its drops (docs/simulator.md, "The fluid model") in the component's records
+(`backtest.fluid_records`).
 """
 
 from __future__ import annotations
@@ -32,14 +33,16 @@ def serve(
     """
     queue = comp.queue
     timeout = comp.timeout
-    wait_first, wait_last = comp.wait_first, comp.wait_last
-    dropped_by_arrival = comp.dropped_by_arrival
+    records = comp.records
+    wait_first, wait_last = records.wait_first, records.wait_last
+    dropped_by_arrival = records.dropped
+    base = records.base  # the records' window starts at this arrival step
     d = a
     served_w = served_r = s_tin = s_tout = dropped_r = 0.0
     wmax = -1.0
     while queue:
         co = queue[0]
-        lo, hi, dens, s = co[0], co[1], co[2], int(co[3])
+        lo, hi, dens, s = co[0], co[1], co[2], int(co[3]) - base
         rpw = co[4]
         cut = d - timeout
         if lo < cut:
@@ -128,7 +131,7 @@ def serve(
         upto = hi if hi < cut else cut
         gone = co[2] * (upto - lo) * co[4]
         dropped_r += gone
-        dropped_by_arrival[int(co[3])] += gone
+        dropped_by_arrival[int(co[3]) - base] += gone
         if hi - upto <= _EPS:
             queue.popleft()
         else:

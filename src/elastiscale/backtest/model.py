@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from elastiscale.backtest.seriesfield import OptionalSeriesField, SeriesField
 from elastiscale.config import Config
 from elastiscale.observations import ReplicaState
 from elastiscale.trace import Trace
@@ -32,27 +33,30 @@ if TYPE_CHECKING:
 Array = npt.NDArray[np.float64]
 
 
-def _empty() -> Array:
-    return np.zeros(0)
-
-
 @dataclass
 class ComponentSeries:
-    """Per-step series of one component, up to the simulator's current step."""
+    """Per-step series of one component, up to the simulator's current step.
 
-    t_s: Array  # end of each step, seconds
-    arrivals: Array  # requests arrived during the step
-    work_arrivals: Array  # work arrived in the capacity unit (requests or tokens)
-    completions: Array  # requests completed during the step
-    dropped: Array  # requests dropped (queue timeout) during the step
-    queue: Array  # requests waiting at the end of the step
-    in_flight: Array  # requests being served at the end of the step
-    ready: Array  # ready replicas during the step (time average)
-    starting: Array  # replicas requested but not yet ready (billed) during the step
-    desired: Array  # desired replicas at the end of the step
-    utilization: Array  # busy fraction of ready capacity during the step, 0..1 (NaN if none)
-    latency_p95_s: Array  # p95 latency at this component of requests completing (NaN if none)
-    draining: Array = field(default_factory=_empty)  # replicas draining (billed) during the step
+    Each field reads as a float array; a simulator may give one as `Runs` of equal doubles
+    (`backtest.seriesfield`: a month's replica counts in a few KB), expanded when first read.
+    """
+
+    t_s: SeriesField = SeriesField()  # end of each step, seconds
+    arrivals: SeriesField = SeriesField()  # requests arrived during the step
+    work_arrivals: SeriesField = SeriesField()  # work arrived in the capacity unit
+    completions: SeriesField = SeriesField()  # requests completed during the step
+    dropped: SeriesField = SeriesField()  # requests dropped (queue timeout) during the step
+    queue: SeriesField = SeriesField()  # requests waiting at the end of the step
+    in_flight: SeriesField = SeriesField()  # requests being served at the end of the step
+    ready: SeriesField = SeriesField()  # ready replicas during the step (time average)
+    starting: SeriesField = SeriesField()  # replicas requested, not yet ready (billed)
+    desired: SeriesField = SeriesField()  # desired replicas at the end of the step
+    #: busy fraction of ready capacity during the step, 0..1 (NaN if none)
+    utilization: SeriesField = SeriesField()
+    #: p95 latency at this component of requests completing (NaN if none)
+    latency_p95_s: SeriesField = SeriesField()
+    #: replicas draining (billed) during the step; empty when the simulator has none
+    draining: OptionalSeriesField = OptionalSeriesField()
 
     def billed(self) -> Array:
         """Billed replicas during each step: ready + starting + draining (time averages)."""
@@ -64,14 +68,16 @@ class ComponentSeries:
     @classmethod
     def from_steps(cls, log: StepLog, t_s: Array | None = None) -> ComponentSeries:
         """A step log's columns as series (`t_s`: the steps' end times, when the caller shares
-        one array of them between components)."""
+        one array of them between components): of a frozen log, views of its dense columns
+        and the runs of the others."""
         n = len(log)
         if t_s is None or t_s.size != n:
             t_s = log.t0_s + log.step_s * np.arange(1, n + 1, dtype=float)
-        col = log.column
-        busy, capacity = col("busy"), col("capacity")
+        col = log.compact
+        busy, capacity = log.column("busy"), log.column("capacity")
         with np.errstate(invalid="ignore", divide="ignore"):
             utilization = np.where(capacity > 0, busy / np.where(capacity > 0, capacity, 1), np.nan)
+        del busy, capacity
         return cls(
             t_s=t_s,
             arrivals=col("arrivals"),

@@ -49,7 +49,10 @@ class ComponentFrame:
 
     __slots__ = ("hold_per_work", "index", "log", "model", "name", "slots", "timeout", "unit")
 
-    def __init__(self, index: int, model: ServiceModel, t0_s: float, step_s: float) -> None:
+    def __init__(
+        self, index: int, model: ServiceModel, t0_s: float, step_s: float, steps: int = 0
+    ) -> None:
+        """`steps`: how many steps the simulator will record, when it knows (0: unknown)."""
         self.index = index
         self.name = model.name
         self.model = model
@@ -57,7 +60,7 @@ class ComponentFrame:
         self.slots = model.slots
         self.hold_per_work = model.hold_per_work_s
         self.timeout = model.timeout_s
-        self.log = StepLog(t0_s, step_s)
+        self.log = StepLog(t0_s, step_s, capacity=steps)
 
 
 class SimulatorFrame:

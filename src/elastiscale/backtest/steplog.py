@@ -2,10 +2,11 @@
 
 Two parts, so that a month at 1 s steps fits in memory:
 
-- columns: one flat `array('d')` per signal that a `ComponentSeries` or the end-to-end latency
-  model needs for every step (8 bytes per step each; appending a double to a bound
-  `array.append` is the cheapest write the inner loop has). At the end of a run the series
-  are numpy views of these columns, not copies (`freeze`).
+- columns: one `StepColumn` per signal that a `ComponentSeries` or the end-to-end latency
+  model needs for every step (`backtest.stepcolumn`: appended through a bound `array.append`,
+  the cheapest write the inner loop has, and flushed every `stepcolumn.CHUNK` steps into runs
+  of equal doubles or a dense array, whichever is smaller). At the end of a run the series
+  are numpy views of the dense columns, not copies, and the runs of the others (`freeze`).
 - a tail of running sums: for the last `lookback` steps only, the running totals of the
   signals the simulated metric source reads over a rate window (arrivals, work, tokens, busy
   and ready capacity, completions, latency x completions) and the ready count at the end of
@@ -13,8 +14,12 @@ Two parts, so that a month at 1 s steps fits in memory:
   totals: O(1) per signal. Older rows of the tail are dropped in batches; a reader that needs
   a longer look-back asks for it (`keep_lookback`) before the run starts.
 
-Worked numbers: 31 days at 1 s steps are 2.68 million steps; 13 columns are 104 bytes a step
-(279 MB per component), where a row of 22 doubles with the running sums was 176.
+Worked numbers: 31 days at 1 s steps are 2.68 million steps; 13 dense columns would be 104
+bytes a step (279 MB per component), where a row of 22 doubles with the running sums was 176.
+Stored as runs, the replica counts (ready, starting, draining, desired), the drops and a queue
+that is mostly empty take a few KB each: the benchmark's month (`benchmarks/backtest_speed.py`)
+keeps 4 dense columns for most components (arrivals, completions, busy, p95 latency: 32 bytes
+a step, 86 MB), 5 for its LLM, whose queue changes at 45% of the steps (3 days measured).
 
 A simulator that computes some columns from others declares them (`derive`), and they are then
 not stored but computed on reading with the simulator's own arithmetic, so the same doubles:
@@ -29,10 +34,9 @@ from __future__ import annotations
 from array import array
 from collections import deque
 
-import numpy as np
-import numpy.typing as npt
-
-Array = npt.NDArray[np.float64]
+from elastiscale.backtest import stepcolumn
+from elastiscale.backtest.runs import Array, Column
+from elastiscale.backtest.stepcolumn import StepColumn
 
 #: Columns kept for every step, in `append`'s order of arguments (tokens and the ready count at
 #: the end of the step are kept in the tail only).
@@ -78,27 +82,46 @@ class StepLog:
     __slots__ = (
         "_add",
         "_derived",
+        "_due",
+        "_flushed",
         "_frozen",
+        "_lookback",
         "_sums",
         "columns",
-        "lookback",
         "step_s",
         "t0_s",
         "tail",
         "tail_start",
     )
 
-    def __init__(self, t0_s: float, step_s: float, lookback: int = DEFAULT_LOOKBACK) -> None:
+    def __init__(
+        self, t0_s: float, step_s: float, lookback: int = DEFAULT_LOOKBACK, capacity: int = 0
+    ) -> None:
+        """`capacity`: the steps the simulator will append, when it knows them (the dense
+        columns are allocated for them once, `backtest.stepcolumn`)."""
         self.t0_s = t0_s
         self.step_s = step_s
-        self.columns: dict[str, array[float]] = {name: array("d") for name in COLUMNS}
+        self.columns: dict[str, StepColumn] = {name: StepColumn(capacity) for name in COLUMNS}
         self._add = tuple(self.columns[name].append for name in COLUMNS)
         self.tail = array("d")  # TAIL_WIDTH doubles per step, from step `tail_start` on
         self.tail_start = 0
-        self.lookback = lookback
+        self._flushed = 0  # steps flushed out of the columns' buffers
+        self._lookback = lookback
+        self._due = 0  # length of `tail` at which `_maintain` runs next
+        self._schedule()
         self._sums = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         self._frozen = False
         self._derived: dict[str, float] = {}  # derived column -> its factor (see `derive`)
+
+    @property
+    def lookback(self) -> int:
+        """Steps of running sums kept at least."""
+        return self._lookback
+
+    @lookback.setter
+    def lookback(self, steps: int) -> None:
+        self._lookback = steps
+        self._schedule()
 
     def derive(
         self, *, capacity_slots: int | None = None, work: bool = False, in_flight: bool = False
@@ -129,11 +152,11 @@ class StepLog:
 
     def keep_lookback(self, steps: int) -> None:
         """Keep the running sums of at least the last `steps` steps."""
-        if steps > self.lookback:
+        if steps > self._lookback:
             if self.tail_start > 0:
                 raise ValueError(
                     f"a look-back of {steps} steps asked for after steps before the last "
-                    f"{self.lookback} were dropped"
+                    f"{self._lookback} were dropped"
                 )
             self.lookback = steps
 
@@ -184,11 +207,31 @@ class StepLog:
         a[12](latency_p95_s)
         tail = self.tail
         tail.extend((ca, cw, ct, cb, cc, cn, cl, ready_end))
-        width = self.TAIL_WIDTH
-        if len(tail) >= 2 * width * self.lookback:  # drop the older half, amortized O(1)
-            cut = len(tail) // width - self.lookback
+        if len(tail) >= self._due:  # one comparison a step for both chores
+            self._maintain()
+
+    def _maintain(self) -> None:
+        """Drop the older half of the tail once it holds twice the look-back (amortized O(1)),
+        and flush the columns' buffers every `stepcolumn.CHUNK` steps."""
+        tail, width = self.tail, self.TAIL_WIDTH
+        if len(tail) >= 2 * width * self._lookback:
+            cut = len(tail) // width - self._lookback
             del tail[: cut * width]
             self.tail_start += cut
+        steps = self.tail_start + len(tail) // width
+        if steps - self._flushed >= stepcolumn.CHUNK:
+            self._flush()
+        self._schedule()
+
+    def _flush(self) -> None:
+        for column in self.columns.values():
+            column.flush()
+        self._flushed = len(self)
+
+    def _schedule(self) -> None:
+        """The tail's length at which a trim or a flush is due."""
+        rows = min(2 * self._lookback, self._flushed + stepcolumn.CHUNK - self.tail_start)
+        self._due = self.TAIL_WIDTH * max(1, rows)
 
     def __len__(self) -> int:
         return len(self.columns["arrivals"])
@@ -203,9 +246,10 @@ class StepLog:
         return k * self.TAIL_WIDTH
 
     def freeze(self) -> None:
-        """No more steps: from now on `column` and `series` give views, not copies."""
+        """No more steps: from now on `column` gives views of the dense columns, not copies."""
+        self._flush()
         self._frozen = True
-        self._add = ()  # the bound appends hold the columns
+        self._add = ()  # the bound appends hold the columns' buffers
 
     def release(self, *names: str) -> None:
         """Drop columns nobody will read again (a frozen log, once the end-to-end latency
@@ -220,16 +264,26 @@ class StepLog:
             del self.columns[name]
 
     def column(self, name: str) -> Array:
-        """One column as a float array (a view once frozen, else a copy)."""
+        """One column as a float array (a view of a dense column once frozen, else a new
+        array)."""
         if name in self._derived:
             return self._derive(name)
-        values = self.columns.get(name)
-        if values is None:
+        stored = self._stored(name)
+        values = stored.dense()
+        return values if self._frozen or not stored.is_dense else values.copy()
+
+    def compact(self, name: str) -> Column:
+        """One column of a frozen log as it is stored: `Runs`, or a view of the dense array
+        (a derived column, or any column while the log runs: as `column` gives it)."""
+        if name in self._derived or not self._frozen:
+            return self.column(name)
+        return self._stored(name).compact()
+
+    def _stored(self, name: str) -> StepColumn:
+        stored = self.columns.get(name)
+        if stored is None:
             raise ValueError(f"step log column {name!r} was released after the run")
-        if not values:
-            return np.zeros(0)
-        view = np.frombuffer(values, dtype=np.float64)
-        return view if self._frozen else view.copy()
+        return stored
 
     def _derive(self, name: str) -> Array:
         """A derived column, with the arithmetic of the simulator that declared it: the fluid
