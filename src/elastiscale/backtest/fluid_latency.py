@@ -130,7 +130,8 @@ def arrival_waits(
     what the whole run filled at once gives. Each value depends on its step and the earlier
     ones only."""
     has = arrived > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
+    # a tiny count of arrivals may overflow the ratio: clipped to 1 all the same
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         p_drop = np.where(has, np.clip(dropped / np.where(has, arrived, 1.0), 0.0, 1.0), 0.0)
     first = _ffill(first, after[0])
     # `first` has no NaN left, so neither has this (the fill of the whole run did fill it again)
