@@ -21,6 +21,7 @@ reactive control when the forecast is poor, and copies `details()` into its deci
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -150,7 +151,8 @@ class _Ring:
             self.sums = [sum(column) for column in zip(*map(_terms, self.data), strict=True)]
 
     def rows(self) -> Array:
-        return np.array(self.data, dtype=float).reshape(-1, 4)
+        flat = itertools.chain.from_iterable(self.data)
+        return np.fromiter(flat, dtype=float, count=4 * len(self.data)).reshape(-1, 4)
 
 
 class ErrorTracker:
