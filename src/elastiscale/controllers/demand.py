@@ -126,10 +126,13 @@ class DemandOutlook:
         index (-1 when the latest rate is the highest)."""
         part = self.window(start_s, end_s)
         values = self.demand[part]
-        if values.size == 0 or float(values.max()) <= self.latest:
+        if values.size == 0:
             return self.latest, -1
-        i = int(np.argmax(values))
-        return float(values[i]), part.start + i
+        i = int(values.argmax())
+        highest = float(values[i])
+        if highest <= self.latest:
+            return self.latest, -1
+        return highest, part.start + i
 
 
 class ForecastParams(BaseModel):
@@ -316,7 +319,7 @@ class DemandForecast:
             )  # fmt: skip
         origin_s = result.origin_s
         model = quantile_between(result.mean, result.p90, result.p99, self.quantile)
-        model_error = np.array([self._model_error(int(k)) for k in ks.astype(int)])
+        model_error = np.array([self._model_error(k) for k in range(1, bins + 1)])
         trust = self._trust(model_error, persistence_error)
         demand = trust * model + (1.0 - trust) * persistence
         return DemandOutlook(

@@ -245,6 +245,7 @@ class ElastiscalePolicy:
         allocation = pipeline_allocation(
             ctx, wanted, demand_rps, sizers, gains, rates, self.params.gpu_pool
         )
+        calibration = self.calibrator.details() if self.calibrator is not None else {}
         out: dict[str, Proposal] = {}
         for name in pipeline.order:
             if name not in wanted:
@@ -265,8 +266,7 @@ class ElastiscalePolicy:
                     details["budget_note"] = allocation.note
                     reason += f"; {allocation.note}"
                 count = granted
-            if self.calibrator is not None:
-                details.update(self.calibrator.details())
+            details.update(calibration)
             if self.learned is not None:
                 details.update(self._components[name].details)
             out[name] = Proposal(self.name, count, reason, details)

@@ -171,6 +171,10 @@ class ErrorTracker:
     def horizons(self) -> tuple[int, ...]:
         return tuple(self._rings)
 
+    def tracks(self, k: int) -> bool:
+        """Whether horizon `k` is tracked."""
+        return k in self._rings
+
     def track(self, k: int) -> None:
         """Start tracking horizon `k` (bins ahead); no effect if already tracked."""
         if k < 1:

@@ -60,7 +60,7 @@ class AutoSelectModel(GridModel):
         cached = self._chosen.get(k)
         if cached is not None and cached[0] == generation:
             return cached[1]
-        choice = _first_lowest(self.members.errors(k, with_combined=True).tolist())
+        choice = _first_lowest(self.members.error_list(k, with_combined=True))
         self._chosen[k] = (generation, choice)
         return choice
 
