@@ -122,7 +122,8 @@ class _Ring:
 
     Plain Python floats: a row is pushed at every bin for every tracked horizon of every model,
     where numpy's per-call cost would dominate. The sums are recomputed from the rows whenever
-    the ring wraps, so rounding cannot build up.
+    the ring wraps, so rounding cannot build up. Once `rows()` has been read, the array it made
+    is kept and only the rows pushed since are written into it at the next read.
     """
 
     def __init__(self, capacity: int) -> None:
@@ -131,6 +132,8 @@ class _Ring:
         self.pos = 0
         self.total = 0
         self.sums = [0.0] * 7
+        self._array: Array | None = None  # the rows at the last `rows()`
+        self._written: list[int] = []  # positions pushed since then
 
     @property
     def size(self) -> int:
@@ -138,6 +141,10 @@ class _Ring:
 
     def push(self, row: Row) -> None:
         new = _terms(row)
+        if self._array is not None:
+            self._written.append(self.pos)
+            if len(self._written) > self.capacity:
+                self._array, self._written = None, []
         if len(self.data) < self.capacity:
             self.data.append(row)
             self.sums = [s + n for s, n in zip(self.sums, new, strict=True)]
@@ -151,8 +158,19 @@ class _Ring:
             self.sums = [sum(column) for column in zip(*map(_terms, self.data), strict=True)]
 
     def rows(self) -> Array:
-        flat = itertools.chain.from_iterable(self.data)
-        return np.fromiter(flat, dtype=float, count=4 * len(self.data)).reshape(-1, 4)
+        """The rows as an (n, 4) array, in ring order (a copy)."""
+        n = len(self.data)
+        kept = self._array
+        if kept is None:
+            flat = itertools.chain.from_iterable(self.data)
+            kept = np.fromiter(flat, dtype=float, count=4 * n).reshape(-1, 4)
+        elif self._written:
+            if kept.shape[0] < n:
+                kept = np.concatenate([kept, np.empty((n - kept.shape[0], 4))])
+            where = list(dict.fromkeys(self._written))
+            kept[where] = [self.data[i] for i in where]
+        self._array, self._written = kept, []
+        return kept.copy()
 
 
 class ErrorTracker:
