@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -147,7 +148,7 @@ class _Ring:
                 self._array, self._written = None, []
         if len(self.data) < self.capacity:
             self.data.append(row)
-            self.sums = [s + n for s, n in zip(self.sums, new, strict=True)]
+            self.sums = list(map(operator.add, self.sums, new))
         else:
             old = _terms(self.data[self.pos])
             self.data[self.pos] = row
