@@ -50,6 +50,7 @@ from elastiscale.controllers.bursts import (
     Buckets,
     level_reserves,
     min_windows,
+    near_level,
     time_of_day_buckets,
     window_peaks,
 )
@@ -395,12 +396,10 @@ class DemandForecast:
             whole = (sorted_quantile(scaled_sorted, 0.9), sorted_quantile(scaled_sorted, 0.99))
             for g, level in enumerate(self._levels):
                 q90, q99 = whole
-                for factor in (2.0, 4.0):
-                    near = (before_sorted >= level / factor) & (before_sorted <= level * factor)
-                    if np.count_nonzero(near) >= MIN_CALIBRATION:
-                        chosen = scaled_sorted[near]
-                        q90, q99 = sorted_quantile(chosen, 0.9), sorted_quantile(chosen, 0.99)
-                        break
+                near = near_level(before_sorted, level, MIN_CALIBRATION)
+                if near is not None:
+                    chosen = scaled_sorted[near]
+                    q90, q99 = sorted_quantile(chosen, 0.9), sorted_quantile(chosen, 0.99)
                 p90[g, i] = max(q90, 0.0)
                 p99[g, i] = max(q99, p90[g, i])
             got = asymmetric_error(after, before, self.forecaster.params.under_weight)
