@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from elastiscale.forecasting.order_stats import sorted_quantile
 from elastiscale.forecasting.quality import ErrorTracker
 
 Array = npt.NDArray[np.float64]
@@ -91,8 +92,8 @@ class Intervals:
             return cached[0], cached[1]
         rows = tracker.window(k)
         if rows.shape[0] >= MIN_CALIBRATION:
-            scaled = (rows[:, 0] - rows[:, 1]) / self._scale(rows[:, 1])
-            q90, q99 = (float(q) for q in np.quantile(scaled, [0.9, 0.99]))
+            scaled = np.sort((rows[:, 0] - rows[:, 1]) / self._scale(rows[:, 1]))
+            q90, q99 = sorted_quantile(scaled, 0.9), sorted_quantile(scaled, 0.99)
         elif k in self._prior:
             q90, q99 = self._prior[k]
         elif self.mode == "relative":
