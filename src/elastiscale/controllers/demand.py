@@ -320,7 +320,8 @@ class DemandForecast:
             )  # fmt: skip
         origin_s = result.origin_s
         model = quantile_between(result.mean, result.p90, result.p99, self.quantile)
-        model_error = np.array([self._model_error(k) for k in range(1, bins + 1)])
+        errors = self.forecaster.asymmetric_errors(bins)
+        model_error = np.array([math.nan if e is None else float(e) for e in errors])
         trust = self._trust(model_error, persistence_error)
         demand = trust * model + (1.0 - trust) * persistence
         return DemandOutlook(
@@ -332,10 +333,6 @@ class DemandForecast:
 
     def _origin_s(self, at_s: float) -> float:
         return math.floor(at_s / self.step_s + 1e-9) * self.step_s
-
-    def _model_error(self, k: int) -> float:
-        error = self.forecaster.asymmetric_error(k * self.step_s)
-        return math.nan if error is None else float(error)
 
     def _trust(self, model_error: Array, persistence_error: Array) -> Array:
         """Full at half of persistence's error or less, none at persistence's or more."""

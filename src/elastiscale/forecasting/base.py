@@ -423,6 +423,15 @@ class Forecaster:
         self._track(k)
         return self._tracker.asymmetric_error(k)
 
+    def asymmetric_errors(self, bins: int) -> list[float | None]:
+        """`asymmetric_error` at 1, 2, ..., `bins` bins ahead, in one call (a policy's outlook
+        reads them all at every tick)."""
+        out: list[float | None] = []
+        for k in range(1, bins + 1):
+            self._track(k)
+            out.append(self._tracker.asymmetric_error(k))
+        return out
+
     def qualities(self) -> dict[float, HorizonQuality | None]:
         """Recent quality at every tracked horizon, keyed by horizon in seconds."""
         return {k * self.step_s: self._tracker.summary(k, self.step_s) for k in self._ks.tolist()}
