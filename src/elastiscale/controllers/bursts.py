@@ -189,22 +189,38 @@ def level_reserves(
     scale = np.maximum(before, max(floor, 1e-12))
     rise = (peak_after - before) / scale
     demand = np.maximum(peak_after, 0.0)
-    out = np.zeros(levels.size)
-    for g, level in enumerate(levels):
-        chosen = np.ones(before.size, dtype=bool)
-        for factor in (2.0, 4.0):
-            near = (before >= level / factor) & (before <= level * factor)
-            if np.count_nonzero(near) >= min_pairs:
-                chosen = near
-                break
+
+    def reserve(chosen: npt.NDArray[np.bool_]) -> float:
         budget = allowance * float(demand[chosen].sum())
-        got = None
         if bucket is not None and buckets is not None:
             got = allocated_reserve(
                 rise[chosen], scale[chosen], bucket[chosen], buckets[1], budget, min_pairs
             )
-        out[g] = shortfall_reserve(rise[chosen], scale[chosen], budget) if got is None else got
+            if got is not None:
+                return got
+        return shortfall_reserve(rise[chosen], scale[chosen], budget)
+
+    out = np.zeros(levels.size)
+    everywhere: float | None = None  # the levels with too few pairs near them share it
+    for g, level in enumerate(levels):
+        near = near_level(before, level, min_pairs)
+        if near is not None:
+            out[g] = reserve(near)
+            continue
+        if everywhere is None:
+            everywhere = reserve(np.ones(before.size, dtype=bool))
+        out[g] = everywhere
     return out
+
+
+def near_level(before: Array, level: float, min_pairs: int) -> npt.NDArray[np.bool_] | None:
+    """The pairs that start within a factor 2 of `level` (4 when fewer than `min_pairs` do),
+    None when fewer than `min_pairs` do even then."""
+    for factor in (2.0, 4.0):
+        near = (before >= level / factor) & (before <= level * factor)
+        if np.count_nonzero(near) >= min_pairs:
+            return near
+    return None
 
 
 def window_peaks(y: Array, bins: int) -> list[Array]:

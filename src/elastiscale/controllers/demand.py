@@ -50,6 +50,7 @@ from elastiscale.controllers.bursts import (
     Buckets,
     level_reserves,
     min_windows,
+    near_level,
     time_of_day_buckets,
     window_peaks,
 )
@@ -126,10 +127,13 @@ class DemandOutlook:
         index (-1 when the latest rate is the highest)."""
         part = self.window(start_s, end_s)
         values = self.demand[part]
-        if values.size == 0 or float(values.max()) <= self.latest:
+        if values.size == 0:
             return self.latest, -1
-        i = int(np.argmax(values))
-        return float(values[i]), part.start + i
+        i = int(values.argmax())
+        highest = float(values[i])
+        if highest <= self.latest:
+            return self.latest, -1
+        return highest, part.start + i
 
 
 class ForecastParams(BaseModel):
@@ -316,7 +320,8 @@ class DemandForecast:
             )  # fmt: skip
         origin_s = result.origin_s
         model = quantile_between(result.mean, result.p90, result.p99, self.quantile)
-        model_error = np.array([self._model_error(int(k)) for k in ks.astype(int)])
+        errors = self.forecaster.asymmetric_errors(bins)
+        model_error = np.array([math.nan if e is None else float(e) for e in errors])
         trust = self._trust(model_error, persistence_error)
         demand = trust * model + (1.0 - trust) * persistence
         return DemandOutlook(
@@ -328,10 +333,6 @@ class DemandForecast:
 
     def _origin_s(self, at_s: float) -> float:
         return math.floor(at_s / self.step_s + 1e-9) * self.step_s
-
-    def _model_error(self, k: int) -> float:
-        error = self.forecaster.asymmetric_error(k * self.step_s)
-        return math.nan if error is None else float(error)
 
     def _trust(self, model_error: Array, persistence_error: Array) -> Array:
         """Full at half of persistence's error or less, none at persistence's or more."""
@@ -392,12 +393,10 @@ class DemandForecast:
             whole = (sorted_quantile(scaled_sorted, 0.9), sorted_quantile(scaled_sorted, 0.99))
             for g, level in enumerate(self._levels):
                 q90, q99 = whole
-                for factor in (2.0, 4.0):
-                    near = (before_sorted >= level / factor) & (before_sorted <= level * factor)
-                    if np.count_nonzero(near) >= MIN_CALIBRATION:
-                        chosen = scaled_sorted[near]
-                        q90, q99 = sorted_quantile(chosen, 0.9), sorted_quantile(chosen, 0.99)
-                        break
+                near = near_level(before_sorted, level, MIN_CALIBRATION)
+                if near is not None:
+                    chosen = scaled_sorted[near]
+                    q90, q99 = sorted_quantile(chosen, 0.9), sorted_quantile(chosen, 0.99)
                 p90[g, i] = max(q90, 0.0)
                 p99[g, i] = max(q99, p90[g, i])
             got = asymmetric_error(after, before, self.forecaster.params.under_weight)

@@ -78,6 +78,12 @@ from elastiscale.pipeline_model import latency_budgets
 if TYPE_CHECKING:
     from elastiscale.config import Config
 
+#: Each candidate driver's detail names: its rate and the replicas that rate needs.
+_DRIVER_KEYS = {
+    label: (f"{label}_rps", f"{label}_replicas")
+    for label in ("feedforward", "reactive", "upstream")
+}
+
 
 class ElastiscalePolicy:
     """Dependency-aware predictive scaling (see the module docstring)."""
@@ -245,6 +251,7 @@ class ElastiscalePolicy:
         allocation = pipeline_allocation(
             ctx, wanted, demand_rps, sizers, gains, rates, self.params.gpu_pool
         )
+        calibration = self.calibrator.details() if self.calibrator is not None else {}
         out: dict[str, Proposal] = {}
         for name in pipeline.order:
             if name not in wanted:
@@ -265,8 +272,7 @@ class ElastiscalePolicy:
                     details["budget_note"] = allocation.note
                     reason += f"; {allocation.note}"
                 count = granted
-            if self.calibrator is not None:
-                details.update(self.calibrator.details())
+            details.update(calibration)
             if self.learned is not None:
                 details.update(self._components[name].details)
             out[name] = Proposal(self.name, count, reason, details)
@@ -362,8 +368,9 @@ class ElastiscalePolicy:
         proposals: dict[str, int] = {}
         for label, rate in valid.items():
             proposals[label] = self._replicas(state, sizer, rate, comp.replicas.min)
-            details[f"{label}_rps"] = round(rate, 6)
-            details[f"{label}_replicas"] = proposals[label]
+            rate_key, replicas_key = _DRIVER_KEYS[label]
+            details[rate_key] = round(rate, 6)
+            details[replicas_key] = proposals[label]
         if ff_base_rps is not None:  # the feed-forward need without the burst reserve
             base = self._replicas(state, sizer, ff_base_rps, 0)
             details["feedforward_base_replicas"] = base

@@ -31,6 +31,7 @@ per size, on a 2% geometric grid of sizes, so a drifting mean size costs a table
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable
 from typing import Protocol
@@ -105,6 +106,8 @@ class QueueingSizer:
         self.table: Array = max_rate_within_budget(
             max_replicas, capacity_rps, service_time_s, self.wait_budget_s, quantile
         )
+        # The table as floats, for a bisection that costs less than numpy's call per tick.
+        self._rates: list[float] = self.table.tolist()
 
     def served_rps(self, replicas: int) -> float:
         if replicas <= 0:
@@ -118,7 +121,10 @@ class QueueingSizer:
     def replicas_for(self, rate_rps: float) -> int:
         if rate_rps <= 0.0:
             return 0
-        return int(np.searchsorted(self.table, rate_rps * (1 - 1e-9), side="left"))
+        if math.isnan(rate_rps):
+            return len(self._rates)  # where `np.searchsorted` places NaN: past the end
+        # The table is non-decreasing, so this is `np.searchsorted(table, ..., side="left")`.
+        return bisect.bisect_left(self._rates, rate_rps * (1 - 1e-9))
 
 
 class UtilizationSizer:

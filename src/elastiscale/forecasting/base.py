@@ -368,7 +368,7 @@ class Forecaster:
         self._tracker.issue(origin, self._tracker.horizons, mean, p90, p99)
 
     def _track(self, k: int) -> None:
-        if k in self._tracker.horizons or len(self._tracker.horizons) >= MAX_TRACKED_HORIZONS:
+        if self._tracker.tracks(k) or len(self._tracker.horizons) >= MAX_TRACKED_HORIZONS:
             return
         self._tracker.track(k)
         self._ks = np.asarray(self._tracker.horizons, dtype=np.int64)
@@ -392,9 +392,9 @@ class Forecaster:
         origin_s = (self._last_bin + 1) * self.step_s
         ref_s = origin_s if now_s is None else max(float(now_s), origin_s)
         ks = np.maximum(1, np.ceil((ref_s + hs - origin_s) / self.step_s - 1e-9)).astype(np.int64)
-        for k in ks:
-            if int(k) not in self._tracker.horizons:
-                self._track(int(k))
+        for k in ks.tolist():
+            if not self._tracker.tracks(k):
+                self._track(k)
         mean = np.maximum(self._model.forecast(ks), 0.0)
         p90, p99 = self._intervals.bands(ks, mean, self._tracker)
         return Forecast(
@@ -422,6 +422,15 @@ class Forecaster:
         k = horizon_bins(horizon_s, self.step_s)
         self._track(k)
         return self._tracker.asymmetric_error(k)
+
+    def asymmetric_errors(self, bins: int) -> list[float | None]:
+        """`asymmetric_error` at 1, 2, ..., `bins` bins ahead, in one call (a policy's outlook
+        reads them all at every tick)."""
+        out: list[float | None] = []
+        for k in range(1, bins + 1):
+            self._track(k)
+            out.append(self._tracker.asymmetric_error(k))
+        return out
 
     def qualities(self) -> dict[float, HorizonQuality | None]:
         """Recent quality at every tracked horizon, keyed by horizon in seconds."""

@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from elastiscale.forecasting.order_stats import sorted_quantile
 from elastiscale.forecasting.quality import ErrorTracker
 
 Array = npt.NDArray[np.float64]
@@ -51,7 +52,8 @@ class Intervals:
         # forecast itself; refreshing every 1/24 of the window (an hour of a day) is plenty.
         self._refresh_every = max(1, window_bins // 24)
         self._prior: dict[int, tuple[float, float]] = {}
-        self._cache: dict[int, tuple[float, float, int, int]] = {}
+        #: horizon -> (q90, q99, the resolved count at which they are refreshed)
+        self._cache: dict[int, tuple[float, float, int]] = {}
 
     def prepare(self, y: Array, ks: Iterable[int]) -> None:
         """Set the floor and the priors from a history (NaN = missing); clear the cache."""
@@ -86,15 +88,12 @@ class Intervals:
         """(q90, q99) of the scaled error at horizon `k`, both >= 0 and ordered."""
         done = tracker.resolved(k)
         cached = self._cache.get(k)
-        if cached is not None:
-            # Refresh after a tenth more errors while they are few, then every `refresh_every`.
-            due = max(1, min(self._refresh_every, cached[3] // 10))
-            if done - cached[2] < due:
-                return cached[0], cached[1]
+        if cached is not None and done < cached[2]:
+            return cached[0], cached[1]
         rows = tracker.window(k)
         if rows.shape[0] >= MIN_CALIBRATION:
-            scaled = (rows[:, 0] - rows[:, 1]) / self._scale(rows[:, 1])
-            q90, q99 = (float(q) for q in np.quantile(scaled, [0.9, 0.99]))
+            scaled = np.sort((rows[:, 0] - rows[:, 1]) / self._scale(rows[:, 1]))
+            q90, q99 = sorted_quantile(scaled, 0.9), sorted_quantile(scaled, 0.99)
         elif k in self._prior:
             q90, q99 = self._prior[k]
         elif self.mode == "relative":
@@ -103,14 +102,19 @@ class Intervals:
             q90, q99 = (w * self.level for w in NO_EVIDENCE_WIDTH)
         q90 = max(q90, 0.0)
         q99 = max(q99, q90)
-        self._cache[k] = (q90, q99, done, int(rows.shape[0]))
+        # Refresh after a tenth more errors while they are few, then every `refresh_every`.
+        due = max(1, min(self._refresh_every, int(rows.shape[0]) // 10))
+        self._cache[k] = (q90, q99, done + due)
         return q90, q99
 
     def bands(self, ks: IntArray, mean: Array, tracker: ErrorTracker) -> tuple[Array, Array]:
         """(p90, p99) above the point forecasts `mean` at horizons `ks` (bins)."""
-        q = np.array([self.quantiles(int(k), tracker) for k in ks]).reshape(-1, 2)
+        q90 = np.empty(ks.size)
+        q99 = np.empty(ks.size)
+        for j, k in enumerate(ks.tolist()):
+            q90[j], q99[j] = self.quantiles(int(k), tracker)
         scale = self._scale(mean)
-        return mean + q[:, 0] * scale, mean + q[:, 1] * scale
+        return mean + q90 * scale, mean + q99 * scale
 
 
 def horizon_bins(horizon_s: float, step_s: float) -> int:

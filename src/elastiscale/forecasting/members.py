@@ -276,11 +276,16 @@ class MemberSet:
         cached = self._errors.get(key)
         if cached is not None:
             return cached
-        tracked = self.nearest_tracked(k)
-        trackers = list(self.trackers)
-        if with_combined and self._combo_tracker is not None:
-            trackers.append(self._combo_tracker)
-        out = [tracker.asymmetric_error(tracked) for tracker in trackers]
-        errors = np.array([math.nan if e is None else e for e in out])
+        errors = np.array(self.error_list(k, with_combined))
         self._errors[key] = errors
         return errors
+
+    def error_list(self, k: int, with_combined: bool = False) -> list[float]:
+        """`errors(k, with_combined)` as a list of floats, uncached (for a caller that keeps
+        what it makes of them)."""
+        tracked = self.nearest_tracked(k)
+        trackers = self.trackers
+        if with_combined and self._combo_tracker is not None:
+            trackers = [*trackers, self._combo_tracker]
+        out = [tracker.asymmetric_error(tracked) for tracker in trackers]
+        return [math.nan if e is None else e for e in out]

@@ -21,7 +21,9 @@ reactive control when the forecast is poor, and copies `details()` into its deci
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -121,7 +123,8 @@ class _Ring:
 
     Plain Python floats: a row is pushed at every bin for every tracked horizon of every model,
     where numpy's per-call cost would dominate. The sums are recomputed from the rows whenever
-    the ring wraps, so rounding cannot build up.
+    the ring wraps, so rounding cannot build up. Once `rows()` has been read, the array it made
+    is kept and only the rows pushed since are written into it at the next read.
     """
 
     def __init__(self, capacity: int) -> None:
@@ -130,6 +133,8 @@ class _Ring:
         self.pos = 0
         self.total = 0
         self.sums = [0.0] * 7
+        self._array: Array | None = None  # the rows at the last `rows()`
+        self._written: list[int] = []  # positions pushed since then
 
     @property
     def size(self) -> int:
@@ -137,9 +142,13 @@ class _Ring:
 
     def push(self, row: Row) -> None:
         new = _terms(row)
+        if self._array is not None:
+            self._written.append(self.pos)
+            if len(self._written) > self.capacity:
+                self._array, self._written = None, []
         if len(self.data) < self.capacity:
             self.data.append(row)
-            self.sums = [s + n for s, n in zip(self.sums, new, strict=True)]
+            self.sums = list(map(operator.add, self.sums, new))
         else:
             old = _terms(self.data[self.pos])
             self.data[self.pos] = row
@@ -150,7 +159,19 @@ class _Ring:
             self.sums = [sum(column) for column in zip(*map(_terms, self.data), strict=True)]
 
     def rows(self) -> Array:
-        return np.array(self.data, dtype=float).reshape(-1, 4)
+        """The rows as an (n, 4) array, in ring order (a copy)."""
+        n = len(self.data)
+        kept = self._array
+        if kept is None:
+            flat = itertools.chain.from_iterable(self.data)
+            kept = np.fromiter(flat, dtype=float, count=4 * n).reshape(-1, 4)
+        elif self._written:
+            if kept.shape[0] < n:
+                kept = np.concatenate([kept, np.empty((n - kept.shape[0], 4))])
+            where = list(dict.fromkeys(self._written))
+            kept[where] = [self.data[i] for i in where]
+        self._array, self._written = kept, []
+        return kept.copy()
 
 
 class ErrorTracker:
@@ -168,6 +189,10 @@ class ErrorTracker:
     @property
     def horizons(self) -> tuple[int, ...]:
         return tuple(self._rings)
+
+    def tracks(self, k: int) -> bool:
+        """Whether horizon `k` is tracked."""
+        return k in self._rings
 
     def track(self, k: int) -> None:
         """Start tracking horizon `k` (bins ahead); no effect if already tracked."""

@@ -16,6 +16,7 @@ the list is used. Recent errors are kept as running sums, so choosing costs O(ca
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -59,9 +60,7 @@ class AutoSelectModel(GridModel):
         cached = self._chosen.get(k)
         if cached is not None and cached[0] == generation:
             return cached[1]
-        errors = self.members.errors(k, with_combined=True)
-        known = ~np.isnan(errors)
-        choice = int(np.flatnonzero(known)[np.argmin(errors[known])]) if known.any() else 0
+        choice = _first_lowest(self.members.error_list(k, with_combined=True))
         self._chosen[k] = (generation, choice)
         return choice
 
@@ -92,6 +91,16 @@ class AutoSelectModel(GridModel):
         for label, note in self.members.notes.items():
             out[f"left_out_{label}"] = note
         return out
+
+
+def _first_lowest(errors: list[float]) -> int:
+    """Index of the lowest error that is not NaN, the first of equal ones (0: all NaN); the
+    choice `np.argmin` makes over the known ones, without numpy's cost on a handful."""
+    best = -1
+    for i, error in enumerate(errors):
+        if not math.isnan(error) and (best < 0 or error < errors[best]):
+            best = i
+    return max(best, 0)
 
 
 class AutoSelect(Forecaster):
