@@ -47,9 +47,7 @@ class Runs:
         values = np.ascontiguousarray(values, dtype=np.float64)
         if values.size == 0:
             return cls(np.zeros(0, dtype=np.int64), np.zeros(0), 0)
-        bits = values.view(np.int64)
-        starts = np.flatnonzero(bits[1:] != bits[:-1]) + 1
-        starts = np.concatenate([np.zeros(1, dtype=np.int64), starts.astype(np.int64)])
+        starts = np.concatenate([np.zeros(1, dtype=np.int64), run_starts(values)])
         return cls(starts, values[starts], int(values.size))
 
     def __len__(self) -> int:
@@ -85,6 +83,14 @@ class Runs:
 
 
 Column = Array | Runs
+
+
+def run_starts(values: Array) -> Index:
+    """The indices after 0 where a run starts: each value whose bits differ from the one
+    before it (`values` contiguous float64)."""
+    bits = values.view(np.int64)
+    starts: Index = (np.flatnonzero(bits[1:] != bits[:-1]) + 1).astype(np.int64)
+    return starts
 
 
 def take(column: Column, idx: Index) -> Array:

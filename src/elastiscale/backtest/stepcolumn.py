@@ -25,7 +25,7 @@ from array import array
 import numpy as np
 import numpy.typing as npt
 
-from elastiscale.backtest.runs import RUNS_SHARE, Array, Column, Runs
+from elastiscale.backtest.runs import RUNS_SHARE, Array, Column, Runs, run_starts
 
 #: Steps between flushes of a step log, and between seals of the fluid model's arrival records
 #: (read at run time, so that a test can make it small).
@@ -91,10 +91,9 @@ class StepColumn:
     def _chunk_runs(self, chunk: Array) -> npt.NDArray[np.int64]:
         """Offsets in `chunk` where a new run starts (bitwise: -0.0 is not 0.0), the first
         included unless it continues the last stored run."""
-        bits = chunk.view(np.int64)
-        starts = (np.flatnonzero(bits[1:] != bits[:-1]) + 1).astype(np.int64)
+        starts = run_starts(chunk)
         values = self._values
-        if not values or np.float64(values[-1]).view(np.int64) != bits[0]:
+        if not values or np.float64(values[-1]).view(np.int64) != chunk[:1].view(np.int64)[0]:
             starts = np.concatenate([np.zeros(1, dtype=np.int64), starts])
         return starts
 
