@@ -7,27 +7,34 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from elastiscale.backtest.fluid_latency import CallRecords, latency_table, queueing_delay
+from elastiscale.backtest.fluid_latency import (
+    ArrivalWaits,
+    LatencyTable,
+    StepLoad,
+    arrival_waits,
+    queueing_delay,
+    table_of,
+)
 
 HOLD_S = 4.0
 
 
-def one_step(ready: float, slots: int, utilization: float, queue: float = 0.0) -> CallRecords:
-    """One step of 10 s (longer than a hold, so utilization is not smoothed) with a call."""
+def one_step(ready: float, slots: int, utilization: float, queue: float = 0.0) -> LatencyTable:
+    """The table of one step of 10 s (longer than a hold, so utilization is not smoothed) with
+    a call."""
     capacity_s = ready * slots * 10.0
-    return CallRecords(
-        arrived=[1.0],
-        dropped=[0.0],
-        wait_first=[0.0],
-        wait_last=[0.0],
-        hold=[HOLD_S],
+    one = np.array([1.0])
+    waits = arrival_waits(one, np.zeros(1), np.zeros(1), np.zeros(1), one * HOLD_S)
+    load = StepLoad(
         capacity=np.array([capacity_s]),
         busy=np.array([capacity_s * utilization]),
         ready=np.array([ready]),
         queue=np.array([queue]),
+        arrived=one > 0,
         slots=slots,
         mean_hold_s=HOLD_S,
     )
+    return table_of(ArrivalWaits(*waits), load, 10.0, 1)
 
 
 @pytest.mark.filterwarnings("error")
@@ -49,7 +56,7 @@ def one_step(ready: float, slots: int, utilization: float, queue: float = 0.0) -
 def test_the_stationary_wait_of_one_step(
     ready: float, slots: int, utilization: float, queue: float, p_wait: float, mean_wait_s: float
 ) -> None:
-    table = latency_table(one_step(ready, slots, utilization, queue), 10.0, 1)
+    table = one_step(ready, slots, utilization, queue)
     assert table.p_wait[0] == pytest.approx(p_wait, abs=1e-3)
     assert table.mean_wait[0] == pytest.approx(mean_wait_s, abs=1e-3)
     assert np.isfinite(table.mean_wait).all()

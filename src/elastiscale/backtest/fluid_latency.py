@@ -60,25 +60,9 @@ def wait_quantile(p_wait: float, mean_s: float, q: float) -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class CallRecords:
-    """What the fluid model recorded for one component, indexed by arrival step."""
-
-    arrived: Sequence[float]  # requests that arrived in the step
-    dropped: Sequence[float]  # of those, requests dropped (queue timeout)
-    wait_first: Sequence[float]  # wait of the first served unit of the step's arrivals (NaN: none)
-    wait_last: Sequence[float]  # wait of the last served unit (NaN: none)
-    hold: Sequence[float]  # mean hold of the step's arrivals, seconds (NaN: none arrived)
-    capacity: Array  # the step log's ready capacity per step (slot-seconds)
-    busy: Array  # its busy capacity per step (slot-seconds)
-    ready: Array  # its ready replicas per step (time average)
-    queue: Array  # its requests waiting at the end of each step
-    slots: int  # slots per replica
-    mean_hold_s: float  # hold of a request of mean size
-
-
-@dataclass(frozen=True, slots=True)
 class ArrivalWaits:
-    """Per arrival step, the records of `CallRecords` as the latency table reads them: the
+    """Per arrival step, what the fluid model recorded of a component's arrivals (their
+    waits, hold and drops, `backtest.fluid_records`) as the latency table reads them: the
     steps without served arrivals filled in (`arrival_waits`), the drops a probability."""
 
     first: Column  # wait of the first served unit, seconds
@@ -138,23 +122,6 @@ def arrival_waits(
     last = np.where(np.isnan(last), first, last)
     hold = _ffill(hold, after[1])
     return first, last, hold, p_drop
-
-
-def latency_table(records: CallRecords, step_s: float, total_steps: int) -> LatencyTable:
-    """What a call arriving in each step meets at one component (see `LatencyTable`)."""
-    arrived = np.asarray(records.arrived, dtype=float)
-    waits = arrival_waits(
-        arrived,
-        np.asarray(records.dropped, dtype=float),
-        np.asarray(records.wait_first, dtype=float),
-        np.asarray(records.wait_last, dtype=float),
-        np.asarray(records.hold, dtype=float),
-    )
-    load = StepLoad(
-        records.capacity, records.busy, records.ready, records.queue, arrived > 0,
-        records.slots, records.mean_hold_s,
-    )  # fmt: skip
-    return table_of(ArrivalWaits(*waits), load, step_s, total_steps)
 
 
 def table_of(waits: ArrivalWaits, load: StepLoad, step_s: float, total_steps: int) -> LatencyTable:
