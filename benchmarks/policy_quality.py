@@ -73,6 +73,7 @@ ABLATIONS = {
     "no-cpu-hold": {"cpu_scale_down_floor_s": 0.0},
     "replay-day": {"calibration_window_s": 86400.0},
     "no-novelty": {"calibration_novelty_factor": None},
+    "no-surge": {"surge_floor": False},
     "warm-history": {"calibration_warmup": "history"},
     "reactive-reference": {
         "calibration_reference": "hpa",

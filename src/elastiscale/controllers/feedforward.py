@@ -69,6 +69,7 @@ from elastiscale.controllers.feedforward_state import (
 from elastiscale.controllers.learned import Effective, LearnedParameters
 from elastiscale.controllers.queueing import Sizer
 from elastiscale.controllers.slo_sizing import note_binding
+from elastiscale.controllers.surge import surge_floor_rps
 from elastiscale.decision import Detail, Proposal
 from elastiscale.forecasting.refits import RefitScheduler
 from elastiscale.observations import Observation
@@ -347,6 +348,9 @@ class ElastiscalePolicy:
             queue = obs.queue_length or 0.0
             if load is not None and per_request is not None:
                 own_rps = load / per_request + queue / state.drain_s
+                if self.params.surge_floor and obs.queue_length is not None:
+                    own_rps = self._surge_rps(ctx, state, obs, load / per_request, per_request)
+                    details["queue_growth_rps"] = round(state.queue_trend.growth_rps, 6)
         # Ordering floor: what the direct upstreams' demand and backlog will send.
         up_rps: float | None = None
         incoming = ctx.pipeline.incoming(name)
@@ -402,6 +406,32 @@ class ElastiscalePolicy:
             reason += f"; held at {held}, the highest need of the last {state.down.window_s:g} s"
         details["reason"] = reason
         return held, demand, sizer, details
+
+    def _surge_rps(
+        self,
+        ctx: TickContext,
+        state: ComponentState,
+        obs: Observation,
+        demand_rps: float,
+        per_request: float,
+    ) -> float:
+        """The reactive floor with the queue's growth (surge.py)."""
+        queue = float(obs.queue_length or 0.0)
+        growth_rps = state.queue_trend.observe(obs.at_s, queue)
+        comp = ctx.pipeline.components[state.name]
+        capacity_rps = comp.capacity_per_replica / per_request
+        counts = ctx.replicas[state.name]
+        ready = obs.ready_replicas if obs.ready_replicas is not None else counts.ready
+        busy = obs.utilization if obs.utilization is not None else 1.0
+        return surge_floor_rps(
+            demand_rps=demand_rps,
+            queue=queue,
+            growth_rps=growth_rps,
+            served_rps=min(busy, 1.0) * ready * capacity_rps,
+            starting_rps=max(0, counts.desired - counts.ready) * capacity_rps,
+            startup_s=state.startup_s,
+            drain_s=state.drain_s,
+        )
 
     def _hold(
         self,

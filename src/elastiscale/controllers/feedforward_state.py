@@ -23,6 +23,7 @@ from elastiscale.controllers.queueing import (
     VariabilitySizers,
 )
 from elastiscale.controllers.slo_sizing import SLOSizer, objectives
+from elastiscale.controllers.surge import QueueTrend
 from elastiscale.decision import Detail
 from elastiscale.pipeline_model import OracleParams
 
@@ -67,6 +68,11 @@ class ElastiscaleParams(ForecastParams):
         "poisson",
         description="the arrivals Erlang-C sizing assumes: Poisson, or as bursty as each "
         "component's own rate readings show (arrivals.py: the Allen-Cunneen factor)",
+    )
+    surge_floor: bool = Field(
+        True,
+        description="while a component's queue grows, floor it at the arrivals the growth "
+        "shows plus the backlog expected when new replicas are ready (surge.py)",
     )
     arrival_half_life_s: float = Field(
         3600.0, gt=0, description="memory of the measured arrival variability"
@@ -163,6 +169,8 @@ class ComponentState:
     token_factor: RatioEstimator | None = None
     seeded: bool = False
     details: dict[str, Detail] = field(default_factory=dict)
+    startup_s: float = 0.0  # the start-up planned with (the measured one with `learn`)
+    queue_trend: QueueTrend = field(default_factory=QueueTrend)
 
 
 def build_component(
@@ -242,6 +250,7 @@ def build_component(
         token_sizers=tokens,
         down=WindowExtreme(delay_s, lowest=False),
         by_variability=by_variability,
+        startup_s=comp.startup_s,
     )
     if tokens is not None:
         half_life_s = p.fanout_half_life_s

@@ -1,0 +1,137 @@
+"""The surge floor (controllers/surge.py): arrivals from a growing queue, the backlog at the time
+new replicas are ready, and `elastiscale` ordering a surge's capacity sooner with it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from elastiscale.backtest.runner import simulate
+from elastiscale.controllers.base import TickContext
+from elastiscale.controllers.feedforward import ElastiscalePolicy
+from elastiscale.controllers.feedforward_state import ElastiscaleParams
+from elastiscale.controllers.surge import QueueTrend, surge_floor_rps
+from elastiscale.decision import Proposal
+from elastiscale.trace import Trace
+from test_sim_support import single_config
+
+BASE = {"startup_s": 180.0, "drain_s": 194.0}
+
+
+def test_the_docstrings_worked_numbers() -> None:
+    got = surge_floor_rps(
+        demand_rps=12.0, queue=460.0, growth_rps=14.0, served_rps=6.0, starting_rps=9.0, **BASE
+    )
+    assert got == pytest.approx(20.0 + 2170.0 / 194.0)
+
+
+@pytest.mark.parametrize(
+    ("case", "queue", "growth", "starting", "want"),
+    [
+        ("no queue: the ordinary floor", 0.0, 5.0, 0.0, 12.0),
+        ("a queue that does not grow: demand + queue / drain", 97.0, 0.0, 0.0, 12.5),
+        # arrivals max(12, 6 + 2) = 12; the replicas starting outrun the growth: backlog 97
+        ("growth the starting replicas cover", 97.0, 2.0, 9.0, 12.5),
+        # arrivals 6 + 10 = 16; backlog 97 + (10 - 0) x 180 = 1,897
+        ("growth with nothing starting", 97.0, 10.0, 0.0, 16.0 + 1897.0 / 194.0),
+    ],
+)
+def test_floor_table(case: str, queue: float, growth: float, starting: float, want: float) -> None:
+    got = surge_floor_rps(
+        demand_rps=12.0,
+        queue=queue,
+        growth_rps=growth,
+        served_rps=6.0,
+        starting_rps=starting,
+        **BASE,
+    )
+    assert got == pytest.approx(want), case
+
+
+@given(
+    demand=st.floats(0.0, 1e4),
+    queue=st.floats(0.0, 1e5),
+    growth=st.floats(0.0, 1e3),
+    served=st.floats(0.0, 1e4),
+    starting=st.floats(0.0, 1e4),
+    more=st.floats(0.0, 1e3),
+)
+def test_never_below_the_ordinary_floor_and_rising_with_growth(
+    demand: float, queue: float, growth: float, served: float, starting: float, more: float
+) -> None:
+    def floor(g: float) -> float:
+        return surge_floor_rps(
+            demand_rps=demand,
+            queue=queue,
+            growth_rps=g,
+            served_rps=served,
+            starting_rps=starting,
+            **BASE,
+        )
+
+    ordinary = demand + queue / BASE["drain_s"]
+    assert floor(growth) >= ordinary * (1.0 - 1e-12)
+    assert floor(growth + more) >= floor(growth) * (1.0 - 1e-12)
+
+
+def test_queue_trend_readings() -> None:
+    trend = QueueTrend()
+    assert trend.observe(0.0, 50.0) == 0.0  # a first reading shows no growth
+    assert trend.observe(15.0, 200.0) == pytest.approx(10.0)
+    assert trend.observe(15.0, 900.0) == pytest.approx(10.0)  # the same data time: kept
+    assert trend.observe(30.0, 100.0) == 0.0  # shrinking is no growth
+    assert trend.observe(45.0, 130.0) == pytest.approx(2.0)
+
+
+class Recording:
+    """Passes every call through, keeping the proposal for `svc` by time."""
+
+    def __init__(self, inner: ElastiscalePolicy) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.seen: list[tuple[float, Proposal]] = []
+
+    def propose(self, ctx: TickContext) -> Mapping[str, Proposal]:
+        out = self.inner.propose(ctx)
+        self.seen.append((ctx.now_s, out["svc"]))
+        return out
+
+
+def step_trace(low_rps: float, high_rps: float, at_s: float, duration_s: float) -> Trace:
+    t_s = np.arange(0.0, duration_s, 10.0)
+    requests = np.where(t_s < at_s, low_rps, high_rps) * 10.0
+    return Trace(name="step", t_s=t_s, requests=requests, bin_s=10.0)
+
+
+def run(surge_floor: bool) -> Recording:
+    config = single_config(capacity=2.0, service_time_s=1.0, startup_s=120.0)
+    params = ElastiscaleParams(refit="inline", self_calibration=False, surge_floor=surge_floor)
+    policy = Recording(ElastiscalePolicy(config, params))
+    trace = step_trace(3.0, 15.0, 1800.0, 2400.0)
+    simulate(config, trace, policy, initial_replicas={"svc": 3})
+    return policy
+
+
+def test_a_surge_is_ordered_sooner_and_steady_traffic_sized_as_before() -> None:
+    on, off = run(True), run(False)
+    assert [p.replicas for _, p in on.seen if _ < 1800] == [
+        p.replicas for _, p in off.seen if _ < 1800
+    ]
+
+    def first_at(rec: Recording, replicas: int) -> float:
+        return min(t for t, p in rec.seen if (p.replicas or 0) >= replicas)
+
+    # 15 requests/s at 2 a replica needs at least 8; the windowed demand reading reaches 15
+    # only a minute after the step, the queue's growth shows it at the first tick.
+    assert first_at(on, 8) == 1815.0
+    assert first_at(off, 8) > 1815.0
+    growth = [p.details.get("queue_growth_rps") for t, p in on.seen if 1800 <= t < 1900]
+    assert max(g or 0.0 for g in growth) > 0.0
+    # Once the backlog is gone the two agree again.
+    assert [p.replicas for t, p in on.seen if t >= 2070] == [
+        p.replicas for t, p in off.seen if t >= 2070
+    ]
