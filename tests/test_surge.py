@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from elastiscale.backtest.runner import simulate
+from elastiscale.config import Config, validate_mapping
 from elastiscale.controllers.base import TickContext
 from elastiscale.controllers.feedforward import ElastiscalePolicy
 from elastiscale.controllers.feedforward_state import ElastiscaleParams
@@ -135,3 +136,62 @@ def test_a_surge_is_ordered_sooner_and_steady_traffic_sized_as_before() -> None:
     assert [p.replicas for t, p in on.seen if t >= 2070] == [
         p.replicas for t, p in off.seen if t >= 2070
     ]
+
+
+def chain_config() -> Config:
+    """a (the ingress) -> b, both GPU stages of 2 requests/s a replica that start in 120 s."""
+    stage = {
+        "capacity_per_replica": 2.0,
+        "service_time_s": 1.0,
+        "startup_s": 120.0,
+        "gpus_per_replica": 1,
+        "replicas": {"min": 1, "max": 50},
+        "cost_per_hour": 3.6,
+    }
+    return validate_mapping(
+        {
+            "pipeline": {
+                "name": "chain",
+                "slo": {"latency_p95_s": 10},
+                "queue_timeout_s": 30.0,
+                "components": {"a": {"ingress": True, **stage}, "b": stage},
+                "edges": [{"from": "a", "to": "b"}],
+            }
+        }
+    )
+
+
+class RecordingAll:
+    """Passes every call through, keeping every component's proposal by time."""
+
+    def __init__(self, inner: ElastiscalePolicy) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.seen: list[tuple[float, Mapping[str, Proposal]]] = []
+
+    def propose(self, ctx: TickContext) -> Mapping[str, Proposal]:
+        out = self.inner.propose(ctx)
+        self.seen.append((ctx.now_s, out))
+        return out
+
+
+def test_a_surge_above_is_carried_to_the_stage_below() -> None:
+    config = chain_config()
+
+    def run_chain(surge_floor: bool) -> RecordingAll:
+        params = ElastiscaleParams(refit="inline", self_calibration=False, surge_floor=surge_floor)
+        policy = RecordingAll(ElastiscalePolicy(config, params))
+        trace = step_trace(3.0, 15.0, 1800.0, 2400.0)
+        simulate(config, trace, policy, initial_replicas={"a": 3, "b": 3})
+        return policy
+
+    on, off = run_chain(True), run_chain(False)
+
+    def first_at(rec: RecordingAll, replicas: int) -> float:
+        return min(t for t, out in rec.seen if (out["b"].replicas or 0) >= replicas)
+
+    # b sees no queue of its own while a holds the surge back; what a's queue shows reaches it.
+    assert first_at(on, 8) == 1815.0
+    assert first_at(off, 8) > 1815.0
+    carried = [out["b"].details.get("surge_carried_rps") for t, out in on.seen if t == 1815.0]
+    assert carried[0] == pytest.approx(15.0, rel=0.25)

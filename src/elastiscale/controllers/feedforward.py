@@ -69,7 +69,7 @@ from elastiscale.controllers.feedforward_state import (
 from elastiscale.controllers.learned import Effective, LearnedParameters
 from elastiscale.controllers.queueing import Sizer
 from elastiscale.controllers.slo_sizing import note_binding
-from elastiscale.controllers.surge import surge_floor_rps
+from elastiscale.controllers.surge import surge_arrivals_rps, surge_floor_rps
 from elastiscale.decision import Detail, Proposal
 from elastiscale.forecasting.refits import RefitScheduler
 from elastiscale.observations import Observation
@@ -328,6 +328,7 @@ class ElastiscalePolicy:
         comp = ctx.pipeline.components[name]
         now_s = ctx.now_s
         obs = fresh[name]
+        state.surge_rps = None
         details: dict[str, Detail] = {"lead_time_s": round(state.lead_s, 3)}
         sizer = self._sizer(ctx, state, obs, fresh, gains, details)
         if sizer is None:
@@ -351,6 +352,7 @@ class ElastiscalePolicy:
                 if self.params.surge_floor and obs.queue_length is not None:
                     own_rps = self._surge_rps(ctx, state, obs, load / per_request, per_request)
                     details["queue_growth_rps"] = round(state.queue_trend.growth_rps, 6)
+        carried_rps: float | None = None  # what a surge above will send here
         # Ordering floor: what the direct upstreams' demand and backlog will send.
         up_rps: float | None = None
         incoming = ctx.pipeline.incoming(name)
@@ -362,9 +364,20 @@ class ElastiscalePolicy:
                     up_rps = None
                     break
                 backlog = (up_obs.queue_length or 0.0) / state.drain_s
-                sent = (up_obs.demand_rps + backlog) * fanouts[(edge.source, edge.target)]
+                fanout = fanouts[(edge.source, edge.target)]
+                above = self._components.get(edge.source)
+                surge_rps = above.surge_rps if above is not None else None
+                base_rps = up_obs.demand_rps
+                if surge_rps is not None and surge_rps > base_rps:
+                    base_rps = surge_rps
+                    carried_rps = (carried_rps or 0.0) + surge_rps * fanout
+                sent = (base_rps + backlog) * fanout
                 details[f"upstream_{edge.source}_rps"] = round(sent, 6)
                 up_rps += sent
+        if carried_rps is not None:
+            details["surge_carried_rps"] = round(carried_rps, 6)
+            if state.surge_rps is None or carried_rps > state.surge_rps:
+                state.surge_rps = carried_rps
         candidates = {"feedforward": ff_rps, "reactive": own_rps, "upstream": up_rps}
         valid = {k: v for k, v in candidates.items() if v is not None}
         if not valid:
@@ -423,11 +436,13 @@ class ElastiscalePolicy:
         counts = ctx.replicas[state.name]
         ready = obs.ready_replicas if obs.ready_replicas is not None else counts.ready
         busy = obs.utilization if obs.utilization is not None else 1.0
+        served_rps = min(busy, 1.0) * ready * capacity_rps
+        state.surge_rps = surge_arrivals_rps(demand_rps, growth_rps, served_rps)
         return surge_floor_rps(
             demand_rps=demand_rps,
             queue=queue,
             growth_rps=growth_rps,
-            served_rps=min(busy, 1.0) * ready * capacity_rps,
+            served_rps=served_rps,
             starting_rps=max(0, counts.desired - counts.ready) * capacity_rps,
             startup_s=state.startup_s,
             drain_s=state.drain_s,

@@ -171,6 +171,8 @@ class ComponentState:
     details: dict[str, Detail] = field(default_factory=dict)
     startup_s: float = 0.0  # the start-up planned with (the measured one with `learn`)
     queue_trend: QueueTrend = field(default_factory=QueueTrend)
+    #: This tick's arrivals in a surge (surge.py), its own or carried from above; else None.
+    surge_rps: float | None = None
 
 
 def build_component(

@@ -21,7 +21,14 @@ same drain the queue term of the ordinary floor uses:
 
 Where the queue does not grow, the floor is the ordinary one (demand + queue / drain_s), so
 steady and falling traffic is sized as before; the difference is only while a backlog builds,
-which no forecast of the history saw coming. Worked numbers, the LLM of the custom pipeline
+which no forecast of the history saw coming.
+
+Downstream, the arrivals a surge shows are carried through the fan-outs into the ordering
+floor of the components below (`elastiscale` does this in topological order): a queue growing
+at the first GPU stage tells the LLM behind it what it will receive once that stage has caught
+up, instead of the LLM learning it from its own queue one start-up time later.
+
+Worked numbers, the LLM of the custom pipeline
 (1.5 requests/s a replica, start-up 180 s, drain 194 s) in a surge: 4 ready at full
 utilization, 6 starting, the queue at 250 and then 460 requests 15 s later; growth 14/s,
 arrivals 6 + 14 = 20/s; backlog at ready 460 + (14 - 4.5) x 180 = 2,170; floor 20 + 11.2 =
@@ -55,6 +62,14 @@ class QueueTrend:
         return self.growth_rps
 
 
+def surge_arrivals_rps(demand_rps: float, growth_rps: float, served_rps: float) -> float | None:
+    """The arrival rate a growing queue shows (`served_rps + growth_rps`, never below
+    `demand_rps`), or None when the queue is not growing."""
+    if growth_rps <= 0.0:
+        return None
+    return max(demand_rps, served_rps + growth_rps)
+
+
 def surge_floor_rps(
     *,
     demand_rps: float,
@@ -68,8 +83,8 @@ def surge_floor_rps(
     """The floor of the module docstring, in requests/s: arrivals estimated from the queue's
     growth (never below `demand_rps`) plus the backlog expected when replicas ordered now are
     ready, drained over `drain_s`. Without growth it is `demand_rps + queue / drain_s`."""
-    if growth_rps <= 0.0 or queue <= 0.0:
+    arrivals_rps = surge_arrivals_rps(demand_rps, growth_rps, served_rps)
+    if arrivals_rps is None or queue <= 0.0:
         return demand_rps + max(queue, 0.0) / drain_s
-    arrivals_rps = max(demand_rps, served_rps + growth_rps)
     backlog = queue + max(0.0, growth_rps - starting_rps / 2.0) * startup_s
     return arrivals_rps + backlog / drain_s
