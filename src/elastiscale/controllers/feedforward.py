@@ -21,7 +21,10 @@ lead time. One tick, for every component c (in topological order):
    drained within its slack, and what its direct upstreams' current demand (and their queues,
    drained within their slack) will send it. The second is the ordering rule: a downstream
    component shrinks only after the upstream demand feeding it has fallen, and never while an
-   upstream backlog is still on its way.
+   upstream backlog is still on its way. While a queue grows, both floors read the arrivals
+   from its growth instead of the windowed demand, and the own floor adds the backlog due by
+   the time new replicas are ready (`surge_floor`, surge.py): a flash surge is ordered at the
+   first tick it shows, and the stages below hear of it from the first stage it queues at.
 4. Sizing: a queueing model against c's share of the end-to-end SLO (queueing.py; shares as
    the oracle computes them, `pipeline_model.latency_budgets`), and against its own TTFT and
    ITL objectives where it has them, the record naming the one that binds (slo_sizing.py).
@@ -352,6 +355,8 @@ class ElastiscalePolicy:
                 if self.params.surge_floor and obs.queue_length is not None:
                     own_rps = self._surge_rps(ctx, state, obs, load / per_request, per_request)
                     details["queue_growth_rps"] = round(state.queue_trend.growth_rps, 6)
+                    if state.surge_rps is not None:
+                        details["surge_arrivals_rps"] = round(state.surge_rps, 6)
         carried_rps: float | None = None  # what a surge above will send here
         # Ordering floor: what the direct upstreams' demand and backlog will send.
         up_rps: float | None = None
@@ -437,7 +442,8 @@ class ElastiscalePolicy:
         ready = obs.ready_replicas if obs.ready_replicas is not None else counts.ready
         busy = obs.utilization if obs.utilization is not None else 1.0
         served_rps = min(busy, 1.0) * ready * capacity_rps
-        state.surge_rps = surge_arrivals_rps(demand_rps, growth_rps, served_rps)
+        slack_s = state.drain_s - state.startup_s
+        state.surge_rps = surge_arrivals_rps(demand_rps, queue, growth_rps, served_rps, slack_s)
         return surge_floor_rps(
             demand_rps=demand_rps,
             queue=queue,
@@ -446,6 +452,7 @@ class ElastiscalePolicy:
             starting_rps=max(0, counts.desired - counts.ready) * capacity_rps,
             startup_s=state.startup_s,
             drain_s=state.drain_s,
+            slack_s=slack_s,
         )
 
     def _hold(

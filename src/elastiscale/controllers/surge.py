@@ -19,9 +19,11 @@ same drain the queue term of the ordinary floor uses:
 
     floor_rps = arrivals_rps + backlog_at_ready / drain_s
 
-Where the queue does not grow, the floor is the ordinary one (demand + queue / drain_s), so
-steady and falling traffic is sized as before; the difference is only while a backlog builds,
-which no forecast of the history saw coming.
+Where the queue does not grow, or would be served within the component's latency slack
+(its share of the SLO less its service time: the swings of Poisson arrivals that its Erlang-C
+sizing already holds headroom for), the floor is the ordinary one (demand + queue / drain_s),
+so steady and falling traffic is sized as before; the difference is only while a backlog
+builds that already costs the SLO, which no forecast of the history saw coming.
 
 Downstream, the arrivals a surge shows are carried through the fan-outs into the ordering
 floor of the components below (`elastiscale` does this in topological order): a queue growing
@@ -62,10 +64,14 @@ class QueueTrend:
         return self.growth_rps
 
 
-def surge_arrivals_rps(demand_rps: float, growth_rps: float, served_rps: float) -> float | None:
+def surge_arrivals_rps(
+    demand_rps: float, queue: float, growth_rps: float, served_rps: float, slack_s: float
+) -> float | None:
     """The arrival rate a growing queue shows (`served_rps + growth_rps`, never below
-    `demand_rps`), or None when the queue is not growing."""
-    if growth_rps <= 0.0:
+    `demand_rps`), or None when there is no surge: the queue is not growing, or it would be
+    served within the component's latency slack (`queue <= served_rps x slack_s`, the swings
+    of arrivals its sizing already holds headroom for)."""
+    if growth_rps <= 0.0 or queue <= served_rps * slack_s:
         return None
     return max(demand_rps, served_rps + growth_rps)
 
@@ -79,12 +85,14 @@ def surge_floor_rps(
     starting_rps: float,
     startup_s: float,
     drain_s: float,
+    slack_s: float,
 ) -> float:
     """The floor of the module docstring, in requests/s: arrivals estimated from the queue's
     growth (never below `demand_rps`) plus the backlog expected when replicas ordered now are
-    ready, drained over `drain_s`. Without growth it is `demand_rps + queue / drain_s`."""
-    arrivals_rps = surge_arrivals_rps(demand_rps, growth_rps, served_rps)
-    if arrivals_rps is None or queue <= 0.0:
+    ready, drained over `drain_s`. Without a surge (`surge_arrivals_rps`) it is
+    `demand_rps + queue / drain_s`."""
+    arrivals_rps = surge_arrivals_rps(demand_rps, queue, growth_rps, served_rps, slack_s)
+    if arrivals_rps is None:
         return demand_rps + max(queue, 0.0) / drain_s
     backlog = queue + max(0.0, growth_rps - starting_rps / 2.0) * startup_s
     return arrivals_rps + backlog / drain_s
