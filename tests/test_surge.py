@@ -20,7 +20,7 @@ from elastiscale.decision import Proposal
 from elastiscale.trace import Trace
 from test_sim_support import single_config
 
-BASE = {"startup_s": 180.0, "drain_s": 194.0, "slack_s": 14.0}
+BASE = {"startup_s": 180.0, "drain_s": 194.0, "slack_s": 14.0, "span_s": 15.0}
 
 
 def test_the_docstrings_worked_numbers() -> None:
@@ -35,8 +35,11 @@ def test_the_docstrings_worked_numbers() -> None:
     [
         ("no queue: the ordinary floor", 0.0, 5.0, 0.0, 12.0),
         ("a queue that does not grow: demand + queue / drain", 97.0, 0.0, 0.0, 12.5),
-        # 6 requests/s serve a queue of 50 within the 14 s slack: a swing, not a surge
-        ("growth of a queue served within the slack", 50.0, 5.0, 0.0, 12.0 + 50.0 / 194.0),
+        # 6 requests/s serve a queue of 50 within the 14 s slack, and 15 more in 15 s is less
+        # than 3 x sqrt(2 x 12 x 15) = 57: a swing, not a surge
+        ("a swing of a queue served within the slack", 50.0, 1.0, 0.0, 12.0 + 50.0 / 194.0),
+        # 75 more in 15 s is more than 57: a surge; backlog 50 + 5 x 180 = 950
+        ("a small queue growing fast", 50.0, 5.0, 0.0, 12.0 + 950.0 / 194.0),
         # arrivals max(12, 6 + 2) = 12; the replicas starting outrun the growth: backlog 97
         ("growth the starting replicas cover", 97.0, 2.0, 9.0, 12.5),
         # arrivals 6 + 10 = 16; backlog 97 + (10 - 0) x 180 = 1,897

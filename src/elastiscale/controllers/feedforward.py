@@ -443,7 +443,10 @@ class ElastiscalePolicy:
         busy = obs.utilization if obs.utilization is not None else 1.0
         served_rps = min(busy, 1.0) * ready * capacity_rps
         slack_s = state.drain_s - state.startup_s
-        state.surge_rps = surge_arrivals_rps(demand_rps, queue, growth_rps, served_rps, slack_s)
+        span_s = state.queue_trend.span_s
+        state.surge_rps = surge_arrivals_rps(
+            demand_rps, queue, growth_rps, served_rps, slack_s, span_s
+        )
         return surge_floor_rps(
             demand_rps=demand_rps,
             queue=queue,
@@ -453,6 +456,7 @@ class ElastiscalePolicy:
             startup_s=state.startup_s,
             drain_s=state.drain_s,
             slack_s=slack_s,
+            span_s=span_s,
         )
 
     def _hold(

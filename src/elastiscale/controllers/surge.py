@@ -19,11 +19,13 @@ same drain the queue term of the ordinary floor uses:
 
     floor_rps = arrivals_rps + backlog_at_ready / drain_s
 
-Where the queue does not grow, or would be served within the component's latency slack
-(its share of the SLO less its service time: the swings of Poisson arrivals that its Erlang-C
-sizing already holds headroom for), the floor is the ordinary one (demand + queue / drain_s),
-so steady and falling traffic is sized as before; the difference is only while a backlog
-builds that already costs the SLO, which no forecast of the history saw coming.
+A growing queue is a surge when it would not be served within the component's latency slack
+(its share of the SLO less its service time), or when it grew by more than three standard
+deviations of what Poisson arrivals and services change a stable queue by between the two
+readings. Anything less is a swing that the Erlang-C sizing already holds headroom for, and
+the floor is the ordinary one (demand + queue / drain_s): steady and falling traffic is sized
+as before, and the difference is only while a surge builds a backlog, which no forecast of the
+history saw coming.
 
 Downstream, the arrivals a surge shows are carried through the fan-outs into the ordering
 floor of the components below (`elastiscale` does this in topological order): a queue growing
@@ -39,6 +41,7 @@ arrivals 6 + 14 = 20/s; backlog at ready 460 + (14 - 4.5) x 180 = 2,170; floor 2
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -49,13 +52,15 @@ class QueueTrend:
     at_s: float | None = None
     queue: float = 0.0
     growth_rps: float = 0.0
+    span_s: float = 0.0  # between the two readings the growth was measured over
 
     def observe(self, at_s: float, queue: float) -> float:
         """Take the reading `queue` of data time `at_s`; return the growth in requests/s
         (0 when it shrank or held, or at the first reading). A reading of a data time already
         seen keeps the growth measured last."""
         if self.at_s is not None and at_s > self.at_s:
-            self.growth_rps = max(0.0, (queue - self.queue) / (at_s - self.at_s))
+            self.span_s = at_s - self.at_s
+            self.growth_rps = max(0.0, (queue - self.queue) / self.span_s)
         elif self.at_s is None:
             self.growth_rps = 0.0
         else:
@@ -64,14 +69,41 @@ class QueueTrend:
         return self.growth_rps
 
 
+#: How many standard deviations of a stable queue's change make a growth a surge.
+SURGE_Z = 3.0
+
+
+def is_surge(
+    demand_rps: float,
+    queue: float,
+    growth_rps: float,
+    span_s: float,
+    served_rps: float,
+    slack_s: float,
+) -> bool:
+    """Whether a growing queue is a surge: it would not be served within the component's
+    latency slack (`queue > served_rps x slack_s`), or it grew by more than `SURGE_Z` standard
+    deviations of what Poisson arrivals and services at `demand_rps` change a stable queue by
+    over `span_s` (sqrt(2 x demand x span)). Anything less is a swing that the sizing's
+    headroom already holds."""
+    if growth_rps <= 0.0 or queue <= 0.0:
+        return False
+    if queue > served_rps * slack_s:
+        return True
+    return growth_rps * span_s > SURGE_Z * math.sqrt(2.0 * max(demand_rps, 0.0) * span_s)
+
+
 def surge_arrivals_rps(
-    demand_rps: float, queue: float, growth_rps: float, served_rps: float, slack_s: float
+    demand_rps: float,
+    queue: float,
+    growth_rps: float,
+    served_rps: float,
+    slack_s: float,
+    span_s: float,
 ) -> float | None:
     """The arrival rate a growing queue shows (`served_rps + growth_rps`, never below
-    `demand_rps`), or None when there is no surge: the queue is not growing, or it would be
-    served within the component's latency slack (`queue <= served_rps x slack_s`, the swings
-    of arrivals its sizing already holds headroom for)."""
-    if growth_rps <= 0.0 or queue <= served_rps * slack_s:
+    `demand_rps`), or None when it is not a surge (`is_surge`)."""
+    if not is_surge(demand_rps, queue, growth_rps, span_s, served_rps, slack_s):
         return None
     return max(demand_rps, served_rps + growth_rps)
 
@@ -86,12 +118,13 @@ def surge_floor_rps(
     startup_s: float,
     drain_s: float,
     slack_s: float,
+    span_s: float,
 ) -> float:
     """The floor of the module docstring, in requests/s: arrivals estimated from the queue's
     growth (never below `demand_rps`) plus the backlog expected when replicas ordered now are
     ready, drained over `drain_s`. Without a surge (`surge_arrivals_rps`) it is
     `demand_rps + queue / drain_s`."""
-    arrivals_rps = surge_arrivals_rps(demand_rps, queue, growth_rps, served_rps, slack_s)
+    arrivals_rps = surge_arrivals_rps(demand_rps, queue, growth_rps, served_rps, slack_s, span_s)
     if arrivals_rps is None:
         return demand_rps + max(queue, 0.0) / drain_s
     backlog = queue + max(0.0, growth_rps - starting_rps / 2.0) * startup_s
