@@ -39,7 +39,8 @@ _TOLERANCE_S = 1e-9
 _CA, _CW, _CT = StepLog.T_ARRIVALS, StepLog.T_WORK, StepLog.T_TOKENS
 _CB, _CC = StepLog.T_BUSY, StepLog.T_CAPACITY
 _CN, _CL = StepLog.T_COMPLETIONS, StepLog.T_LATENCY_WEIGHTED
-_READY_END = StepLog.T_READY_END
+_READY_END, _QUEUE = StepLog.T_READY_END, StepLog.T_QUEUE
+_IN_FLIGHT, _DESIRED = StepLog.T_IN_FLIGHT, StepLog.T_DESIRED
 
 
 class SimulatedMetricSource:
@@ -124,14 +125,6 @@ class SimulatedMetricSource:
             arrivals, work, tokens = tail[end + _CA], tail[end + _CW], tail[end + _CT]
             busy, capacity = tail[end + _CB], tail[end + _CC]
             completions, latency_sum = tail[end + _CN], tail[end + _CL]
-        columns = log.columns
-        in_flight_col = columns.get("in_flight")
-        # A fluid log without callers that wait derives it: busy / step_s (steplog.py).
-        in_flight = (
-            in_flight_col[i - 1]
-            if in_flight_col is not None
-            else columns["busy"][i - 1] / log.step_s
-        )
         missing: dict[str, str] = {}
         tokens_per_s: float | None
         if self._units[name] != "requests":
@@ -160,14 +153,14 @@ class SimulatedMetricSource:
             log.t0_s + i * self.step_s,
             arrivals / window_s,
             tokens_per_s,
-            in_flight,
-            columns["queue"][i - 1],
+            tail[end + _IN_FLIGHT],
+            tail[end + _QUEUE],
             utilization,
             latency,
             None,
             None,
             round(tail[end + _READY_END]),
-            round(columns["desired"][i - 1]),
+            round(tail[end + _DESIRED]),
             missing,
         )
 
