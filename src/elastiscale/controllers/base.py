@@ -22,11 +22,13 @@ from elastiscale.decision import Proposal
 from elastiscale.history import MetricHistory
 from elastiscale.observations import Observation, ReplicaState
 from elastiscale.pipeline import Pipeline
+from elastiscale.slotinit import slot_init
 
 if TYPE_CHECKING:
     from elastiscale.config import Config
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class TickContext:
     """Everything a policy may look at in one tick."""
