@@ -166,13 +166,28 @@ class _Reading(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class _Tolerance:
-    """No change while 1 - down <= ratio <= 1 + up (Tolerances.isWithin)."""
+    """No change while low <= ratio <= high: 1 - down and 1 + up (Tolerances.isWithin),
+    computed once (`of`) rather than at every reading."""
 
-    up: float
-    down: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, up: float, down: float) -> _Tolerance:
+        return cls(1.0 - down, 1.0 + up)
 
     def within(self, ratio: float) -> bool:
-        return 1.0 - self.down <= ratio <= 1.0 + self.up
+        return self.low <= ratio <= self.high
+
+
+class _Target(NamedTuple):
+    """A component's target, from the configuration only (looked up once per pipeline)."""
+
+    pipeline: object  # the pipeline it was looked up in
+    utilization: float
+    per_replica: float  # demand per replica at the target utilization
+    per_replica_text: str  # formatted as the reason shows it ("{:.4g}")
+    requests: bool  # the component's load is in requests (else tokens) per second
 
 
 class _Recommendations:
@@ -224,19 +239,19 @@ class HPAPolicy(PerComponentPolicy):
         self.config = config
         self.params = params if params is not None else HPAParams()
         behavior = self.params.behavior
-        self._tolerance = _Tolerance(
+        self._tolerance = _Tolerance.of(
             up=_pick(behavior.scale_up.tolerance, self.params.tolerance),
             down=_pick(behavior.scale_down.tolerance, self.params.tolerance),
         )
+        self._up_window_s = behavior.scale_up.stabilization_window_s
+        self._down_window_s = behavior.scale_down.stabilization_window_s
         longest_period_s = max(
             p.period_s for p in (*behavior.scale_up.policies, *behavior.scale_down.policies)
         )
         self._keep_s = longest_period_s
         self._recommendations: dict[str, _Recommendations] = {}
         self._changes: dict[str, ReplicaChanges] = {}
-        # Per component: the target utilization and the demand per replica at it, which
-        # depend on the configuration only (looked up once per pipeline, not per tick).
-        self._targets: dict[str, tuple[object, float, float]] = {}
+        self._targets: dict[str, _Target] = {}
 
     # ----------------------------------------------------------------------------------------
 
@@ -261,8 +276,54 @@ class HPAPolicy(PerComponentPolicy):
         if current < bounds.min:
             return Proposal(self.name, bounds.min, f"current {current} below min {bounds.min}")
 
-        readings = [self._reading(ctx, component, m, current) for m in self.params.metrics]
-        details: dict[str, Detail] = {"current": current, "ready": state.ready}
+        metrics = self.params.metrics
+        if len(metrics) == 1:  # the usual case: the one reading recommends, or nothing does
+            best = self._reading(ctx, component, metrics[0], current)
+            value_key, target_key, ratio_key, replicas_key = _DETAIL_KEYS[best.metric]
+            details: dict[str, Detail] = {
+                "current": current, "ready": state.ready, value_key: best.value,
+                target_key: best.target, ratio_key: best.ratio, replicas_key: best.replicas,
+            }  # fmt: skip
+            if best.replicas is None:
+                return Proposal.none(
+                    self.name, f"no valid metric ({best.metric}: {best.reason})", **details
+                )
+        else:
+            got = self._best_of(ctx, component, metrics, current, state.ready)
+            if isinstance(got, Proposal):
+                return got
+            best, details = got
+        recommended = best.replicas or 0
+        stabilized, why_stable = self._stabilize(component, ctx.now_s, current, recommended)
+        if stabilized == current:  # nothing to rate-limit
+            desired, why_limited = stabilized, ""
+        else:
+            desired, why_limited = self._rate_limit(
+                changes, ctx.now_s, current, stabilized, bounds.min, bounds.max
+            )
+        details["recommended"] = recommended
+        details["stabilized"] = stabilized
+        details["limited"] = desired
+        reason = f"{best.metric}: {best.reason}"
+        if why_stable:
+            reason += f"; {why_stable}"
+        if why_limited:
+            reason += f"; {why_limited}"
+        return Proposal(self.name, desired, reason, details)
+
+    def _best_of(
+        self,
+        ctx: TickContext,
+        component: str,
+        metrics: tuple[str, ...],
+        current: int,
+        ready: int,
+    ) -> tuple[_Reading, dict[str, Detail]] | Proposal:
+        """Several metrics: the reading that recommends the most replicas and the details of
+        all, or the proposal of nothing when none is valid or an invalid one would be ignored
+        for a scale-down (computeReplicasForMetrics)."""
+        readings = [self._reading(ctx, component, m, current) for m in metrics]
+        details: dict[str, Detail] = {"current": current, "ready": ready}
         for r in readings:
             value_key, target_key, ratio_key, replicas_key = _DETAIL_KEYS[r.metric]
             details[value_key] = r.value
@@ -275,49 +336,42 @@ class HPAPolicy(PerComponentPolicy):
             reasons = "; ".join(f"{r.metric}: {r.reason}" for r in invalid)
             return Proposal.none(self.name, f"no valid metric ({reasons})", **details)
         best = valid[0] if len(valid) == 1 else max(valid, key=lambda r: r.replicas or 0)
-        recommended = best.replicas or 0
-        if invalid and recommended < current:
+        if invalid and (best.replicas or 0) < current:
             return Proposal.none(
                 self.name,
                 f"no scale-down while {invalid[0].metric} is invalid ({invalid[0].reason})",
                 **details,
             )
-
-        stabilized, why_stable = self._stabilize(component, ctx.now_s, current, recommended)
-        desired, why_limited = self._rate_limit(
-            changes, ctx.now_s, current, stabilized, bounds.min, bounds.max
-        )
-        details["recommended"] = recommended
-        details["stabilized"] = stabilized
-        details["limited"] = desired
-        reason = f"{best.metric}: {best.reason}"
-        for extra in (why_stable, why_limited):
-            if extra:
-                reason += f"; {extra}"
-        return Proposal(self.name, desired, reason, details)
+        return best, details
 
     # ----------------------------------------------------------------------------------------
     # One metric (replica_calculator.go)
 
-    def _target(self, ctx: TickContext, component: str) -> tuple[float, float]:
-        """(target utilization, demand per replica at it) of `component`."""
+    def _target(self, ctx: TickContext, component: str) -> _Target:
+        """`component`'s target utilization, demand per replica at it and load unit."""
         got = self._targets.get(component)
-        if got is None or got[0] is not ctx.pipeline:
+        if got is None or got.pipeline is not ctx.pipeline:
             utilization = self.params.target_utilization or ctx.config.pipeline.utilization_target(
                 component
             )
-            per_replica = ctx.pipeline.components[component].capacity_per_replica * utilization
-            got = self._targets[component] = (ctx.pipeline, utilization, per_replica)
-        return got[1], got[2]
+            spec = ctx.pipeline.components[component]
+            per_replica = spec.capacity_per_replica * utilization
+            got = self._targets[component] = _Target(
+                ctx.pipeline, utilization, per_replica, f"{per_replica:.4g}",
+                spec.capacity_unit == "requests",
+            )  # fmt: skip
+        return got
 
     def _reading(self, ctx: TickContext, component: str, metric: str, current: int) -> _Reading:
-        utilization, per_replica = self._target(ctx, component)
+        target = self._target(ctx, component)
+        utilization = target.utilization
         obs = ctx.observations[component]
         if metric == "demand_rps":
-            load = ctx.load(component)
+            # `ctx.load(component)`, with the unit looked up once
+            load = obs.demand_rps if target.requests else obs.tokens_per_s
             if load is None:
                 return _Reading(metric, None, why_missing(obs, ctx.load_signal(component)))
-            return self._external_average(metric, load, per_replica, current)
+            return self._external_average(metric, load, target, current)
         ready = ctx.replicas[component].ready
         if metric == "utilization":
             busy = obs.utilization
@@ -336,20 +390,25 @@ class HPAPolicy(PerComponentPolicy):
         return self._per_pod(metric, per_pod, at_capacity * utilization, ready, current)
 
     def _external_average(
-        self, metric: str, total: float, per_replica: float, current: int
+        self, metric: str, total: float, target: _Target, current: int
     ) -> _Reading:
         """AverageValue target on a total: ratio over the counted replicas, then
         ceil(total / per_replica). E.g. 120 req/s, 35 per replica, 4 replicas: ratio 0.86,
         outside the tolerance, so ceil(120 / 35) = 4 (no change after all)."""
+        per_replica = target.per_replica
         if current == 0:
             ratio = math.inf if total > 0 else 1.0
         else:
             ratio = total / (per_replica * current)
-        replicas = current if self._tolerance.within(ratio) else ceil_count(total / per_replica)
+        tolerance = self._tolerance
+        if tolerance.low <= ratio <= tolerance.high:  # within the tolerance
+            replicas = current
+        else:
+            replicas = ceil_count(total / per_replica)
         return _Reading(
             metric,
             replicas,
-            f"{total:.4g} vs {per_replica:.4g}/replica x {current}: "
+            f"{total:.4g} vs {target.per_replica_text}/replica x {current}: "
             f"ratio {ratio:.3f} -> {replicas}",
             total,  # value, target, ratio (positional: once per component and tick)
             per_replica,
@@ -394,21 +453,23 @@ class HPAPolicy(PerComponentPolicy):
     ) -> tuple[int, str]:
         """Scale up only to the lowest recommendation of the scale-up window, down only to the
         highest of the scale-down window; then remember this tick's recommendation."""
-        behavior = self.params.behavior
-        up_cutoff_s = now_s - behavior.scale_up.stabilization_window_s
-        down_cutoff_s = now_s - behavior.scale_down.stabilization_window_s
         history = self._recommendations.get(component)
         if history is None:
             history = self._recommendations[component] = _Recommendations()
-        up_limit, down_limit = history.limits(up_cutoff_s, down_cutoff_s, recommended)
-        stabilized = min(max(current, up_limit), down_limit)
+        up_limit, down_limit = history.limits(
+            now_s - self._up_window_s, now_s - self._down_window_s, recommended
+        )
+        # min(max(current, up_limit), down_limit), without the calls
+        stabilized = current if current >= up_limit else up_limit
+        if stabilized > down_limit:
+            stabilized = down_limit
         history.add(now_s, recommended)
         if stabilized == recommended:
             return stabilized, ""
         if stabilized > recommended:
-            window_s = behavior.scale_down.stabilization_window_s
+            window_s = self._down_window_s
             return stabilized, f"scale-down stabilized at {stabilized} (highest in {window_s:g} s)"
-        window_s = behavior.scale_up.stabilization_window_s
+        window_s = self._up_window_s
         return stabilized, f"scale-up stabilized at {stabilized} (lowest in {window_s:g} s)"
 
     def _rate_limit(
