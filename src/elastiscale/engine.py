@@ -256,7 +256,7 @@ class Engine:
         )
         chain = self.constraints[name]
         desired, clamps = chain.apply(inp, current if combined is None else combined)
-        outcome = self._act(name, current, desired, now_s)
+        outcome = "unchanged" if desired == current else self._act(name, current, desired, now_s)
         # Only a change the platform made is history for rate limits and cooldowns: in a dry
         # run the count stays where it is, and remembering the dry change would make the next
         # tick's rate limits start from a count that never existed.

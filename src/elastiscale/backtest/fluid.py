@@ -91,6 +91,9 @@ class FluidSimulator(SimulatorFrame):
             )
         ]
         self._parts = self._comps
+        # Each component's state at the last `state` read (immutable, so shared while the
+        # counts stay: the engine reads every component at every tick).
+        self._states: list[ReplicaState | None] = [None] * len(self._comps)
         slot = 0  # one normal deviate per step for each noisy flow (see `_deviates`)
         waited: list[WaitedEdge] = []
         #: (source, target) -> (source's flow index, the target's re-entry class or -1)
@@ -228,9 +231,14 @@ class FluidSimulator(SimulatorFrame):
         self._comps[index].reenter_spread[cls] = reenter_spread
 
     def state(self, component: str) -> ReplicaState:
-        book = self._comps[self._index[component]].replicas
+        index = self._index[component]
+        book = self._comps[index].replicas
         book.integrate_to(self._now_s)
-        return ReplicaState(book.ready + len(book.starting), book.ready)  # (desired, ready)
+        desired, ready = book.ready + len(book.starting), book.ready
+        last = self._states[index]  # the same counts as at the last read: the same object
+        if last is None or last.desired != desired or last.ready != ready:
+            last = self._states[index] = ReplicaState(desired, ready)
+        return last
 
     # ---------------------------------------------------------------------------------------
     # One step
