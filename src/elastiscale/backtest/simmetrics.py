@@ -39,8 +39,6 @@ _TOLERANCE_S = 1e-9
 _CA, _CW, _CT = StepLog.T_ARRIVALS, StepLog.T_WORK, StepLog.T_TOKENS
 _CB, _CC = StepLog.T_BUSY, StepLog.T_CAPACITY
 _CN, _CL = StepLog.T_COMPLETIONS, StepLog.T_LATENCY_WEIGHTED
-_READY_END, _QUEUE = StepLog.T_READY_END, StepLog.T_QUEUE
-_IN_FLIGHT, _DESIRED = StepLog.T_IN_FLIGHT, StepLog.T_DESIRED
 
 
 class SimulatedMetricSource:
@@ -106,25 +104,23 @@ class SimulatedMetricSource:
             i = rows
         if i <= 0:
             return Observation.unavailable(name, cutoff_s, "no data")
-        tail = log.tail
-        end = log.tail_row(i - 1)  # the last step's running sums
+        # The last step's row, in the order of StepLog's T_ fields: running sums, then its own
+        # ready count, queue, calls in flight and desired count.
+        (arrivals, work, tokens, busy, capacity, completions, latency_sum,
+         ready_end, queue, in_flight, desired) = log.tail_values(i - 1)  # fmt: skip
         lo = i - self._window_steps
         # The step before the window (none when the window reaches back before the start: then
         # the rate is over what exists).
         window_s = (i - max(lo, 0)) * self.step_s
         if lo >= 1:
-            start = log.tail_row(lo - 1)
-            arrivals = tail[end + _CA] - tail[start + _CA]
-            work = tail[end + _CW] - tail[start + _CW]
-            tokens = tail[end + _CT] - tail[start + _CT]
-            busy = tail[end + _CB] - tail[start + _CB]
-            capacity = tail[end + _CC] - tail[start + _CC]
-            completions = tail[end + _CN] - tail[start + _CN]
-            latency_sum = tail[end + _CL] - tail[start + _CL]
-        else:
-            arrivals, work, tokens = tail[end + _CA], tail[end + _CW], tail[end + _CT]
-            busy, capacity = tail[end + _CB], tail[end + _CC]
-            completions, latency_sum = tail[end + _CN], tail[end + _CL]
+            start = log.tail_values(lo - 1)
+            arrivals -= start[_CA]
+            work -= start[_CW]
+            tokens -= start[_CT]
+            busy -= start[_CB]
+            capacity -= start[_CC]
+            completions -= start[_CN]
+            latency_sum -= start[_CL]
         missing: dict[str, str] = {}
         tokens_per_s: float | None
         if self._units[name] != "requests":
@@ -153,14 +149,14 @@ class SimulatedMetricSource:
             log.t0_s + i * self.step_s,
             arrivals / window_s,
             tokens_per_s,
-            tail[end + _IN_FLIGHT],
-            tail[end + _QUEUE],
+            in_flight,
+            queue,
             utilization,
             latency,
             None,
             None,
-            round(tail[end + _READY_END]),
-            round(tail[end + _DESIRED]),
+            round(ready_end),
+            round(desired),
             missing,
         )
 

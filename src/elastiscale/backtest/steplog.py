@@ -70,7 +70,8 @@ DERIVABLE = ("capacity", "work", "in_flight")
 #: doubles (the bits of each float as `array("d")` stores them).
 _PACK_ROW = struct.Struct(f"{len(COLUMNS)}d").pack
 _TAIL_WIDTH = 11
-_PACK_TAIL = struct.Struct(f"{_TAIL_WIDTH}d").pack
+_TAIL_ROW = struct.Struct(f"{_TAIL_WIDTH}d")
+_PACK_TAIL, _UNPACK_TAIL = _TAIL_ROW.pack, _TAIL_ROW.unpack_from
 
 #: Steps of running sums kept by default (a rate window and a metrics delay of up to about
 #: an hour at 1 s steps).
@@ -255,6 +256,11 @@ class StepLog:
                 f"step {i}: only the running sums of the last {self.lookback} steps are kept"
             )
         return k * self.TAIL_WIDTH
+
+    def tail_values(self, i: int) -> tuple[float, ...]:
+        """Step i's row of the tail (TAIL_WIDTH floats, indexed by the T_ fields), read at
+        once: cheaper than indexing the tail field by field."""
+        return _UNPACK_TAIL(self.tail, 8 * self.tail_row(i))
 
     def freeze(self) -> None:
         """No more steps: from now on `column` gives views of the dense columns, not copies."""
