@@ -48,6 +48,7 @@ from elastiscale.observations import ReplicaState
 from elastiscale.trace import Trace
 
 _NOISE_BLOCK = 4096  # steps of normal deviates drawn at once
+_NO_CLASSES: list[float] = []  # the re-entrant classes' calls of a component without any
 # A step's record of one component (`_record`'s arguments after the component).
 _Row = tuple[int, float, float, float, float, float, float, float, float, float, float]
 
@@ -251,8 +252,11 @@ class FluidSimulator(SimulatorFrame):
         flow_req = [0.0] * ncomp
         flow_tin = [0.0] * ncomp
         flow_tout = [0.0] * ncomp
-        # Calls of each re-entrant class (sequential incoming edges) arriving this step.
-        flow_cls: list[list[float]] = [[0.0] * len(c.reenter) for c in self._comps]
+        # Calls of each re-entrant class (sequential incoming edges) arriving this step (a
+        # component without such classes shares one empty list, never written to).
+        flow_cls: list[list[float]] = [
+            [0.0] * len(c.reenter) if c.reenter else _NO_CLASSES for c in self._comps
+        ]
         tokens = self._has_tokens
         z = self._deviates(j)
         waits = self._waits
@@ -283,9 +287,10 @@ class FluidSimulator(SimulatorFrame):
             areq = flow_req[i]
             ready_avg, starting_avg, draining_avg = comp.replicas.close_step(b, dt)
             mu = ready_avg * comp.cap
-            mix = [x / areq for x in classes] if classes and areq > 0 else None
             records = comp.records
             k = j - records.base  # this step in the records' window
+            queue = comp.queue
+            at_once = False  # every unit served on arrival: no cohort is queued
             if areq > 0:
                 tin_pr = flow_tin[i] / areq
                 tout_pr = flow_tout[i] / areq
@@ -296,30 +301,31 @@ class FluidSimulator(SimulatorFrame):
                 records.arrived[k] = areq
                 if work > 0:
                     records.hold[k] = comp.hold_per_work * wpr
-                    comp.queue.append([a, b, work / dt, j, areq / work, tin_pr, tout_pr, 0.0, mix])
+                    # Fast path: an empty queue and enough capacity.
+                    at_once = not queue and work <= mu * dt * (1 + 1e-12)
+                    if not at_once:
+                        mix = [x / areq for x in classes] if classes else None
+                        queue.append([a, b, work / dt, j, areq / work, tin_pr, tout_pr, 0.0, mix])
                 else:  # zero-token requests need no service time
                     records.hold[k] = 0.0
                     records.wait_first[k] = records.wait_last[k] = 0.0
             else:
                 work = 0.0
-            queue = comp.queue
-            served_cls = [0.0] * len(classes)
-            if not queue:
-                served_w = served_r = s_tin = s_tout = dropped_r = 0.0
-                wmax = -1.0
-                if areq > 0 and work <= 0:
-                    served_r, s_tin, s_tout = areq, flow_tin[i], flow_tout[i]
-                    served_cls = classes
-                    wmax = 0.0
-            elif len(queue) == 1 and work > 0 and work <= mu * dt * (1 + 1e-12):
-                # Fast path: an empty queue and enough capacity: every unit served on arrival.
-                queue.clear()
+            if at_once:
                 records.wait_first[k] = records.wait_last[k] = 0.0
                 served_w, served_r, dropped_r = work, areq, 0.0
                 s_tin, s_tout = flow_tin[i], flow_tout[i]
                 served_cls = classes
                 wmax = 0.0
+            elif not queue:
+                served_w = served_r = s_tin = s_tout = dropped_r = 0.0
+                wmax = -1.0
+                served_cls = classes
+                if areq > 0 and work <= 0:
+                    served_r, s_tin, s_tout = areq, flow_tin[i], flow_tout[i]
+                    wmax = 0.0
             else:
+                served_cls = [0.0] * len(classes)
                 served_w, served_r, s_tin, s_tout, dropped_r, wmax = serve(
                     comp, a, b, mu, served_cls
                 )
@@ -351,13 +357,16 @@ class FluidSimulator(SimulatorFrame):
             comp.last_util = served_w / capacity_w if capacity_w > 0 else 0.0
             if not record:
                 continue
-            row: _Row = (
-                j, areq, work, flow_tin[i] + flow_tout[i], served_w, served_r, dropped_r, wmax,
-                ready_avg, starting_avg, draining_avg,
-            )  # fmt: skip
             if waits is None:
-                self._record(comp, *row)
+                self._record(
+                    comp, j, areq, work, flow_tin[i] + flow_tout[i], served_w, served_r,
+                    dropped_r, wmax, ready_avg, starting_avg, draining_avg,
+                )  # fmt: skip
             else:
+                row: _Row = (
+                    j, areq, work, flow_tin[i] + flow_tout[i], served_w, served_r, dropped_r,
+                    wmax, ready_avg, starting_avg, draining_avg,
+                )  # fmt: skip
                 rows.append((comp, row))
         if waits is not None and first_calls is not None and record:
             awaiting = waits.awaiting(
@@ -406,7 +415,7 @@ class FluidSimulator(SimulatorFrame):
     ) -> None:
         dt = self.step_s
         hold_w = comp.hold_per_work
-        queue_r = _queued(comp)
+        queue_r = _queued(comp) if comp.queue else 0.0
         busy = served_w * hold_w  # slot-seconds
         capacity = ready_avg * comp.slots * dt
         if served_r > 0:
