@@ -39,6 +39,8 @@ from elastiscale.pipeline import Pipeline
 
 log = logging.getLogger("elastiscale.engine")
 
+_new_tuple = tuple.__new__  # builds a named tuple from its fields' tuple
+
 #: Longest wait between retries of a failed actuation.
 MAX_BACKOFF_S = 300.0
 
@@ -235,10 +237,6 @@ class Engine:
         combined, _ = formulas.combine(how.parsed(), by_term, how.fallback)
         return combined
 
-    def _data_ok(self, name: str, obs: Observation, now_s: float) -> bool:
-        fresh = now_s - obs.at_s <= self._staleness_s[name]
-        return fresh and getattr(obs, self._load_signal[name]) is not None
-
     def _decide(
         self,
         name: str,
@@ -249,11 +247,15 @@ class Engine:
     ) -> DecisionRecord:
         current = state.desired
         combined = self._combine(proposals)
-        # positional: the fields in their order (component, now_s, current, ready,
-        # observation, data_ok), cheaper than keywords on this per-component path
-        inp = ConstraintInput(
-            name, now_s, current, state.ready, obs, self._data_ok(name, obs, now_s)
+        # The load signal is present and fresh.
+        data_ok = (
+            now_s - obs.at_s <= self._staleness_s[name]
+            and getattr(obs, self._load_signal[name]) is not None
         )
+        # the fields in their order (component, now_s, current, ready, observation, data_ok),
+        # as the named tuple's own __new__ would pass them, without its Python-level call on
+        # this per-component path
+        inp = _new_tuple(ConstraintInput, (name, now_s, current, state.ready, obs, data_ok))
         chain = self.constraints[name]
         desired, clamps = chain.apply(inp, current if combined is None else combined)
         outcome = "unchanged" if desired == current else self._act(name, current, desired, now_s)

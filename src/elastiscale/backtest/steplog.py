@@ -260,7 +260,10 @@ class StepLog:
     def tail_values(self, i: int) -> tuple[float, ...]:
         """Step i's row of the tail (TAIL_WIDTH floats, indexed by the T_ fields), read at
         once: cheaper than indexing the tail field by field."""
-        return _UNPACK_TAIL(self.tail, 8 * self.tail_row(i))
+        k = i - self.tail_start
+        if k < 0:
+            self.tail_row(i)  # raises: dropped already
+        return _UNPACK_TAIL(self.tail, _TAIL_ROW.size * k)
 
     def freeze(self) -> None:
         """No more steps: from now on `column` gives views of the dense columns, not copies."""

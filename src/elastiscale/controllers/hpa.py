@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from elastiscale.config import Config
 
 HPAMetric = Literal["demand_rps", "utilization", "concurrency"]
+_new_tuple = tuple.__new__  # builds a named tuple from its fields' tuple
 #: The details a reading of each metric gives its proposal (names built once, not per tick).
 _DETAIL_KEYS = {
     metric: (f"{metric}_value", f"{metric}_target", f"{metric}_ratio", f"{metric}_replicas")
@@ -405,15 +406,13 @@ class HPAPolicy(PerComponentPolicy):
             replicas = current
         else:
             replicas = ceil_count(total / per_replica)
-        return _Reading(
-            metric,
-            replicas,
+        text = (
             f"{total:.4g} vs {target.per_replica_text}/replica x {current}: "
-            f"ratio {ratio:.3f} -> {replicas}",
-            total,  # value, target, ratio (positional: once per component and tick)
-            per_replica,
-            ratio,
+            f"ratio {ratio:.3f} -> {replicas}"
         )
+        # all six fields, as _Reading's own __new__ would pass them (without its Python-level
+        # call: once per component and tick)
+        return _new_tuple(_Reading, (metric, replicas, text, total, per_replica, ratio))
 
     def _per_pod(
         self, metric: str, per_pod: float, target: float, ready: int, current: int
