@@ -92,14 +92,15 @@ class SimulatedMetricSource:
     def observe(self, components: Sequence[str], now_s: float) -> dict[str, Observation]:
         self._check_time(now_s)
         cutoff_s = now_s - self.delay_s
-        return {name: self._observe_one(name, cutoff_s) for name in components}
+        observe_one = self._observe_one
+        return {name: observe_one(name, cutoff_s) for name in components}
 
     def _observe_one(self, name: str, cutoff_s: float) -> Observation:
         log = self._logs.get(name)
         if log is None:  # a simulator's step log is one object for the whole run
             log = self._logs[name] = self.simulator.steps(name)
         i = math.floor((cutoff_s - log.t0_s) / self.step_s + 1e-9)
-        rows = len(log)
+        rows = log.steps  # len(log)
         if i > rows:
             i = rows
         if i <= 0:
@@ -111,7 +112,7 @@ class SimulatedMetricSource:
         lo = i - self._window_steps
         # The step before the window (none when the window reaches back before the start: then
         # the rate is over what exists).
-        window_s = (i - max(lo, 0)) * self.step_s
+        window_s = (i - (lo if lo > 0 else 0)) * self.step_s  # (i - max(lo, 0)) steps
         if lo >= 1:
             start = log.tail_values(lo - 1)
             arrivals -= start[_CA]

@@ -106,6 +106,7 @@ class StepLog:
         "_sums",
         "columns",
         "step_s",
+        "steps",
         "t0_s",
         "tail",
         "tail_start",
@@ -123,6 +124,8 @@ class StepLog:
         self._rows = array("d")
         self.tail = array("d")  # TAIL_WIDTH doubles per step, from step `tail_start` on
         self.tail_start = 0
+        #: Steps appended so far (`len(log)`, an attribute for the readers of every tick).
+        self.steps = 0
         self._flushed = 0  # steps flushed out of `_rows` into the columns
         self._lookback = lookback
         self._due = 0  # length of `tail` at which `_maintain` runs next
@@ -208,6 +211,7 @@ class StepLog:
             _PACK_ROW(arrivals, work, completions, dropped, queue, in_flight, ready, starting,
                       draining, desired, busy, capacity, latency_p95_s)
         )  # fmt: skip
+        self.steps += 1
         tail = self.tail
         tail.frombytes(_PACK_TAIL(ca, cw, ct, cb, cc, cn, cl, ready_end, queue, in_flight, desired))
         if len(tail) >= self._due:  # one comparison a step for both chores
@@ -246,7 +250,7 @@ class StepLog:
         self._due = self.TAIL_WIDTH * max(1, rows)
 
     def __len__(self) -> int:
-        return self.tail_start + len(self.tail) // self.TAIL_WIDTH
+        return self.steps
 
     def tail_row(self, i: int) -> int:
         """Offset in `tail` of step i's running sums (0-based step index)."""
