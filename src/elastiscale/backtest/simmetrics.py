@@ -133,7 +133,9 @@ class SimulatedMetricSource:
             missing["tokens_per_s"] = "no token data"
         utilization: float | None = None
         if capacity > 0:
-            utilization = min(1.0, busy / capacity)
+            busy_share = busy / capacity
+            # min(1.0, busy_share) without the call (NaN gives 1.0 there too)
+            utilization = busy_share if busy_share < 1.0 else 1.0
         else:
             missing["utilization"] = "no ready replicas"
         latency: float | None = None

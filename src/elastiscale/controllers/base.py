@@ -90,7 +90,8 @@ class PerComponentPolicy:
     name = "per-component"
 
     def propose(self, ctx: TickContext) -> dict[str, Proposal]:
-        return {name: self.propose_component(ctx, name) for name in ctx.pipeline.order}
+        propose_component = self.propose_component
+        return {name: propose_component(ctx, name) for name in ctx.pipeline.order}
 
     def propose_component(self, ctx: TickContext, component: str) -> Proposal:
         raise NotImplementedError
