@@ -202,9 +202,19 @@ class _Recommendations:
 
     __slots__ = ("highs", "lows")
 
-    def __init__(self, now_s: float | None = None, value: int = 0) -> None:
-        self.lows: deque[tuple[float, int]] = deque()
-        self.highs: deque[tuple[float, int]] = deque()
+    def __init__(
+        self,
+        now_s: float | None = None,
+        value: int = 0,
+        *,
+        lows: bool = True,
+        highs: bool = True,
+    ) -> None:
+        """`lows`, `highs`: whether to keep that queue. A window of 0 s needs none (the
+        default scale-up window): at the next tick every earlier recommendation is at or
+        before its cutoff, `now - 0`, so the limit is the tick's own value."""
+        self.lows: deque[tuple[float, int]] | None = deque() if lows else None
+        self.highs: deque[tuple[float, int]] | None = deque() if highs else None
         if now_s is not None:
             self.add(now_s, value)
 
@@ -212,22 +222,29 @@ class _Recommendations:
         """(lowest of `value` and the recommendations after `up_cutoff_s`, highest of `value`
         and those after `down_cutoff_s`)."""
         lows, highs = self.lows, self.highs
-        while lows and lows[0][0] <= up_cutoff_s:
-            lows.popleft()
-        while highs and highs[0][0] <= down_cutoff_s:
-            highs.popleft()
-        low = lows[0][1] if lows and lows[0][1] < value else value
-        high = highs[0][1] if highs and highs[0][1] > value else value
+        low = high = value
+        if lows is not None:
+            while lows and lows[0][0] <= up_cutoff_s:
+                lows.popleft()
+            if lows and lows[0][1] < value:
+                low = lows[0][1]
+        if highs is not None:
+            while highs and highs[0][0] <= down_cutoff_s:
+                highs.popleft()
+            if highs and highs[0][1] > value:
+                high = highs[0][1]
         return low, high
 
     def add(self, now_s: float, value: int) -> None:
         lows, highs = self.lows, self.highs
-        while lows and lows[-1][1] >= value:
-            lows.pop()
-        lows.append((now_s, value))
-        while highs and highs[-1][1] <= value:
-            highs.pop()
-        highs.append((now_s, value))
+        if lows is not None:
+            while lows and lows[-1][1] >= value:
+                lows.pop()
+            lows.append((now_s, value))
+        if highs is not None:
+            while highs and highs[-1][1] <= value:
+                highs.pop()
+            highs.append((now_s, value))
 
 
 class HPAPolicy(PerComponentPolicy):
@@ -273,7 +290,7 @@ class HPAPolicy(PerComponentPolicy):
         if component not in self._recommendations:
             # recordInitialRecommendation: a new HPA remembers the current count, so it does
             # not scale down before a whole stabilization window has passed.
-            self._recommendations[component] = _Recommendations(ctx.now_s, current)
+            self._recommendations[component] = self._new_recommendations(ctx.now_s, current)
         if current == 0 and bounds.min != 0:
             return Proposal.none(
                 self.name, "scaling is disabled: the component has 0 replicas and min > 0"
@@ -467,7 +484,7 @@ class HPAPolicy(PerComponentPolicy):
         highest of the scale-down window; then remember this tick's recommendation."""
         history = self._recommendations.get(component)
         if history is None:
-            history = self._recommendations[component] = _Recommendations()
+            history = self._recommendations[component] = self._new_recommendations()
         up_limit, down_limit = history.limits(
             now_s - self._up_window_s, now_s - self._down_window_s, recommended
         )
@@ -483,6 +500,12 @@ class HPAPolicy(PerComponentPolicy):
             return stabilized, f"scale-down stabilized at {stabilized} (highest in {window_s:g} s)"
         window_s = self._up_window_s
         return stabilized, f"scale-up stabilized at {stabilized} (lowest in {window_s:g} s)"
+
+    def _new_recommendations(self, now_s: float | None = None, value: int = 0) -> _Recommendations:
+        """A component's recommendations, without the queue of a window of 0 s."""
+        return _Recommendations(
+            now_s, value, lows=self._up_window_s > 0, highs=self._down_window_s > 0
+        )
 
     def _rate_limit(
         self,
