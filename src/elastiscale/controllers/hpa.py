@@ -301,16 +301,14 @@ class HPAPolicy(PerComponentPolicy):
             return Proposal(self.name, bounds.min, f"current {current} below min {bounds.min}")
 
         metrics = self.params.metrics
+        details: dict[str, Detail] | None = None  # one metric's: built at the end, at once
         if len(metrics) == 1:  # the usual case: the one reading recommends, or nothing does
             best = self._reading(ctx, component, metrics[0], current)
-            value_key, target_key, ratio_key, replicas_key = _DETAIL_KEYS[best.metric]
-            details: dict[str, Detail] = {
-                "current": current, "ready": state.ready, value_key: best.value,
-                target_key: best.target, ratio_key: best.ratio, replicas_key: best.replicas,
-            }  # fmt: skip
             if best.replicas is None:
                 return Proposal.none(
-                    self.name, f"no valid metric ({best.metric}: {best.reason})", **details
+                    self.name,
+                    f"no valid metric ({best.metric}: {best.reason})",
+                    **self._reading_details(current, state.ready, best),
                 )
         else:
             got = self._best_of(ctx, component, metrics, current, state.ready)
@@ -325,15 +323,33 @@ class HPAPolicy(PerComponentPolicy):
             desired, why_limited = self._rate_limit(
                 changes, ctx.now_s, current, stabilized, bounds.min, bounds.max
             )
-        details["recommended"] = recommended
-        details["stabilized"] = stabilized
-        details["limited"] = desired
+        if details is None:
+            value_key, target_key, ratio_key, replicas_key = _DETAIL_KEYS[best.metric]
+            details = {
+                "current": current, "ready": state.ready, value_key: best.value,
+                target_key: best.target, ratio_key: best.ratio, replicas_key: best.replicas,
+                "recommended": recommended, "stabilized": stabilized, "limited": desired,
+            }  # fmt: skip
+        else:
+            details["recommended"] = recommended
+            details["stabilized"] = stabilized
+            details["limited"] = desired
         reason = f"{best.metric}: {best.reason}"
         if why_stable:
             reason += f"; {why_stable}"
         if why_limited:
             reason += f"; {why_limited}"
         return Proposal(self.name, desired, reason, details)
+
+    @staticmethod
+    def _reading_details(current: int, ready: int, reading: _Reading) -> dict[str, Detail]:
+        """The details of one reading, after the counts (the keys in the order a proposal
+        lists them)."""
+        value_key, target_key, ratio_key, replicas_key = _DETAIL_KEYS[reading.metric]
+        return {
+            "current": current, "ready": ready, value_key: reading.value,
+            target_key: reading.target, ratio_key: reading.ratio, replicas_key: reading.replicas,
+        }  # fmt: skip
 
     def _best_of(
         self,
@@ -347,13 +363,9 @@ class HPAPolicy(PerComponentPolicy):
         all, or the proposal of nothing when none is valid or an invalid one would be ignored
         for a scale-down (computeReplicasForMetrics)."""
         readings = [self._reading(ctx, component, m, current) for m in metrics]
-        details: dict[str, Detail] = {"current": current, "ready": ready}
+        details: dict[str, Detail] = {}
         for r in readings:
-            value_key, target_key, ratio_key, replicas_key = _DETAIL_KEYS[r.metric]
-            details[value_key] = r.value
-            details[target_key] = r.target
-            details[ratio_key] = r.ratio
-            details[replicas_key] = r.replicas
+            details.update(self._reading_details(current, ready, r))  # the counts once, first
         valid = [r for r in readings if r.replicas is not None]
         invalid = [r for r in readings if r.replicas is None]
         if not valid:
