@@ -49,6 +49,7 @@ from elastiscale.trace import Trace
 
 _NOISE_BLOCK = 4096  # steps of normal deviates drawn at once
 _NO_CLASSES: list[float] = []  # the re-entrant classes' calls of a component without any
+_NO_DEVIATES: list[float] = []  # a step's deviates when no flow reads any
 # A step's record of one component (`_record`'s arguments after the component).
 _Row = tuple[int, float, float, float, float, float, float, float, float, float, float]
 
@@ -125,6 +126,7 @@ class FluidSimulator(SimulatorFrame):
             comp.noise_slot = slot
             slot += len(comp.reenter)
         self._noise_slots = slot
+        self._noisy = self._any_noise()
         # Callers that wait for their calls (`caller_waits`): None when no edge says so.
         self._waits = (
             CallerWaits(waited, [c.model.mean_hold_s for c in self._comps], self.step_s)
@@ -226,10 +228,19 @@ class FluidSimulator(SimulatorFrame):
         if cls < 0:
             spread = fanout_variance(fanout, spec.fanout_distribution) if self.fanout_noise else 0.0
             comp.out_edges[at] = (index, fanout, spread, -1, slot)
+            self._noisy = self._any_noise()
             return
         comp.out_edges[at] = (index, calls, spread, cls, slot)
         self._comps[index].reenter[cls] = reenter
         self._comps[index].reenter_spread[cls] = reenter_spread
+        self._noisy = self._any_noise()
+
+    def _any_noise(self) -> bool:
+        """Whether a step reads normal deviates: a flow with a spread, or re-entries drawn
+        with noise. Without, the deviates are not drawn at all (`_deviates` draws the blocks
+        skipped, in order, when they are needed again: the same numbers)."""
+        spread = any(edge[2] > 0 for c in self._comps for edge in c.out_edges)
+        return spread or (self.fanout_noise and any(c.reenter for c in self._comps))
 
     def state(self, component: str) -> ReplicaState:
         index = self._index[component]
@@ -258,7 +269,7 @@ class FluidSimulator(SimulatorFrame):
             [0.0] * len(c.reenter) if c.reenter else _NO_CLASSES for c in self._comps
         ]
         tokens = self._has_tokens
-        z = self._deviates(j)
+        z = self._deviates(j) if self._noisy else _NO_DEVIATES
         waits = self._waits
         first_calls = [0.0] * self._noise_slots if waits is not None else None
         rows: list[tuple[FluidComponent, _Row]] = []
