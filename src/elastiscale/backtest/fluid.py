@@ -126,6 +126,10 @@ class FluidSimulator(SimulatorFrame):
             comp.noise_slot = slot
             slot += len(comp.reenter)
         self._noise_slots = slot
+        # No component with re-entrant classes: every step's class flows are the same empty
+        # lists (classes are set up here only; a reroute changes their probabilities).
+        self._reentrant = any(c.reenter for c in self._comps)
+        self._no_flow_cls = [_NO_CLASSES for _ in self._comps]
         self._noisy = self._any_noise()
         # Callers that wait for their calls (`caller_waits`): None when no edge says so.
         self._waits = (
@@ -265,9 +269,11 @@ class FluidSimulator(SimulatorFrame):
         flow_tout = [0.0] * ncomp
         # Calls of each re-entrant class (sequential incoming edges) arriving this step (a
         # component without such classes shares one empty list, never written to).
-        flow_cls: list[list[float]] = [
-            [0.0] * len(c.reenter) if c.reenter else _NO_CLASSES for c in self._comps
-        ]
+        flow_cls: list[list[float]] = (
+            [[0.0] * len(c.reenter) if c.reenter else _NO_CLASSES for c in self._comps]
+            if self._reentrant
+            else self._no_flow_cls
+        )
         tokens = self._has_tokens
         z = self._deviates(j) if self._noisy else _NO_DEVIATES
         waits = self._waits
