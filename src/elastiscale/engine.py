@@ -209,8 +209,10 @@ class Engine:
         self._known_replicas.update(out)
         return out
 
-    def _propose(self, ctx: TickContext) -> dict[str, list[Proposal]]:
-        by_component: dict[str, list[Proposal]] = {name: [] for name in ctx.pipeline.order}
+    def _propose(self, ctx: TickContext) -> dict[str, tuple[Proposal, ...]]:
+        """Every component's proposals, one per policy in the policies' order (as the decision
+        record keeps them: a tuple, built once)."""
+        answers: list[tuple[str, Mapping[str, Proposal], str]] = []
         for policy in self.policies:
             try:
                 got: Mapping[str, Proposal] = policy.propose(ctx)
@@ -220,11 +222,17 @@ class Engine:
                 missing = f"policy error: {type(exc).__name__}: {exc}"
             else:
                 missing = "no proposal"
-            for name, bucket in by_component.items():
-                bucket.append(got.get(name) or Proposal.none(policy.name, missing))
-        return by_component
+            answers.append((policy.name, got, missing))
+        order = ctx.pipeline.order
+        if len(answers) == 1:  # one policy (the usual case)
+            name, got, missing = answers[0]
+            return {c: (got.get(c) or Proposal.none(name, missing),) for c in order}
+        return {
+            c: tuple(got.get(c) or Proposal.none(name, missing) for name, got, missing in answers)
+            for c in order
+        }
 
-    def _combine(self, proposals: list[Proposal]) -> int | None:
+    def _combine(self, proposals: tuple[Proposal, ...]) -> int | None:
         """`control.combine`: the max of the valid proposals, or the formula with fallbacks
         (None when a term has neither: the component holds)."""
         how = self.config.control.combine
@@ -243,7 +251,7 @@ class Engine:
         now_s: float,
         obs: Observation,
         state: ReplicaState,
-        proposals: list[Proposal],
+        proposals: tuple[Proposal, ...],
     ) -> DecisionRecord:
         current = state.desired
         combined = self._combine(proposals)
@@ -267,7 +275,7 @@ class Engine:
         # positional, in the fields' order (at_s, component, observation, current_replicas,
         # proposals, combined_replicas, clamps, desired_replicas, outcome)
         return DecisionRecord(
-            now_s, name, obs, current, tuple(proposals), combined, tuple(clamps), desired, outcome
+            now_s, name, obs, current, proposals, combined, tuple(clamps), desired, outcome
         )
 
     def _act(self, name: str, current: int, desired: int, now_s: float) -> str:
