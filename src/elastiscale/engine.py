@@ -78,6 +78,8 @@ class Engine:
             else [registry.build("policy", s.name, config, s.params) for s in config.policies]
         )
         self.interval_s = config.control.interval_s
+        # `control.combine` is the max (not a formula): one proposal is the combined count.
+        self._combine_max = isinstance(config.control.combine, str)
         self.history = MetricHistory(config.control.history_s)
         self.constraints: dict[str, ComponentConstraints] = {}
         self._staleness_s: dict[str, float] = {}
@@ -254,7 +256,10 @@ class Engine:
         proposals: tuple[Proposal, ...],
     ) -> DecisionRecord:
         current = state.desired
-        combined = self._combine(proposals)
+        if self._combine_max and len(proposals) == 1:  # one policy: its proposal
+            combined = proposals[0].replicas
+        else:
+            combined = self._combine(proposals)
         # The load signal is present and fresh.
         data_ok = (
             now_s - obs.at_s <= self._staleness_s[name]

@@ -65,7 +65,10 @@ class SimulatedMetricSource:
         self.step_s = simulator.step_s
         # Whole steps in the rate window, at least one: 60 s over 10 s steps is 6 steps.
         self._window_steps = max(1, round(rate_window_s / simulator.step_s))
-        self._units = {n: c.capacity_unit for n, c in config.pipeline.components.items()}
+        #: The components whose capacity is in tokens (their load is the work, not requests).
+        self._token_units = {
+            n for n, c in config.pipeline.components.items() if c.capacity_unit != "requests"
+        }
         self._has_tokens = has_tokens
         # The steps a window reaches back from the last step read: the window and the delay.
         lookback = self._window_steps + math.ceil(delay_s / simulator.step_s) + 2
@@ -124,7 +127,7 @@ class SimulatedMetricSource:
             latency_sum -= start[_CL]
         missing: dict[str, str] = {}
         tokens_per_s: float | None
-        if self._units[name] != "requests":
+        if name in self._token_units:
             tokens_per_s = work / window_s
         elif self._has_tokens:
             tokens_per_s = tokens / window_s

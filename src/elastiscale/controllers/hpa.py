@@ -50,6 +50,7 @@ from elastiscale.decision import Detail, Proposal
 
 if TYPE_CHECKING:
     from elastiscale.config import Config
+    from elastiscale.config.models import ReplicaBounds
 
 HPAMetric = Literal["demand_rps", "utilization", "concurrency"]
 _new_tuple = tuple.__new__  # builds a named tuple from its fields' tuple
@@ -190,6 +191,7 @@ class _Target(NamedTuple):
     per_replica: float  # demand per replica at the target utilization
     per_replica_text: str  # formatted as the reason shows it ("{:.4g}")
     requests: bool  # the component's load is in requests (else tokens) per second
+    bounds: ReplicaBounds  # the component's replicas.min and max
 
 
 class _Recommendations:
@@ -280,7 +282,8 @@ class HPAPolicy(PerComponentPolicy):
     # ----------------------------------------------------------------------------------------
 
     def propose_component(self, ctx: TickContext, component: str) -> Proposal:
-        bounds = ctx.pipeline.components[component].replicas
+        target = self._target(ctx, component)
+        bounds = target.bounds
         state = ctx.replicas[component]
         current = state.desired
         changes = self._changes.get(component)
@@ -303,7 +306,7 @@ class HPAPolicy(PerComponentPolicy):
         metrics = self.params.metrics
         details: dict[str, Detail] | None = None  # one metric's: built at the end, at once
         if len(metrics) == 1:  # the usual case: the one reading recommends, or nothing does
-            best = self._reading(ctx, component, metrics[0], current)
+            best = self._reading(ctx, component, metrics[0], current, target)
             if best.replicas is None:
                 return Proposal.none(
                     self.name,
@@ -311,7 +314,7 @@ class HPAPolicy(PerComponentPolicy):
                     **self._reading_details(current, state.ready, best),
                 )
         else:
-            got = self._best_of(ctx, component, metrics, current, state.ready)
+            got = self._best_of(ctx, component, metrics, current, state.ready, target)
             if isinstance(got, Proposal):
                 return got
             best, details = got
@@ -358,11 +361,12 @@ class HPAPolicy(PerComponentPolicy):
         metrics: tuple[str, ...],
         current: int,
         ready: int,
+        target: _Target,
     ) -> tuple[_Reading, dict[str, Detail]] | Proposal:
         """Several metrics: the reading that recommends the most replicas and the details of
         all, or the proposal of nothing when none is valid or an invalid one would be ignored
         for a scale-down (computeReplicasForMetrics)."""
-        readings = [self._reading(ctx, component, m, current) for m in metrics]
+        readings = [self._reading(ctx, component, m, current, target) for m in metrics]
         details: dict[str, Detail] = {}
         for r in readings:
             details.update(self._reading_details(current, ready, r))  # the counts once, first
@@ -384,7 +388,8 @@ class HPAPolicy(PerComponentPolicy):
     # One metric (replica_calculator.go)
 
     def _target(self, ctx: TickContext, component: str) -> _Target:
-        """`component`'s target utilization, demand per replica at it and load unit."""
+        """`component`'s target utilization, demand per replica at it, load unit and
+        replica bounds."""
         got = self._targets.get(component)
         if got is None or got.pipeline is not ctx.pipeline:
             utilization = self.params.target_utilization or ctx.config.pipeline.utilization_target(
@@ -394,12 +399,14 @@ class HPAPolicy(PerComponentPolicy):
             per_replica = spec.capacity_per_replica * utilization
             got = self._targets[component] = _Target(
                 ctx.pipeline, utilization, per_replica, f"{per_replica:.4g}",
-                spec.capacity_unit == "requests",
+                spec.capacity_unit == "requests", spec.replicas,
             )  # fmt: skip
         return got
 
-    def _reading(self, ctx: TickContext, component: str, metric: str, current: int) -> _Reading:
-        target = self._target(ctx, component)
+    def _reading(
+        self, ctx: TickContext, component: str, metric: str, current: int, target: _Target
+    ) -> _Reading:
+        """One metric's reading; `target` is the component's (`_target`)."""
         utilization = target.utilization
         obs = ctx.observations[component]
         if metric == "demand_rps":
