@@ -59,7 +59,9 @@ def slot_init(cls: type[T]) -> type[T]:
         elif f.default_factory is not dataclasses.MISSING:
             namespace[f"_factory{i}"] = f.default_factory
             parameters.append(f"{f.name}=_FACTORY")
-            value = f"_factory{i}() if {f.name} is _FACTORY else {f.name}"
+            # a new empty dict as a display: the same object as dict(), without the call
+            made = "{}" if f.default_factory is dict else f"_factory{i}()"
+            value = f"{made} if {f.name} is _FACTORY else {f.name}"
         else:
             parameters.append(f.name)
         body.append(f"    _set{i}(self, {value})")

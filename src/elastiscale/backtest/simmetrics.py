@@ -108,16 +108,20 @@ class SimulatedMetricSource:
             i = rows
         if i <= 0:
             return Observation.unavailable(name, cutoff_s, "no data")
+        lo = i - self._window_steps
+        # The step before the window (none when the window reaches back before the start: then
+        # the rate is over what exists), and the last step.
+        window_s = (i - (lo if lo > 0 else 0)) * self.step_s  # (i - max(lo, 0)) steps
+        start: tuple[float, ...] | None
+        if lo >= 1:
+            start, end = log.tail_span(lo - 1, i - 1)
+        else:
+            start, end = None, log.tail_values(i - 1)
         # The last step's row, in the order of StepLog's T_ fields: running sums, then its own
         # ready count, queue, calls in flight and desired count.
         (arrivals, work, tokens, busy, capacity, completions, latency_sum,
-         ready_end, queue, in_flight, desired) = log.tail_values(i - 1)  # fmt: skip
-        lo = i - self._window_steps
-        # The step before the window (none when the window reaches back before the start: then
-        # the rate is over what exists).
-        window_s = (i - (lo if lo > 0 else 0)) * self.step_s  # (i - max(lo, 0)) steps
-        if lo >= 1:
-            start = log.tail_values(lo - 1)
+         ready_end, queue, in_flight, desired) = end  # fmt: skip
+        if start is not None:
             arrivals -= start[_CA]
             work -= start[_CW]
             tokens -= start[_CT]

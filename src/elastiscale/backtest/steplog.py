@@ -269,6 +269,14 @@ class StepLog:
             self.tail_row(i)  # raises: dropped already
         return _UNPACK_TAIL(self.tail, _TAIL_ROW.size * k)
 
+    def tail_span(self, first: int, last: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """`tail_values` of steps `first` and `last` (a window's ends), in one call."""
+        k, m = first - self.tail_start, last - self.tail_start
+        if k < 0 or m < 0:
+            self.tail_row(min(first, last))  # raises: dropped already
+        width = _TAIL_ROW.size
+        return _UNPACK_TAIL(self.tail, width * k), _UNPACK_TAIL(self.tail, width * m)
+
     def freeze(self) -> None:
         """No more steps: from now on `column` gives views of the dense columns, not copies."""
         self._flush()
