@@ -266,6 +266,8 @@ class HPAPolicy(PerComponentPolicy):
         )
         self._up_window_s = behavior.scale_up.stabilization_window_s
         self._down_window_s = behavior.scale_down.stabilization_window_s
+        self._up_window_text = f"{self._up_window_s:g}"  # as the reasons show them
+        self._down_window_text = f"{self._down_window_s:g}"
         longest_period_s = max(
             p.period_s for p in (*behavior.scale_up.policies, *behavior.scale_down.policies)
         )
@@ -290,10 +292,13 @@ class HPAPolicy(PerComponentPolicy):
         if changes is None:
             changes = self._changes[component] = ReplicaChanges(self._keep_s)
         changes.observe(ctx.now_s, current)
-        if component not in self._recommendations:
+        history = self._recommendations.get(component)
+        if history is None:
             # recordInitialRecommendation: a new HPA remembers the current count, so it does
             # not scale down before a whole stabilization window has passed.
-            self._recommendations[component] = self._new_recommendations(ctx.now_s, current)
+            history = self._recommendations[component] = self._new_recommendations(
+                ctx.now_s, current
+            )
         if current == 0 and bounds.min != 0:
             return Proposal.none(
                 self.name, "scaling is disabled: the component has 0 replicas and min > 0"
@@ -319,7 +324,7 @@ class HPAPolicy(PerComponentPolicy):
                 return got
             best, details = got
         recommended = best.replicas or 0
-        stabilized, why_stable = self._stabilize(component, ctx.now_s, current, recommended)
+        stabilized, why_stable = self._stabilize(history, ctx.now_s, current, recommended)
         if stabilized == current:  # nothing to rate-limit
             desired, why_limited = stabilized, ""
         else:
@@ -497,13 +502,11 @@ class HPAPolicy(PerComponentPolicy):
     # Behavior (horizontal.go)
 
     def _stabilize(
-        self, component: str, now_s: float, current: int, recommended: int
+        self, history: _Recommendations, now_s: float, current: int, recommended: int
     ) -> tuple[int, str]:
         """Scale up only to the lowest recommendation of the scale-up window, down only to the
-        highest of the scale-down window; then remember this tick's recommendation."""
-        history = self._recommendations.get(component)
-        if history is None:
-            history = self._recommendations[component] = self._new_recommendations()
+        highest of the scale-down window (of the component's `history`); then remember this
+        tick's recommendation."""
         up_limit, down_limit = history.limits(
             now_s - self._up_window_s, now_s - self._down_window_s, recommended
         )
@@ -515,12 +518,12 @@ class HPAPolicy(PerComponentPolicy):
         if stabilized == recommended:
             return stabilized, ""
         if stabilized > recommended:
-            window_s = self._down_window_s
-            return stabilized, f"scale-down stabilized at {stabilized} (highest in {window_s:g} s)"
-        window_s = self._up_window_s
-        return stabilized, f"scale-up stabilized at {stabilized} (lowest in {window_s:g} s)"
+            window = self._down_window_text
+            return stabilized, f"scale-down stabilized at {stabilized} (highest in {window} s)"
+        window = self._up_window_text
+        return stabilized, f"scale-up stabilized at {stabilized} (lowest in {window} s)"
 
-    def _new_recommendations(self, now_s: float | None = None, value: int = 0) -> _Recommendations:
+    def _new_recommendations(self, now_s: float, value: int) -> _Recommendations:
         """A component's recommendations, without the queue of a window of 0 s."""
         return _Recommendations(
             now_s, value, lows=self._up_window_s > 0, highs=self._down_window_s > 0
