@@ -359,17 +359,18 @@ class FluidSimulator(SimulatorFrame):
                     if tokens:
                         flow_tin[target] += s_tin * sent / served_r
                         flow_tout[target] += s_tout * sent / served_r
-                back_total = 0.0
-                for k, reenter in enumerate(comp.reenter):
-                    back = served_cls[k] * reenter
-                    if self.fanout_noise:
-                        spread = comp.reenter_spread[k]
-                        back = noisy_count(z[comp.noise_slot + k], back, back * spread)
-                    comp.pending_req[k] += back
-                    back_total += back
-                if back_total > 0 and tokens:
-                    comp.pending_tin += back_total * s_tin / served_r
-                    comp.pending_tout += back_total * s_tout / served_r
+                if comp.reenter:  # sequential calls that come back at the next step
+                    back_total = 0.0
+                    for k, reenter in enumerate(comp.reenter):
+                        back = served_cls[k] * reenter
+                        if self.fanout_noise:
+                            spread = comp.reenter_spread[k]
+                            back = noisy_count(z[comp.noise_slot + k], back, back * spread)
+                        comp.pending_req[k] += back
+                        back_total += back
+                    if back_total > 0 and tokens:
+                        comp.pending_tin += back_total * s_tin / served_r
+                        comp.pending_tout += back_total * s_tout / served_r
             capacity_w = mu * dt
             comp.last_util = served_w / capacity_w if capacity_w > 0 else 0.0
             if not record:
