@@ -20,6 +20,8 @@ def test_windows_match_a_scan_of_the_recommendations(
 ) -> None:
     now_s = 0.0
     kept = _Recommendations(now_s, steps[0][1])
+    # a window of 0 s keeps no queue, and gives the same limits
+    lean = _Recommendations(now_s, steps[0][1], lows=up_window_s > 0, highs=down_window_s > 0)
     seen = [(now_s, steps[0][1])]
     for gap, value in steps:
         now_s += 15.0 * gap  # ticks of 15 s, sometimes in the same second
@@ -27,5 +29,7 @@ def test_windows_match_a_scan_of_the_recommendations(
         want_low = min([value] + [v for t, v in seen if t > up_cut])
         want_high = max([value] + [v for t, v in seen if t > down_cut])
         assert kept.limits(up_cut, down_cut, value) == (want_low, want_high)
+        assert lean.limits(up_cut, down_cut, value) == (want_low, want_high)
         kept.add(now_s, value)
+        lean.add(now_s, value)
         seen.append((now_s, value))

@@ -135,7 +135,8 @@ def test_the_chunk_is_read_at_run_time(monkeypatch: pytest.MonkeyPatch) -> None:
     ready = log.columns["ready"]
     for _ in range(3):
         log.append(*([1.0] * 15))
-    assert ready.runs == 0  # all in the buffer
+    assert ready.runs == 0  # all in the log's rows
     for _ in range(6):
         log.append(*([1.0] * 15))
-    assert ready.runs == 1 and len(ready) == 9  # flushed after steps 4 and 8
+    assert ready.runs == 1 and len(ready) == 8  # flushed after steps 4 and 8
+    assert len(log) == 9 and log.column("ready").tolist() == [1.0] * 9

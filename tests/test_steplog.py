@@ -62,6 +62,9 @@ def test_recent_running_sums_are_the_whole_runs(rows: list[list[float]], lookbac
         at = log.tail_row(i)
         assert list(log.tail[at : at + 7]) == want[i]
         assert log.tail[at + StepLog.T_READY_END] == 2.0
+        row = log.tail_values(i)  # the same row, read at once
+        assert list(row[:7]) == want[i] and row == tuple(log.tail[at : at + StepLog.TAIL_WIDTH])
+        assert log.tail_span(i, n - 1) == (row, log.tail_values(n - 1))
     assert n - log.tail_start >= min(n, lookback)  # at least the look-back is kept
     assert len(log.tail) // StepLog.TAIL_WIDTH < 2 * lookback  # and not much more
 

@@ -9,10 +9,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from elastiscale.observations import Observation
+from elastiscale.slotinit import slot_init
 
 Detail = float | int | str | bool | None
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Proposal:
     """One policy's proposal for one component: a replica count, or None and the reason why not."""
@@ -59,6 +61,7 @@ class Clamp:
         }
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class DecisionRecord:
     """Everything one tick decided for one component, and why.

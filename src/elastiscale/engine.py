@@ -39,6 +39,8 @@ from elastiscale.pipeline import Pipeline
 
 log = logging.getLogger("elastiscale.engine")
 
+_new_tuple = tuple.__new__  # builds a named tuple from its fields' tuple
+
 #: Longest wait between retries of a failed actuation.
 MAX_BACKOFF_S = 300.0
 
@@ -76,6 +78,8 @@ class Engine:
             else [registry.build("policy", s.name, config, s.params) for s in config.policies]
         )
         self.interval_s = config.control.interval_s
+        # `control.combine` is the max (not a formula): one proposal is the combined count.
+        self._combine_max = isinstance(config.control.combine, str)
         self.history = MetricHistory(config.control.history_s)
         self.constraints: dict[str, ComponentConstraints] = {}
         self._staleness_s: dict[str, float] = {}
@@ -207,8 +211,10 @@ class Engine:
         self._known_replicas.update(out)
         return out
 
-    def _propose(self, ctx: TickContext) -> dict[str, list[Proposal]]:
-        by_component: dict[str, list[Proposal]] = {name: [] for name in ctx.pipeline.order}
+    def _propose(self, ctx: TickContext) -> dict[str, tuple[Proposal, ...]]:
+        """Every component's proposals, one per policy in the policies' order (as the decision
+        record keeps them: a tuple, built once)."""
+        answers: list[tuple[str, Mapping[str, Proposal], str]] = []
         for policy in self.policies:
             try:
                 got: Mapping[str, Proposal] = policy.propose(ctx)
@@ -218,11 +224,17 @@ class Engine:
                 missing = f"policy error: {type(exc).__name__}: {exc}"
             else:
                 missing = "no proposal"
-            for name, bucket in by_component.items():
-                bucket.append(got.get(name) or Proposal.none(policy.name, missing))
-        return by_component
+            answers.append((policy.name, got, missing))
+        order = ctx.pipeline.order
+        if len(answers) == 1:  # one policy (the usual case)
+            name, got, missing = answers[0]
+            return {c: (got.get(c) or Proposal.none(name, missing),) for c in order}
+        return {
+            c: tuple(got.get(c) or Proposal.none(name, missing) for name, got, missing in answers)
+            for c in order
+        }
 
-    def _combine(self, proposals: list[Proposal]) -> int | None:
+    def _combine(self, proposals: tuple[Proposal, ...]) -> int | None:
         """`control.combine`: the max of the valid proposals, or the formula with fallbacks
         (None when a term has neither: the component holds)."""
         how = self.config.control.combine
@@ -235,28 +247,31 @@ class Engine:
         combined, _ = formulas.combine(how.parsed(), by_term, how.fallback)
         return combined
 
-    def _data_ok(self, name: str, obs: Observation, now_s: float) -> bool:
-        fresh = now_s - obs.at_s <= self._staleness_s[name]
-        return fresh and getattr(obs, self._load_signal[name]) is not None
-
     def _decide(
         self,
         name: str,
         now_s: float,
         obs: Observation,
         state: ReplicaState,
-        proposals: list[Proposal],
+        proposals: tuple[Proposal, ...],
     ) -> DecisionRecord:
         current = state.desired
-        combined = self._combine(proposals)
-        # positional: the fields in their order (component, now_s, current, ready,
-        # observation, data_ok), cheaper than keywords on this per-component path
-        inp = ConstraintInput(
-            name, now_s, current, state.ready, obs, self._data_ok(name, obs, now_s)
+        if self._combine_max and len(proposals) == 1:  # one policy: its proposal
+            combined = proposals[0].replicas
+        else:
+            combined = self._combine(proposals)
+        # The load signal is present and fresh.
+        data_ok = (
+            now_s - obs.at_s <= self._staleness_s[name]
+            and getattr(obs, self._load_signal[name]) is not None
         )
+        # the fields in their order (component, now_s, current, ready, observation, data_ok),
+        # as the named tuple's own __new__ would pass them, without its Python-level call on
+        # this per-component path
+        inp = _new_tuple(ConstraintInput, (name, now_s, current, state.ready, obs, data_ok))
         chain = self.constraints[name]
         desired, clamps = chain.apply(inp, current if combined is None else combined)
-        outcome = self._act(name, current, desired, now_s)
+        outcome = "unchanged" if desired == current else self._act(name, current, desired, now_s)
         # Only a change the platform made is history for rate limits and cooldowns: in a dry
         # run the count stays where it is, and remembering the dry change would make the next
         # tick's rate limits start from a count that never existed.
@@ -265,7 +280,7 @@ class Engine:
         # positional, in the fields' order (at_s, component, observation, current_replicas,
         # proposals, combined_replicas, clamps, desired_replicas, outcome)
         return DecisionRecord(
-            now_s, name, obs, current, tuple(proposals), combined, tuple(clamps), desired, outcome
+            now_s, name, obs, current, proposals, combined, tuple(clamps), desired, outcome
         )
 
     def _act(self, name: str, current: int, desired: int, now_s: float) -> str:

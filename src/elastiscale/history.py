@@ -11,6 +11,8 @@ import numpy.typing as npt
 
 from elastiscale.observations import SIGNALS, Observation
 
+_SIGNAL_COUNT = len(SIGNALS)  # an observation missing fewer carries a value
+
 
 class MetricHistory:
     """Observations of each component for the last `retention_s` seconds, oldest first."""
@@ -25,9 +27,12 @@ class MetricHistory:
         """Keep each observation that carries at least one value and is newer than the last one
         kept for its component, so every buffer stays in time order."""
         horizon_s = now_s - self.retention_s
+        buffers = self._by_component
         for obs in observations:
-            buf = self._by_component.setdefault(obs.component, deque())
-            has_value = len(obs.missing) < len(SIGNALS)
+            buf = buffers.get(obs.component)
+            if buf is None:
+                buf = buffers[obs.component] = deque()
+            has_value = len(obs.missing) < _SIGNAL_COUNT
             if has_value and (not buf or obs.at_s > buf[-1].at_s):
                 buf.append(obs)
             while buf and buf[0].at_s < horizon_s:

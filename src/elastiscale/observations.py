@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
+from elastiscale.slotinit import slot_init
+
 #: The numeric signals an `Observation` may carry, with their units.
 SIGNALS: Final[Mapping[str, str]] = MappingProxyType(
     {
@@ -29,6 +31,7 @@ SIGNALS: Final[Mapping[str, str]] = MappingProxyType(
 )
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Observation:
     """Signals of one component, sampled at `at_s` (seconds, the source's time base).
@@ -80,6 +83,7 @@ class Observation:
         return out
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class ReplicaState:
     """Replica counts of one component as the platform reports them."""

@@ -48,6 +48,8 @@ from elastiscale.observations import ReplicaState
 from elastiscale.trace import Trace
 
 _NOISE_BLOCK = 4096  # steps of normal deviates drawn at once
+_NO_CLASSES: list[float] = []  # the re-entrant classes' calls of a component without any
+_NO_DEVIATES: list[float] = []  # a step's deviates when no flow reads any
 # A step's record of one component (`_record`'s arguments after the component).
 _Row = tuple[int, float, float, float, float, float, float, float, float, float, float]
 
@@ -91,6 +93,9 @@ class FluidSimulator(SimulatorFrame):
             )
         ]
         self._parts = self._comps
+        # Each component's state at the last `state` read (immutable, so shared while the
+        # counts stay: the engine reads every component at every tick).
+        self._states: list[ReplicaState | None] = [None] * len(self._comps)
         slot = 0  # one normal deviate per step for each noisy flow (see `_deviates`)
         waited: list[WaitedEdge] = []
         #: (source, target) -> (source's flow index, the target's re-entry class or -1)
@@ -121,6 +126,11 @@ class FluidSimulator(SimulatorFrame):
             comp.noise_slot = slot
             slot += len(comp.reenter)
         self._noise_slots = slot
+        # No component with re-entrant classes: every step's class flows are the same empty
+        # lists (classes are set up here only; a reroute changes their probabilities).
+        self._reentrant = any(c.reenter for c in self._comps)
+        self._no_flow_cls = [_NO_CLASSES for _ in self._comps]
+        self._noisy = self._any_noise()
         # Callers that wait for their calls (`caller_waits`): None when no edge says so.
         self._waits = (
             CallerWaits(waited, [c.model.mean_hold_s for c in self._comps], self.step_s)
@@ -222,15 +232,29 @@ class FluidSimulator(SimulatorFrame):
         if cls < 0:
             spread = fanout_variance(fanout, spec.fanout_distribution) if self.fanout_noise else 0.0
             comp.out_edges[at] = (index, fanout, spread, -1, slot)
+            self._noisy = self._any_noise()
             return
         comp.out_edges[at] = (index, calls, spread, cls, slot)
         self._comps[index].reenter[cls] = reenter
         self._comps[index].reenter_spread[cls] = reenter_spread
+        self._noisy = self._any_noise()
+
+    def _any_noise(self) -> bool:
+        """Whether a step reads normal deviates: a flow with a spread, or re-entries drawn
+        with noise. Without, the deviates are not drawn at all (`_deviates` draws the blocks
+        skipped, in order, when they are needed again: the same numbers)."""
+        spread = any(edge[2] > 0 for c in self._comps for edge in c.out_edges)
+        return spread or (self.fanout_noise and any(c.reenter for c in self._comps))
 
     def state(self, component: str) -> ReplicaState:
-        book = self._comps[self._index[component]].replicas
+        index = self._index[component]
+        book = self._comps[index].replicas
         book.integrate_to(self._now_s)
-        return ReplicaState(book.ready + len(book.starting), book.ready)  # (desired, ready)
+        desired, ready = book.ready + len(book.starting), book.ready
+        last = self._states[index]  # the same counts as at the last read: the same object
+        if last is None or last.desired != desired or last.ready != ready:
+            last = self._states[index] = ReplicaState(desired, ready)
+        return last
 
     # ---------------------------------------------------------------------------------------
     # One step
@@ -243,10 +267,15 @@ class FluidSimulator(SimulatorFrame):
         flow_req = [0.0] * ncomp
         flow_tin = [0.0] * ncomp
         flow_tout = [0.0] * ncomp
-        # Calls of each re-entrant class (sequential incoming edges) arriving this step.
-        flow_cls: list[list[float]] = [[0.0] * len(c.reenter) for c in self._comps]
+        # Calls of each re-entrant class (sequential incoming edges) arriving this step (a
+        # component without such classes shares one empty list, never written to).
+        flow_cls: list[list[float]] = (
+            [[0.0] * len(c.reenter) if c.reenter else _NO_CLASSES for c in self._comps]
+            if self._reentrant
+            else self._no_flow_cls
+        )
         tokens = self._has_tokens
-        z = self._deviates(j)
+        z = self._deviates(j) if self._noisy else _NO_DEVIATES
         waits = self._waits
         first_calls = [0.0] * self._noise_slots if waits is not None else None
         rows: list[tuple[FluidComponent, _Row]] = []
@@ -275,9 +304,10 @@ class FluidSimulator(SimulatorFrame):
             areq = flow_req[i]
             ready_avg, starting_avg, draining_avg = comp.replicas.close_step(b, dt)
             mu = ready_avg * comp.cap
-            mix = [x / areq for x in classes] if classes and areq > 0 else None
             records = comp.records
             k = j - records.base  # this step in the records' window
+            queue = comp.queue
+            at_once = False  # every unit served on arrival: no cohort is queued
             if areq > 0:
                 tin_pr = flow_tin[i] / areq
                 tout_pr = flow_tout[i] / areq
@@ -288,30 +318,31 @@ class FluidSimulator(SimulatorFrame):
                 records.arrived[k] = areq
                 if work > 0:
                     records.hold[k] = comp.hold_per_work * wpr
-                    comp.queue.append([a, b, work / dt, j, areq / work, tin_pr, tout_pr, 0.0, mix])
+                    # Fast path: an empty queue and enough capacity.
+                    at_once = not queue and work <= mu * dt * (1 + 1e-12)
+                    if not at_once:
+                        mix = [x / areq for x in classes] if classes else None
+                        queue.append([a, b, work / dt, j, areq / work, tin_pr, tout_pr, 0.0, mix])
                 else:  # zero-token requests need no service time
                     records.hold[k] = 0.0
                     records.wait_first[k] = records.wait_last[k] = 0.0
             else:
                 work = 0.0
-            queue = comp.queue
-            served_cls = [0.0] * len(classes)
-            if not queue:
-                served_w = served_r = s_tin = s_tout = dropped_r = 0.0
-                wmax = -1.0
-                if areq > 0 and work <= 0:
-                    served_r, s_tin, s_tout = areq, flow_tin[i], flow_tout[i]
-                    served_cls = classes
-                    wmax = 0.0
-            elif len(queue) == 1 and work > 0 and work <= mu * dt * (1 + 1e-12):
-                # Fast path: an empty queue and enough capacity: every unit served on arrival.
-                queue.clear()
+            if at_once:
                 records.wait_first[k] = records.wait_last[k] = 0.0
                 served_w, served_r, dropped_r = work, areq, 0.0
                 s_tin, s_tout = flow_tin[i], flow_tout[i]
                 served_cls = classes
                 wmax = 0.0
+            elif not queue:
+                served_w = served_r = s_tin = s_tout = dropped_r = 0.0
+                wmax = -1.0
+                served_cls = classes
+                if areq > 0 and work <= 0:
+                    served_r, s_tin, s_tout = areq, flow_tin[i], flow_tout[i]
+                    wmax = 0.0
             else:
+                served_cls = [0.0] * len(classes)
                 served_w, served_r, s_tin, s_tout, dropped_r, wmax = serve(
                     comp, a, b, mu, served_cls
                 )
@@ -328,28 +359,32 @@ class FluidSimulator(SimulatorFrame):
                     if tokens:
                         flow_tin[target] += s_tin * sent / served_r
                         flow_tout[target] += s_tout * sent / served_r
-                back_total = 0.0
-                for k, reenter in enumerate(comp.reenter):
-                    back = served_cls[k] * reenter
-                    if self.fanout_noise:
-                        spread = comp.reenter_spread[k]
-                        back = noisy_count(z[comp.noise_slot + k], back, back * spread)
-                    comp.pending_req[k] += back
-                    back_total += back
-                if back_total > 0 and tokens:
-                    comp.pending_tin += back_total * s_tin / served_r
-                    comp.pending_tout += back_total * s_tout / served_r
+                if comp.reenter:  # sequential calls that come back at the next step
+                    back_total = 0.0
+                    for k, reenter in enumerate(comp.reenter):
+                        back = served_cls[k] * reenter
+                        if self.fanout_noise:
+                            spread = comp.reenter_spread[k]
+                            back = noisy_count(z[comp.noise_slot + k], back, back * spread)
+                        comp.pending_req[k] += back
+                        back_total += back
+                    if back_total > 0 and tokens:
+                        comp.pending_tin += back_total * s_tin / served_r
+                        comp.pending_tout += back_total * s_tout / served_r
             capacity_w = mu * dt
             comp.last_util = served_w / capacity_w if capacity_w > 0 else 0.0
             if not record:
                 continue
-            row: _Row = (
-                j, areq, work, flow_tin[i] + flow_tout[i], served_w, served_r, dropped_r, wmax,
-                ready_avg, starting_avg, draining_avg,
-            )  # fmt: skip
             if waits is None:
-                self._record(comp, *row)
+                self._record(
+                    comp, j, areq, work, flow_tin[i] + flow_tout[i], served_w, served_r,
+                    dropped_r, wmax, ready_avg, starting_avg, draining_avg,
+                )  # fmt: skip
             else:
+                row: _Row = (
+                    j, areq, work, flow_tin[i] + flow_tout[i], served_w, served_r, dropped_r,
+                    wmax, ready_avg, starting_avg, draining_avg,
+                )  # fmt: skip
                 rows.append((comp, row))
         if waits is not None and first_calls is not None and record:
             awaiting = waits.awaiting(
@@ -398,7 +433,7 @@ class FluidSimulator(SimulatorFrame):
     ) -> None:
         dt = self.step_s
         hold_w = comp.hold_per_work
-        queue_r = _queued(comp)
+        queue_r = _queued(comp) if comp.queue else 0.0
         busy = served_w * hold_w  # slot-seconds
         capacity = ready_avg * comp.slots * dt
         if served_r > 0:

@@ -54,6 +54,14 @@ class ReplicaBook:
     def integrate_to(self, t_s: float) -> None:
         """Apply every readiness and drain-end event up to `t_s`, accumulating replica-seconds."""
         starting, draining = self.starting, self.draining
+        if not starting and not draining:  # no event: the accumulation below, for 0 of each
+            span = t_s - self.acc_t
+            if span > 0:
+                self.acc_ready += self.ready * span
+                self.acc_starting += 0 * span
+                self.acc_draining += 0 * span
+                self.acc_t = t_s
+            return
         while True:
             nxt = math.inf
             if starting:

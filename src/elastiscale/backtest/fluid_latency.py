@@ -41,7 +41,8 @@ def queueing_delay(rho: float, servers: float, hold_s: float) -> tuple[float, fl
     """
     if servers < 1.0 or rho <= 0.0 or hold_s <= 0.0:
         return 0.0, 0.0
-    rho = min(rho, RHO_CAP)
+    if rho > RHO_CAP:  # min(rho, RHO_CAP), without the call
+        rho = RHO_CAP
     p_wait = rho ** _exponent(servers)
     return p_wait, 0.5 * hold_s / (servers * (1.0 - rho))
 

@@ -39,7 +39,6 @@ _TOLERANCE_S = 1e-9
 _CA, _CW, _CT = StepLog.T_ARRIVALS, StepLog.T_WORK, StepLog.T_TOKENS
 _CB, _CC = StepLog.T_BUSY, StepLog.T_CAPACITY
 _CN, _CL = StepLog.T_COMPLETIONS, StepLog.T_LATENCY_WEIGHTED
-_READY_END = StepLog.T_READY_END
 
 
 class SimulatedMetricSource:
@@ -66,7 +65,10 @@ class SimulatedMetricSource:
         self.step_s = simulator.step_s
         # Whole steps in the rate window, at least one: 60 s over 10 s steps is 6 steps.
         self._window_steps = max(1, round(rate_window_s / simulator.step_s))
-        self._units = {n: c.capacity_unit for n, c in config.pipeline.components.items()}
+        #: The components whose capacity is in tokens (their load is the work, not requests).
+        self._token_units = {
+            n for n, c in config.pipeline.components.items() if c.capacity_unit != "requests"
+        }
         self._has_tokens = has_tokens
         # The steps a window reaches back from the last step read: the window and the delay.
         lookback = self._window_steps + math.ceil(delay_s / simulator.step_s) + 2
@@ -93,48 +95,43 @@ class SimulatedMetricSource:
     def observe(self, components: Sequence[str], now_s: float) -> dict[str, Observation]:
         self._check_time(now_s)
         cutoff_s = now_s - self.delay_s
-        return {name: self._observe_one(name, cutoff_s) for name in components}
+        observe_one = self._observe_one
+        return {name: observe_one(name, cutoff_s) for name in components}
 
     def _observe_one(self, name: str, cutoff_s: float) -> Observation:
         log = self._logs.get(name)
         if log is None:  # a simulator's step log is one object for the whole run
             log = self._logs[name] = self.simulator.steps(name)
         i = math.floor((cutoff_s - log.t0_s) / self.step_s + 1e-9)
-        rows = len(log)
+        rows = log.steps  # len(log)
         if i > rows:
             i = rows
         if i <= 0:
             return Observation.unavailable(name, cutoff_s, "no data")
-        tail = log.tail
-        end = log.tail_row(i - 1)  # the last step's running sums
         lo = i - self._window_steps
         # The step before the window (none when the window reaches back before the start: then
-        # the rate is over what exists).
-        window_s = (i - max(lo, 0)) * self.step_s
+        # the rate is over what exists), and the last step.
+        window_s = (i - (lo if lo > 0 else 0)) * self.step_s  # (i - max(lo, 0)) steps
+        start: tuple[float, ...] | None
         if lo >= 1:
-            start = log.tail_row(lo - 1)
-            arrivals = tail[end + _CA] - tail[start + _CA]
-            work = tail[end + _CW] - tail[start + _CW]
-            tokens = tail[end + _CT] - tail[start + _CT]
-            busy = tail[end + _CB] - tail[start + _CB]
-            capacity = tail[end + _CC] - tail[start + _CC]
-            completions = tail[end + _CN] - tail[start + _CN]
-            latency_sum = tail[end + _CL] - tail[start + _CL]
+            start, end = log.tail_span(lo - 1, i - 1)
         else:
-            arrivals, work, tokens = tail[end + _CA], tail[end + _CW], tail[end + _CT]
-            busy, capacity = tail[end + _CB], tail[end + _CC]
-            completions, latency_sum = tail[end + _CN], tail[end + _CL]
-        columns = log.columns
-        in_flight_col = columns.get("in_flight")
-        # A fluid log without callers that wait derives it: busy / step_s (steplog.py).
-        in_flight = (
-            in_flight_col[i - 1]
-            if in_flight_col is not None
-            else columns["busy"][i - 1] / log.step_s
-        )
+            start, end = None, log.tail_values(i - 1)
+        # The last step's row, in the order of StepLog's T_ fields: running sums, then its own
+        # ready count, queue, calls in flight and desired count.
+        (arrivals, work, tokens, busy, capacity, completions, latency_sum,
+         ready_end, queue, in_flight, desired) = end  # fmt: skip
+        if start is not None:
+            arrivals -= start[_CA]
+            work -= start[_CW]
+            tokens -= start[_CT]
+            busy -= start[_CB]
+            capacity -= start[_CC]
+            completions -= start[_CN]
+            latency_sum -= start[_CL]
         missing: dict[str, str] = {}
         tokens_per_s: float | None
-        if self._units[name] != "requests":
+        if name in self._token_units:
             tokens_per_s = work / window_s
         elif self._has_tokens:
             tokens_per_s = tokens / window_s
@@ -143,7 +140,9 @@ class SimulatedMetricSource:
             missing["tokens_per_s"] = "no token data"
         utilization: float | None = None
         if capacity > 0:
-            utilization = min(1.0, busy / capacity)
+            busy_share = busy / capacity
+            # min(1.0, busy_share) without the call (NaN gives 1.0 there too)
+            utilization = busy_share if busy_share < 1.0 else 1.0
         else:
             missing["utilization"] = "no ready replicas"
         latency: float | None = None
@@ -161,13 +160,13 @@ class SimulatedMetricSource:
             arrivals / window_s,
             tokens_per_s,
             in_flight,
-            columns["queue"][i - 1],
+            queue,
             utilization,
             latency,
             None,
             None,
-            round(tail[end + _READY_END]),
-            round(columns["desired"][i - 1]),
+            round(ready_end),
+            round(desired),
             missing,
         )
 

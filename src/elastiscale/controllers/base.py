@@ -22,11 +22,13 @@ from elastiscale.decision import Proposal
 from elastiscale.history import MetricHistory
 from elastiscale.observations import Observation, ReplicaState
 from elastiscale.pipeline import Pipeline
+from elastiscale.slotinit import slot_init
 
 if TYPE_CHECKING:
     from elastiscale.config import Config
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class TickContext:
     """Everything a policy may look at in one tick."""
@@ -88,7 +90,8 @@ class PerComponentPolicy:
     name = "per-component"
 
     def propose(self, ctx: TickContext) -> dict[str, Proposal]:
-        return {name: self.propose_component(ctx, name) for name in ctx.pipeline.order}
+        propose_component = self.propose_component
+        return {name: propose_component(ctx, name) for name in ctx.pipeline.order}
 
     def propose_component(self, ctx: TickContext, component: str) -> Proposal:
         raise NotImplementedError

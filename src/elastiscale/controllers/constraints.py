@@ -73,6 +73,7 @@ class Bounds:
     """The component's hard replica bounds (`replicas.min`, `replicas.max`)."""
 
     name = "bounds"
+    records_commits = False  # its `commit` does nothing
 
     def __init__(self, min_replicas: int, max_replicas: int) -> None:
         self.min_replicas = min_replicas
@@ -106,6 +107,7 @@ class MissingData:
     """
 
     name = "missing_data"
+    records_commits = False  # its `commit` does nothing
 
     def __init__(self, rules: MissingDataRules, signal: str = "demand_rps") -> None:
         self.rules = rules
@@ -186,6 +188,7 @@ class Stabilization:
     """
 
     name = "stabilization"
+    records_commits = False  # its `commit` does nothing
 
     def __init__(self, up_window_s: float, down_window_s: float) -> None:
         self.up_window_s = up_window_s
@@ -377,6 +380,7 @@ class ScheduledBoundsConstraint:
     """
 
     name = "scheduled_bounds"
+    records_commits = False  # its `commit` does nothing
 
     def __init__(self, schedules: Sequence[ScheduledBounds]) -> None:
         self.schedules = [Schedule(s) for s in schedules]
@@ -413,6 +417,10 @@ class ComponentConstraints:
 
     def __init__(self, chain: list[Constraint]) -> None:
         self.chain = chain
+        # The constraints whose `commit` records something (rate limits, cooldowns); one that
+        # says `records_commits = False` is not called, as it would be once per component and
+        # tick for nothing.
+        self._recording = [c for c in chain if getattr(c, "records_commits", True)]
 
     def apply(self, inp: ConstraintInput, proposed: int) -> tuple[int, list[Clamp]]:
         clamps: list[Clamp] = []
@@ -425,7 +433,7 @@ class ComponentConstraints:
         return replicas, clamps
 
     def commit(self, component: str, now_s: float, before: int, after: int) -> None:
-        for constraint in self.chain:
+        for constraint in self._recording:
             constraint.commit(component, now_s, before, after)
 
 

@@ -50,8 +50,11 @@ from elastiscale.decision import Detail, Proposal
 
 if TYPE_CHECKING:
     from elastiscale.config import Config
+    from elastiscale.config.models import ReplicaBounds
 
 HPAMetric = Literal["demand_rps", "utilization", "concurrency"]
+_new_tuple = tuple.__new__  # builds a named tuple from its fields' tuple
+_TEXTS_KEPT = 65536  # reasons kept for reuse (`HPAPolicy._average_texts`), then started over
 #: The details a reading of each metric gives its proposal (names built once, not per tick).
 _DETAIL_KEYS = {
     metric: (f"{metric}_value", f"{metric}_target", f"{metric}_ratio", f"{metric}_replicas")
@@ -166,13 +169,29 @@ class _Reading(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class _Tolerance:
-    """No change while 1 - down <= ratio <= 1 + up (Tolerances.isWithin)."""
+    """No change while low <= ratio <= high: 1 - down and 1 + up (Tolerances.isWithin),
+    computed once (`of`) rather than at every reading."""
 
-    up: float
-    down: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, up: float, down: float) -> _Tolerance:
+        return cls(1.0 - down, 1.0 + up)
 
     def within(self, ratio: float) -> bool:
-        return 1.0 - self.down <= ratio <= 1.0 + self.up
+        return self.low <= ratio <= self.high
+
+
+class _Target(NamedTuple):
+    """A component's target, from the configuration only (looked up once per pipeline)."""
+
+    pipeline: object  # the pipeline it was looked up in
+    utilization: float
+    per_replica: float  # demand per replica at the target utilization
+    per_replica_text: str  # formatted as the reason shows it ("{:.4g}")
+    requests: bool  # the component's load is in requests (else tokens) per second
+    bounds: ReplicaBounds  # the component's replicas.min and max
 
 
 class _Recommendations:
@@ -185,9 +204,19 @@ class _Recommendations:
 
     __slots__ = ("highs", "lows")
 
-    def __init__(self, now_s: float | None = None, value: int = 0) -> None:
-        self.lows: deque[tuple[float, int]] = deque()
-        self.highs: deque[tuple[float, int]] = deque()
+    def __init__(
+        self,
+        now_s: float | None = None,
+        value: int = 0,
+        *,
+        lows: bool = True,
+        highs: bool = True,
+    ) -> None:
+        """`lows`, `highs`: whether to keep that queue. A window of 0 s needs none (the
+        default scale-up window): at the next tick every earlier recommendation is at or
+        before its cutoff, `now - 0`, so the limit is the tick's own value."""
+        self.lows: deque[tuple[float, int]] | None = deque() if lows else None
+        self.highs: deque[tuple[float, int]] | None = deque() if highs else None
         if now_s is not None:
             self.add(now_s, value)
 
@@ -195,22 +224,29 @@ class _Recommendations:
         """(lowest of `value` and the recommendations after `up_cutoff_s`, highest of `value`
         and those after `down_cutoff_s`)."""
         lows, highs = self.lows, self.highs
-        while lows and lows[0][0] <= up_cutoff_s:
-            lows.popleft()
-        while highs and highs[0][0] <= down_cutoff_s:
-            highs.popleft()
-        low = lows[0][1] if lows and lows[0][1] < value else value
-        high = highs[0][1] if highs and highs[0][1] > value else value
+        low = high = value
+        if lows is not None:
+            while lows and lows[0][0] <= up_cutoff_s:
+                lows.popleft()
+            if lows and lows[0][1] < value:
+                low = lows[0][1]
+        if highs is not None:
+            while highs and highs[0][0] <= down_cutoff_s:
+                highs.popleft()
+            if highs and highs[0][1] > value:
+                high = highs[0][1]
         return low, high
 
     def add(self, now_s: float, value: int) -> None:
         lows, highs = self.lows, self.highs
-        while lows and lows[-1][1] >= value:
-            lows.pop()
-        lows.append((now_s, value))
-        while highs and highs[-1][1] <= value:
-            highs.pop()
-        highs.append((now_s, value))
+        if lows is not None:
+            while lows and lows[-1][1] >= value:
+                lows.pop()
+            lows.append((now_s, value))
+        if highs is not None:
+            while highs and highs[-1][1] <= value:
+                highs.pop()
+            highs.append((now_s, value))
 
 
 class HPAPolicy(PerComponentPolicy):
@@ -224,34 +260,45 @@ class HPAPolicy(PerComponentPolicy):
         self.config = config
         self.params = params if params is not None else HPAParams()
         behavior = self.params.behavior
-        self._tolerance = _Tolerance(
+        self._tolerance = _Tolerance.of(
             up=_pick(behavior.scale_up.tolerance, self.params.tolerance),
             down=_pick(behavior.scale_down.tolerance, self.params.tolerance),
         )
+        self._up_window_s = behavior.scale_up.stabilization_window_s
+        self._down_window_s = behavior.scale_down.stabilization_window_s
+        self._up_window_text = f"{self._up_window_s:g}"  # as the reasons show them
+        self._down_window_text = f"{self._down_window_s:g}"
         longest_period_s = max(
             p.period_s for p in (*behavior.scale_up.policies, *behavior.scale_down.policies)
         )
         self._keep_s = longest_period_s
         self._recommendations: dict[str, _Recommendations] = {}
         self._changes: dict[str, ReplicaChanges] = {}
-        # Per component: the target utilization and the demand per replica at it, which
-        # depend on the configuration only (looked up once per pipeline, not per tick).
-        self._targets: dict[str, tuple[object, float, float]] = {}
+        self._targets: dict[str, _Target] = {}
+        # The reasons of AverageValue readings by (total, demand per replica, count): a load
+        # measured over a rate window takes few distinct values (about 4,000 a component in 8
+        # days of the benchmark's NASA month), and formatting two floats for every reading
+        # was the costliest part of a tick's proposal.
+        self._average_texts: dict[tuple[float, float, int], str] = {}
 
     # ----------------------------------------------------------------------------------------
 
     def propose_component(self, ctx: TickContext, component: str) -> Proposal:
-        bounds = ctx.pipeline.components[component].replicas
+        target = self._target(ctx, component)
+        bounds = target.bounds
         state = ctx.replicas[component]
         current = state.desired
         changes = self._changes.get(component)
         if changes is None:
             changes = self._changes[component] = ReplicaChanges(self._keep_s)
         changes.observe(ctx.now_s, current)
-        if component not in self._recommendations:
+        history = self._recommendations.get(component)
+        if history is None:
             # recordInitialRecommendation: a new HPA remembers the current count, so it does
             # not scale down before a whole stabilization window has passed.
-            self._recommendations[component] = _Recommendations(ctx.now_s, current)
+            history = self._recommendations[component] = self._new_recommendations(
+                ctx.now_s, current
+            )
         if current == 0 and bounds.min != 0:
             return Proposal.none(
                 self.name, "scaling is disabled: the component has 0 replicas and min > 0"
@@ -261,63 +308,118 @@ class HPAPolicy(PerComponentPolicy):
         if current < bounds.min:
             return Proposal(self.name, bounds.min, f"current {current} below min {bounds.min}")
 
-        readings = [self._reading(ctx, component, m, current) for m in self.params.metrics]
-        details: dict[str, Detail] = {"current": current, "ready": state.ready}
+        metrics = self.params.metrics
+        details: dict[str, Detail] | None = None  # one metric's: built at the end, at once
+        if len(metrics) == 1:  # the usual case: the one reading recommends, or nothing does
+            best = self._reading(ctx, component, metrics[0], current, target)
+            if best.replicas is None:
+                return Proposal.none(
+                    self.name,
+                    f"no valid metric ({best.metric}: {best.reason})",
+                    **self._reading_details(current, state.ready, best),
+                )
+        else:
+            got = self._best_of(ctx, component, metrics, current, state.ready, target)
+            if isinstance(got, Proposal):
+                return got
+            best, details = got
+        recommended = best.replicas or 0
+        stabilized, why_stable = self._stabilize(history, ctx.now_s, current, recommended)
+        if stabilized == current:  # nothing to rate-limit
+            desired, why_limited = stabilized, ""
+        else:
+            desired, why_limited = self._rate_limit(
+                changes, ctx.now_s, current, stabilized, bounds.min, bounds.max
+            )
+        if details is None:
+            value_key, target_key, ratio_key, replicas_key = _DETAIL_KEYS[best.metric]
+            details = {
+                "current": current, "ready": state.ready, value_key: best.value,
+                target_key: best.target, ratio_key: best.ratio, replicas_key: best.replicas,
+                "recommended": recommended, "stabilized": stabilized, "limited": desired,
+            }  # fmt: skip
+        else:
+            details["recommended"] = recommended
+            details["stabilized"] = stabilized
+            details["limited"] = desired
+        reason = f"{best.metric}: {best.reason}"
+        if why_stable:
+            reason += f"; {why_stable}"
+        if why_limited:
+            reason += f"; {why_limited}"
+        return Proposal(self.name, desired, reason, details)
+
+    @staticmethod
+    def _reading_details(current: int, ready: int, reading: _Reading) -> dict[str, Detail]:
+        """The details of one reading, after the counts (the keys in the order a proposal
+        lists them)."""
+        value_key, target_key, ratio_key, replicas_key = _DETAIL_KEYS[reading.metric]
+        return {
+            "current": current, "ready": ready, value_key: reading.value,
+            target_key: reading.target, ratio_key: reading.ratio, replicas_key: reading.replicas,
+        }  # fmt: skip
+
+    def _best_of(
+        self,
+        ctx: TickContext,
+        component: str,
+        metrics: tuple[str, ...],
+        current: int,
+        ready: int,
+        target: _Target,
+    ) -> tuple[_Reading, dict[str, Detail]] | Proposal:
+        """Several metrics: the reading that recommends the most replicas and the details of
+        all, or the proposal of nothing when none is valid or an invalid one would be ignored
+        for a scale-down (computeReplicasForMetrics)."""
+        readings = [self._reading(ctx, component, m, current, target) for m in metrics]
+        details: dict[str, Detail] = {}
         for r in readings:
-            value_key, target_key, ratio_key, replicas_key = _DETAIL_KEYS[r.metric]
-            details[value_key] = r.value
-            details[target_key] = r.target
-            details[ratio_key] = r.ratio
-            details[replicas_key] = r.replicas
+            details.update(self._reading_details(current, ready, r))  # the counts once, first
         valid = [r for r in readings if r.replicas is not None]
         invalid = [r for r in readings if r.replicas is None]
         if not valid:
             reasons = "; ".join(f"{r.metric}: {r.reason}" for r in invalid)
             return Proposal.none(self.name, f"no valid metric ({reasons})", **details)
         best = valid[0] if len(valid) == 1 else max(valid, key=lambda r: r.replicas or 0)
-        recommended = best.replicas or 0
-        if invalid and recommended < current:
+        if invalid and (best.replicas or 0) < current:
             return Proposal.none(
                 self.name,
                 f"no scale-down while {invalid[0].metric} is invalid ({invalid[0].reason})",
                 **details,
             )
-
-        stabilized, why_stable = self._stabilize(component, ctx.now_s, current, recommended)
-        desired, why_limited = self._rate_limit(
-            changes, ctx.now_s, current, stabilized, bounds.min, bounds.max
-        )
-        details["recommended"] = recommended
-        details["stabilized"] = stabilized
-        details["limited"] = desired
-        reason = f"{best.metric}: {best.reason}"
-        for extra in (why_stable, why_limited):
-            if extra:
-                reason += f"; {extra}"
-        return Proposal(self.name, desired, reason, details)
+        return best, details
 
     # ----------------------------------------------------------------------------------------
     # One metric (replica_calculator.go)
 
-    def _target(self, ctx: TickContext, component: str) -> tuple[float, float]:
-        """(target utilization, demand per replica at it) of `component`."""
+    def _target(self, ctx: TickContext, component: str) -> _Target:
+        """`component`'s target utilization, demand per replica at it, load unit and
+        replica bounds."""
         got = self._targets.get(component)
-        if got is None or got[0] is not ctx.pipeline:
+        if got is None or got.pipeline is not ctx.pipeline:
             utilization = self.params.target_utilization or ctx.config.pipeline.utilization_target(
                 component
             )
-            per_replica = ctx.pipeline.components[component].capacity_per_replica * utilization
-            got = self._targets[component] = (ctx.pipeline, utilization, per_replica)
-        return got[1], got[2]
+            spec = ctx.pipeline.components[component]
+            per_replica = spec.capacity_per_replica * utilization
+            got = self._targets[component] = _Target(
+                ctx.pipeline, utilization, per_replica, f"{per_replica:.4g}",
+                spec.capacity_unit == "requests", spec.replicas,
+            )  # fmt: skip
+        return got
 
-    def _reading(self, ctx: TickContext, component: str, metric: str, current: int) -> _Reading:
-        utilization, per_replica = self._target(ctx, component)
+    def _reading(
+        self, ctx: TickContext, component: str, metric: str, current: int, target: _Target
+    ) -> _Reading:
+        """One metric's reading; `target` is the component's (`_target`)."""
+        utilization = target.utilization
         obs = ctx.observations[component]
         if metric == "demand_rps":
-            load = ctx.load(component)
+            # `ctx.load(component)`, with the unit looked up once
+            load = obs.demand_rps if target.requests else obs.tokens_per_s
             if load is None:
                 return _Reading(metric, None, why_missing(obs, ctx.load_signal(component)))
-            return self._external_average(metric, load, per_replica, current)
+            return self._external_average(metric, load, target, current)
         ready = ctx.replicas[component].ready
         if metric == "utilization":
             busy = obs.utilization
@@ -336,25 +438,35 @@ class HPAPolicy(PerComponentPolicy):
         return self._per_pod(metric, per_pod, at_capacity * utilization, ready, current)
 
     def _external_average(
-        self, metric: str, total: float, per_replica: float, current: int
+        self, metric: str, total: float, target: _Target, current: int
     ) -> _Reading:
         """AverageValue target on a total: ratio over the counted replicas, then
         ceil(total / per_replica). E.g. 120 req/s, 35 per replica, 4 replicas: ratio 0.86,
         outside the tolerance, so ceil(120 / 35) = 4 (no change after all)."""
+        per_replica = target.per_replica
         if current == 0:
             ratio = math.inf if total > 0 else 1.0
         else:
             ratio = total / (per_replica * current)
-        replicas = current if self._tolerance.within(ratio) else ceil_count(total / per_replica)
-        return _Reading(
-            metric,
-            replicas,
-            f"{total:.4g} vs {per_replica:.4g}/replica x {current}: "
-            f"ratio {ratio:.3f} -> {replicas}",
-            total,  # value, target, ratio (positional: once per component and tick)
-            per_replica,
-            ratio,
-        )
+        tolerance = self._tolerance
+        if tolerance.low <= ratio <= tolerance.high:  # within the tolerance
+            replicas = current
+        else:
+            replicas = ceil_count(total / per_replica)
+        key = (total, per_replica, current)  # the text is a function of these three
+        text = self._average_texts.get(key) if total != 0 else None  # 0.0 == -0.0: not a key
+        if text is None:
+            text = (
+                f"{total:.4g} vs {target.per_replica_text}/replica x {current}: "
+                f"ratio {ratio:.3f} -> {replicas}"
+            )
+            if total != 0:
+                if len(self._average_texts) >= _TEXTS_KEPT:
+                    self._average_texts.clear()
+                self._average_texts[key] = text
+        # all six fields, as _Reading's own __new__ would pass them (without its Python-level
+        # call: once per component and tick)
+        return _new_tuple(_Reading, (metric, replicas, text, total, per_replica, ratio))
 
     def _per_pod(
         self, metric: str, per_pod: float, target: float, ready: int, current: int
@@ -390,26 +502,32 @@ class HPAPolicy(PerComponentPolicy):
     # Behavior (horizontal.go)
 
     def _stabilize(
-        self, component: str, now_s: float, current: int, recommended: int
+        self, history: _Recommendations, now_s: float, current: int, recommended: int
     ) -> tuple[int, str]:
         """Scale up only to the lowest recommendation of the scale-up window, down only to the
-        highest of the scale-down window; then remember this tick's recommendation."""
-        behavior = self.params.behavior
-        up_cutoff_s = now_s - behavior.scale_up.stabilization_window_s
-        down_cutoff_s = now_s - behavior.scale_down.stabilization_window_s
-        history = self._recommendations.get(component)
-        if history is None:
-            history = self._recommendations[component] = _Recommendations()
-        up_limit, down_limit = history.limits(up_cutoff_s, down_cutoff_s, recommended)
-        stabilized = min(max(current, up_limit), down_limit)
+        highest of the scale-down window (of the component's `history`); then remember this
+        tick's recommendation."""
+        up_limit, down_limit = history.limits(
+            now_s - self._up_window_s, now_s - self._down_window_s, recommended
+        )
+        # min(max(current, up_limit), down_limit), without the calls
+        stabilized = current if current >= up_limit else up_limit
+        if stabilized > down_limit:
+            stabilized = down_limit
         history.add(now_s, recommended)
         if stabilized == recommended:
             return stabilized, ""
         if stabilized > recommended:
-            window_s = behavior.scale_down.stabilization_window_s
-            return stabilized, f"scale-down stabilized at {stabilized} (highest in {window_s:g} s)"
-        window_s = behavior.scale_up.stabilization_window_s
-        return stabilized, f"scale-up stabilized at {stabilized} (lowest in {window_s:g} s)"
+            window = self._down_window_text
+            return stabilized, f"scale-down stabilized at {stabilized} (highest in {window} s)"
+        window = self._up_window_text
+        return stabilized, f"scale-up stabilized at {stabilized} (lowest in {window} s)"
+
+    def _new_recommendations(self, now_s: float, value: int) -> _Recommendations:
+        """A component's recommendations, without the queue of a window of 0 s."""
+        return _Recommendations(
+            now_s, value, lows=self._up_window_s > 0, highs=self._down_window_s > 0
+        )
 
     def _rate_limit(
         self,
