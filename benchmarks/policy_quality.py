@@ -164,7 +164,7 @@ def main_jobs(
     skip: tuple[str, ...] = (),
     everywhere: bool = False,
     window_days: tuple[float, float, float] | None = None,
-    reactive_curve: bool = False,
+    reactive_curve: tuple[float, ...] = (),
 ) -> list[dict[str, Any]]:
     """One job per trace x usable pipeline. `everywhere`: the ablation variants on every
     pipeline (to judge a change of default), not only the agent one. `window_days` (start,
@@ -184,10 +184,9 @@ def main_jobs(
                     params = ABLATIONS[label]
                     policies.append({"name": "elastiscale", "params": params})
                     labels.append(f"elastiscale {label}")
-            if reactive_curve:  # hpa's trade-off curve, to judge a point off it
-                for u in CURVE_UTILIZATIONS:
-                    policies.append({"name": "hpa", "params": {"target_utilization": u}})
-                    labels.append(f"hpa u={u:g}")
+            for u in reactive_curve:  # hpa's trade-off curve, to judge a point off it
+                policies.append({"name": "hpa", "params": {"target_utilization": u}})
+                labels.append(f"hpa u={u:g}")
             multi_day = _duration_s(trace_path) > MULTI_DAY_S
             job = {
                 "kind": "main",
@@ -379,10 +378,11 @@ def report(out: Path, plot: Path | None) -> None:
         ablated = [r for r in main_runs if any(v in r["runs"] for v in variants)]
         present = [v for v in variants if any(v in r["runs"] for r in ablated)]
         print(table(ablated, ("elastiscale", *present)))
-        curve = [r for r in main_runs if "hpa u=0.5" in r["runs"]]
+        curve = [r for r in main_runs if any(k.startswith("hpa u=") for k in r["runs"])]
         if curve:
             print("\nhpa's trade-off curve\n")
-            labels = ("hpa", *(f"hpa u={u:g}" for u in CURVE_UTILIZATIONS), "elastiscale")
+            points = sorted({k for r in curve for k in r["runs"] if k.startswith("hpa u=")})
+            labels = ("hpa", *points, "elastiscale")
             print(table(curve, labels))
         print("\nTargets\n")
         print(targets(main_runs))
@@ -430,6 +430,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help=f"hpa also at target utilization {', '.join(map(str, CURVE_UTILIZATIONS))}",
     )
+    parser.add_argument(
+        "--curve",
+        action="append",
+        type=float,
+        metavar="U",
+        help="with --reactive-curve: these target utilizations instead (repeatable)",
+    )
     parser.add_argument("--pipeline", action="append", help="only these pipelines (stems)")
     parser.add_argument("--workers", type=int, default=2, help="processes (at most 2)")
     parser.add_argument("--report", action="store_true", help="only print tables from --out")
@@ -455,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
                 tuple(args.skip_policy),
                 args.ablation_everywhere,
                 tuple(args.days) if args.days else None,
-                args.reactive_curve,
+                tuple(args.curve or CURVE_UTILIZATIONS) if args.reactive_curve else (),
             )
             if Path(j["pipeline"]) in pipelines
         ]
