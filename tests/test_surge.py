@@ -94,17 +94,23 @@ def test_queue_trend_readings() -> None:
 
 
 class Recording:
-    """Passes every call through, keeping the proposal for `svc` by time."""
+    """Passes every call through, keeping the proposal for `component` by time."""
 
-    def __init__(self, inner: ElastiscalePolicy) -> None:
+    def __init__(self, inner: ElastiscalePolicy, component: str = "svc") -> None:
         self.inner = inner
         self.name = inner.name
+        self.component = component
         self.seen: list[tuple[float, Proposal]] = []
 
     def propose(self, ctx: TickContext) -> Mapping[str, Proposal]:
         out = self.inner.propose(ctx)
-        self.seen.append((ctx.now_s, out["svc"]))
+        self.seen.append((ctx.now_s, out[self.component]))
         return out
+
+
+def first_at(rec: Recording, replicas: int) -> float:
+    """The first tick that proposed at least `replicas`."""
+    return min(t for t, p in rec.seen if (p.replicas or 0) >= replicas)
 
 
 def step_trace(low_rps: float, high_rps: float, at_s: float, duration_s: float) -> Trace:
@@ -127,9 +133,6 @@ def test_a_surge_is_ordered_sooner_and_steady_traffic_sized_as_before() -> None:
     assert [p.replicas for _, p in on.seen if _ < 1800] == [
         p.replicas for _, p in off.seen if _ < 1800
     ]
-
-    def first_at(rec: Recording, replicas: int) -> float:
-        return min(t for t, p in rec.seen if (p.replicas or 0) >= replicas)
 
     # 15 requests/s at 2 a replica needs at least 8; the windowed demand reading reaches 15
     # only a minute after the step, the queue's growth shows it at the first tick.
@@ -166,37 +169,20 @@ def chain_config() -> Config:
     )
 
 
-class RecordingAll:
-    """Passes every call through, keeping every component's proposal by time."""
-
-    def __init__(self, inner: ElastiscalePolicy) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.seen: list[tuple[float, Mapping[str, Proposal]]] = []
-
-    def propose(self, ctx: TickContext) -> Mapping[str, Proposal]:
-        out = self.inner.propose(ctx)
-        self.seen.append((ctx.now_s, out))
-        return out
-
-
 def test_a_surge_above_is_carried_to_the_stage_below() -> None:
     config = chain_config()
 
-    def run_chain(surge_floor: bool) -> RecordingAll:
+    def run_chain(surge_floor: bool) -> Recording:
         params = ElastiscaleParams(refit="inline", self_calibration=False, surge_floor=surge_floor)
-        policy = RecordingAll(ElastiscalePolicy(config, params))
+        policy = Recording(ElastiscalePolicy(config, params), "b")
         trace = step_trace(3.0, 15.0, 1800.0, 2400.0)
         simulate(config, trace, policy, initial_replicas={"a": 3, "b": 3})
         return policy
 
     on, off = run_chain(True), run_chain(False)
 
-    def first_at(rec: RecordingAll, replicas: int) -> float:
-        return min(t for t, out in rec.seen if (out["b"].replicas or 0) >= replicas)
-
     # b sees no queue of its own while a holds the surge back; what a's queue shows reaches it.
     assert first_at(on, 8) == 1815.0
     assert first_at(off, 8) > 1815.0
-    carried = [out["b"].details.get("surge_carried_rps") for t, out in on.seen if t == 1815.0]
+    carried = [p.details.get("surge_carried_rps") for t, p in on.seen if t == 1815.0]
     assert carried[0] == pytest.approx(15.0, rel=0.25)

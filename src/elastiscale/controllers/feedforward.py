@@ -72,7 +72,7 @@ from elastiscale.controllers.feedforward_state import (
 from elastiscale.controllers.learned import Effective, LearnedParameters
 from elastiscale.controllers.queueing import Sizer
 from elastiscale.controllers.slo_sizing import note_binding
-from elastiscale.controllers.surge import surge_arrivals_rps, surge_floor_rps
+from elastiscale.controllers.surge import floor_rps, surge_arrivals_rps
 from elastiscale.decision import Detail, Proposal
 from elastiscale.forecasting.refits import RefitScheduler
 from elastiscale.observations import Observation
@@ -351,12 +351,13 @@ class ElastiscalePolicy:
             load = ctx.load(name)
             queue = obs.queue_length or 0.0
             if load is not None and per_request is not None:
-                own_rps = load / per_request + queue / state.drain_s
                 if self.params.surge_floor and obs.queue_length is not None:
                     own_rps = self._surge_rps(ctx, state, obs, load / per_request, per_request)
                     details["queue_growth_rps"] = round(state.queue_trend.growth_rps, 6)
                     if state.surge_rps is not None:
                         details["surge_arrivals_rps"] = round(state.surge_rps, 6)
+                else:
+                    own_rps = load / per_request + queue / state.drain_s
         carried_rps: float | None = None  # what a surge above will send here
         # Ordering floor: what the direct upstreams' demand and backlog will send.
         up_rps: float | None = None
@@ -442,21 +443,18 @@ class ElastiscalePolicy:
         ready = obs.ready_replicas if obs.ready_replicas is not None else counts.ready
         busy = obs.utilization if obs.utilization is not None else 1.0
         served_rps = min(busy, 1.0) * ready * capacity_rps
-        slack_s = state.drain_s - state.startup_s
-        span_s = state.queue_trend.span_s
         state.surge_rps = surge_arrivals_rps(
-            demand_rps, queue, growth_rps, served_rps, slack_s, span_s
+            demand_rps, queue, growth_rps, served_rps, state.slack_s, state.queue_trend.span_s
         )
-        return surge_floor_rps(
-            demand_rps=demand_rps,
-            queue=queue,
-            growth_rps=growth_rps,
-            served_rps=served_rps,
-            starting_rps=max(0, counts.desired - counts.ready) * capacity_rps,
-            startup_s=state.startup_s,
-            drain_s=state.drain_s,
-            slack_s=slack_s,
-            span_s=span_s,
+        starting_rps = max(0, counts.desired - counts.ready) * capacity_rps
+        return floor_rps(
+            state.surge_rps,
+            demand_rps,
+            queue,
+            growth_rps,
+            starting_rps,
+            state.startup_s,
+            state.drain_s,
         )
 
     def _hold(

@@ -170,6 +170,7 @@ class ComponentState:
     seeded: bool = False
     details: dict[str, Detail] = field(default_factory=dict)
     startup_s: float = 0.0  # the start-up planned with (the measured one with `learn`)
+    slack_s: float = 0.0  # its queueing slack: budget less service time (drain_s - startup_s)
     queue_trend: QueueTrend = field(default_factory=QueueTrend)
     #: This tick's arrivals in a surge (surge.py), its own or carried from above; else None.
     surge_rps: float | None = None
@@ -253,6 +254,7 @@ def build_component(
         down=WindowExtreme(delay_s, lowest=False),
         by_variability=by_variability,
         startup_s=comp.startup_s,
+        slack_s=slack_s,
     )
     if tokens is not None:
         half_life_s = p.fanout_half_life_s
@@ -307,5 +309,6 @@ def replan(
         made.seeded = known.seeded
         made.tokens_per_request = known.tokens_per_request
         made.token_factor = known.token_factor
+        made.queue_trend = known.queue_trend
     used[name] = effective
     return made

@@ -125,6 +125,19 @@ def surge_floor_rps(
     ready, drained over `drain_s`. Without a surge (`surge_arrivals_rps`) it is
     `demand_rps + queue / drain_s`."""
     arrivals_rps = surge_arrivals_rps(demand_rps, queue, growth_rps, served_rps, slack_s, span_s)
+    return floor_rps(arrivals_rps, demand_rps, queue, growth_rps, starting_rps, startup_s, drain_s)
+
+
+def floor_rps(
+    arrivals_rps: float | None,
+    demand_rps: float,
+    queue: float,
+    growth_rps: float,
+    starting_rps: float,
+    startup_s: float,
+    drain_s: float,
+) -> float:
+    """`surge_floor_rps` from the surge's arrivals (`surge_arrivals_rps`, None: no surge)."""
     if arrivals_rps is None:
         return demand_rps + max(queue, 0.0) / drain_s
     backlog = queue + max(0.0, growth_rps - starting_rps / 2.0) * startup_s
