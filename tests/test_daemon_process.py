@@ -194,7 +194,10 @@ def test_scales_holds_while_prometheus_is_down_recovers_and_stops_on_sigterm(
     )
     daemon = start(daemons, config, tmp_path, "solo")
     wait_for(lambda: replicas(kube) == 5, 20, "scaled to 5")
-    assert daemon.metric('elastiscale_desired_replicas{component="router"}') == 5
+    # The daemon sets its gauge after the scale call returns: the API can show 5 first.
+    desired = 'elastiscale_desired_replicas{component="router"}'
+    wait_for(lambda: daemon.metric(desired) == 5, 5, "desired replicas exported")
+    assert daemon.metric(desired) == 5
     assert daemon.metric("elastiscale_leader") == 1
     intents = [e for e in daemon.entries() if e["kind"] == "intent"]
     assert intents and (intents[0]["from_replicas"], intents[0]["to_replicas"]) == (1, 5)
