@@ -15,7 +15,12 @@ from elastiscale.config import Config, validate_mapping
 from elastiscale.controllers.base import TickContext
 from elastiscale.controllers.feedforward import ElastiscalePolicy
 from elastiscale.controllers.feedforward_state import ElastiscaleParams
-from elastiscale.controllers.surge import QueueTrend, surge_floor_rps
+from elastiscale.controllers.surge import (
+    QueueTrend,
+    floor_rps,
+    surge_arrivals_rps,
+    surge_floor_rps,
+)
 from elastiscale.decision import Proposal
 from elastiscale.trace import Trace
 from test_sim_support import single_config
@@ -58,6 +63,21 @@ def test_floor_table(case: str, queue: float, growth: float, starting: float, wa
     assert got == pytest.approx(want), case
 
 
+@pytest.mark.parametrize(
+    ("case", "queue", "growth", "want"),
+    [
+        # a surge's backlog (1,897, as above) over the surge's drain time of 48.5 s
+        ("a surge drains over its own time", 97.0, 10.0, 16.0 + 1897.0 / 48.5),
+        # no surge: the ordinary queue term keeps the whole drain time
+        ("no surge: the ordinary drain", 97.0, 0.0, 12.5),
+    ],
+)
+def test_surge_drain_time(case: str, queue: float, growth: float, want: float) -> None:
+    arrivals = surge_arrivals_rps(12.0, queue, growth, 6.0, 14.0, 15.0)
+    got = floor_rps(arrivals, 12.0, queue, growth, 0.0, 180.0, 194.0, 48.5)
+    assert got == pytest.approx(want), case
+
+
 @given(
     demand=st.floats(0.0, 1e4),
     queue=st.floats(0.0, 1e5),
@@ -90,7 +110,9 @@ def test_queue_trend_readings() -> None:
     assert trend.observe(15.0, 200.0) == pytest.approx(10.0)
     assert trend.observe(15.0, 900.0) == pytest.approx(10.0)  # the same data time: kept
     assert trend.observe(30.0, 100.0) == 0.0  # shrinking is no growth
+    assert trend.change_rps == pytest.approx(-100.0 / 15.0)  # but a change, signed
     assert trend.observe(45.0, 130.0) == pytest.approx(2.0)
+    assert trend.change_rps == pytest.approx(2.0)
 
 
 class Recording:
@@ -186,3 +208,61 @@ def test_a_surge_above_is_carried_to_the_stage_below() -> None:
     assert first_at(off, 8) > 1815.0
     carried = [p.details.get("surge_carried_rps") for t, p in on.seen if t == 1815.0]
     assert carried[0] == pytest.approx(15.0, rel=0.25)
+
+
+def pulse(**params: object) -> Recording:
+    """A 5-minute surge from 3 to 15 requests/s and back, at 2 requests/s a replica that
+    starts in 120 s, with `params` over the defaults."""
+    config = single_config(capacity=2.0, service_time_s=1.0, startup_s=120.0)
+    merged = {"refit": "inline", "self_calibration": False, **params}
+    policy = Recording(ElastiscalePolicy(config, ElastiscaleParams.model_validate(merged)))
+    t_s = np.arange(0.0, 3000.0, 10.0)
+    rate = np.where((t_s >= 1800.0) & (t_s < 2100.0), 15.0, 3.0)
+    simulate(config, Trace("pulse", t_s, rate * 10.0, 10.0), policy, initial_replicas={"svc": 3})
+    return policy
+
+
+def replica_ticks(rec: Recording, after_s: float) -> int:
+    """The sum of the proposals from `after_s` on: replicas x ticks."""
+    return sum(p.replicas or 0 for t, p in rec.seen if t >= after_s)
+
+
+def test_the_window_holds_less_of_a_surge_the_less_it_remembers() -> None:
+    held = {mode: pulse(surge_hold=mode) for mode in ("all", "arrivals", "none")}
+    before = {mode: [p.replicas for t, p in r.seen if t < 1800] for mode, r in held.items()}
+    assert before["all"] == before["arrivals"] == before["none"]  # no surge, no difference
+    spent = {mode: replica_ticks(r, 1800.0) for mode, r in held.items()}
+    assert spent["none"] <= spent["arrivals"] <= spent["all"]
+    assert spent["none"] < spent["all"]
+    # the surge is ordered at its first sign whatever the window remembers
+    assert {first_at(r, 8) for r in held.values()} == {1815.0}
+
+
+def test_a_shorter_surge_drain_orders_more_and_only_in_a_surge() -> None:
+    whole, quarter = pulse(), pulse(surge_drain_share=0.25)
+    assert [p.replicas for t, p in whole.seen if t < 1800] == [
+        p.replicas for t, p in quarter.seen if t < 1800
+    ]
+    peak = {
+        name: max(p.replicas or 0 for _, p in r.seen)
+        for name, r in (("whole", whole), ("quarter", quarter))
+    }
+    assert peak["quarter"] > peak["whole"]
+
+
+def test_persisting_keeps_draining_a_backlog_the_slack_does_not_cover() -> None:
+    plain = pulse(surge_drain_share=0.25, surge_hold="arrivals")
+    persist = pulse(surge_drain_share=0.25, surge_hold="arrivals", surge_persist=True)
+    assert replica_ticks(persist, 1800.0) > replica_ticks(plain, 1800.0)
+    # a tick with a backlog and no growth: the floor is the fast drain of what is left
+    tails = [p for t, p in persist.seen if t >= 1800 and not p.details.get("queue_growth_rps")]
+    assert any("surge_arrivals_rps" in p.details for p in tails)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("surge_drain_share", 0.0), ("surge_drain_share", 1.5), ("surge_hold", "some")],
+)
+def test_bad_surge_settings_are_refused(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        ElastiscaleParams.model_validate({field: value})

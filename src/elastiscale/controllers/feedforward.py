@@ -347,27 +347,32 @@ class ElastiscalePolicy:
                 ff_rps, ff_base_rps = got
         # Reactive floor: own load and backlog drained within the slack.
         own_rps: float | None = None
+        plain_own_rps: float | None = None  # the same without the surge floor
         if obs is not None and obs.demand_rps is not None:
             load = ctx.load(name)
             queue = obs.queue_length or 0.0
             if load is not None and per_request is not None:
+                plain_own_rps = load / per_request + queue / state.drain_s
                 if self.params.surge_floor and obs.queue_length is not None:
                     own_rps = self._surge_rps(ctx, state, obs, load / per_request, per_request)
+                    if state.surge_rps is not None and self.params.surge_hold == "arrivals":
+                        plain_own_rps = state.surge_rps + queue / state.drain_s
                     details["queue_growth_rps"] = round(state.queue_trend.growth_rps, 6)
                     if state.surge_rps is not None:
                         details["surge_arrivals_rps"] = round(state.surge_rps, 6)
                 else:
-                    own_rps = load / per_request + queue / state.drain_s
+                    own_rps = plain_own_rps
         carried_rps: float | None = None  # what a surge above will send here
         # Ordering floor: what the direct upstreams' demand and backlog will send.
         up_rps: float | None = None
+        plain_up_rps: float | None = None  # the same without the surges carried
         incoming = ctx.pipeline.incoming(name)
         if incoming:
-            up_rps = 0.0
+            up_rps = plain_up_rps = 0.0
             for edge in incoming:
                 up_obs = fresh[edge.source]
                 if up_obs is None or up_obs.demand_rps is None:
-                    up_rps = None
+                    up_rps = plain_up_rps = None
                     break
                 backlog = (up_obs.queue_length or 0.0) / state.drain_s
                 fanout = fanouts[(edge.source, edge.target)]
@@ -378,6 +383,8 @@ class ElastiscalePolicy:
                     base_rps = surge_rps
                     carried_rps = (carried_rps or 0.0) + surge_rps * fanout
                 sent = (base_rps + backlog) * fanout
+                kept = base_rps if self.params.surge_hold == "arrivals" else up_obs.demand_rps
+                plain_up_rps += (kept + backlog) * fanout
                 details[f"upstream_{edge.source}_rps"] = round(sent, 6)
                 up_rps += sent
         if carried_rps is not None:
@@ -413,7 +420,13 @@ class ElastiscalePolicy:
             state.seeded = True
         # Scale-down looks ahead through `need` itself (forecast and burst reserve over the
         # lead time) and back over the window at what `scale_down_lookback` holds (`_hold`).
-        looked_back = state.down.push(now_s, self._hold(state, sizer, proposals, ff_base_rps))
+        remembered = proposals
+        if self.params.surge_hold != "all" and state.surge_rps is not None:
+            remembered = dict(proposals)  # the window keeps the floors without the surge
+            for label, plain in (("reactive", plain_own_rps), ("upstream", plain_up_rps)):
+                if label in remembered and plain is not None:
+                    remembered[label] = self._replicas(state, sizer, plain, comp.replicas.min)
+        looked_back = state.down.push(now_s, self._hold(state, sizer, remembered, ff_base_rps))
         held = max(need, looked_back)
         details.update(need=need, stabilized=held)
         reason = f"{driver}: {demand:.4g} req/s at {name} needs {need}"
@@ -447,6 +460,17 @@ class ElastiscalePolicy:
             demand_rps, queue, growth_rps, served_rps, state.slack_s, state.queue_trend.span_s
         )
         starting_rps = max(0, counts.desired - counts.ready) * capacity_rps
+        surge_drain_s = state.drain_s * self.params.surge_drain_share
+        if (
+            state.surge_rps is None
+            and self.params.surge_persist
+            and queue > served_rps * state.slack_s
+        ):
+            change_rps = state.queue_trend.change_rps
+            left = max(0.0, queue + (change_rps - starting_rps / 2.0) * state.startup_s)
+            ordinary = demand_rps + queue / state.drain_s
+            state.surge_rps = demand_rps  # a surge's tail: arrivals as read, the drain faster
+            return max(ordinary, demand_rps + left / surge_drain_s)
         return floor_rps(
             state.surge_rps,
             demand_rps,
@@ -455,6 +479,7 @@ class ElastiscalePolicy:
             starting_rps,
             state.startup_s,
             state.drain_s,
+            surge_drain_s,
         )
 
     def _hold(

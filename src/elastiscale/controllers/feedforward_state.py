@@ -74,6 +74,24 @@ class ElastiscaleParams(ForecastParams):
         description="while a component's queue grows, floor it at the arrivals the growth "
         "shows plus the backlog expected when new replicas are ready (surge.py)",
     )
+    surge_drain_share: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="a surge's backlog is drained over this share of the component's drain "
+        "time (startup + queueing slack); the ordinary queue term keeps the whole",
+    )
+    surge_persist: bool = Field(
+        False,
+        description="after a surge's queue stops growing, keep draining what would be left "
+        "of it when new replicas are ready over the surge's drain time while the queue is "
+        "not served within the component's latency slack",
+    )
+    surge_hold: Literal["all", "arrivals", "none"] = Field(
+        "all",
+        description="what the scale-down window remembers of the surge floor: all of it, the "
+        "arrivals it showed (not the backlog's drain), or nothing (the ordinary floor)",
+    )
     arrival_half_life_s: float = Field(
         3600.0, gt=0, description="memory of the measured arrival variability"
     )

@@ -52,6 +52,7 @@ class QueueTrend:
     at_s: float | None = None
     queue: float = 0.0
     growth_rps: float = 0.0
+    change_rps: float = 0.0  # the same, signed: negative while the queue shrinks
     span_s: float = 0.0  # between the two readings the growth was measured over
 
     def observe(self, at_s: float, queue: float) -> float:
@@ -60,9 +61,10 @@ class QueueTrend:
         seen keeps the growth measured last."""
         if self.at_s is not None and at_s > self.at_s:
             self.span_s = at_s - self.at_s
-            self.growth_rps = max(0.0, (queue - self.queue) / self.span_s)
+            self.change_rps = (queue - self.queue) / self.span_s
+            self.growth_rps = max(0.0, self.change_rps)
         elif self.at_s is None:
-            self.growth_rps = 0.0
+            self.growth_rps = self.change_rps = 0.0
         else:
             return self.growth_rps
         self.at_s, self.queue = at_s, queue
@@ -136,9 +138,11 @@ def floor_rps(
     starting_rps: float,
     startup_s: float,
     drain_s: float,
+    surge_drain_s: float | None = None,
 ) -> float:
-    """`surge_floor_rps` from the surge's arrivals (`surge_arrivals_rps`, None: no surge)."""
+    """`surge_floor_rps` from the surge's arrivals (`surge_arrivals_rps`, None: no surge); a
+    surge's backlog is drained over `surge_drain_s` (default `drain_s`)."""
     if arrivals_rps is None:
         return demand_rps + max(queue, 0.0) / drain_s
     backlog = queue + max(0.0, growth_rps - starting_rps / 2.0) * startup_s
-    return arrivals_rps + backlog / drain_s
+    return arrivals_rps + backlog / (surge_drain_s or drain_s)
