@@ -54,6 +54,7 @@ from elastiscale.controllers.bursts import (
     time_of_day_buckets,
     window_peaks,
 )
+from elastiscale.controllers.forecast_sharing import DivergedError, ForecastShare
 from elastiscale.decision import Detail
 from elastiscale.errors import RegistryError
 from elastiscale.forecasting import Forecast, Forecaster, ForecastResult, build_forecaster
@@ -210,6 +211,8 @@ class DemandForecast:
         self._row_memo: tuple[Array, float, int] | None = None
         self._details_memo: tuple[DemandOutlook | None, dict[tuple[int, str], dict[str, Detail]]]
         self._details_memo = (None, {})
+        #: In a side-by-side replay, the record of the leader's calls (forecast_sharing.py).
+        self._share: ForecastShare | None = None
 
     @classmethod
     def from_params(
@@ -273,8 +276,24 @@ class DemandForecast:
         """(data time, rate) of the newest observation, or None before the first."""
         return self._latest
 
+    def share(self, share: ForecastShare) -> None:
+        """Take part in a side-by-side replay (forecast_sharing.py): as the leader when
+        `share.leader` is this forecast, else as a follower on the leader's forecaster."""
+        self._share = share
+        if share.leader is not self:
+            self.forecaster = share.leader.forecaster
+
     def observe(self, at_s: float, rate: float | None) -> None:
         """Add one observed rate whose window ends at `at_s` (None: missing)."""
+        update = True
+        share = self._share
+        if share is not None:
+            if share.follows(("observe", at_s, rate)):
+                if share.leader is self:
+                    return  # the leader's same call did it all
+                update = False  # the leader's same call updated the forecaster
+            else:
+                share.record(("observe", at_s, rate))
         t_s = at_s - self.rate_window_s / 2.0
         if self._latest is not None and t_s < self._latest[0]:
             return  # an older sample than one already used: nothing new
@@ -283,12 +302,27 @@ class DemandForecast:
         if self._latest is not None and t_s == self._latest[0]:
             return  # the same sample again (a stale source repeats itself)
         self._latest = (t_s, float(rate))
-        self.forecaster.update(t_s, float(rate))
-        self.refits.maintain(self.forecaster, t_s)
+        if update:
+            self.forecaster.update(t_s, float(rate))
+            self.refits.maintain(self.forecaster, t_s)
 
     def outlook(self, bins_ahead: int) -> DemandOutlook | None:
         """The gated demand for `bins_ahead` bins (capped at MAX_BINS_AHEAD), or None before
         any observation."""
+        share = self._share
+        if share is None:
+            return self._outlook(bins_ahead)
+        if not share.follows(("outlook", bins_ahead)):
+            got = self._outlook(bins_ahead)
+            share.record(("outlook", bins_ahead), got)
+            return got
+        if share.leader is self:
+            return share.last  # the leader's, from the same state
+        if self._latest != share.leader._latest:
+            raise DivergedError("a follower's latest observation is not the leader's")
+        return self._outlook(bins_ahead)  # on the forecaster as the leader left it
+
+    def _outlook(self, bins_ahead: int) -> DemandOutlook | None:
         if self._latest is None:
             return None
         self.refits.collect(self.forecaster)  # a finished background fit, even without new data
