@@ -99,13 +99,13 @@ def replay_candidates(
         raise BacktestError("calibration: too little observed ingress to replay")
     ingress = next(n for n, c in config.pipeline.components.items() if c.ingress)
     initial = baselines.initial_replicas(config, scored)
-    policies, shareable = _warmed(config, params, warm, scored, ingress, rate_window_s)
+    policies, shareable = _warmed(config, params, warm, scored, ingress, rate_window_s, True)
     results: list[SimulationResult] | None = None
     if shareable:
         try:
             results = _side_by_side(config, scored, policies, initial, rate_window_s)
         except DivergedError:
-            policies, _ = _warmed(config, params, warm, scored, ingress, rate_window_s)
+            policies, _ = _warmed(config, params, warm, scored, ingress, rate_window_s, False)
     if results is None:
         results = [_one(config, scored, p, initial, rate_window_s) for p in policies]
     labels = list(labels)
@@ -135,10 +135,13 @@ def _warmed(
     scored: Trace,
     ingress: str,
     rate_window_s: float,
+    share: bool,
 ) -> tuple[list[Policy], bool]:
     """The candidates, warmed on `warm` (the first one replays it, the others copy what it
     learned where they can), and whether they can run side by side (all of them
-    `ElastiscalePolicy`, more than one, every other one a copy of the first's warm state)."""
+    `ElastiscalePolicy`, more than one, every other one a copy of the first's warm state).
+    With `share` the copies keep the first's forecasters (side by side they use no others),
+    unless they cannot run side by side: then they are warmed again with copies of their own."""
     policies = [baselines.build_policy("elastiscale", config, p, trace=scored) for p in params]
     warmed: ElastiscalePolicy | None = None  # the first candidate warmed (before it runs)
     copies = 0
@@ -146,7 +149,7 @@ def _warmed(
         warm_start = getattr(policy, "warm_start", None)
         if warm_start is None or len(warm) == 0:
             continue
-        if _copied(warmed, policy):
+        if _copied(warmed, policy, share):
             copies += 1
             continue
         warm_start(history_snapshots(warm, ingress, rate_window_s))
@@ -158,6 +161,8 @@ def _warmed(
         and copies == len(policies) - 1
         and all(isinstance(p, ElastiscalePolicy) for p in policies)
     )
+    if share and copies and not shareable:
+        return _warmed(config, params, warm, scored, ingress, rate_window_s, False)
     return policies, shareable
 
 
@@ -213,9 +218,9 @@ def _side_by_side(
             policy.close()
 
 
-def _copied(warmed: ElastiscalePolicy | None, policy: object) -> bool:
+def _copied(warmed: ElastiscalePolicy | None, policy: object, share: bool) -> bool:
     """Whether `policy` took the warmed candidate's state (controllers/warm_copy.py) instead
     of replaying the warm-up half once more."""
     if warmed is None or not isinstance(policy, ElastiscalePolicy):
         return False
-    return copy_warm_state(warmed, policy)
+    return copy_warm_state(warmed, policy, shared_forecasters=share)
