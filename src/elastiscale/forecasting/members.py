@@ -145,6 +145,8 @@ class MemberSet:
         self._errors: dict[tuple[int, bool], Array] = {}
         self._weights_cache: dict[int, Array] = {}
         self._weight_tables: dict[bytes, Array] = {}  # horizons -> `_weight_table`
+        #: (generation, horizons, member rows, combined row) of the last `_issue`.
+        self._issued: tuple[int, bytes, Array, Array | None] | None = None
         self._nearest: dict[int, int] = {}
         #: Counts the changes of the members' errors (a fit, a new bin): what is computed
         #: from `errors` holds while this stays the same.
@@ -215,9 +217,13 @@ class MemberSet:
             row = model.forecast(self.ks)
             tracker.issue(self.latest, horizons, row)
             rows.append(row)
+        stacked = np.vstack(rows)
+        combo: Array | None = None
         if self._combo_tracker is not None:
-            combo = self._combine(np.vstack(rows), self.ks)
+            combo = self._combine(stacked, self.ks)
             self._combo_tracker.issue(self.latest, horizons, combo)
+        # What `forecasts(self.ks)` returns until the next bin or fit (the models are the same).
+        self._issued = (self.generation, self.ks.tobytes(), stacked, combo)
 
     def append(self, value: float) -> None:
         self.latest += 1
@@ -276,6 +282,16 @@ class MemberSet:
 
     def forecasts(self, ks: IntArray) -> Array:
         """Forecasts of the fitted members (one row each), then the combined one if any."""
+        issued = self._issued
+        if (
+            issued is not None
+            and issued[0] == self.generation
+            and ks.dtype == np.int64
+            and issued[1] == ks.tobytes()
+        ):
+            # The rows this bin issued, for the same horizons: the same numbers.
+            _, _, stacked, combo = issued
+            return stacked.copy() if combo is None else np.vstack([stacked, combo])
         rows = np.vstack([model.forecast(ks) for model in self.models])
         if self._combo_tracker is None:
             return rows
