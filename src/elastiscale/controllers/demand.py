@@ -39,7 +39,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -64,6 +64,8 @@ from elastiscale.forecasting.quality import asymmetric_error
 from elastiscale.forecasting.refits import RefitMode, RefitScheduler
 
 Array = npt.NDArray[np.float64]
+#: What an outlook reads off the forecaster: its forecast, and its errors per bin ahead.
+Reads = tuple[ForecastResult, list[float | None] | None]
 
 _Z90 = NormalDist().inv_cdf(0.90)
 _Z99 = NormalDist().inv_cdf(0.99)
@@ -213,6 +215,9 @@ class DemandForecast:
         self._details_memo = (None, {})
         #: In a side-by-side replay, the record of the leader's calls (forecast_sharing.py).
         self._share: ForecastShare | None = None
+        #: The forecaster's answers the last outlook used (its forecast; its errors, or None
+        #: without a model forecast), for the followers of a side-by-side replay.
+        self._reads: Reads | None = None
 
     @classmethod
     def from_params(
@@ -314,22 +319,32 @@ class DemandForecast:
             return self._outlook(bins_ahead)
         if not share.follows(("outlook", bins_ahead)):
             got = self._outlook(bins_ahead)
-            share.record(("outlook", bins_ahead), got)
+            share.record(("outlook", bins_ahead), (got, self._reads))
             return got
+        got, reads = share.last
         if share.leader is self:
-            return share.last  # the leader's, from the same state
+            return cast(DemandOutlook | None, got)  # the leader's, from the same state
         if self._latest != share.leader._latest:
             raise DivergedError("a follower's latest observation is not the leader's")
-        return self._outlook(bins_ahead)  # on the forecaster as the leader left it
+        # What the leader read off the forecaster for the same bins, in the same state.
+        return self._outlook(bins_ahead, reads)
 
-    def _outlook(self, bins_ahead: int) -> DemandOutlook | None:
+    def _outlook(self, bins_ahead: int, reads: Reads | None = None) -> DemandOutlook | None:
+        """The outlook; with `reads`, the forecaster's answers for these bins (its forecast
+        and errors) are those, not asked again."""
+        self._reads = None
         if self._latest is None:
             return None
         self.refits.collect(self.forecaster)  # a finished background fit, even without new data
         at_s, latest = self._latest
         bins = max(1, min(bins_ahead, MAX_BINS_AHEAD))
-        ks = np.arange(1, bins + 1, dtype=float)
-        result: ForecastResult = self.forecaster.predict(ks * self.step_s)
+        result: ForecastResult
+        if reads is None:
+            ks = np.arange(1, bins + 1, dtype=float)
+            result = self.forecaster.predict(ks * self.step_s)
+        else:
+            result = reads[0]
+        self._reads = (result, None)
         origin_s = self._origin_s(at_s)
         self._refresh_persistence(bins)
         row = self._level_row(latest)
@@ -354,7 +369,9 @@ class DemandForecast:
             )  # fmt: skip
         origin_s = result.origin_s
         model = quantile_between(result.mean, result.p90, result.p99, self.quantile)
-        errors = self.forecaster.asymmetric_errors(bins)
+        errors = self.forecaster.asymmetric_errors(bins) if reads is None else reads[1]
+        assert errors is not None  # a follower's reads of a model forecast have them
+        self._reads = (result, errors)
         model_error = np.array([math.nan if e is None else float(e) for e in errors])
         trust = self._trust(model_error, persistence_error)
         demand = trust * model + (1.0 - trust) * persistence

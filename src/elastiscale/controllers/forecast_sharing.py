@@ -16,10 +16,10 @@ forecaster, from the start: backtest/side_by_side.py). So sharing never changes 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from elastiscale.controllers.demand import DemandForecast, DemandOutlook
+    from elastiscale.controllers.demand import DemandForecast
 
 #: A recorded call: ("observe", at_s, rate) or ("outlook", bins).
 Call = tuple[object, ...]
@@ -64,15 +64,16 @@ class ForecastShare:
         #: The leader's forecast; a follower holds either this very object or a forecast of
         #: its own on `leader.forecaster`.
         self.leader = leader
-        self._calls: list[tuple[Call, DemandOutlook | None]] = []
+        self._calls: list[tuple[Call, Any]] = []
         self._calls_round = -1
         self._turn = -1
         self._cursor = 0
-        #: The leader's result of the call a follower matched last.
-        self.last: DemandOutlook | None = None
+        #: What the leader's call that a follower matched last left for it (an outlook's
+        #: result and what it read off the forecaster).
+        self.last: Any = None
 
-    def record(self, call: Call, result: DemandOutlook | None = None) -> None:
-        """A call in the leader's turn."""
+    def record(self, call: Call, result: Any = None) -> None:
+        """A call in the leader's turn, and what it leaves for the followers."""
         if self._calls_round != self.turns.round:
             self._calls_round = self.turns.round
             self._calls = []
