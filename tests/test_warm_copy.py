@@ -91,13 +91,13 @@ def test_a_replay_with_one_shared_warm_start_scores_as_with_one_each(
     copies: list[bool] = []
     original = replay_module.copy_warm_state
 
-    def counted(source: Any, target: Any) -> bool:
-        copies.append(original(source, target))
+    def counted(source: Any, target: Any, **kwargs: Any) -> bool:
+        copies.append(original(source, target, **kwargs))
         return copies[-1]
 
     monkeypatch.setattr(replay_module, "copy_warm_state", counted)
     shared = replay_candidates(config, traffic, params, labels, 60.0)
     assert copies == [True, True]
-    monkeypatch.setattr(replay_module, "copy_warm_state", lambda source, target: False)
+    monkeypatch.setattr(replay_module, "copy_warm_state", lambda source, target, **kwargs: False)
     each = replay_candidates(config, traffic, params, labels, 60.0)
     assert shared == each

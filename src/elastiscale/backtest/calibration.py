@@ -8,7 +8,10 @@ simulated and scored, with the fair-comparison rules of a backtest (same start c
 simulated metrics). So a candidate is judged as it would have run with the history the policy
 had, not as a policy that has seen nothing, and the replay costs half the window's ticks.
 The warm-up runs once: the first candidate replays it, the others take a copy of what it
-learned (controllers/warm_copy.py; the same numbers as their own warm-up).
+learned (controllers/warm_copy.py; the same numbers as their own warm-up). The candidates
+then replay the scored half side by side, a tick each in turn, on the first one's ingress
+forecaster (backtest/side_by_side.py), and one by one where they cannot share it: the same
+numbers either way.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ import numpy as np
 from elastiscale.backtest import baselines
 from elastiscale.backtest.api import BacktestError
 from elastiscale.backtest.ceiling import ceiling_score
-from elastiscale.backtest.runner import simulate
+from elastiscale.backtest.model import SimulationResult
+from elastiscale.backtest.runner import SteppedRun, simulate
 from elastiscale.backtest.scoring import score
+from elastiscale.backtest.side_by_side import DivergedError, share_forecasts, step_side_by_side
 from elastiscale.config import Config
+from elastiscale.controllers.base import Policy
 from elastiscale.controllers.calibration import (
     Evidence,
     ObservedTraffic,
@@ -32,6 +38,7 @@ from elastiscale.controllers.calibration import (
     traffic_trace_arrays,
 )
 from elastiscale.controllers.feedforward import ElastiscalePolicy
+from elastiscale.controllers.forecast_sharing import Turns
 from elastiscale.controllers.warm_copy import copy_warm_state
 from elastiscale.observations import Observation
 from elastiscale.trace import Trace
@@ -92,31 +99,22 @@ def replay_candidates(
         raise BacktestError("calibration: too little observed ingress to replay")
     ingress = next(n for n, c in config.pipeline.components.items() if c.ingress)
     initial = baselines.initial_replicas(config, scored)
-    policies = [baselines.build_policy("elastiscale", config, p, trace=scored) for p in params]
-    warmed: ElastiscalePolicy | None = None  # the first candidate warmed (before it runs)
-    for policy in policies:
-        warm_start = getattr(policy, "warm_start", None)
-        if warm_start is not None and len(warm) > 0 and not _copied(warmed, policy):
-            warm_start(history_snapshots(warm, ingress, rate_window_s))
-            if warmed is None and isinstance(policy, ElastiscalePolicy):
-                warmed = policy
+    policies, shareable = _warmed(config, params, warm, scored, ingress, rate_window_s, True)
+    results: list[SimulationResult] | None = None
+    if shareable:
+        try:
+            results = _side_by_side(config, scored, policies, initial, rate_window_s)
+        except DivergedError:
+            policies, _ = _warmed(config, params, warm, scored, ingress, rate_window_s, False)
+    if results is None:
+        results = [_one(config, scored, p, initial, rate_window_s) for p in policies]
     labels = list(labels)
     if reference is not None:  # a reactive policy needs no warm-up
-        policies.append(baselines.build_policy(reference, config, {}, trace=scored))
+        policy = baselines.build_policy(reference, config, {}, trace=scored)
+        results.append(_one(config, scored, policy, initial, rate_window_s))
         labels.append(reference)
     evidence = []
-    for label, policy in zip(labels, policies, strict=True):
-        result = simulate(
-            config,
-            scored,
-            policy,
-            initial_replicas=initial,
-            metrics_delay_s=METRICS_DELAY_S,
-            rate_window_s=rate_window_s,
-        )
-        close = getattr(policy, "close", None)
-        if close is not None:
-            close()
+    for label, result in zip(labels, results, strict=True):
         got = score(result, config, start_s=scored.start_s, end_s=scored.end_s)
         attainment = 0.0 if got.slo_attainment is None else float(got.slo_attainment)
         evidence.append(Evidence(label, attainment, got.gpu_hours))
@@ -130,9 +128,99 @@ def replay_candidates(
     )
 
 
-def _copied(warmed: ElastiscalePolicy | None, policy: object) -> bool:
+def _warmed(
+    config: Config,
+    params: Sequence[Mapping[str, Any]],
+    warm: Trace,
+    scored: Trace,
+    ingress: str,
+    rate_window_s: float,
+    share: bool,
+) -> tuple[list[Policy], bool]:
+    """The candidates, warmed on `warm` (the first one replays it, the others copy what it
+    learned where they can), and whether they can run side by side (all of them
+    `ElastiscalePolicy`, more than one, every other one a copy of the first's warm state).
+    With `share` the copies keep the first's forecasters (side by side they use no others),
+    unless they cannot run side by side: then they are warmed again with copies of their own."""
+    policies = [baselines.build_policy("elastiscale", config, p, trace=scored) for p in params]
+    warmed: ElastiscalePolicy | None = None  # the first candidate warmed (before it runs)
+    copies = 0
+    for policy in policies:
+        warm_start = getattr(policy, "warm_start", None)
+        if warm_start is None or len(warm) == 0:
+            continue
+        if _copied(warmed, policy, share):
+            copies += 1
+            continue
+        warm_start(history_snapshots(warm, ingress, rate_window_s))
+        if warmed is None and isinstance(policy, ElastiscalePolicy):
+            warmed = policy
+    shareable = (
+        len(policies) > 1
+        and policies[0] is warmed
+        and copies == len(policies) - 1
+        and all(isinstance(p, ElastiscalePolicy) for p in policies)
+    )
+    if share and copies and not shareable:
+        return _warmed(config, params, warm, scored, ingress, rate_window_s, False)
+    return policies, shareable
+
+
+def _one(
+    config: Config,
+    scored: Trace,
+    policy: Policy,
+    initial: Mapping[str, int],
+    rate_window_s: float,
+) -> SimulationResult:
+    """One candidate's replay of the scored part."""
+    result = simulate(
+        config,
+        scored,
+        policy,
+        initial_replicas=initial,
+        metrics_delay_s=METRICS_DELAY_S,
+        rate_window_s=rate_window_s,
+    )
+    close = getattr(policy, "close", None)
+    if close is not None:
+        close()
+    return result
+
+
+def _side_by_side(
+    config: Config,
+    scored: Trace,
+    policies: Sequence[Policy],
+    initial: Mapping[str, int],
+    rate_window_s: float,
+) -> list[SimulationResult]:
+    """The candidates' replays of the scored part in lock step on one ingress forecaster
+    (backtest/side_by_side.py); `DivergedError` when they cannot share it."""
+    candidates = [p for p in policies if isinstance(p, ElastiscalePolicy)]
+    turns = Turns()
+    shares = share_forecasts(candidates[0], candidates[1:], turns)
+    runs = [
+        SteppedRun(
+            config,
+            scored,
+            policy,
+            initial_replicas=initial,
+            metrics_delay_s=METRICS_DELAY_S,
+            rate_window_s=rate_window_s,
+        )
+        for policy in candidates
+    ]
+    try:
+        return step_side_by_side(runs, turns, shares)
+    finally:
+        for policy in candidates:
+            policy.close()
+
+
+def _copied(warmed: ElastiscalePolicy | None, policy: object, share: bool) -> bool:
     """Whether `policy` took the warmed candidate's state (controllers/warm_copy.py) instead
     of replaying the warm-up half once more."""
     if warmed is None or not isinstance(policy, ElastiscalePolicy):
         return False
-    return copy_warm_state(warmed, policy)
+    return copy_warm_state(warmed, policy, shared_forecasters=share)

@@ -70,47 +70,99 @@ def simulate(
     the trace's bin). `progress` shows a bar on stderr when it is a terminal. A `scenario:`
     in `config` drifts the simulated truth on the way (`backtest.drift`).
     """
-    missing = [n for n in config.pipeline.components if n not in initial_replicas]
-    if missing:
-        raise ValueError(f"initial_replicas: no count for component {missing[0]!r}")
-    tick_s = _interval(config, policy, interval_s)
-    sim = build_simulator(
-        config, trace, initial_replicas, fidelity=fidelity, step_s=step_s, seed=seed
-    )
-    drift = DriftSchedule(config, service_models(config, trace), trace.start_s)
-    clock = FakeClock(trace.start_s)
-    metrics = SimulatedMetricSource(
-        sim,
+    run = SteppedRun(
         config,
-        clock,
+        trace,
+        policy,
+        fidelity=fidelity,
+        initial_replicas=initial_replicas,
+        interval_s=interval_s,
+        metrics_delay_s=metrics_delay_s,
         rate_window_s=rate_window_s,
-        delay_s=metrics_delay_s,
-        has_tokens=trace.has_unit("tokens"),
+        seed=seed,
+        step_s=step_s,
     )
-    engine = Engine(config, metrics=metrics, actuator=SimulatorActuator(sim), policies=[policy])
-    engine.interval_s = tick_s  # policies' lead times use the interval actually ticked
-    ticks = max(1, math.ceil(trace.duration_s / tick_s - 1e-9))
-    scaled: dict[str, int] = dict.fromkeys(config.pipeline.components, 0)
     show = progress and sys.stderr.isatty()
-    bar = tqdm(total=ticks, desc=f"{getattr(policy, 'name', 'policy')} ({fidelity})", unit="tick",
-               disable=not show, leave=False, mininterval=0.5)  # fmt: skip
+    bar = tqdm(total=run.ticks, desc=f"{getattr(policy, 'name', 'policy')} ({fidelity})",
+               unit="tick", disable=not show, leave=False, mininterval=0.5)  # fmt: skip
     try:
-        for k in range(ticks):
-            now_s = trace.start_s + k * tick_s
-            drift.advance(sim, now_s)
-            clock.set(now_s)
-            for record in engine.step(now_s):
-                if record.outcome == "scaled":
-                    scaled[record.component] += 1
+        while run.step():
             bar.update(1)
     finally:
         bar.close()
-    drift.advance(sim, trace.end_s)
-    clock.set(max(clock.now_s(), trace.end_s))
-    result = sim.result()
-    result.scaling_actions = sum(scaled.values())
-    result.scaling_actions_by_component = scaled
-    return result
+    return run.finish()
+
+
+class SteppedRun:
+    """One backtest advanced a tick at a time: `step()` until it returns False, then
+    `finish()` for the result. `simulate` runs one to its end; a calibration steps its
+    candidates side by side (backtest/side_by_side.py), with the same numbers as one by one."""
+
+    def __init__(
+        self,
+        config: Config,
+        trace: Trace,
+        policy: Policy,
+        *,
+        fidelity: str = "fast",
+        initial_replicas: Mapping[str, int],
+        interval_s: float | None = None,
+        metrics_delay_s: float = 0.0,
+        rate_window_s: float = 60.0,
+        seed: int = 0,
+        step_s: float | None = None,
+    ) -> None:
+        missing = [n for n in config.pipeline.components if n not in initial_replicas]
+        if missing:
+            raise ValueError(f"initial_replicas: no count for component {missing[0]!r}")
+        self.trace = trace
+        self.tick_s = _interval(config, policy, interval_s)
+        self.sim = build_simulator(
+            config, trace, initial_replicas, fidelity=fidelity, step_s=step_s, seed=seed
+        )
+        self.drift = DriftSchedule(config, service_models(config, trace), trace.start_s)
+        self.clock = FakeClock(trace.start_s)
+        metrics = SimulatedMetricSource(
+            self.sim,
+            config,
+            self.clock,
+            rate_window_s=rate_window_s,
+            delay_s=metrics_delay_s,
+            has_tokens=trace.has_unit("tokens"),
+        )
+        self.engine = Engine(
+            config, metrics=metrics, actuator=SimulatorActuator(self.sim), policies=[policy]
+        )
+        self.engine.interval_s = self.tick_s  # policies' lead times use the interval ticked
+        #: Engine ticks of the whole run, and how many have run.
+        self.ticks = max(1, math.ceil(trace.duration_s / self.tick_s - 1e-9))
+        self.done = 0
+        self.scaled: dict[str, int] = dict.fromkeys(config.pipeline.components, 0)
+
+    def step(self) -> bool:
+        """Run the next tick; False (nothing run) once every tick has."""
+        k = self.done
+        if k >= self.ticks:
+            return False
+        now_s = self.trace.start_s + k * self.tick_s
+        self.drift.advance(self.sim, now_s)
+        self.clock.set(now_s)
+        scaled = self.scaled
+        for record in self.engine.step(now_s):
+            if record.outcome == "scaled":
+                scaled[record.component] += 1
+        self.done = k + 1
+        return True
+
+    def finish(self) -> SimulationResult:
+        """Simulate to the trace's end (draining what is queued) and return the result."""
+        trace, clock = self.trace, self.clock
+        self.drift.advance(self.sim, trace.end_s)
+        clock.set(max(clock.now_s(), trace.end_s))
+        result = self.sim.result()
+        result.scaling_actions = sum(self.scaled.values())
+        result.scaling_actions_by_component = self.scaled
+        return result
 
 
 def _interval(config: Config, policy: Policy, interval_s: float | None) -> float:

@@ -30,6 +30,10 @@ Timing: a rate from a metric source is a trailing mean over `rate_window_s` (Pro
 `rate(x[1m])`), so it describes the middle of its window; points are fed at `at_s - window / 2`
 and horizons are counted from there, so the data's age and the window's lag are part of the
 look-ahead rather than a silent shortfall.
+
+The trust of each bin is computed in plain floats (`_trust_of`), not with numpy's array
+operations: the same doubles, for the 16 bins at most of an outlook at every tick, where a
+numpy call costs more than the arithmetic.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -54,6 +58,7 @@ from elastiscale.controllers.bursts import (
     time_of_day_buckets,
     window_peaks,
 )
+from elastiscale.controllers.forecast_sharing import DivergedError, ForecastShare
 from elastiscale.decision import Detail
 from elastiscale.errors import RegistryError
 from elastiscale.forecasting import Forecast, Forecaster, ForecastResult, build_forecaster
@@ -63,6 +68,8 @@ from elastiscale.forecasting.quality import asymmetric_error
 from elastiscale.forecasting.refits import RefitMode, RefitScheduler
 
 Array = npt.NDArray[np.float64]
+#: What an outlook reads off the forecaster: its forecast, and its errors per bin ahead.
+Reads = tuple[ForecastResult, list[float | None] | None]
 
 _Z90 = NormalDist().inv_cdf(0.90)
 _Z99 = NormalDist().inv_cdf(0.99)
@@ -86,6 +93,28 @@ def quantile_between(mean: Array, p90: Array, p99: Array, quantile: float) -> Ar
         out = p90 + (z - _Z90) / (_Z99 - _Z90) * (p99 - p90)
     result: Array = np.maximum(out, 0.0)
     return result
+
+
+def _trust_of(model_error: float, persistence_error: float) -> float:
+    """One bin's trust: clip(2 - 2 x model / persistence error, 0, 1); 1 where both errors are
+    0 (a flat series: the model is as good as anything), 0 where it is undefined (NaN). The
+    doubles numpy's division, clip and masks give on the bin's pair (x / 0 is +-inf, 0 / 0
+    NaN), in plain floats: an outlook has at most 16 bins, where numpy's per-call cost
+    dominates."""
+    if model_error == 0.0 and persistence_error == 0.0:
+        return 1.0
+    if persistence_error == 0.0:
+        if math.isnan(model_error):
+            return 0.0
+        ratio = math.copysign(math.inf, model_error) * math.copysign(1.0, persistence_error)
+    else:
+        ratio = model_error / persistence_error
+    trust = 2.0 - 2.0 * ratio
+    if math.isnan(trust):
+        return 0.0
+    if trust < 0.0:
+        return 0.0
+    return 1.0 if trust > 1.0 else trust
 
 
 @functools.lru_cache(maxsize=64)
@@ -210,6 +239,11 @@ class DemandForecast:
         self._row_memo: tuple[Array, float, int] | None = None
         self._details_memo: tuple[DemandOutlook | None, dict[tuple[int, str], dict[str, Detail]]]
         self._details_memo = (None, {})
+        #: In a side-by-side replay, the record of the leader's calls (forecast_sharing.py).
+        self._share: ForecastShare | None = None
+        #: The forecaster's answers the last outlook used (its forecast; its errors, or None
+        #: without a model forecast), for the followers of a side-by-side replay.
+        self._reads: Reads | None = None
 
     @classmethod
     def from_params(
@@ -273,8 +307,24 @@ class DemandForecast:
         """(data time, rate) of the newest observation, or None before the first."""
         return self._latest
 
+    def share(self, share: ForecastShare) -> None:
+        """Take part in a side-by-side replay (forecast_sharing.py): as the leader when
+        `share.leader` is this forecast, else as a follower on the leader's forecaster."""
+        self._share = share
+        if share.leader is not self:
+            self.forecaster = share.leader.forecaster
+
     def observe(self, at_s: float, rate: float | None) -> None:
         """Add one observed rate whose window ends at `at_s` (None: missing)."""
+        update = True
+        share = self._share
+        if share is not None:
+            if share.follows(("observe", at_s, rate)):
+                if share.leader is self:
+                    return  # the leader's same call did it all
+                update = False  # the leader's same call updated the forecaster
+            else:
+                share.record(("observe", at_s, rate))
         t_s = at_s - self.rate_window_s / 2.0
         if self._latest is not None and t_s < self._latest[0]:
             return  # an older sample than one already used: nothing new
@@ -283,19 +333,44 @@ class DemandForecast:
         if self._latest is not None and t_s == self._latest[0]:
             return  # the same sample again (a stale source repeats itself)
         self._latest = (t_s, float(rate))
-        self.forecaster.update(t_s, float(rate))
-        self.refits.maintain(self.forecaster, t_s)
+        if update:
+            self.forecaster.update(t_s, float(rate))
+            self.refits.maintain(self.forecaster, t_s)
 
     def outlook(self, bins_ahead: int) -> DemandOutlook | None:
         """The gated demand for `bins_ahead` bins (capped at MAX_BINS_AHEAD), or None before
         any observation."""
+        share = self._share
+        if share is None:
+            return self._outlook(bins_ahead)
+        if not share.follows(("outlook", bins_ahead)):
+            got = self._outlook(bins_ahead)
+            share.record(("outlook", bins_ahead), (got, self._reads))
+            return got
+        got, reads = share.last
+        if share.leader is self:
+            return cast(DemandOutlook | None, got)  # the leader's, from the same state
+        if self._latest != share.leader._latest:
+            raise DivergedError("a follower's latest observation is not the leader's")
+        # What the leader read off the forecaster for the same bins, in the same state.
+        return self._outlook(bins_ahead, reads)
+
+    def _outlook(self, bins_ahead: int, reads: Reads | None = None) -> DemandOutlook | None:
+        """The outlook; with `reads`, the forecaster's answers for these bins (its forecast
+        and errors) are those, not asked again."""
+        self._reads = None
         if self._latest is None:
             return None
         self.refits.collect(self.forecaster)  # a finished background fit, even without new data
         at_s, latest = self._latest
         bins = max(1, min(bins_ahead, MAX_BINS_AHEAD))
-        ks = np.arange(1, bins + 1, dtype=float)
-        result: ForecastResult = self.forecaster.predict(ks * self.step_s)
+        result: ForecastResult
+        if reads is None:
+            ks = np.arange(1, bins + 1, dtype=float)
+            result = self.forecaster.predict(ks * self.step_s)
+        else:
+            result = reads[0]
+        self._reads = (result, None)
         origin_s = self._origin_s(at_s)
         self._refresh_persistence(bins)
         row = self._level_row(latest)
@@ -320,7 +395,9 @@ class DemandForecast:
             )  # fmt: skip
         origin_s = result.origin_s
         model = quantile_between(result.mean, result.p90, result.p99, self.quantile)
-        errors = self.forecaster.asymmetric_errors(bins)
+        errors = self.forecaster.asymmetric_errors(bins) if reads is None else reads[1]
+        assert errors is not None  # a follower's reads of a model forecast have them
+        self._reads = (result, errors)
         model_error = np.array([math.nan if e is None else float(e) for e in errors])
         trust = self._trust(model_error, persistence_error)
         demand = trust * model + (1.0 - trust) * persistence
@@ -338,14 +415,8 @@ class DemandForecast:
         """Full at half of persistence's error or less, none at persistence's or more."""
         if not self.gating:
             return np.ones_like(model_error)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = model_error / persistence_error
-            trust = np.clip(2.0 - 2.0 * ratio, 0.0, 1.0)
-        # Both perfect (a flat series): the model is as good as anything.
-        both_zero = (model_error == 0.0) & (persistence_error == 0.0)
-        trust = np.where(both_zero, 1.0, trust)
-        result: Array = np.where(np.isnan(trust), 0.0, trust)
-        return result
+        pairs = zip(model_error.tolist(), persistence_error.tolist(), strict=True)
+        return np.array([_trust_of(m, p) for m, p in pairs], dtype=float)
 
     def _refresh_persistence(self, bins: int) -> None:
         """Quantiles and errors of persistence per bins ahead, from the kept history (at most

@@ -123,6 +123,9 @@ class FanoutEstimator:
         #: variant component -> the components its factor is measured over (all the variants)
         self._group: dict[str, tuple[str, ...]] = {}
         self._share: dict[str, RatioEstimator] = {}
+        #: component -> (edge source, prior fan-out, the two detail keys) of its incoming
+        #: edges: the keys formatted once, not at every tick.
+        self._detail_keys: dict[str, list[tuple[str, float, str, str]]] = {}
         groups: dict[str, list[str]] = {}
         for name in pipeline.order:
             variant = pipeline.components[name].variant
@@ -222,13 +225,16 @@ class FanoutEstimator:
         out: dict[str, Detail] = {}
         fanouts = self.fanouts() if component in self._group else None
         factor = self.factor(component)
-        for edge in self.pipeline.incoming(component):
-            head = f"fanout_{edge.source}"
-            out[f"{head}_prior"] = edge.fanout
-            measured = (
-                edge.fanout * factor if fanouts is None else fanouts[(edge.source, component)]
-            )
-            out[f"{head}_measured"] = round(measured, 4)
+        keys = self._detail_keys.get(component)
+        if keys is None:
+            keys = self._detail_keys[component] = [
+                (e.source, e.fanout, f"fanout_{e.source}_prior", f"fanout_{e.source}_measured")
+                for e in self.pipeline.incoming(component)
+            ]
+        for source, prior, prior_key, measured_key in keys:
+            out[prior_key] = prior
+            measured = prior * factor if fanouts is None else fanouts[(source, component)]
+            out[measured_key] = round(measured, 4)
         if self.pipeline.incoming(component):
             out["fanout_confidence"] = round(self.confidence(component), 4)
         share = self.share(component)

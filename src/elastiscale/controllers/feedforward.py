@@ -408,7 +408,7 @@ class ElastiscalePolicy:
                 u = ctx.config.pipeline.utilization_target(name)
                 capacity_rps = comp.capacity_per_replica / per_request
                 apply_guard(proposals, base, ff_base_rps, capacity_rps, u, details)
-        driver = max(proposals, key=lambda k: (proposals[k], k == "feedforward"))
+        driver = _driver(proposals)
         need = proposals[driver]
         demand = valid[driver]
         short = need > comp.replicas.max
@@ -612,3 +612,16 @@ class ElastiscalePolicy:
             details[f"edge_{edge.source}_rps"] = round(through, 6)
         details.update(self.fanout.details(name))
         return total, base
+
+
+def _driver(proposals: Mapping[str, int]) -> str:
+    """The label of the most replicas, feed-forward first among equals, else the first: what
+    `max(proposals, key=lambda k: (proposals[k], k == "feedforward"))` returns, without a
+    key call per label (it runs for every component at every tick)."""
+    driver = ""
+    best: tuple[int, bool] | None = None
+    for label, count in proposals.items():
+        key = (count, label == "feedforward")
+        if best is None or key > best:
+            driver, best = label, key
+    return driver

@@ -17,7 +17,7 @@ refreshes).
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from elastiscale.controllers.feedforward import ElastiscalePolicy
@@ -26,9 +26,14 @@ if TYPE_CHECKING:
 CALIBRATED = {"burst_reserve", "scale_down_lookback", "burst_reserve_cap"}
 
 
-def copy_warm_state(source: ElastiscalePolicy, target: ElastiscalePolicy) -> bool:
+def copy_warm_state(
+    source: ElastiscalePolicy, target: ElastiscalePolicy, *, shared_forecasters: bool = False
+) -> bool:
     """Give the fresh `target` the state `source` learned in its warm start; False (nothing
-    done) when that would not be what `target`'s own warm start learns."""
+    done) when that would not be what `target`'s own warm start learns. With
+    `shared_forecasters`, `target`'s forecasts hold `source`'s forecasters themselves, not
+    copies: for candidates that will be stepped side by side on them
+    (backtest/side_by_side.py), where a copy would be dropped unread."""
     if source.calibrator is not None or target.calibrator is not None:
         return False  # a warm start ends with a calibration of its own
     if target._forecasts or target._components:
@@ -41,7 +46,9 @@ def copy_warm_state(source: ElastiscalePolicy, target: ElastiscalePolicy) -> boo
     for forecast in source._forecasts.values():
         if forecast.attainment_target != wanted and wanted is not None:
             return False  # the reserve table `target` needs was never computed
-    memo = {id(source.refits): target.refits, id(source.pipeline): target.pipeline}
+    memo: dict[int, Any] = {id(source.refits): target.refits, id(source.pipeline): target.pipeline}
+    if shared_forecasters:
+        memo.update((id(f.forecaster), f.forecaster) for f in source._forecasts.values())
     target.fanout = copy.deepcopy(source.fanout, memo)
     target.arrivals = copy.deepcopy(source.arrivals, memo)
     forecasts = copy.deepcopy(source._forecasts, memo)

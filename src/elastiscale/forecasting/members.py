@@ -144,6 +144,9 @@ class MemberSet:
         self._combo_tracker: ErrorTracker | None = None
         self._errors: dict[tuple[int, bool], Array] = {}
         self._weights_cache: dict[int, Array] = {}
+        self._weight_tables: dict[bytes, Array] = {}  # horizons -> `_weight_table`
+        #: (generation, horizons, member rows, combined row) of the last `_issue`.
+        self._issued: tuple[int, bytes, Array, Array | None] | None = None
         self._nearest: dict[int, int] = {}
         #: Counts the changes of the members' errors (a fit, a new bin): what is computed
         #: from `errors` holds while this stays the same.
@@ -171,6 +174,7 @@ class MemberSet:
         self._errors.clear()
         self.generation += 1
         self._weights_cache.clear()
+        self._weight_tables.clear()
         self._nearest.clear()
         self.ks = np.asarray(ctx.horizons, dtype=np.int64)
         self.latest = ctx.first_bin + y.size - 1
@@ -213,15 +217,20 @@ class MemberSet:
             row = model.forecast(self.ks)
             tracker.issue(self.latest, horizons, row)
             rows.append(row)
+        stacked = np.vstack(rows)
+        combo: Array | None = None
         if self._combo_tracker is not None:
-            combo = self._combine(np.vstack(rows), self.ks)
+            combo = self._combine(stacked, self.ks)
             self._combo_tracker.issue(self.latest, horizons, combo)
+        # What `forecasts(self.ks)` returns until the next bin or fit (the models are the same).
+        self._issued = (self.generation, self.ks.tobytes(), stacked, combo)
 
     def append(self, value: float) -> None:
         self.latest += 1
         self._errors.clear()
         self.generation += 1
         self._weights_cache.clear()
+        self._weight_tables.clear()
         for model, tracker in zip(self.models, self.trackers, strict=True):
             tracker.resolve(self.latest, value)
             model.append(value)
@@ -234,8 +243,33 @@ class MemberSet:
         rows = member_rows[self._combined]
         weights = None
         if self.combine == "weighted":
-            weights = np.column_stack([self._weights(int(k)) for k in ks.tolist()])
+            weights = self._weight_table(ks)
         return combine_forecasts(rows, self.combine, weights)
+
+    def _weight_table(self, ks: IntArray) -> Array:
+        """`_weights(k)` of every horizon of `ks`, one column each (cached until the next
+        bin): with fewer than 8 combined members the columns are computed at once, the same
+        doubles (numpy adds a column of fewer than 8 in order, as it sums one such array),
+        in a few numpy calls instead of a few per horizon."""
+        key = ks.tobytes()
+        cached = self._weight_tables.get(key)
+        if cached is not None:
+            return cached
+        combined = self._combined
+        n = len(combined)
+        horizons = ks.tolist()
+        if n >= 8 or not horizons:
+            table = np.column_stack([self._weights(int(k)) for k in horizons])
+        else:
+            lists = [self.error_list(int(k)) for k in horizons]
+            errors = np.array([[errs[i] for errs in lists] for i in combined], dtype=float)
+            inverse = 1.0 / np.maximum(errors, 1e-9)
+            table = inverse / inverse.sum(axis=0)
+            unknown = np.isnan(errors).any(axis=0)
+            if unknown.any():
+                table[:, unknown] = 1.0 / n  # equal while any error is unknown
+        self._weight_tables[key] = table
+        return table
 
     def _weights(self, k: int) -> Array:
         """Inverse-error weights of the combined members at horizon k (cached until the next
@@ -248,6 +282,16 @@ class MemberSet:
 
     def forecasts(self, ks: IntArray) -> Array:
         """Forecasts of the fitted members (one row each), then the combined one if any."""
+        issued = self._issued
+        if (
+            issued is not None
+            and issued[0] == self.generation
+            and ks.dtype == np.int64
+            and issued[1] == ks.tobytes()
+        ):
+            # The rows this bin issued, for the same horizons: the same numbers.
+            _, _, stacked, combo = issued
+            return stacked.copy() if combo is None else np.vstack([stacked, combo])
         rows = np.vstack([model.forecast(ks) for model in self.models])
         if self._combo_tracker is None:
             return rows

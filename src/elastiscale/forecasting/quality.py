@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import operator
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -141,18 +140,34 @@ class _Ring:
         return len(self.data)
 
     def push(self, row: Row) -> None:
-        new = _terms(row)
         if self._array is not None:
             self._written.append(self.pos)
             if len(self._written) > self.capacity:
                 self._array, self._written = None, []
+        # `_terms(row)` added to the sums (less the overwritten row's), written out: the same
+        # float operations in the same order, without building the lists per push.
+        actual, mean, hi90, hi99 = row
+        diff = actual - mean
+        sums = self.sums
         if len(self.data) < self.capacity:
             self.data.append(row)
-            self.sums = list(map(operator.add, self.sums, new))
+            sums[0] = sums[0] + actual
+            sums[1] = sums[1] + abs(diff)
+            sums[2] = sums[2] + (diff if diff > 0.0 else 0.0)
+            sums[3] = sums[3] + (-diff if diff < 0.0 else 0.0)
+            sums[4] = sums[4] + (1.0 if diff > 0.0 else 0.0)
+            sums[5] = sums[5] + (1.0 if actual <= hi90 else 0.0)
+            sums[6] = sums[6] + (1.0 if actual <= hi99 else 0.0)
         else:
-            old = _terms(self.data[self.pos])
+            o = _terms(self.data[self.pos])
             self.data[self.pos] = row
-            self.sums = [s + n - o for s, n, o in zip(self.sums, new, old, strict=True)]
+            sums[0] = sums[0] + actual - o[0]
+            sums[1] = sums[1] + abs(diff) - o[1]
+            sums[2] = sums[2] + (diff if diff > 0.0 else 0.0) - o[2]
+            sums[3] = sums[3] + (-diff if diff < 0.0 else 0.0) - o[3]
+            sums[4] = sums[4] + (1.0 if diff > 0.0 else 0.0) - o[4]
+            sums[5] = sums[5] + (1.0 if actual <= hi90 else 0.0) - o[5]
+            sums[6] = sums[6] + (1.0 if actual <= hi99 else 0.0) - o[6]
         self.pos = (self.pos + 1) % self.capacity
         self.total += 1
         if self.pos == 0:
@@ -249,10 +264,11 @@ class ErrorTracker:
     def asymmetric_error(self, k: int) -> float | None:
         """The horizon's asymmetric error over the window (None below `MIN_ERRORS`)."""
         ring = self._rings.get(k)
-        if ring is None or ring.size < MIN_ERRORS:
+        if ring is None or len(ring.data) < MIN_ERRORS:  # ring.size, without the property
             return None
-        actual, _, under, over = ring.sums[:4]
-        cost = self._w_under * under + self._w_over * over
+        sums = ring.sums
+        actual = sums[0]
+        cost = self._w_under * sums[2] + self._w_over * sums[3]
         if actual <= 0.0:
             return 0.0 if cost <= 0.0 else None
         return float(cost / actual)
