@@ -83,16 +83,6 @@ ABLATIONS = {
     "surge-drain-half-arrivals": {"surge_drain_share": 0.5, "surge_hold": "arrivals"},
     "surge-drain-quarter-arrivals": {"surge_drain_share": 0.25, "surge_hold": "arrivals"},
     "surge-drain-eighth-arrivals": {"surge_drain_share": 0.125, "surge_hold": "arrivals"},
-    "surge-drain-quarter-persist": {
-        "surge_drain_share": 0.25,
-        "surge_hold": "arrivals",
-        "surge_persist": True,
-    },
-    "surge-drain-eighth-persist": {
-        "surge_drain_share": 0.125,
-        "surge_hold": "arrivals",
-        "surge_persist": True,
-    },
     "warm-history": {"calibration_warmup": "history"},
     "reactive-reference": {
         "calibration_reference": "hpa",

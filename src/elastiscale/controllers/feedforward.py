@@ -461,16 +461,6 @@ class ElastiscalePolicy:
         )
         starting_rps = max(0, counts.desired - counts.ready) * capacity_rps
         surge_drain_s = state.drain_s * self.params.surge_drain_share
-        if (
-            state.surge_rps is None
-            and self.params.surge_persist
-            and queue > served_rps * state.slack_s
-        ):
-            change_rps = state.queue_trend.change_rps
-            left = max(0.0, queue + (change_rps - starting_rps / 2.0) * state.startup_s)
-            ordinary = demand_rps + queue / state.drain_s
-            state.surge_rps = demand_rps  # a surge's tail: arrivals as read, the drain faster
-            return max(ordinary, demand_rps + left / surge_drain_s)
         return floor_rps(
             state.surge_rps,
             demand_rps,

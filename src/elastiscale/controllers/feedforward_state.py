@@ -81,12 +81,6 @@ class ElastiscaleParams(ForecastParams):
         description="a surge's backlog is drained over this share of the component's drain "
         "time (startup + queueing slack); the ordinary queue term keeps the whole",
     )
-    surge_persist: bool = Field(
-        False,
-        description="after a surge's queue stops growing, keep draining what would be left "
-        "of it when new replicas are ready over the surge's drain time while the queue is "
-        "not served within the component's latency slack",
-    )
     surge_hold: Literal["all", "arrivals", "none"] = Field(
         "all",
         description="what the scale-down window remembers of the surge floor: all of it, the "

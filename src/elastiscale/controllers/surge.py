@@ -52,7 +52,6 @@ class QueueTrend:
     at_s: float | None = None
     queue: float = 0.0
     growth_rps: float = 0.0
-    change_rps: float = 0.0  # the same, signed: negative while the queue shrinks
     span_s: float = 0.0  # between the two readings the growth was measured over
 
     def observe(self, at_s: float, queue: float) -> float:
@@ -61,10 +60,9 @@ class QueueTrend:
         seen keeps the growth measured last."""
         if self.at_s is not None and at_s > self.at_s:
             self.span_s = at_s - self.at_s
-            self.change_rps = (queue - self.queue) / self.span_s
-            self.growth_rps = max(0.0, self.change_rps)
+            self.growth_rps = max(0.0, (queue - self.queue) / self.span_s)
         elif self.at_s is None:
-            self.growth_rps = self.change_rps = 0.0
+            self.growth_rps = 0.0
         else:
             return self.growth_rps
         self.at_s, self.queue = at_s, queue
