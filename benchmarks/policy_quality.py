@@ -74,14 +74,15 @@ ABLATIONS = {
     "replay-day": {"calibration_window_s": 86400.0},
     "no-novelty": {"calibration_novelty_factor": None},
     "no-surge": {"surge_floor": False},
-    "surge-release": {"surge_hold": "none"},
-    "surge-arrivals": {"surge_hold": "arrivals"},
-    "surge-drain-half": {"surge_drain_share": 0.5},
-    "surge-drain-quarter": {"surge_drain_share": 0.25},
+    # how a surge's backlog is drained and what the scale-down window keeps of it
+    "surge-old": {"surge_drain_share": 1.0, "surge_hold": "all"},  # the default until the drain share
+    "surge-release": {"surge_drain_share": 1.0, "surge_hold": "none"},
+    "surge-arrivals": {"surge_drain_share": 1.0, "surge_hold": "arrivals"},
+    "surge-drain-half": {"surge_drain_share": 0.5, "surge_hold": "all"},
+    "surge-drain-quarter": {"surge_drain_share": 0.25, "surge_hold": "all"},
     "surge-drain-half-release": {"surge_drain_share": 0.5, "surge_hold": "none"},
     "surge-drain-quarter-release": {"surge_drain_share": 0.25, "surge_hold": "none"},
     "surge-drain-half-arrivals": {"surge_drain_share": 0.5, "surge_hold": "arrivals"},
-    "surge-drain-quarter-arrivals": {"surge_drain_share": 0.25, "surge_hold": "arrivals"},
     "surge-drain-eighth-arrivals": {"surge_drain_share": 0.125, "surge_hold": "arrivals"},
     "warm-history": {"calibration_warmup": "history"},
     "reactive-reference": {

@@ -237,7 +237,7 @@ def test_the_window_holds_less_of_a_surge_the_less_it_remembers() -> None:
 
 
 def test_a_shorter_surge_drain_orders_more_and_only_in_a_surge() -> None:
-    whole, quarter = pulse(), pulse(surge_drain_share=0.25)
+    whole, quarter = pulse(surge_drain_share=1.0), pulse(surge_drain_share=0.25)
     assert [p.replicas for t, p in whole.seen if t < 1800] == [
         p.replicas for t, p in quarter.seen if t < 1800
     ]

@@ -75,14 +75,14 @@ class ElastiscaleParams(ForecastParams):
         "shows plus the backlog expected when new replicas are ready (surge.py)",
     )
     surge_drain_share: float = Field(
-        1.0,
+        0.25,
         gt=0.0,
         le=1.0,
         description="a surge's backlog is drained over this share of the component's drain "
         "time (startup + queueing slack); the ordinary queue term keeps the whole",
     )
     surge_hold: Literal["all", "arrivals", "none"] = Field(
-        "all",
+        "arrivals",
         description="what the scale-down window remembers of the surge floor: all of it, the "
         "arrivals it showed (not the backlog's drain), or nothing (the ordinary floor)",
     )
