@@ -33,6 +33,9 @@ def test_the_docstrings_worked_numbers() -> None:
         demand_rps=12.0, queue=460.0, growth_rps=14.0, served_rps=6.0, starting_rps=9.0, **BASE
     )
     assert got == pytest.approx(20.0 + 2170.0 / 194.0)
+    quarter = floor_rps(20.0, 12.0, 460.0, 14.0, 9.0, 180.0, 194.0, 194.0 / 4)
+    assert quarter == pytest.approx(20.0 + 2170.0 / 48.5)
+    assert round(quarter, 1) == 64.7
 
 
 @pytest.mark.parametrize(

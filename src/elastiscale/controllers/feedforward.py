@@ -25,6 +25,8 @@ lead time. One tick, for every component c (in topological order):
    from its growth instead of the windowed demand, and the own floor adds the backlog due by
    the time new replicas are ready (`surge_floor`, surge.py): a flash surge is ordered at the
    first tick it shows, and the stages below hear of it from the first stage it queues at.
+   The scale-down window keeps the arrivals a surge showed, not the capacity bought to drain
+   its backlog (`surge_hold`), so that capacity goes once the queue stops growing.
 4. Sizing: a queueing model against c's share of the end-to-end SLO (queueing.py; shares as
    the oracle computes them, `pipeline_model.latency_budgets`), and against its own TTFT and
    ITL objectives where it has them, the record naming the one that binds (slo_sizing.py).
