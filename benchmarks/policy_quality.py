@@ -75,7 +75,7 @@ ABLATIONS = {
     "no-novelty": {"calibration_novelty_factor": None},
     "no-surge": {"surge_floor": False},
     # how a surge's backlog is drained and what the scale-down window keeps of it
-    "surge-old": {"surge_drain_share": 1.0, "surge_hold": "all"},  # the default until the drain share
+    "surge-old": {"surge_drain_share": 1.0, "surge_hold": "all"},  # the previous default
     "surge-release": {"surge_drain_share": 1.0, "surge_hold": "none"},
     "surge-arrivals": {"surge_drain_share": 1.0, "surge_hold": "arrivals"},
     "surge-drain-half": {"surge_drain_share": 0.5, "surge_hold": "all"},
