@@ -16,10 +16,7 @@ forecaster, from the start: backtest/side_by_side.py). So sharing never changes 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from elastiscale.controllers.demand import DemandForecast
+from typing import Any
 
 #: A recorded call: ("observe", at_s, rate) or ("outlook", bins).
 Call = tuple[object, ...]
@@ -59,7 +56,9 @@ class ForecastShare:
     """The leader's calls on one shared forecast in the current round, and how far the
     follower whose turn it is has matched them."""
 
-    def __init__(self, turns: Turns, leader: DemandForecast) -> None:
+    def __init__(self, turns: Turns, leader: Any) -> None:
+        # `leader` is the leader's demand.DemandForecast, untyped here: demand.py imports
+        # this module, and the layer rules allow no import circle, not even for types.
         self.turns = turns
         #: The leader's forecast; a follower holds either this very object or a forecast of
         #: its own on `leader.forecaster`.
