@@ -70,6 +70,9 @@ from elastiscale.forecasting.refits import RefitMode, RefitScheduler
 Array = npt.NDArray[np.float64]
 #: What an outlook reads off the forecaster: its forecast, and its errors per bin ahead.
 Reads = tuple[ForecastResult, list[float | None] | None]
+#: `DemandForecast._model_memo`: forecaster, version, bins, forecast, errors, model quantile,
+#: model error, persistence errors, trust.
+_ModelMemo = tuple[Forecaster, int, int, Forecast, list[float | None], Array, Array, Array, Array]
 
 _Z90 = NormalDist().inv_cdf(0.90)
 _Z99 = NormalDist().inv_cdf(0.99)
@@ -244,6 +247,12 @@ class DemandForecast:
         #: The forecaster's answers the last outlook used (its forecast; its errors, or None
         #: without a model forecast), for the followers of a side-by-side replay.
         self._reads: Reads | None = None
+        #: The model's part of the last outlook made from the forecaster's own answers, with
+        #: what it was made of: (forecaster, its `version`, bins, forecast, errors, model
+        #: quantile, model error per bin, the persistence errors and trust it was gated with).
+        #: The forecaster answers the same until its version changes (the next closed bin,
+        #: every other tick of a 15 s interval on 30 s bins), so the outlooks between reuse it.
+        self._model_memo: _ModelMemo | None = None
 
     @classmethod
     def from_params(
@@ -365,9 +374,17 @@ class DemandForecast:
         at_s, latest = self._latest
         bins = max(1, min(bins_ahead, MAX_BINS_AHEAD))
         result: ForecastResult
-        if reads is None:
+        memo = self._model_memo if reads is None else None
+        forecaster = self.forecaster
+        if memo is not None and not (
+            memo[0] is forecaster and memo[1] == forecaster.version and memo[2] == bins
+        ):
+            memo = None
+        if memo is not None:
+            result = memo[3]
+        elif reads is None:
             ks = np.arange(1, bins + 1, dtype=float)
-            result = self.forecaster.predict(ks * self.step_s)
+            result = forecaster.predict(ks * self.step_s)
         else:
             result = reads[0]
         self._reads = (result, None)
@@ -394,12 +411,25 @@ class DemandForecast:
                 np.zeros(bins), nan, persistence_error, result.model,
             )  # fmt: skip
         origin_s = result.origin_s
-        model = quantile_between(result.mean, result.p90, result.p99, self.quantile)
-        errors = self.forecaster.asymmetric_errors(bins) if reads is None else reads[1]
-        assert errors is not None  # a follower's reads of a model forecast have them
+        if memo is not None:
+            # The same forecaster state as the outlook the memo is of: the same answers.
+            _, _, _, _, errors, model, model_error, gated_by, trust = memo
+            if gated_by is not self._persistence_err:
+                trust = self._trust(model_error, persistence_error)
+                self._model_memo = (*memo[:7], self._persistence_err, trust)
+        else:
+            model = quantile_between(result.mean, result.p90, result.p99, self.quantile)
+            got = forecaster.asymmetric_errors(bins) if reads is None else reads[1]
+            assert got is not None  # a follower's reads of a model forecast have them
+            errors = got
+            model_error = np.array([math.nan if e is None else float(e) for e in errors])
+            trust = self._trust(model_error, persistence_error)
+            if reads is None:
+                self._model_memo = (
+                    forecaster, forecaster.version, bins, result, errors, model, model_error,
+                    self._persistence_err, trust,
+                )  # fmt: skip
         self._reads = (result, errors)
-        model_error = np.array([math.nan if e is None else float(e) for e in errors])
-        trust = self._trust(model_error, persistence_error)
         demand = trust * model + (1.0 - trust) * persistence
         return DemandOutlook(
             origin_s, self.step_s, at_s, latest, demand, model, persistence, trust,

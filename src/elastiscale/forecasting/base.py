@@ -105,6 +105,9 @@ class Forecaster:
         served = set(params.horizons_s) | lead_times_s(config)
         ks = sorted({horizon_bins(h, self.step_s) for h in served})
         self._initial_ks = ks[:MAX_TRACKED_HORIZONS]
+        #: Counts the changes of what `predict` and the error tracker answer (a closed bin, a
+        #: fit, a newly tracked horizon, an adopted refit): the same count, the same answers.
+        self.version = 0
         self._reset()
 
     # -- to implement ---------------------------------------------------------------------
@@ -127,6 +130,7 @@ class Forecaster:
     # -- state ------------------------------------------------------------------------------
 
     def _reset(self) -> None:
+        self.version += 1
         self._acc = BinAccumulator(self.step_s, max_gap_bins=self._capacity)
         self._buffer: deque[float] = deque(maxlen=self._capacity)
         self._last_bin: int | None = None
@@ -246,6 +250,7 @@ class Forecaster:
                 _, y = self.history()
                 for value in y[-behind:] if behind <= y.size else y:
                     twin._consume(float(value))
+        self.version += 1
         self._model = twin._model
         self._model_label = twin._model_label
         self._fallback_reason = twin._fallback_reason
@@ -259,6 +264,7 @@ class Forecaster:
         """Fit on the history: the model on all but the last `calibration_s` (at most a third of
         the history), then that part replayed bin by bin, so the error tracker starts with
         honest out-of-sample errors (half a day of 1-minute bins: 720 per horizon)."""
+        self.version += 1
         self._tracker.clear()
         self._model = None
         self._model_label = None
@@ -334,6 +340,7 @@ class Forecaster:
             self._acc = acc
         if not closed:
             return
+        self.version += 1
         assert self._acc.last_closed is not None
         first = self._acc.last_closed - len(closed) + 1
         for i, value in enumerate(closed):
@@ -349,6 +356,7 @@ class Forecaster:
 
     def _consume(self, value: float) -> None:
         """One more closed bin (used when catching up after a refit)."""
+        self.version += 1
         self._buffer.append(value)
         self._last_bin = 0 if self._last_bin is None else self._last_bin + 1
         if self._model is not None:
@@ -356,6 +364,7 @@ class Forecaster:
 
     def _step_model(self, index: int, value: float) -> None:
         assert self._model is not None
+        self.version += 1
         self._tracker.resolve(index, value)
         self._model.append(value)
         self._issue(index)
@@ -370,6 +379,7 @@ class Forecaster:
     def _track(self, k: int) -> None:
         if self._tracker.tracks(k) or len(self._tracker.horizons) >= MAX_TRACKED_HORIZONS:
             return
+        self.version += 1
         self._tracker.track(k)
         self._ks = np.asarray(self._tracker.horizons, dtype=np.int64)
         _, y = self.history()
