@@ -18,7 +18,10 @@ from hypothesis import strategies as st
 from elastiscale.controllers.bursts import (
     level_reserves,
     min_windows,
+    near_level,
+    near_levels,
     shortfall_reserve,
+    sorted_shortfall_reserve,
     window_peaks,
 )
 from elastiscale.controllers.demand import DemandForecast
@@ -35,6 +38,34 @@ def test_shortfall_reserve_worked_numbers() -> None:
     # Budget to spare at every level: no reserve.
     assert shortfall_reserve(rise, weight, 100.0) == 0.0
     assert shortfall_reserve(np.zeros(0), np.zeros(0), 1.0) == 0.0
+
+
+def test_near_levels_and_one_sort_give_what_each_level_alone_gives() -> None:
+    """`near_levels` is `near_level` of each level, and a masked subset of the pairs sorted
+    once gives `shortfall_reserve`'s doubles on the subset (ties and zeros of both signs)."""
+    rng = np.random.default_rng(7)
+    before = np.round(rng.lognormal(0.0, 1.0, 500), 1)
+    before[:20] = 0.0
+    levels = before.mean() * 2.0 ** np.arange(-6, 5)
+    for min_pairs in (1, 30, 200, 600):
+        got = near_levels(before, levels, min_pairs)
+        for level, near in zip(levels, got, strict=True):
+            alone = near_level(before, level, min_pairs)
+            assert (near is None) == (alone is None)
+            if near is not None and alone is not None:
+                assert np.array_equal(near, alone)
+    rise = np.round(rng.normal(0.0, 1.0, 500), 1)
+    rise[::7] = -0.0
+    weight = np.round(rng.uniform(0.1, 3.0, 500), 2)
+    order = np.argsort(-rise, kind="stable")
+    for near in near_levels(before, levels, 30):
+        if near is None:
+            continue
+        kept = near[order]
+        for budget in (0.0, 1.0, 10.0, 1e6):
+            one = sorted_shortfall_reserve(rise[order][kept], weight[order][kept], budget)
+            alone = shortfall_reserve(rise[near], weight[near], budget)
+            assert math.copysign(1.0, one) == math.copysign(1.0, alone) and one == alone
 
 
 def test_module_docstring_example_against_a_p90() -> None:

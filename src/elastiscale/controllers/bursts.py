@@ -149,8 +149,16 @@ def shortfall_reserve(rise: Array, weight: Array, budget: float) -> float:
     if rise.size == 0:
         return 0.0
     order = np.argsort(-rise, kind="stable")
-    x = rise[order]
-    w = weight[order]
+    return sorted_shortfall_reserve(rise[order], weight[order], budget)
+
+
+def sorted_shortfall_reserve(x: Array, w: Array, budget: float) -> float:
+    """`shortfall_reserve` of rises `x` already in its order (descending, ties in the order
+    of the pairs: a stable sort of -rise), with their weights `w`. A subset, taken by a mask,
+    of pairs in that order is in that order too, so the levels of `level_reserves` share one
+    sort."""
+    if x.size == 0:
+        return 0.0
     s = np.cumsum(w * x)
     wsum = np.cumsum(w)
     # Shortfall with r at each sorted rise: the rises above it each miss by (x_i - x_j).
@@ -190,7 +198,10 @@ def level_reserves(
     rise = (peak_after - before) / scale
     demand = np.maximum(peak_after, 0.0)
 
+    sorted_pairs: tuple[npt.NDArray[np.intp], Array, Array] | None = None  # order, x, w
+
     def reserve(chosen: npt.NDArray[np.bool_]) -> float:
+        nonlocal sorted_pairs
         budget = allowance * float(demand[chosen].sum())
         if bucket is not None and buckets is not None:
             got = allocated_reserve(
@@ -198,12 +209,17 @@ def level_reserves(
             )
             if got is not None:
                 return got
-        return shortfall_reserve(rise[chosen], scale[chosen], budget)
+        # `shortfall_reserve(rise[chosen], scale[chosen], budget)`, on one sort of all pairs.
+        if sorted_pairs is None:
+            by_rise = np.argsort(-rise, kind="stable")
+            sorted_pairs = (by_rise, rise[by_rise], scale[by_rise])
+        by_rise, x, w = sorted_pairs
+        kept = chosen[by_rise]
+        return sorted_shortfall_reserve(x[kept], w[kept], budget)
 
     out = np.zeros(levels.size)
     everywhere: float | None = None  # the levels with too few pairs near them share it
-    for g, level in enumerate(levels):
-        near = near_level(before, level, min_pairs)
+    for g, near in enumerate(near_levels(before, levels, min_pairs)):
         if near is not None:
             out[g] = reserve(near)
             continue
@@ -221,6 +237,25 @@ def near_level(before: Array, level: float, min_pairs: int) -> npt.NDArray[np.bo
         if np.count_nonzero(near) >= min_pairs:
             return near
     return None
+
+
+def near_levels(before: Array, levels: Array, min_pairs: int) -> list[npt.NDArray[np.bool_] | None]:
+    """`near_level(before, level, min_pairs)` of every level of `levels`, in order: the same
+    comparisons, made for all the levels in one (levels x pairs) array per factor instead of
+    a few numpy calls per level (a refresh of the quantiles and reserves asks for 11 levels
+    at each of 16 horizons)."""
+    out: list[npt.NDArray[np.bool_] | None] = [None] * levels.size
+    todo = np.arange(levels.size)
+    for factor in (2.0, 4.0):
+        if todo.size == 0:
+            break
+        wanted = levels[todo]
+        near = (before >= (wanted / factor)[:, None]) & (before <= (wanted * factor)[:, None])
+        enough = np.count_nonzero(near, axis=1) >= min_pairs
+        for j in np.flatnonzero(enough).tolist():
+            out[int(todo[j])] = near[j]
+        todo = todo[~enough]
+    return out
 
 
 def window_peaks(y: Array, bins: int) -> list[Array]:

@@ -54,7 +54,7 @@ from elastiscale.controllers.bursts import (
     Buckets,
     level_reserves,
     min_windows,
-    near_level,
+    near_levels,
     time_of_day_buckets,
     window_peaks,
 )
@@ -492,9 +492,9 @@ class DemandForecast:
             order = np.argsort(scaled, kind="stable")
             scaled_sorted, before_sorted = scaled[order], before[order]
             whole = (sorted_quantile(scaled_sorted, 0.9), sorted_quantile(scaled_sorted, 0.99))
-            for g, level in enumerate(self._levels):
+            nears = near_levels(before_sorted, self._levels, MIN_CALIBRATION)
+            for g, near in enumerate(nears):
                 q90, q99 = whole
-                near = near_level(before_sorted, level, MIN_CALIBRATION)
                 if near is not None:
                     chosen = scaled_sorted[near]
                     q90, q99 = sorted_quantile(chosen, 0.9), sorted_quantile(chosen, 0.99)
