@@ -90,7 +90,7 @@ class Intervals:
         cached = self._cache.get(k)
         if cached is not None and done < cached[2]:
             return cached[0], cached[1]
-        rows = tracker.window(k)
+        rows = tracker.window_view(k)  # read here only, before the tracker changes
         if rows.shape[0] >= MIN_CALIBRATION:
             scaled = np.sort((rows[:, 0] - rows[:, 1]) / self._scale(rows[:, 1]))
             q90, q99 = sorted_quantile(scaled, 0.9), sorted_quantile(scaled, 0.99)

@@ -143,6 +143,9 @@ class MemberSet:
         self._combined: list[int] = []  # indexes of the members in the combination
         self._combo_tracker: ErrorTracker | None = None
         self._errors: dict[tuple[int, bool], Array] = {}
+        #: tracked horizon -> the members' errors there (NaN: unknown), until the next bin
+        #: or fit: the choice of candidate and the combination's weights both read them.
+        self._member_errors: dict[int, list[float]] = {}
         self._weights_cache: dict[int, Array] = {}
         self._weight_tables: dict[bytes, Array] = {}  # horizons -> `_weight_table`
         #: (generation, horizons, member rows, combined row) of the last `_issue`.
@@ -172,6 +175,7 @@ class MemberSet:
         """Fit every member; raise when none can be fitted."""
         self.labels, self.models, self.trackers, self.notes = [], [], [], {}
         self._errors.clear()
+        self._member_errors.clear()
         self.generation += 1
         self._weights_cache.clear()
         self._weight_tables.clear()
@@ -228,6 +232,7 @@ class MemberSet:
     def append(self, value: float) -> None:
         self.latest += 1
         self._errors.clear()
+        self._member_errors.clear()
         self.generation += 1
         self._weights_cache.clear()
         self._weight_tables.clear()
@@ -325,11 +330,15 @@ class MemberSet:
         return errors
 
     def error_list(self, k: int, with_combined: bool = False) -> list[float]:
-        """`errors(k, with_combined)` as a list of floats, uncached (for a caller that keeps
-        what it makes of them)."""
+        """`errors(k, with_combined)` as a new list of floats (for a caller that keeps what
+        it makes of them); the members' part is read off their trackers once per bin."""
         tracked = self.nearest_tracked(k)
-        trackers = self.trackers
+        members = self._member_errors.get(tracked)
+        if members is None:
+            got = [tracker.asymmetric_error(tracked) for tracker in self.trackers]
+            members = [math.nan if e is None else e for e in got]
+            self._member_errors[tracked] = members
         if with_combined and self._combo_tracker is not None:
-            trackers = [*trackers, self._combo_tracker]
-        out = [tracker.asymmetric_error(tracked) for tracker in trackers]
-        return [math.nan if e is None else e for e in out]
+            combo = self._combo_tracker.asymmetric_error(tracked)
+            return [*members, math.nan if combo is None else combo]
+        return list(members)

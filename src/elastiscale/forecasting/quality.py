@@ -173,8 +173,9 @@ class _Ring:
         if self.pos == 0:
             self.sums = [sum(column) for column in zip(*map(_terms, self.data), strict=True)]
 
-    def rows(self) -> Array:
-        """The rows as an (n, 4) array, in ring order (a copy)."""
+    def rows(self, copy: bool = True) -> Array:
+        """The rows as an (n, 4) array, in ring order (a copy unless `copy` is False: then
+        the array kept, valid until the next push)."""
         n = len(self.data)
         kept = self._array
         if kept is None:
@@ -186,7 +187,16 @@ class _Ring:
             where = list(dict.fromkeys(self._written))
             kept[where] = [self.data[i] for i in where]
         self._array, self._written = kept, []
-        return kept.copy()
+        return kept.copy() if copy else kept
+
+
+def _floats(values: Sequence[float] | Array) -> list[float]:
+    """`[float(v) for v in values]`: a numpy array's values as Python floats (`tolist` of its
+    float64 cast: the same doubles) in one call."""
+    if isinstance(values, np.ndarray):
+        got: list[float] = values.astype(np.float64, copy=False).tolist()
+        return got
+    return [float(v) for v in values]
 
 
 class ErrorTracker:
@@ -232,13 +242,20 @@ class ErrorTracker:
         p99: Sequence[float] | Array | None = None,
     ) -> None:
         """Record the forecasts made with data up to bin `origin` for bins `origin + k`."""
+        # The values as Python floats in one call each: `float(mean[j])` of every j, the same
+        # doubles, without numpy's cost per element.
+        means = _floats(mean)
+        his90 = None if p90 is None else _floats(p90)
+        his99 = None if p99 is None else _floats(p99)
+        nan = math.nan
+        pendings = self._pending
         for j, k in enumerate(ks):
-            pending = self._pending.get(k)
+            pending = pendings.get(k)
             if pending is None:
                 continue
-            hi90 = math.nan if p90 is None else float(p90[j])
-            hi99 = math.nan if p99 is None else float(p99[j])
-            pending.append((origin + k, float(mean[j]), hi90, hi99))
+            hi90 = nan if his90 is None else his90[j]
+            hi99 = nan if his99 is None else his99[j]
+            pending.append((origin + k, means[j], hi90, hi99))
 
     def resolve(self, index: int, actual: float) -> None:
         """Bin `index` closed with `actual` (NaN: missing, the forecasts for it are dropped)."""
@@ -260,6 +277,12 @@ class ErrorTracker:
         """Rows (actual, mean, p90, p99) of the resolved forecasts in the window, unordered."""
         ring = self._rings.get(k)
         return np.empty((0, 4)) if ring is None else ring.rows()
+
+    def window_view(self, k: int) -> Array:
+        """`window(k)` without the copy, for a caller that only reads it before the next push
+        (the bands' refresh): the ring's own array."""
+        ring = self._rings.get(k)
+        return np.empty((0, 4)) if ring is None else ring.rows(copy=False)
 
     def asymmetric_error(self, k: int) -> float | None:
         """The horizon's asymmetric error over the window (None below `MIN_ERRORS`)."""
