@@ -129,6 +129,16 @@ class ElastiscalePolicy:
         self.calibrator: Calibrator | None = None
         if p.self_calibration and p.feedforward:
             self.calibrator = Calibrator(config, p, self.refits)
+        #: The calibrated settings `_size` reads, looked up once per tick (`propose`).
+        self._reserve_cap: Any = self.setting("burst_reserve_cap")
+        self._lookback: Any = self.setting("scale_down_lookback")
+        #: Per component: (lead time, its rounding for the details), formatted once.
+        self._lead_detail: dict[str, tuple[float, float]] = {}
+        #: Per component: (its incoming edges, each with its detail key), formatted once.
+        self._upstream_keys: dict[str, tuple[object, list[tuple[Any, str]]]] = {}
+        self._edge_keys: dict[str, tuple[object, list[tuple[Any, str]]]] = {}
+        #: Per ingress: the prefix of its forecast's detail names.
+        self._forecast_prefix: dict[str, str] = {}
 
     def setting(self, key: str) -> Any:
         """A calibrated parameter's value in force (`burst_reserve`, `scale_down_lookback`)."""
@@ -247,6 +257,8 @@ class ElastiscalePolicy:
         demand_rps: dict[str, float] = {}
         sizers: dict[str, Sizer] = {}
         notes: dict[str, dict[str, Detail]] = {}
+        self._reserve_cap = self.setting("burst_reserve_cap")
+        self._lookback = self.setting("scale_down_lookback")
         for name in pipeline.order:
             state = self._component(ctx, name)
             got = self._size(ctx, state, fresh, rates, fanouts, gains, outlooks)
@@ -334,7 +346,10 @@ class ElastiscalePolicy:
         now_s = ctx.now_s
         obs = fresh[name]
         state.surge_rps = None
-        details: dict[str, Detail] = {"lead_time_s": round(state.lead_s, 3)}
+        lead = self._lead_detail.get(name)
+        if lead is None or lead[0] != state.lead_s:
+            lead = self._lead_detail[name] = (state.lead_s, round(state.lead_s, 3))
+        details: dict[str, Detail] = {"lead_time_s": lead[1]}
         sizer = self._sizer(ctx, state, obs, fresh, gains, details)
         if sizer is None:
             return None
@@ -371,7 +386,11 @@ class ElastiscalePolicy:
         incoming = ctx.pipeline.incoming(name)
         if incoming:
             up_rps = plain_up_rps = 0.0
-            for edge in incoming:
+            keyed = self._upstream_keys.get(name)
+            if keyed is None or keyed[0] is not incoming:
+                keyed = (incoming, [(e, f"upstream_{e.source}_rps") for e in incoming])
+                self._upstream_keys[name] = keyed
+            for edge, sent_key in keyed[1]:
                 up_obs = fresh[edge.source]
                 if up_obs is None or up_obs.demand_rps is None:
                     up_rps = plain_up_rps = None
@@ -387,26 +406,32 @@ class ElastiscalePolicy:
                 sent = (base_rps + backlog) * fanout
                 kept = base_rps if self.params.surge_hold == "arrivals" else up_obs.demand_rps
                 plain_up_rps += (kept + backlog) * fanout
-                details[f"upstream_{edge.source}_rps"] = round(sent, 6)
+                details[sent_key] = round(sent, 6)
                 up_rps += sent
         if carried_rps is not None:
             details["surge_carried_rps"] = round(carried_rps, 6)
             if state.surge_rps is None or carried_rps > state.surge_rps:
                 state.surge_rps = carried_rps
-        candidates = {"feedforward": ff_rps, "reactive": own_rps, "upstream": up_rps}
-        valid = {k: v for k, v in candidates.items() if v is not None}
+        valid: dict[str, float] = {}  # the candidate drivers with a rate, in this order
+        if ff_rps is not None:
+            valid["feedforward"] = ff_rps
+        if own_rps is not None:
+            valid["reactive"] = own_rps
+        if up_rps is not None:
+            valid["upstream"] = up_rps
         if not valid:
             return None
         proposals: dict[str, int] = {}
+        minimum = comp.replicas.min
         for label, rate in valid.items():
-            proposals[label] = self._replicas(state, sizer, rate, comp.replicas.min)
+            count = proposals[label] = self._replicas(state, sizer, rate, minimum)
             rate_key, replicas_key = _DRIVER_KEYS[label]
             details[rate_key] = round(rate, 6)
-            details[replicas_key] = proposals[label]
+            details[replicas_key] = count
         if ff_base_rps is not None:  # the feed-forward need without the burst reserve
             base = self._replicas(state, sizer, ff_base_rps, 0)
             details["feedforward_base_replicas"] = base
-            if self.setting("burst_reserve_cap") == "reactive" and per_request:
+            if self._reserve_cap == "reactive" and per_request:
                 u = ctx.config.pipeline.utilization_target(name)
                 capacity_rps = comp.capacity_per_replica / per_request
                 apply_guard(proposals, base, ff_base_rps, capacity_rps, u, details)
@@ -481,8 +506,9 @@ class ElastiscalePolicy:
         proposals: Mapping[str, int],
         ff_base_rps: float | None,
     ) -> int:
-        """What the scale-down window remembers of this tick (see `scale_down_lookback`)."""
-        mode = self.setting("scale_down_lookback")
+        """What the scale-down window remembers of this tick (see `scale_down_lookback`, as
+        `propose` read it for this tick)."""
+        mode = self._lookback
         if mode == "need":
             return max(proposals.values())
         seen = [proposals[k] for k in ("reactive", "upstream") if k in proposals]
@@ -578,7 +604,10 @@ class ElastiscalePolicy:
                 return None
             peak, index = outlook.peak(ctx.now_s, end_s)
             forecast = self._forecasts[(ingress, signal or "demand_rps")]
-            details.update(forecast.details(outlook, index, f"forecast_{ingress}"))
+            prefix = self._forecast_prefix.get(ingress)
+            if prefix is None:
+                prefix = self._forecast_prefix[ingress] = f"forecast_{ingress}"
+            details.update(forecast.details(outlook, index, prefix))
             reserve = forecast.reserve(outlook, index) or 0.0
             share = 1.0 - float(outlook.trust[index]) if index >= 0 else 0.0
             unreserved = max(peak - share * reserve, outlook.latest)
@@ -596,12 +625,17 @@ class ElastiscalePolicy:
             base += unreserved * gain[name]
             by_source[ingress] = ingress_rps
         # The demand through each incoming edge: upstream demand x measured fan-out.
-        for edge in ctx.pipeline.incoming(name):
+        incoming = ctx.pipeline.incoming(name)
+        keyed = self._edge_keys.get(name)
+        if keyed is None or keyed[0] is not incoming:
+            keyed = (incoming, [(e, f"edge_{e.source}_rps") for e in incoming])
+            self._edge_keys[name] = keyed
+        for edge, through_key in keyed[1]:
             through = sum(
                 rps * gains[i][edge.source] * fanouts[(edge.source, edge.target)]
                 for i, rps in by_source.items()
             )
-            details[f"edge_{edge.source}_rps"] = round(through, 6)
+            details[through_key] = round(through, 6)
         details.update(self.fanout.details(name))
         return total, base
 
