@@ -556,11 +556,17 @@ class DemandForecast:
         memo = self._row_memo
         if memo is not None and memo[0] is levels and memo[1] == level:
             return memo[2]
-        if levels.size == 0 or levels[0] <= 0:
+        lowest = float(levels[0]) if levels.size else 0.0
+        if lowest <= 0:
             return 0
-        # A subnormal grid level overflows the quotient to inf: the right order (farthest).
-        with np.errstate(over="ignore"):
+        if lowest >= 1e-290 and level <= 1e15:
+            # The quotient stays below 1e305: no overflow to silence (and no `errstate`, which
+            # costs more than the arithmetic here; the values are the same either way).
             ratio = np.abs(np.log(np.maximum(level, 1e-12) / levels))
+        else:
+            # A subnormal grid level overflows the quotient to inf: the right order (farthest).
+            with np.errstate(over="ignore"):
+                ratio = np.abs(np.log(np.maximum(level, 1e-12) / levels))
         row = int(np.argmin(ratio))
         self._row_memo = (levels, level, row)
         return row

@@ -109,10 +109,9 @@ class Intervals:
 
     def bands(self, ks: IntArray, mean: Array, tracker: ErrorTracker) -> tuple[Array, Array]:
         """(p90, p99) above the point forecasts `mean` at horizons `ks` (bins)."""
-        q90 = np.empty(ks.size)
-        q99 = np.empty(ks.size)
-        for j, k in enumerate(ks.tolist()):
-            q90[j], q99[j] = self.quantiles(int(k), tracker)
+        pairs = [self.quantiles(int(k), tracker) for k in ks.tolist()]
+        q90 = np.array([q[0] for q in pairs], dtype=float)
+        q99 = np.array([q[1] for q in pairs], dtype=float)
         scale = self._scale(mean)
         return mean + q90 * scale, mean + q99 * scale
 
