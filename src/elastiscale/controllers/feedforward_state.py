@@ -53,6 +53,12 @@ class ElastiscaleParams(ForecastParams):
         "HPA's default stabilization): its replicas cost no GPU-hours, and one released "
         "between bursts is back only after detection and start-up, queueing the chain below",
     )
+    gpu_scale_down_floor_s: float = Field(
+        0.0,
+        ge=0,
+        description="the shortest default scale-down window of a component with GPUs (0: "
+        "startup + interval alone)",
+    )
     fanout_half_life_s: float = Field(120.0, gt=0, description="memory of the fan-out estimate")
     fanout_prior_requests: float = Field(
         100.0, gt=0, description="the configured fan-out counts as this many upstream requests"
@@ -222,6 +228,8 @@ def build_component(
         delay_s = comp.startup_s + ctx.interval_s
         if comp.gpus_per_replica == 0:
             delay_s = max(delay_s, p.cpu_scale_down_floor_s)
+        else:
+            delay_s = max(delay_s, p.gpu_scale_down_floor_s)
     utilization = ctx.config.pipeline.utilization_target(name)
     sizer: Sizer | None = None
     tokens: TokenSizerCache | None = None
