@@ -298,17 +298,19 @@ def test_fast_components_follow_demand_down_and_slow_ones_wait_for_their_startup
 
 
 @pytest.mark.parametrize(
-    ("floor_s", "router_holds_s", "planner_holds_s"),
+    ("params", "router_holds_s", "planner_holds_s"),
     [
-        (None, 300.0, 165.0),  # the default: a component without GPUs holds at least 300 s
-        (0.0, 25.0, 165.0),  # no floor: start-up + interval, as every component
-        (600.0, 600.0, 165.0),  # GPU components keep their own window whatever the floor
+        ({}, 300.0, 165.0),  # the default: a component without GPUs holds at least 300 s
+        ({"cpu_scale_down_floor_s": 0.0}, 25.0, 165.0),  # start-up + interval, as every one
+        ({"cpu_scale_down_floor_s": 600.0}, 600.0, 165.0),  # GPU ones keep their own window
+        ({"gpu_scale_down_floor_s": 300.0}, 300.0, 300.0),  # a floor for GPU ones too
+        ({"gpu_scale_down_floor_s": 100.0}, 300.0, 165.0),  # a floor below the window: none
+        ({"scale_down_delay_s": 60.0}, 60.0, 60.0),  # an explicit window overrides both
     ],
 )
-def test_components_without_gpus_hold_at_least_the_cpu_floor(
-    floor_s: float | None, router_holds_s: float, planner_holds_s: float
+def test_scale_down_windows_and_their_floors(
+    params: dict[str, float], router_holds_s: float, planner_holds_s: float
 ) -> None:
-    params = {} if floor_s is None else {"cpu_scale_down_floor_s": floor_s}
     config = make_config(components={"router": {"capacity_per_replica": 5.0}})
     driver = Driver(config, **params)
     now_s = steady(driver, 20.0, 60)  # an hour: every earlier, higher need is out of its window

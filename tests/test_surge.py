@@ -253,8 +253,32 @@ def test_a_shorter_surge_drain_orders_more_and_only_in_a_surge() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("surge_drain_share", 0.0), ("surge_drain_share", 1.5), ("surge_hold", "some")],
+    [
+        ("surge_drain_share", 0.0),
+        ("surge_drain_share", 1.5),
+        ("surge_hold", "some"),
+        ("surge_hold_s", -1.0),
+    ],
 )
 def test_bad_surge_settings_are_refused(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         ElastiscaleParams.model_validate({field: value})
+
+
+def test_a_surge_is_held_for_surge_hold_s_after_its_queue_stops_growing() -> None:
+    plain, kept = pulse(), pulse(surge_hold_s=600.0)
+    assert [p.replicas for t, p in plain.seen if t < 1800] == [
+        p.replicas for t, p in kept.seen if t < 1800
+    ]
+    surged = [t for t, p in kept.seen if "surge_arrivals_rps" in p.details]
+    assert surged and min(surged) == 1815.0
+    last_s = max(surged)
+    # 15 requests/s at 2 a replica: the surge's arrivals need 8 or more, kept for 600 s after
+    # its last tick (the ordinary window, start-up + interval, holds 135 s after the pulse).
+    window = [(t, p.replicas or 0) for t, p in kept.seen if last_s <= t <= last_s + 600.0 - 15.0]
+    assert min(r for _, r in window) >= 8
+    after = [p.replicas or 0 for t, p in kept.seen if t >= last_s + 600.0 + 30.0]
+    assert after and max(after) < 8  # and then let go
+    plain_window = [p.replicas or 0 for t, p in plain.seen if last_s <= t <= last_s + 585.0]
+    assert min(plain_window) < 8
+    assert replica_ticks(kept, 1800.0) > replica_ticks(plain, 1800.0)

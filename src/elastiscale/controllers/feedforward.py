@@ -453,7 +453,11 @@ class ElastiscalePolicy:
             for label, plain in (("reactive", plain_own_rps), ("upstream", plain_up_rps)):
                 if label in remembered and plain is not None:
                     remembered[label] = self._replicas(state, sizer, plain, comp.replicas.min)
-        looked_back = state.down.push(now_s, self._hold(state, sizer, remembered, ff_base_rps))
+        hold = self._hold(state, sizer, remembered, ff_base_rps)
+        looked_back = state.down.push(now_s, hold)
+        if state.surge_down is not None:  # a surge's hold outlasts the window (surge_hold_s)
+            kept = state.surge_down.push(now_s, hold if state.surge_rps is not None else 0)
+            looked_back = max(looked_back, kept)
         held = max(need, looked_back)
         details.update(need=need, stabilized=held)
         reason = f"{driver}: {demand:.4g} req/s at {name} needs {need}"

@@ -53,6 +53,18 @@ class ElastiscaleParams(ForecastParams):
         "HPA's default stabilization): its replicas cost no GPU-hours, and one released "
         "between bursts is back only after detection and start-up, queueing the chain below",
     )
+    surge_hold_s: float = Field(
+        0.0,
+        ge=0,
+        description="after a surge (surge.py), its component keeps what the window holds of it "
+        "for at least this long (0: the ordinary window alone)",
+    )
+    gpu_scale_down_floor_s: float = Field(
+        0.0,
+        ge=0,
+        description="the shortest default scale-down window of a component with GPUs (0: "
+        "startup + interval alone)",
+    )
     fanout_half_life_s: float = Field(120.0, gt=0, description="memory of the fan-out estimate")
     fanout_prior_requests: float = Field(
         100.0, gt=0, description="the configured fan-out counts as this many upstream requests"
@@ -186,6 +198,8 @@ class ComponentState:
     queue_trend: QueueTrend = field(default_factory=QueueTrend)
     #: This tick's arrivals in a surge (surge.py), its own or carried from above; else None.
     surge_rps: float | None = None
+    #: What the window held at the ticks of a surge, kept `surge_hold_s` (None: not kept).
+    surge_down: WindowExtreme | None = None
 
 
 def build_component(
@@ -222,6 +236,8 @@ def build_component(
         delay_s = comp.startup_s + ctx.interval_s
         if comp.gpus_per_replica == 0:
             delay_s = max(delay_s, p.cpu_scale_down_floor_s)
+        else:
+            delay_s = max(delay_s, p.gpu_scale_down_floor_s)
     utilization = ctx.config.pipeline.utilization_target(name)
     sizer: Sizer | None = None
     tokens: TokenSizerCache | None = None
@@ -264,6 +280,7 @@ def build_component(
         sizer=sizer,
         token_sizers=tokens,
         down=WindowExtreme(delay_s, lowest=False),
+        surge_down=WindowExtreme(p.surge_hold_s, lowest=False) if p.surge_hold_s > 0 else None,
         by_variability=by_variability,
         startup_s=comp.startup_s,
         slack_s=slack_s,
@@ -318,6 +335,7 @@ def replan(
     if known is not None:
         known.down.window_s = made.down.window_s
         made.down = known.down
+        made.surge_down = known.surge_down
         made.seeded = known.seeded
         made.tokens_per_request = known.tokens_per_request
         made.token_factor = known.token_factor
