@@ -159,7 +159,6 @@ def bench_sagemaker(calls: int) -> None:
 def bench_ray(calls: int) -> None:
     import json
     import secrets
-    import socket
     import tempfile
     import urllib.request
     from pathlib import Path
@@ -172,12 +171,10 @@ def bench_ray(calls: int) -> None:
     os.environ["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent / "examples/backends")
     import ray
 
-    def free_port() -> int:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            return int(sock.getsockname()[1])
+    from elastiscale.testing.prometheus import free_port
+    from elastiscale.testing.ray_serve import RAY_DEFAULT_PORTS
 
-    port = free_port()
+    port = free_port(RAY_DEFAULT_PORTS)
     ray.init(num_cpus=2, include_dashboard=True, dashboard_port=port, log_to_driver=False)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -51,7 +51,8 @@ from elastiscale.adapters.ray.client import failure_for_status
 from elastiscale.adapters.ray.policy import ElastiscaleApplicationPolicy, observe_context
 from elastiscale.config import Config, validate_mapping
 from elastiscale.errors import ActuatorError, ConfigError
-from elastiscale.testing.ray_serve import FakeServeDashboard
+from elastiscale.testing.prometheus import free_port
+from elastiscale.testing.ray_serve import RAY_DEFAULT_PORTS, FakeServeDashboard
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "backends"
@@ -559,13 +560,6 @@ def test_policy_decisions_stay_within_bounds(
 # One Ray cluster for the session
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @dataclass
 class ServeCluster:
     """A local Ray cluster with Serve, its dashboard and the test applications."""
@@ -697,7 +691,7 @@ def _start_cluster(token_dir: Path) -> ServeCluster:
     _SAVED_ENV["RAY_AUTH_TOKEN"] = os.environ.pop("RAY_AUTH_TOKEN", None)
     import ray  # after the environment is set: Ray reads RAY_AUTH_MODE on import
 
-    dashboard_port = _free_port()
+    dashboard_port = free_port(RAY_DEFAULT_PORTS)
     ray.init(
         num_cpus=2,
         include_dashboard=True,
@@ -706,7 +700,9 @@ def _start_cluster(token_dir: Path) -> ServeCluster:
         log_to_driver=False,
         configure_logging=False,
     )
-    cluster = ServeCluster(f"http://127.0.0.1:{dashboard_port}", token_file, _free_port())
+    cluster = ServeCluster(
+        f"http://127.0.0.1:{dashboard_port}", token_file, free_port(RAY_DEFAULT_PORTS)
+    )
     cluster.wait_until("the dashboard", _answers(cluster), timeout_s=60)
     _restore_env()  # the cluster's processes have theirs; the rest of the session keeps its own
     return cluster

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from elastiscale.testing.prometheus import LocalPrometheus, free_port
+from elastiscale.testing.ray_serve import RAY_DEFAULT_PORTS
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,8 +42,8 @@ class ServeCluster:
         self.workdir = workdir
         self.token_file = workdir / "ray_auth_token"
         self.token_file.write_text(secrets.token_hex(16), encoding="utf-8")
-        self.dashboard_port = free_port()
-        self.http_port = free_port()
+        self.dashboard_port = free_port(RAY_DEFAULT_PORTS)
+        self.http_port = free_port(RAY_DEFAULT_PORTS)
         # The raylet's workers inherit this environment: they import the stand-in models from
         # this directory, and Serve reads its metric push intervals from it. Ray starts its
         # workers (every replica) at nice 15 (`worker_niceness`, so that a node's own daemons

@@ -64,6 +64,7 @@ from stats import avoidable_misses, comparisons, summarize  # noqa: E402
 
 import elastiscale  # noqa: E402
 from elastiscale.testing.prometheus import free_port  # noqa: E402
+from elastiscale.testing.ray_serve import RAY_DEFAULT_PORTS  # noqa: E402
 
 #: The scenario of `--smoke`.
 SMOKE = {"duration_s": 120.0, "time_scale": 20.0, "warmup_s": 20.0}
@@ -103,7 +104,7 @@ def live_run(
     scraper.refresh()
     daemon = None
     if run == "elastiscale":
-        port = free_port()
+        port = free_port(RAY_DEFAULT_PORTS)
         path = workdir / "daemon.yaml"
         doc = daemon_config(scenario, scraper.url, cluster, workdir, port)
         path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")

@@ -40,6 +40,11 @@ from typing import Any
 
 from elastiscale.testing.server import FakeServer, LocalServer, QuietHandler
 
+#: Ports a local Ray (`ray.init`) takes by default whatever others it is given: the GCS, the
+#: dashboard, the dashboard agent's HTTP server, the Ray client server and Serve's proxy. A
+#: port chosen for one of its other servers must not be one of these.
+RAY_DEFAULT_PORTS = frozenset({6379, 8000, 8265, 10001, 52365})
+
 JSON = dict[str, Any]
 
 _SCALE_PATH = re.compile(r"^/api/v1/applications/([^/]+)/deployments/([^/]+)/scale$")
