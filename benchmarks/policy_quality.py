@@ -71,8 +71,8 @@ ABLATIONS = {
     "cost-guard": {"burst_reserve_cap": "reactive"},
     "bursty-arrivals": {"arrival_variability": "measured"},
     "no-cpu-hold": {"cpu_scale_down_floor_s": 0.0},
-    "gpu-hold": {"gpu_scale_down_floor_s": 300.0},
-    "surge-hold-300": {"surge_hold_s": 300.0},
+    "no-gpu-hold": {"gpu_scale_down_floor_s": 0.0},
+    "surge-hold-300": {"surge_hold_s": 300.0, "gpu_scale_down_floor_s": 0.0},  # in its place
     "replay-day": {"calibration_window_s": 86400.0},
     "no-novelty": {"calibration_novelty_factor": None},
     "no-surge": {"surge_floor": False},

@@ -300,11 +300,12 @@ def test_fast_components_follow_demand_down_and_slow_ones_wait_for_their_startup
 @pytest.mark.parametrize(
     ("params", "router_holds_s", "planner_holds_s"),
     [
-        ({}, 300.0, 165.0),  # the default: a component without GPUs holds at least 300 s
-        ({"cpu_scale_down_floor_s": 0.0}, 25.0, 165.0),  # start-up + interval, as every one
-        ({"cpu_scale_down_floor_s": 600.0}, 600.0, 165.0),  # GPU ones keep their own window
-        ({"gpu_scale_down_floor_s": 300.0}, 300.0, 300.0),  # a floor for GPU ones too
+        ({}, 300.0, 300.0),  # the defaults: every component holds at least 300 s
+        ({"cpu_scale_down_floor_s": 0.0}, 25.0, 300.0),  # start-up + interval without GPUs
+        ({"cpu_scale_down_floor_s": 600.0}, 600.0, 300.0),  # each floor for its own kind
+        ({"gpu_scale_down_floor_s": 0.0}, 300.0, 165.0),  # start-up + interval with GPUs
         ({"gpu_scale_down_floor_s": 100.0}, 300.0, 165.0),  # a floor below the window: none
+        ({"gpu_scale_down_floor_s": 450.0}, 300.0, 450.0),
         ({"scale_down_delay_s": 60.0}, 60.0, 60.0),  # an explicit window overrides both
     ],
 )

@@ -34,8 +34,12 @@ lead time. One tick, for every component c (in topological order):
    `startup_s + interval` it keeps the highest need (`need`, the default), the highest need
    without the burst reserve (`forecast`), or what observed load needed (`observed`): a
    replica released and needed again within its start-up time costs as much as keeping it.
-   A component without GPUs keeps at least `cpu_scale_down_floor_s` (300 s): its replicas
-   cost no GPU-hours, and one released between bursts queues the chain below until it is back.
+   Every window is at least 300 s, the HPA's default stabilization (`cpu_scale_down_floor_s`,
+   `gpu_scale_down_floor_s`): bursts recur within minutes, and a replica released between
+   them is back only after detection and start-up, its requests late meanwhile (a component
+   without GPUs also queues the chain below). Measured against start-up + interval alone for
+   GPU components: docs/results.md, "Holding GPU replicas 300 s after a burst". With
+   `surge_hold_s`, what the window held during a surge is kept at least that long after it.
 6. Scale to zero (`min: 0`): zero when P(no arrival in H_c) = exp(-demand x H_c) >=
    `quantile`; a forecast of demand within the lead time pre-warms the first replica.
 7. A shared GPU budget (`pipeline.max_gpus`, or a pool shared by several pipelines) is divided

@@ -43,8 +43,8 @@ class ElastiscaleParams(ForecastParams):
     scale_down_delay_s: float | None = Field(
         None,
         ge=0,
-        description="scale-down window; default: each component's startup + interval, and for "
-        "a component without GPUs at least cpu_scale_down_floor_s",
+        description="scale-down window; default: each component's startup + interval, at "
+        "least cpu_scale_down_floor_s without GPUs and gpu_scale_down_floor_s with them",
     )
     cpu_scale_down_floor_s: float = Field(
         300.0,
@@ -60,10 +60,11 @@ class ElastiscaleParams(ForecastParams):
         "for at least this long (0: the ordinary window alone)",
     )
     gpu_scale_down_floor_s: float = Field(
-        0.0,
+        300.0,
         ge=0,
-        description="the shortest default scale-down window of a component with GPUs (0: "
-        "startup + interval alone)",
+        description="the shortest default scale-down window of a component with GPUs (the "
+        "HPA's default stabilization; 0: startup + interval alone): bursts recur within "
+        "minutes, and a replica released between them is paid again with a start-up's misses",
     )
     fanout_half_life_s: float = Field(120.0, gt=0, description="memory of the fan-out estimate")
     fanout_prior_requests: float = Field(

@@ -24,9 +24,11 @@ backlog drained over the whole drain time (start-up + slack, 194 s for a 70B LLM
 for a second start-up time after the replicas are ready. The capacity bought to drain it is
 needed only while the queue grows: `elastiscale` keeps the arrivals a surge showed in its
 scale-down window (`surge_hold: arrivals`), not that capacity, so the extra replicas are
-released once the queue stops growing, often before they are ready. Measured against draining
-over the whole time and holding all of it (docs/results.md, "Flash surges"): more attainment
-on the surge trace for 0.3% more GPU-hours, fewer GPU-hours on NASA at the same attainment.
+released once the queue stops growing, often before they are ready. Measured against
+draining over the whole time and holding all of it (docs/results.md, "Flash surges"): more
+attainment on the surge trace for 0.3% more GPU-hours, fewer GPU-hours on NASA at the same
+attainment. With `surge_hold_s` (opt-in), what the window held during a surge is kept at
+least that long after it.
 
 A growing queue is a surge when it would not be served within the component's latency slack
 (its share of the SLO less its service time), or when it grew by more than three standard
