@@ -43,7 +43,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Any, Self, cast
+from typing import Any, NamedTuple, Self, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -70,9 +70,21 @@ from elastiscale.forecasting.refits import RefitMode, RefitScheduler
 Array = npt.NDArray[np.float64]
 #: What an outlook reads off the forecaster: its forecast, and its errors per bin ahead.
 Reads = tuple[ForecastResult, list[float | None] | None]
-#: `DemandForecast._model_memo`: forecaster, version, bins, forecast, errors, model quantile,
-#: model error, persistence errors, trust.
-_ModelMemo = tuple[Forecaster, int, int, Forecast, list[float | None], Array, Array, Array, Array]
+
+
+class _ModelMemo(NamedTuple):
+    """The model's part of an outlook (`DemandForecast._model_memo`) and what it was made of."""
+
+    forecaster: Forecaster
+    version: int  # the forecaster's `version` then
+    bins: int
+    result: Forecast
+    errors: list[float | None]
+    model: Array  # the model's quantile per bin
+    model_error: Array
+    gated_by: Array  # the persistence errors the trust was computed against
+    trust: Array
+
 
 _Z90 = NormalDist().inv_cdf(0.90)
 _Z99 = NormalDist().inv_cdf(0.99)
@@ -377,11 +389,12 @@ class DemandForecast:
         memo = self._model_memo if reads is None else None
         forecaster = self.forecaster
         if memo is not None and not (
-            memo[0] is forecaster and memo[1] == forecaster.version and memo[2] == bins
-        ):
+            memo.forecaster is forecaster and memo.version == forecaster.version
+            and memo.bins == bins
+        ):  # fmt: skip
             memo = None
         if memo is not None:
-            result = memo[3]
+            result = memo.result
         elif reads is None:
             ks = np.arange(1, bins + 1, dtype=float)
             result = forecaster.predict(ks * self.step_s)
@@ -413,10 +426,11 @@ class DemandForecast:
         origin_s = result.origin_s
         if memo is not None:
             # The same forecaster state as the outlook the memo is of: the same answers.
-            _, _, _, _, errors, model, model_error, gated_by, trust = memo
-            if gated_by is not self._persistence_err:
+            errors, model = memo.errors, memo.model
+            model_error, trust = memo.model_error, memo.trust
+            if memo.gated_by is not self._persistence_err:
                 trust = self._trust(model_error, persistence_error)
-                self._model_memo = (*memo[:7], self._persistence_err, trust)
+                self._model_memo = memo._replace(gated_by=self._persistence_err, trust=trust)
         else:
             model = quantile_between(result.mean, result.p90, result.p99, self.quantile)
             got = forecaster.asymmetric_errors(bins) if reads is None else reads[1]
@@ -425,7 +439,7 @@ class DemandForecast:
             model_error = np.array([math.nan if e is None else float(e) for e in errors])
             trust = self._trust(model_error, persistence_error)
             if reads is None:
-                self._model_memo = (
+                self._model_memo = _ModelMemo(
                     forecaster, forecaster.version, bins, result, errors, model, model_error,
                     self._persistence_err, trust,
                 )  # fmt: skip

@@ -59,7 +59,7 @@ prior, the budget share, each proposal and the clamp the policy applied.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from elastiscale.controllers.arrivals import ArrivalVariability, wait_factor
@@ -138,11 +138,17 @@ class ElastiscalePolicy:
         self._lookback: Any = self.setting("scale_down_lookback")
         #: Per component: (lead time, its rounding for the details), formatted once.
         self._lead_detail: dict[str, tuple[float, float]] = {}
-        #: Per component: (its incoming edges, each with its detail key), formatted once.
-        self._upstream_keys: dict[str, tuple[object, list[tuple[Any, str]]]] = {}
-        self._edge_keys: dict[str, tuple[object, list[tuple[Any, str]]]] = {}
-        #: Per ingress: the prefix of its forecast's detail names.
-        self._forecast_prefix: dict[str, str] = {}
+        #: Per component: (its incoming edges, each with its two detail keys), formatted once.
+        self._edge_keys: dict[str, tuple[object, list[tuple[Any, str, str]]]] = {}
+
+    def _keys_of(self, name: str, incoming: Sequence[Any]) -> list[tuple[Any, str, str]]:
+        """`name`'s incoming edges, each with its detail keys (what it sends, what flows
+        through it), formatted once per pipeline rather than at every tick."""
+        keyed = self._edge_keys.get(name)
+        if keyed is None or keyed[0] is not incoming:
+            keys = [(e, f"upstream_{e.source}_rps", f"edge_{e.source}_rps") for e in incoming]
+            keyed = self._edge_keys[name] = (incoming, keys)
+        return keyed[1]
 
     def setting(self, key: str) -> Any:
         """A calibrated parameter's value in force (`burst_reserve`, `scale_down_lookback`)."""
@@ -390,11 +396,7 @@ class ElastiscalePolicy:
         incoming = ctx.pipeline.incoming(name)
         if incoming:
             up_rps = plain_up_rps = 0.0
-            keyed = self._upstream_keys.get(name)
-            if keyed is None or keyed[0] is not incoming:
-                keyed = (incoming, [(e, f"upstream_{e.source}_rps") for e in incoming])
-                self._upstream_keys[name] = keyed
-            for edge, sent_key in keyed[1]:
+            for edge, sent_key, _ in self._keys_of(name, incoming):
                 up_obs = fresh[edge.source]
                 if up_obs is None or up_obs.demand_rps is None:
                     up_rps = plain_up_rps = None
@@ -612,10 +614,7 @@ class ElastiscalePolicy:
                 return None
             peak, index = outlook.peak(ctx.now_s, end_s)
             forecast = self._forecasts[(ingress, signal or "demand_rps")]
-            prefix = self._forecast_prefix.get(ingress)
-            if prefix is None:
-                prefix = self._forecast_prefix[ingress] = f"forecast_{ingress}"
-            details.update(forecast.details(outlook, index, prefix))
+            details.update(forecast.details(outlook, index, f"forecast_{ingress}"))
             reserve = forecast.reserve(outlook, index) or 0.0
             share = 1.0 - float(outlook.trust[index]) if index >= 0 else 0.0
             unreserved = max(peak - share * reserve, outlook.latest)
@@ -633,12 +632,7 @@ class ElastiscalePolicy:
             base += unreserved * gain[name]
             by_source[ingress] = ingress_rps
         # The demand through each incoming edge: upstream demand x measured fan-out.
-        incoming = ctx.pipeline.incoming(name)
-        keyed = self._edge_keys.get(name)
-        if keyed is None or keyed[0] is not incoming:
-            keyed = (incoming, [(e, f"edge_{e.source}_rps") for e in incoming])
-            self._edge_keys[name] = keyed
-        for edge, through_key in keyed[1]:
+        for edge, _, through_key in self._keys_of(name, ctx.pipeline.incoming(name)):
             through = sum(
                 rps * gains[i][edge.source] * fanouts[(edge.source, edge.target)]
                 for i, rps in by_source.items()
