@@ -76,6 +76,12 @@ ABLATIONS = {
     "replay-day": {"calibration_window_s": 86400.0},
     "no-novelty": {"calibration_novelty_factor": None},
     "no-surge": {"surge_floor": False},
+    "surge-poisson": {"surge_noise": "poisson"},
+    "surge-hold-arrivals": {"surge_hold": "arrivals"},
+    "surge-previous": {
+        "surge_noise": "poisson",
+        "surge_hold": "arrivals",
+    },  # the default before surge_noise and confirmed hold
     # how a surge's backlog is drained and what the scale-down window keeps of it
     "surge-old": {"surge_drain_share": 1.0, "surge_hold": "all"},  # the previous default
     "surge-release": {"surge_drain_share": 1.0, "surge_hold": "none"},

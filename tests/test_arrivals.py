@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from elastiscale.controllers.arrivals import ArrivalVariability
+from elastiscale.controllers.arrivals import ArrivalVariability, TypicalDispersion
 from elastiscale.controllers.queueing import QueueingSizer, VariabilitySizers
 
 WINDOW_S = 60
@@ -146,3 +146,50 @@ def test_more_variability_never_needs_fewer_replicas(rate: float, low: float, mo
     assert sizers.sizer_for(low + more).replicas_for(rate) >= sizers.sizer_for(low).replicas_for(
         rate
     )
+
+
+def _typical(counts: np.ndarray, **kw: int) -> list[float | None]:
+    est = TypicalDispersion(window_s=WINDOW_S, **kw)
+    seen = []
+    for at_s, rate in _readings(counts):
+        est.update(at_s, rate)
+        seen.append(est.dispersion)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("case", "make", "low", "high"),
+    [
+        ("poisson 5/s", lambda r: r.poisson(5.0, 10_800), 0.6, 1.4),
+        ("poisson x8 (a scaled trace)", lambda r: 8 * r.poisson(1.0, 10_800), 6.0, 10.5),
+        # the median of a batch stream's changes is below their mean: still far from Poisson
+        ("batches of 40", lambda r: _batches(r, 10_800, 40.0, 0.05), 15.0, 105.0),
+    ],
+)
+def test_typical_dispersion_of_known_streams(case: str, make, low: float, high: float) -> None:
+    got = _typical(make(np.random.default_rng(7)))[-1]
+    assert got is not None, case
+    assert low <= got <= high, f"{case}: {got:.2f} not in [{low}, {high}]"
+
+
+def test_rare_surges_move_the_mean_dispersion_not_the_typical_one() -> None:
+    """Poisson 5/s with a 2-minute surge to 25/s each hour: the surges are what the surge test
+    must see, so they must not raise the noise it compares against."""
+    rng = np.random.default_rng(11)
+    rate = np.full(4 * 3600, 5.0)
+    for hour in range(4):
+        rate[hour * 3600 + 1800 : hour * 3600 + 1920] = 25.0
+    counts = rng.poisson(rate)
+    mean = _dispersion(counts)
+    typical = _typical(counts)[-1]
+    assert mean is not None and mean > 3.0
+    assert typical is not None and 0.6 <= typical <= 1.4
+
+
+def test_typical_dispersion_waits_for_min_pairs_and_a_missing_reading_is_no_zero() -> None:
+    est = TypicalDispersion(window_s=WINDOW_S, min_pairs=3, every=1)
+    for at_s, rate in [(0.0, 10.0), (15.0, 10.0), (30.0, None), (45.0, 12.0), (60.0, 12.0)]:
+        est.update(at_s, rate)
+    assert est.dispersion is None  # pairs: 0-15 and 45-60; none across the missing reading
+    est.update(75.0, 12.0)
+    assert est.dispersion == 0.0  # three pairs without a change

@@ -18,6 +18,7 @@ from elastiscale.controllers.feedforward_state import ElastiscaleParams
 from elastiscale.controllers.surge import (
     QueueTrend,
     floor_rps,
+    is_surge,
     surge_arrivals_rps,
     surge_floor_rps,
 )
@@ -79,6 +80,30 @@ def test_surge_drain_time(case: str, queue: float, growth: float, want: float) -
     arrivals = surge_arrivals_rps(12.0, queue, growth, 6.0, 14.0, 15.0)
     got = floor_rps(arrivals, 12.0, queue, growth, 0.0, 180.0, 194.0, 48.5)
     assert got == pytest.approx(want), case
+
+
+@pytest.mark.parametrize(
+    ("case", "queue", "growth", "dispersion", "want"),
+    [
+        # demand 12/s over 15 s: Poisson noise 3 x sqrt(2 x 12 x 15) = 57 requests
+        ("unmeasured: the slack test alone", 100.0, 1.0, None, True),
+        ("Poisson: a queue past the slack and the noise", 100.0, 1.0, 1.0, True),
+        ("a dispersion below Poisson's is Poisson's", 100.0, 1.0, 0.4, True),
+        # dispersion 30: noise 57 x sqrt(30) = 312: one batch of 100 is no surge
+        ("bursty: a batch past the slack, within the noise", 100.0, 1.0, 30.0, False),
+        ("bursty: a queue past the slack and the noise", 400.0, 1.0, 30.0, True),
+        # growth 5/s x 15 s = 75: past Poisson's 57, within the bursty 312
+        ("Poisson: growth past the noise", 30.0, 5.0, 1.0, True),
+        ("bursty: the same growth within the noise", 30.0, 5.0, 30.0, False),
+        ("bursty: growth past the noise", 30.0, 25.0, 30.0, True),
+    ],
+)
+def test_surge_test_table(
+    case: str, queue: float, growth: float, dispersion: float | None, want: bool
+) -> None:
+    # 6 requests/s served, 14 s slack: a queue past 84 is not served within it
+    got = is_surge(12.0, queue, growth, 15.0, 6.0, 14.0, dispersion)
+    assert got is want, case
 
 
 @given(
@@ -229,11 +254,12 @@ def replica_ticks(rec: Recording, after_s: float) -> int:
 
 
 def test_the_window_holds_less_of_a_surge_the_less_it_remembers() -> None:
-    held = {mode: pulse(surge_hold=mode) for mode in ("all", "arrivals", "none")}
+    modes = ("all", "arrivals", "confirmed", "none")
+    held = {mode: pulse(surge_hold=mode) for mode in modes}
     before = {mode: [p.replicas for t, p in r.seen if t < 1800] for mode, r in held.items()}
-    assert before["all"] == before["arrivals"] == before["none"]  # no surge, no difference
+    assert before["all"] == before["arrivals"] == before["confirmed"] == before["none"]
     spent = {mode: replica_ticks(r, 1800.0) for mode, r in held.items()}
-    assert spent["none"] <= spent["arrivals"] <= spent["all"]
+    assert spent["none"] <= spent["confirmed"] <= spent["arrivals"] <= spent["all"]
     assert spent["none"] < spent["all"]
     # the surge is ordered at its first sign whatever the window remembers
     assert {first_at(r, 8) for r in held.values()} == {1815.0}
@@ -258,6 +284,7 @@ def test_a_shorter_surge_drain_orders_more_and_only_in_a_surge() -> None:
         ("surge_drain_share", 1.5),
         ("surge_hold", "some"),
         ("surge_hold_s", -1.0),
+        ("surge_noise", "gaussian"),
     ],
 )
 def test_bad_surge_settings_are_refused(field: str, value: object) -> None:
@@ -282,3 +309,66 @@ def test_a_surge_is_held_for_surge_hold_s_after_its_queue_stops_growing() -> Non
     plain_window = [p.replicas or 0 for t, p in plain.seen if last_s <= t <= last_s + 585.0]
     assert min(plain_window) < 8
     assert replica_ticks(kept, 1800.0) > replica_ticks(plain, 1800.0)
+
+
+def batches_then_step(surge_noise: str) -> Recording:
+    """An hour and a half of Poisson arrivals at 3/s with batches of about 40 every 30 s at 1 s
+    bins (seeded), then a step to 30 requests/s, at 2 requests/s a replica that starts in
+    120 s."""
+    config = single_config(capacity=2.0, service_time_s=1.0, startup_s=120.0)
+    params = ElastiscaleParams(refit="inline", self_calibration=False, surge_noise=surge_noise)
+    policy = Recording(ElastiscalePolicy(config, params))
+    rng = np.random.default_rng(5)
+    t_s = np.arange(0.0, 6000.0, 1.0)
+    counts = rng.poisson(3.0, t_s.size).astype(float)
+    starts = rng.random(t_s.size) < 1.0 / 30.0
+    counts[starts] += rng.geometric(1.0 / 40.0, int(starts.sum()))
+    counts[t_s >= 5400.0] = rng.poisson(30.0, int((t_s >= 5400.0).sum()))
+    simulate(config, Trace("batches", t_s, counts, 1.0), policy, initial_replicas={"svc": 3})
+    return policy
+
+
+def test_batches_are_no_surge_where_the_arrivals_are_measured_bursty() -> None:
+    measured, poisson = batches_then_step("measured"), batches_then_step("poisson")
+
+    def surges(rec: Recording, start_s: float, end_s: float) -> int:
+        return sum(
+            1 for t, p in rec.seen if start_s <= t < end_s and "surge_arrivals_rps" in p.details
+        )
+
+    # after the dispersion's first 40 pairs (10 minutes), batches stop counting as surges
+    assert surges(poisson, 900.0, 5400.0) >= 10
+    assert surges(measured, 900.0, 5400.0) <= surges(poisson, 900.0, 5400.0) // 3
+    assert replica_ticks(measured, 900.0) < replica_ticks(poisson, 900.0)
+    # a real step is still a surge at its first tick, bursty arrivals or not
+    assert (
+        min(t for t, p in measured.seen if t >= 5400.0 and "surge_arrivals_rps" in p.details)
+        == 5415.0
+    )
+
+
+def batch_once(surge_hold: str) -> Recording:
+    """3 requests/s with one batch of 150 requests in a 10 s bin at 1800 s."""
+    config = single_config(capacity=2.0, service_time_s=1.0, startup_s=120.0)
+    params = ElastiscaleParams(refit="inline", self_calibration=False, surge_hold=surge_hold)
+    policy = Recording(ElastiscalePolicy(config, params))
+    t_s = np.arange(0.0, 2700.0, 10.0)
+    requests = np.full(t_s.size, 30.0)
+    requests[t_s == 1800.0] += 150.0
+    simulate(config, Trace("batch", t_s, requests, 10.0), policy, initial_replicas={"svc": 3})
+    return policy
+
+
+def test_a_surge_one_reading_showed_is_not_held_once_confirmed_ones_are() -> None:
+    confirmed, arrivals = batch_once("confirmed"), batch_once("arrivals")
+    surged = [t for t, p in confirmed.seen if "surge_arrivals_rps" in p.details]
+    assert len(surged) == 1  # the queue grew over one reading only
+    at = surged[0]
+    by_t = {t: p.replicas for t, p in confirmed.seen}
+    held = {t: p.replicas for t, p in arrivals.seen}
+    assert by_t[at] == held[at]  # ordered at its first sign either way
+    # the window keeps the arrivals the batch seemed to show (9 replicas)
+    # where any surge is held, and nothing of it unconfirmed (the ordinary floor: 4)
+    assert held[at + 30.0] == 9
+    assert by_t[at + 30.0] == 4
+    assert replica_ticks(confirmed, at) < replica_ticks(arrivals, at)

@@ -31,11 +31,44 @@ not give, hence these few lines.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 #: Pairs of readings further apart than this many of the tick spacing seen so far are not
 #: consecutive (a gap in the data): they are skipped, not read as one long change.
 MAX_GAP_TICKS = 2.5
+
+
+@dataclass(slots=True)
+class RatePairs:
+    """Consecutive readings of one windowed rate, each pair turned into one estimate of the
+    index of dispersion over the readings' spacing (the module docstring's formula)."""
+
+    window_s: float
+    _last: tuple[float, float] | None = None
+    _spacing_s: float | None = None
+
+    def take(self, at_s: float, rate_rps: float | None) -> tuple[float, float] | None:
+        """The reading at `at_s` -> (the pair's index estimate, its mean rate), or None where
+        it makes no pair (the first reading, a gap, a missing one, no traffic)."""
+        if rate_rps is None or not math.isfinite(rate_rps) or rate_rps < 0.0:
+            self._last = None
+            return None
+        last = self._last
+        self._last = (at_s, rate_rps)
+        if last is None or at_s <= last[0]:
+            return None
+        delta_s = at_s - last[0]
+        if self._spacing_s is None or delta_s < self._spacing_s:
+            self._spacing_s = delta_s
+        if delta_s > MAX_GAP_TICKS * self._spacing_s:
+            return None
+        mean_rps = 0.5 * (rate_rps + last[1])
+        if mean_rps <= 0.0:
+            return None
+        apart_s = min(delta_s, self.window_s)
+        change = rate_rps - last[1]
+        return self.window_s**2 * change * change / (2.0 * apart_s * mean_rps), mean_rps
 
 
 @dataclass(slots=True)
@@ -45,8 +78,7 @@ class ArrivalVariability:
     window_s: float
     half_life_s: float = 3600.0
     min_pairs: int = 20
-    _last: tuple[float, float] | None = None
-    _spacing_s: float | None = None
+    _pairs_of: RatePairs = field(init=False)
     _squares: float = 0.0  # decayed sum of window_s^2 x change^2 / (2 x overlap-free seconds)
     _rates: float = 0.0  # decayed sum of the pairs' mean rates
     _pairs: int = 0
@@ -55,27 +87,17 @@ class ArrivalVariability:
     def update(self, at_s: float, rate_rps: float | None) -> None:
         """One reading of the component's windowed arrival rate at `at_s` (None: missing,
         which breaks the pair rather than reading as zero)."""
-        if rate_rps is None or not math.isfinite(rate_rps) or rate_rps < 0.0:
-            self._last = None
+        pair = self._pairs_of.take(at_s, rate_rps)
+        if pair is None:
             return
-        last = self._last
-        self._last = (at_s, rate_rps)
-        if last is None or at_s <= last[0]:
-            return
-        delta_s = at_s - last[0]
-        if self._spacing_s is None or delta_s < self._spacing_s:
-            self._spacing_s = delta_s
-        if delta_s > MAX_GAP_TICKS * self._spacing_s:
-            return
-        mean_rps = 0.5 * (rate_rps + last[1])
-        if mean_rps <= 0.0:
-            return
+        index, mean_rps = pair
         self._decay(at_s)
-        apart_s = min(delta_s, self.window_s)
-        change = rate_rps - last[1]
-        self._squares += self.window_s**2 * change * change / (2.0 * apart_s)
+        self._squares += index * mean_rps
         self._rates += mean_rps
         self._pairs += 1
+
+    def __post_init__(self) -> None:
+        self._pairs_of = RatePairs(self.window_s)
 
     def _decay(self, at_s: float) -> None:
         if self._at_s is not None and at_s > self._at_s:
@@ -103,3 +125,55 @@ def wait_factor(dispersion: float | None, service_scv: float = 1.0) -> float:
     if dispersion is None:
         return 1.0
     return max(1.0, 0.5 * (dispersion + service_scv))
+
+
+#: The median of a squared standard normal: a median of squared changes over it estimates
+#: their variance when most changes are noise.
+CHI2_1_MEDIAN = 0.454936
+
+
+@dataclass(slots=True)
+class TypicalDispersion:
+    """The index of dispersion of the typical change of one component's arrivals: the median
+    of the last `pairs` pair estimates (an hour of 15 s ticks by default) over
+    `CHI2_1_MEDIAN`, recomputed every `every` pairs.
+
+    This is the noise a surge must stand out from (surge.py). Unlike the decayed mean of
+    `ArrivalVariability`, a median is not moved by the few surges themselves, only by
+    arrivals that are bursty all the time: batches, or a trace whose every request stands
+    for many (a rate scale of 8 makes Poisson counts eight times as dispersed). None until
+    `min_pairs` pairs were seen."""
+
+    window_s: float
+    pairs: int = 240
+    every: int = 20
+    min_pairs: int = 40
+    _pairs_of: RatePairs = field(init=False)
+    _recent: deque[float] = field(init=False)
+    _since: int = 0
+    _value: float | None = None
+
+    def __post_init__(self) -> None:
+        self._pairs_of = RatePairs(self.window_s)
+        self._recent = deque(maxlen=self.pairs)
+
+    def update(self, at_s: float, rate_rps: float | None) -> None:
+        """One reading of the windowed arrival rate (None: missing, breaks the pair)."""
+        pair = self._pairs_of.take(at_s, rate_rps)
+        if pair is None:
+            return
+        self._recent.append(pair[0])
+        self._since += 1
+        if len(self._recent) >= self.min_pairs and (
+            self._value is None or self._since >= self.every
+        ):
+            self._since = 0
+            ordered = sorted(self._recent)
+            n = len(ordered)
+            mid = 0.5 * (ordered[(n - 1) // 2] + ordered[n // 2])
+            self._value = mid / CHI2_1_MEDIAN
+
+    @property
+    def dispersion(self) -> float | None:
+        """The typical index of dispersion, or None before `min_pairs` pairs."""
+        return self._value

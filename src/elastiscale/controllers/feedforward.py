@@ -62,7 +62,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from elastiscale.controllers.arrivals import ArrivalVariability, wait_factor
+from elastiscale.controllers.arrivals import ArrivalVariability, TypicalDispersion, wait_factor
 from elastiscale.controllers.base import TickContext
 from elastiscale.controllers.budget import pipeline_allocation
 from elastiscale.controllers.calibrating import Calibrator
@@ -125,6 +125,10 @@ class ElastiscalePolicy:
                 n: ArrivalVariability(p.rate_window_s, p.arrival_half_life_s)
                 for n in self.pipeline.order
             }
+        #: Each component's typical arrival dispersion, the noise a surge must exceed.
+        self.surge_noise: dict[str, TypicalDispersion] = {}
+        if p.surge_floor and p.surge_noise == "measured":
+            self.surge_noise = {n: TypicalDispersion(p.rate_window_s) for n in self.pipeline.order}
         self._token_units = any(
             c.capacity_unit != "requests" for c in config.pipeline.components.values()
         )
@@ -226,12 +230,13 @@ class ElastiscalePolicy:
 
     def _observe_arrivals(self, snapshot: Mapping[str, Observation | None]) -> None:
         """Feed each component's arrival variability its rate reading (missing breaks a pair)."""
-        for name, estimator in self.arrivals.items():
-            obs = snapshot.get(name)
-            if obs is None:
-                estimator.update(0.0, None)
-            else:
-                estimator.update(obs.at_s, obs.demand_rps)
+        for estimators in (self.arrivals, self.surge_noise):
+            for name, estimator in estimators.items():
+                obs = snapshot.get(name)
+                if obs is None:
+                    estimator.update(0.0, None)
+                else:
+                    estimator.update(obs.at_s, obs.demand_rps)
 
     def _calibrate(self, now_s: float) -> None:
         """Run the self-calibration's tick; a changed setting reaches the forecasts at once."""
@@ -382,7 +387,7 @@ class ElastiscalePolicy:
                 plain_own_rps = load / per_request + queue / state.drain_s
                 if self.params.surge_floor and obs.queue_length is not None:
                     own_rps = self._surge_rps(ctx, state, obs, load / per_request, per_request)
-                    if state.surge_rps is not None and self.params.surge_hold == "arrivals":
+                    if state.surge_rps is not None and self._holds_arrivals(state):
                         plain_own_rps = state.surge_rps + queue / state.drain_s
                     details["queue_growth_rps"] = round(state.queue_trend.growth_rps, 6)
                     if state.surge_rps is not None:
@@ -410,7 +415,8 @@ class ElastiscalePolicy:
                     base_rps = surge_rps
                     carried_rps = (carried_rps or 0.0) + surge_rps * fanout
                 sent = (base_rps + backlog) * fanout
-                kept = base_rps if self.params.surge_hold == "arrivals" else up_obs.demand_rps
+                confirmed = above is not None and self._holds_arrivals(above)
+                kept = base_rps if confirmed else up_obs.demand_rps
                 plain_up_rps += (kept + backlog) * fanout
                 details[sent_key] = round(sent, 6)
                 up_rps += sent
@@ -476,6 +482,12 @@ class ElastiscalePolicy:
         details["reason"] = reason
         return held, demand, sizer, details
 
+    def _holds_arrivals(self, state: ComponentState) -> bool:
+        """Whether the scale-down window keeps the arrivals of `state`'s surge this tick
+        (`surge_hold`: always, or once two readings in a row showed it)."""
+        hold = self.params.surge_hold
+        return hold == "arrivals" or (hold == "confirmed" and state.surge_streak >= 2)
+
     def _surge_rps(
         self,
         ctx: TickContext,
@@ -493,9 +505,17 @@ class ElastiscalePolicy:
         ready = obs.ready_replicas if obs.ready_replicas is not None else counts.ready
         busy = obs.utilization if obs.utilization is not None else 1.0
         served_rps = min(busy, 1.0) * ready * capacity_rps
+        noise = self.surge_noise.get(state.name)
         state.surge_rps = surge_arrivals_rps(
-            demand_rps, queue, growth_rps, served_rps, state.slack_s, state.queue_trend.span_s
+            demand_rps,
+            queue,
+            growth_rps,
+            served_rps,
+            state.slack_s,
+            state.queue_trend.span_s,
+            None if noise is None else noise.dispersion,
         )
+        state.surge_streak = 0 if state.surge_rps is None else state.surge_streak + 1
         starting_rps = max(0, counts.desired - counts.ready) * capacity_rps
         surge_drain_s = state.drain_s * self.params.surge_drain_share
         return floor_rps(

@@ -87,6 +87,11 @@ class ElastiscaleParams(ForecastParams):
         description="while a component's queue grows, floor it at the arrivals the growth "
         "shows plus the backlog expected when new replicas are ready (surge.py)",
     )
+    surge_noise: Literal["poisson", "measured"] = Field(
+        "measured",
+        description="the change of a stable queue a surge must exceed: Poisson's, or as "
+        "dispersed as the component's typical rate changes show (arrivals.py)",
+    )
     surge_drain_share: float = Field(
         0.25,
         gt=0.0,
@@ -94,10 +99,12 @@ class ElastiscaleParams(ForecastParams):
         description="a surge's backlog is drained over this share of the component's drain "
         "time (startup + queueing slack); the ordinary queue term keeps the whole",
     )
-    surge_hold: Literal["all", "arrivals", "none"] = Field(
-        "arrivals",
+    surge_hold: Literal["all", "arrivals", "confirmed", "none"] = Field(
+        "confirmed",
         description="what the scale-down window remembers of the surge floor: all of it, the "
-        "arrivals it showed (not the backlog's drain), or nothing (the ordinary floor)",
+        "arrivals it showed (not the backlog's drain), those arrivals once a second reading "
+        "in a row shows the surge (one reading alone is a batch), or nothing (the ordinary "
+        "floor)",
     )
     arrival_half_life_s: float = Field(
         3600.0, gt=0, description="memory of the measured arrival variability"
@@ -199,6 +206,8 @@ class ComponentState:
     queue_trend: QueueTrend = field(default_factory=QueueTrend)
     #: This tick's arrivals in a surge (surge.py), its own or carried from above; else None.
     surge_rps: float | None = None
+    #: How many readings in a row showed a surge of its own queue (0: this one did not).
+    surge_streak: int = 0
     #: What the window held at the ticks of a surge, kept `surge_hold_s` (None: not kept).
     surge_down: WindowExtreme | None = None
 

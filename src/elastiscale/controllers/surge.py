@@ -92,17 +92,23 @@ def is_surge(
     span_s: float,
     served_rps: float,
     slack_s: float,
+    dispersion: float | None = None,
 ) -> bool:
-    """Whether a growing queue is a surge: it would not be served within the component's
-    latency slack (`queue > served_rps x slack_s`), or it grew by more than `SURGE_Z` standard
-    deviations of what Poisson arrivals and services at `demand_rps` change a stable queue by
-    over `span_s` (sqrt(2 x demand x span)). Anything less is a swing that the sizing's
-    headroom already holds."""
+    """Whether a growing queue is a surge: it grew by more than `SURGE_Z` standard deviations
+    of what arrivals and services at `demand_rps` change a stable queue by over `span_s`,
+    sqrt(2 x I x demand x span), with I the arrivals' typical index of dispersion
+    (`dispersion`, arrivals.py; 1, Poisson, where it is unknown or below 1); or it would not
+    be served within the component's latency slack (`queue > served_rps x slack_s`) and, where
+    the dispersion was measured, is itself longer than that noise. Anything less is a swing
+    that the sizing's headroom already holds: with bursty arrivals, one batch makes a queue
+    past the slack that is gone before any replica ordered for it could start."""
     if growth_rps <= 0.0 or queue <= 0.0:
         return False
-    if queue > served_rps * slack_s:
+    index = 1.0 if dispersion is None else max(1.0, dispersion)
+    noise = SURGE_Z * math.sqrt(2.0 * index * max(demand_rps, 0.0) * span_s)
+    if queue > served_rps * slack_s and (dispersion is None or queue > noise):
         return True
-    return growth_rps * span_s > SURGE_Z * math.sqrt(2.0 * max(demand_rps, 0.0) * span_s)
+    return growth_rps * span_s > noise
 
 
 def surge_arrivals_rps(
@@ -112,10 +118,11 @@ def surge_arrivals_rps(
     served_rps: float,
     slack_s: float,
     span_s: float,
+    dispersion: float | None = None,
 ) -> float | None:
     """The arrival rate a growing queue shows (`served_rps + growth_rps`, never below
     `demand_rps`), or None when it is not a surge (`is_surge`)."""
-    if not is_surge(demand_rps, queue, growth_rps, span_s, served_rps, slack_s):
+    if not is_surge(demand_rps, queue, growth_rps, span_s, served_rps, slack_s, dispersion):
         return None
     return max(demand_rps, served_rps + growth_rps)
 
