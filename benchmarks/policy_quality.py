@@ -76,14 +76,10 @@ ABLATIONS = {
     "replay-day": {"calibration_window_s": 86400.0},
     "no-novelty": {"calibration_novelty_factor": None},
     "no-surge": {"surge_floor": False},
-    "surge-poisson": {"surge_noise": "poisson"},
-    "surge-hold-arrivals": {"surge_hold": "arrivals"},
-    "surge-previous": {
-        "surge_noise": "poisson",
-        "surge_hold": "arrivals",
-    },  # the default before surge_noise and confirmed hold
+    "surge-poisson": {"surge_noise": "poisson"},  # the previous default
+    "surge-confirmed": {"surge_hold": "confirmed"},
     # how a surge's backlog is drained and what the scale-down window keeps of it
-    "surge-old": {"surge_drain_share": 1.0, "surge_hold": "all"},  # the previous default
+    "surge-old": {"surge_drain_share": 1.0, "surge_hold": "all"},  # an earlier default
     "surge-release": {"surge_drain_share": 1.0, "surge_hold": "none"},
     "surge-arrivals": {"surge_drain_share": 1.0, "surge_hold": "arrivals"},
     "surge-drain-half": {"surge_drain_share": 0.5, "surge_hold": "all"},

@@ -85,23 +85,23 @@ def test_surge_drain_time(case: str, queue: float, growth: float, want: float) -
 @pytest.mark.parametrize(
     ("case", "queue", "growth", "dispersion", "want"),
     [
-        # demand 12/s over 15 s: Poisson noise 3 x sqrt(2 x 12 x 15) = 57 requests
-        ("unmeasured: the slack test alone", 100.0, 1.0, None, True),
-        ("Poisson: a queue past the slack and the noise", 100.0, 1.0, 1.0, True),
-        ("a dispersion below Poisson's is Poisson's", 100.0, 1.0, 0.4, True),
-        # dispersion 30: noise 57 x sqrt(30) = 312: one batch of 100 is no surge
-        ("bursty: a batch past the slack, within the noise", 100.0, 1.0, 30.0, False),
-        ("bursty: a queue past the slack and the noise", 400.0, 1.0, 30.0, True),
-        # growth 5/s x 15 s = 75: past Poisson's 57, within the bursty 312
+        # 6 requests/s served, 14 s slack: a queue past 84 is not served within it
+        ("past the slack: a surge, unmeasured", 100.0, 1.0, None, True),
+        ("past the slack: a surge, whatever the noise", 100.0, 1.0, 30.0, True),
+        # demand 12/s over 15 s: Poisson noise 3 x sqrt(2 x 12 x 15) = 57 requests;
+        # growth 5/s x 15 s = 75 is past it
+        ("unmeasured: Poisson noise", 30.0, 5.0, None, True),
         ("Poisson: growth past the noise", 30.0, 5.0, 1.0, True),
+        ("a dispersion below Poisson's is Poisson's", 30.0, 5.0, 0.4, True),
+        # dispersion 30: noise 57 x sqrt(30) = 312
         ("bursty: the same growth within the noise", 30.0, 5.0, 30.0, False),
         ("bursty: growth past the noise", 30.0, 25.0, 30.0, True),
+        ("no growth, no surge", 100.0, 0.0, 1.0, False),
     ],
 )
 def test_surge_test_table(
     case: str, queue: float, growth: float, dispersion: float | None, want: bool
 ) -> None:
-    # 6 requests/s served, 14 s slack: a queue past 84 is not served within it
     got = is_surge(12.0, queue, growth, 15.0, 6.0, 14.0, dispersion)
     assert got is want, case
 
@@ -314,8 +314,12 @@ def test_a_surge_is_held_for_surge_hold_s_after_its_queue_stops_growing() -> Non
 def batches_then_step(surge_noise: str) -> Recording:
     """An hour and a half of Poisson arrivals at 3/s with batches of about 40 every 30 s at 1 s
     bins (seeded), then a step to 30 requests/s, at 2 requests/s a replica that starts in
-    120 s."""
+    120 s, and an SLO of 60 s (so the batches' queues are served within the slack: only the
+    growth test can take them for surges)."""
     config = single_config(capacity=2.0, service_time_s=1.0, startup_s=120.0)
+    config = validate_mapping(
+        {"pipeline": {**config.pipeline.model_dump(), "slo": {"latency_p95_s": 60}}}
+    )
     params = ElastiscaleParams(refit="inline", self_calibration=False, surge_noise=surge_noise)
     policy = Recording(ElastiscalePolicy(config, params))
     rng = np.random.default_rng(5)
@@ -340,6 +344,9 @@ def test_batches_are_no_surge_where_the_arrivals_are_measured_bursty() -> None:
     assert surges(poisson, 900.0, 5400.0) >= 10
     assert surges(measured, 900.0, 5400.0) <= surges(poisson, 900.0, 5400.0) // 3
     assert replica_ticks(measured, 900.0) < replica_ticks(poisson, 900.0)
+    # the decision records carry it: batches of about 40 make it several times Poisson's
+    seen = [p.details.get("typical_dispersion") for t, p in measured.seen if t >= 900.0]
+    assert all(d is not None and d > 3.0 for d in seen[:300])
     # a real step is still a surge at its first tick, bursty arrivals or not
     assert (
         min(t for t, p in measured.seen if t >= 5400.0 and "surge_arrivals_rps" in p.details)

@@ -390,6 +390,9 @@ class ElastiscalePolicy:
                     if state.surge_rps is not None and self._holds_arrivals(state):
                         plain_own_rps = state.surge_rps + queue / state.drain_s
                     details["queue_growth_rps"] = round(state.queue_trend.growth_rps, 6)
+                    noise = self.surge_noise.get(name)
+                    if noise is not None and noise.dispersion is not None:
+                        details["typical_dispersion"] = round(noise.dispersion, 4)
                     if state.surge_rps is not None:
                         details["surge_arrivals_rps"] = round(state.surge_rps, 6)
                 else:

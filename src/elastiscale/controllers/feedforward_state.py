@@ -100,7 +100,7 @@ class ElastiscaleParams(ForecastParams):
         "time (startup + queueing slack); the ordinary queue term keeps the whole",
     )
     surge_hold: Literal["all", "arrivals", "confirmed", "none"] = Field(
-        "confirmed",
+        "arrivals",
         description="what the scale-down window remembers of the surge floor: all of it, the "
         "arrivals it showed (not the backlog's drain), those arrivals once a second reading "
         "in a row shows the surge (one reading alone is a batch), or nothing (the ordinary "

@@ -27,16 +27,23 @@ scale-down window (`surge_hold: arrivals`), not that capacity, so the extra repl
 released once the queue stops growing, often before they are ready. Measured against
 draining over the whole time and holding all of it (docs/results.md, "Flash surges"): more
 attainment on the surge trace for 0.3% more GPU-hours, fewer GPU-hours on NASA at the same
-attainment. With `surge_hold_s` (opt-in), what the window held during a surge is kept at
-least that long after it.
+attainment. With `surge_hold: confirmed` (opt-in) the window keeps those arrivals only once a
+second reading in a row shows the surge: a batch of requests shows as one reading's growth,
+and the arrivals estimated from it (served + growth over 15 s) are many times the real rate.
+With `surge_hold_s` (opt-in), what the window held during a surge is kept at least that long
+after it.
 
 A growing queue is a surge when it would not be served within the component's latency slack
 (its share of the SLO less its service time), or when it grew by more than three standard
-deviations of what Poisson arrivals and services change a stable queue by between the two
-readings. Anything less is a swing that the Erlang-C sizing already holds headroom for, and
-the floor is the ordinary one (demand + queue / drain_s): steady and falling traffic is sized
-as before, and the difference is only while a surge builds a backlog, which no forecast of the
-history saw coming.
+deviations of what the arrivals and services change a stable queue by between the two
+readings: `sqrt(2 x I x demand x span)`, with I the index of dispersion of the component's
+typical rate changes (arrivals.py, `surge_noise: measured`; Poisson, I = 1, until 40 pairs of
+readings were seen, or always with `surge_noise: poisson`). Arrivals that come in batches, or
+a trace whose every request stands for several (a rate scale of 8 makes Poisson counts 8
+times as dispersed), change a queue that much without any surge. Anything less is a swing
+that the Erlang-C sizing already holds headroom for, and the floor is the ordinary one
+(demand + queue / drain_s): steady and falling traffic is sized as before, and the difference
+is only while a surge builds a backlog, which no forecast of the history saw coming.
 
 Downstream, the arrivals a surge shows are carried through the fan-outs into the ordering
 floor of the components below (`elastiscale` does this in topological order): a queue growing
@@ -94,21 +101,18 @@ def is_surge(
     slack_s: float,
     dispersion: float | None = None,
 ) -> bool:
-    """Whether a growing queue is a surge: it grew by more than `SURGE_Z` standard deviations
-    of what arrivals and services at `demand_rps` change a stable queue by over `span_s`,
-    sqrt(2 x I x demand x span), with I the arrivals' typical index of dispersion
-    (`dispersion`, arrivals.py; 1, Poisson, where it is unknown or below 1); or it would not
-    be served within the component's latency slack (`queue > served_rps x slack_s`) and, where
-    the dispersion was measured, is itself longer than that noise. Anything less is a swing
-    that the sizing's headroom already holds: with bursty arrivals, one batch makes a queue
-    past the slack that is gone before any replica ordered for it could start."""
+    """Whether a growing queue is a surge: it would not be served within the component's
+    latency slack (`queue > served_rps x slack_s`), or it grew by more than `SURGE_Z` standard
+    deviations of what arrivals and services at `demand_rps` change a stable queue by over
+    `span_s`: sqrt(2 x I x demand x span), with I the arrivals' typical index of dispersion
+    (`dispersion`, arrivals.py; 1, Poisson, where it is unknown or below 1). Anything less is
+    a swing that the sizing's headroom already holds."""
     if growth_rps <= 0.0 or queue <= 0.0:
         return False
-    index = 1.0 if dispersion is None else max(1.0, dispersion)
-    noise = SURGE_Z * math.sqrt(2.0 * index * max(demand_rps, 0.0) * span_s)
-    if queue > served_rps * slack_s and (dispersion is None or queue > noise):
+    if queue > served_rps * slack_s:
         return True
-    return growth_rps * span_s > noise
+    index = 1.0 if dispersion is None else max(1.0, dispersion)
+    return growth_rps * span_s > SURGE_Z * math.sqrt(2.0 * index * max(demand_rps, 0.0) * span_s)
 
 
 def surge_arrivals_rps(
