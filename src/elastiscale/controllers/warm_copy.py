@@ -3,8 +3,8 @@ into a fresh one that differs from it only in the settings a calibration chooses
 
 A self-calibration (calibration.py) replays the observed ingress under each candidate, each
 first warmed on the same half of the window (`ElastiscalePolicy.warm_start`). The warm start
-feeds only the fan-out estimates, the arrival variability and the ingress forecasts (their
-models, gates and burst statistics), and none of that depends on `scale_down_lookback` or
+feeds only the fan-out estimates, the arrival variability and noise, and the ingress forecasts
+(their models, gates and burst statistics), and none of that depends on `scale_down_lookback` or
 `burst_reserve_cap`; of `burst_reserve` it depends only on the burst reserve table, which a
 policy without the reserve never computes (its `DemandForecast` has no attainment target, so its
 `_reserve` stays None at every refresh, while the refresh times, quantiles and errors are the
@@ -51,6 +51,7 @@ def copy_warm_state(
         memo.update((id(f.forecaster), f.forecaster) for f in source._forecasts.values())
     target.fanout = copy.deepcopy(source.fanout, memo)
     target.arrivals = copy.deepcopy(source.arrivals, memo)
+    target.surge_noise = copy.deepcopy(source.surge_noise, memo)
     forecasts = copy.deepcopy(source._forecasts, memo)
     for forecast in forecasts.values():
         if forecast.attainment_target != wanted:
