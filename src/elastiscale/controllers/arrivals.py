@@ -31,6 +31,7 @@ not give, hence these few lines.
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -49,8 +50,9 @@ class RatePairs:
     _spacing_s: float | None = None
 
     def take(self, at_s: float, rate_rps: float | None) -> tuple[float, float] | None:
-        """The reading at `at_s` -> (the pair's index estimate, its mean rate), or None where
-        it makes no pair (the first reading, a gap, a missing one, no traffic)."""
+        """The reading at `at_s` -> (the pair's squared change scaled as the module docstring
+        says, its mean rate; their ratio is the pair's index estimate), or None where it makes
+        no pair (the first reading, a gap, a missing one, no traffic)."""
         if rate_rps is None or not math.isfinite(rate_rps) or rate_rps < 0.0:
             self._last = None
             return None
@@ -68,7 +70,7 @@ class RatePairs:
             return None
         apart_s = min(delta_s, self.window_s)
         change = rate_rps - last[1]
-        return self.window_s**2 * change * change / (2.0 * apart_s * mean_rps), mean_rps
+        return self.window_s**2 * change * change / (2.0 * apart_s), mean_rps
 
 
 @dataclass(slots=True)
@@ -84,20 +86,20 @@ class ArrivalVariability:
     _pairs: int = 0
     _at_s: float | None = None
 
+    def __post_init__(self) -> None:
+        self._pairs_of = RatePairs(self.window_s)
+
     def update(self, at_s: float, rate_rps: float | None) -> None:
         """One reading of the component's windowed arrival rate at `at_s` (None: missing,
         which breaks the pair rather than reading as zero)."""
         pair = self._pairs_of.take(at_s, rate_rps)
         if pair is None:
             return
-        index, mean_rps = pair
+        squares, mean_rps = pair
         self._decay(at_s)
-        self._squares += index * mean_rps
+        self._squares += squares
         self._rates += mean_rps
         self._pairs += 1
-
-    def __post_init__(self) -> None:
-        self._pairs_of = RatePairs(self.window_s)
 
     def _decay(self, at_s: float) -> None:
         if self._at_s is not None and at_s > self._at_s:
@@ -162,16 +164,13 @@ class TypicalDispersion:
         pair = self._pairs_of.take(at_s, rate_rps)
         if pair is None:
             return
-        self._recent.append(pair[0])
+        self._recent.append(pair[0] / pair[1])
         self._since += 1
         if len(self._recent) >= self.min_pairs and (
             self._value is None or self._since >= self.every
         ):
             self._since = 0
-            ordered = sorted(self._recent)
-            n = len(ordered)
-            mid = 0.5 * (ordered[(n - 1) // 2] + ordered[n // 2])
-            self._value = mid / CHI2_1_MEDIAN
+            self._value = statistics.median(self._recent) / CHI2_1_MEDIAN
 
     @property
     def dispersion(self) -> float | None:

@@ -229,7 +229,8 @@ class ElastiscalePolicy:
             self._calibrate(last_s)
 
     def _observe_arrivals(self, snapshot: Mapping[str, Observation | None]) -> None:
-        """Feed each component's arrival variability its rate reading (missing breaks a pair)."""
+        """Feed each component's arrival variability and surge noise its rate reading (missing
+        breaks a pair)."""
         for estimators in (self.arrivals, self.surge_noise):
             for name, estimator in estimators.items():
                 obs = snapshot.get(name)
@@ -386,13 +387,16 @@ class ElastiscalePolicy:
             if load is not None and per_request is not None:
                 plain_own_rps = load / per_request + queue / state.drain_s
                 if self.params.surge_floor and obs.queue_length is not None:
-                    own_rps = self._surge_rps(ctx, state, obs, load / per_request, per_request)
+                    noise = self.surge_noise.get(name)
+                    dispersion = None if noise is None else noise.dispersion
+                    own_rps = self._surge_rps(
+                        ctx, state, obs, load / per_request, per_request, dispersion
+                    )
                     if state.surge_rps is not None and self._holds_arrivals(state):
                         plain_own_rps = state.surge_rps + queue / state.drain_s
                     details["queue_growth_rps"] = round(state.queue_trend.growth_rps, 6)
-                    noise = self.surge_noise.get(name)
-                    if noise is not None and noise.dispersion is not None:
-                        details["typical_dispersion"] = round(noise.dispersion, 4)
+                    if dispersion is not None:
+                        details["typical_dispersion"] = round(dispersion, 4)
                     if state.surge_rps is not None:
                         details["surge_arrivals_rps"] = round(state.surge_rps, 6)
                 else:
@@ -418,8 +422,8 @@ class ElastiscalePolicy:
                     base_rps = surge_rps
                     carried_rps = (carried_rps or 0.0) + surge_rps * fanout
                 sent = (base_rps + backlog) * fanout
-                confirmed = above is not None and self._holds_arrivals(above)
-                kept = base_rps if confirmed else up_obs.demand_rps
+                held_above = above is not None and self._holds_arrivals(above)
+                kept = base_rps if held_above else up_obs.demand_rps
                 plain_up_rps += (kept + backlog) * fanout
                 details[sent_key] = round(sent, 6)
                 up_rps += sent
@@ -498,8 +502,10 @@ class ElastiscalePolicy:
         obs: Observation,
         demand_rps: float,
         per_request: float,
+        dispersion: float | None,
     ) -> float:
-        """The reactive floor with the queue's growth (surge.py)."""
+        """The reactive floor with the queue's growth (surge.py), against arrivals of the
+        typical `dispersion` (None: Poisson)."""
         queue = float(obs.queue_length or 0.0)
         growth_rps = state.queue_trend.observe(obs.at_s, queue)
         comp = ctx.pipeline.components[state.name]
@@ -508,16 +514,10 @@ class ElastiscalePolicy:
         ready = obs.ready_replicas if obs.ready_replicas is not None else counts.ready
         busy = obs.utilization if obs.utilization is not None else 1.0
         served_rps = min(busy, 1.0) * ready * capacity_rps
-        noise = self.surge_noise.get(state.name)
         state.surge_rps = surge_arrivals_rps(
-            demand_rps,
-            queue,
-            growth_rps,
-            served_rps,
-            state.slack_s,
-            state.queue_trend.span_s,
-            None if noise is None else noise.dispersion,
-        )
+            demand_rps, queue, growth_rps, served_rps, state.slack_s, state.queue_trend.span_s,
+            dispersion,
+        )  # fmt: skip
         state.surge_streak = 0 if state.surge_rps is None else state.surge_streak + 1
         starting_rps = max(0, counts.desired - counts.ready) * capacity_rps
         surge_drain_s = state.drain_s * self.params.surge_drain_share
